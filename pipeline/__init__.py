@@ -1,0 +1,31 @@
+"""YOLO fine-tuning pipeline: configs in, detectors and MLflow runs out.
+
+The public API is imported lazily, so ``import pipeline`` is cheap and has no side effects:
+
+    from pipeline import load_config, train, resume, sync, synthesize
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "Config": "pipeline.config",
+    "ConfigError": "pipeline.config",
+    "load_config": "pipeline.config",
+    "build_config": "pipeline.config",
+    "train": "pipeline.train.run",
+    "resume": "pipeline.train.run",
+    "TrainResult": "pipeline.train.run",
+    "sync": "pipeline.tracking",
+    "synthesize": "pipeline.data.synth",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name]), name)

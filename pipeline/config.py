@@ -1,0 +1,226 @@
+"""Experiment configuration: typed sections, YAML loading, ``section.key=value`` overrides.
+
+Every key has a default, so a config file can be a few lines. Anything wrong (an unknown key, a wrong
+type, a value out of range) stops with one line naming the file and the field, e.g.
+``configs/x.yaml: train.epochs: must be > 0, got -3``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message is one line naming the file and the field."""
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors (a typo must not silently fall back to a default); assignments are checked too.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    path: str = Field("", description="a dataset manifest, a data.yaml, or a folder in YOLO layout")
+    name: str = Field("", description="dataset name for tags and lineage; default: the folder's name")
+
+
+class ModelConfig(_Section):
+    weights: str = Field("yolo11n.yaml", description="a .pt path or ultralytics name, or an architecture .yaml")
+    freeze: int | list[int] | None = Field(None, description="freeze the first N layers, or these layer indices")
+
+    @field_validator("freeze")
+    @classmethod
+    def _freeze_non_negative(cls, value: int | list[int] | None) -> int | list[int] | None:
+        values = value if isinstance(value, list) else [value] if value is not None else []
+        if any(v < 0 for v in values):
+            raise ValueError(f"must be >= 0, got {value}")
+        return value
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(10, gt=0)
+    imgsz: int = Field(640, ge=32, description="training image size in pixels (a multiple of 32)")
+    batch: int = Field(16, ge=1)
+    device: str = Field("auto", description="auto, cpu, 0, 0,1, ...")
+    seed: int = Field(0, ge=0)
+    workers: int = Field(2, ge=0)
+    patience: int = Field(100, ge=0, description="epochs without improvement before stopping; 0 = never")
+    optimizer: Literal["auto", "SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSProp", "MuSGD"] = "auto"
+    lr0: float = Field(0.01, gt=0, description="initial learning rate (ignored when optimizer is auto)")
+    lrf: float = Field(0.01, gt=0, le=1, description="final learning rate as a fraction of lr0")
+    cos_lr: bool = False
+    warmup_epochs: float = Field(3.0, ge=0)
+    weight_decay: float = Field(0.0005, ge=0)
+    amp: bool = Field(True, description="mixed precision on CUDA (always off on CPU)")
+    cache: bool = Field(False, description="cache decoded images in memory")
+    project: str = Field("runs/train", description="folder that holds one sub-folder per training")
+    name: str = Field("", description="sub-folder name; default: the run name, else the experiment")
+    exist_ok: bool = Field(False, description="reuse the sub-folder instead of making name2, name3, ...")
+    plots: bool = True
+    deterministic: bool = True
+
+    @field_validator("imgsz")
+    @classmethod
+    def _multiple_of_32(cls, value: int) -> int:
+        if value % 32:
+            raise ValueError(f"must be a multiple of 32, got {value}")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        value = str(value).strip().lower()
+        if value in {"auto", "cpu", "mps"} or all(part.strip().isdigit() for part in value.split(",")):
+            return value
+        raise ValueError(f"must be auto, cpu, mps or GPU indices like 0 or 0,1, got {value!r}")
+
+
+class AugmentConfig(_Section):
+    """Ultralytics' own augmentation hyperparameters (mosaic and friends)."""
+
+    mosaic: float = Field(1.0, ge=0, le=1)
+    close_mosaic: int = Field(10, ge=0, description="turn mosaic off for the last N epochs")
+    mixup: float = Field(0.0, ge=0, le=1)
+    fliplr: float = Field(0.5, ge=0, le=1)
+    flipud: float = Field(0.0, ge=0, le=1)
+    degrees: float = Field(0.0, ge=0, le=180)
+    translate: float = Field(0.1, ge=0, le=1)
+    scale: float = Field(0.5, ge=0)
+    hsv_h: float = Field(0.015, ge=0, le=1)
+    hsv_s: float = Field(0.7, ge=0, le=1)
+    hsv_v: float = Field(0.4, ge=0, le=1)
+
+
+class TrackingConfig(_Section):
+    enabled: bool = True
+    uri: str = Field("", description="MLflow tracking URI; empty: $MLFLOW_TRACKING_URI, else a local SQLite file")
+    experiment: str = "yolo-pipeline"
+    run_name: str = ""
+    log_model: bool = Field(True, description="log the best weights as an MLflow model")
+    system_metrics: bool = Field(True, description="CPU, memory and GPU use via MLflow's system metrics")
+    system_metrics_interval_s: float = Field(10.0, gt=0, description="seconds between system-metric samples")
+    flush_interval_s: float = Field(2.0, gt=0, description="how often the background worker sends a batch")
+    retry_interval_s: float = Field(15.0, gt=0, description="how often to retry an unreachable server")
+    request_timeout_s: float = Field(10.0, gt=0, description="timeout of one request to the server")
+    finish_timeout_s: float = Field(30.0, ge=0, description="how long the end of a training waits for the server")
+
+
+class Config(_Section):
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    augment: AugmentConfig = AugmentConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def flat(self) -> dict[str, Any]:
+        """Every key as ``section.key`` -> value (the form MLflow params take)."""
+        return {f"{section}.{key}": value for section, keys in self.to_dict().items() for key, value in keys.items()}
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """One pydantic error as a short phrase: 'must be > 0, got -3'."""
+    kind, ctx, got = error["type"], error.get("ctx", {}), error.get("input")
+    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+    if kind in bounds:
+        limit = next(iter(ctx.values()))
+        return f"must be {bounds[kind]} {limit}, got {got!r}"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}, got {got!r}"
+    if kind in {"int_parsing", "int_type", "int_from_float"}:
+        return f"must be an integer, got {got!r}"
+    if kind in {"float_parsing", "float_type"}:
+        return f"must be a number, got {got!r}"
+    if kind in {"bool_parsing", "bool_type"}:
+        return f"must be true or false, got {got!r}"
+    if kind in {"string_type"}:
+        return f"must be a string, got {got!r}"
+    if kind in {"model_type", "model_attributes_type", "dict_type"}:
+        return f"must be a mapping of keys, got {got!r}"
+    message = error["msg"].removeprefix("Value error, ")
+    return message[0].lower() + message[1:]
+
+
+def _first_error(source: str, exc: ValidationError) -> ConfigError:
+    error = exc.errors()[0]
+    field = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return ConfigError(f"{source}: {field}: {_describe(error)}{more}")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.epochs=5`` -> (['train', 'epochs'], 5); the value is read as YAML, so types come out right."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r}: expected section.key=value")
+    parts = key.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"override {text!r}: the key must be section.key, e.g. train.epochs=5")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return ``raw`` with each ``section.key=value`` set (sections are created as needed)."""
+    merged = {section: dict(keys) if isinstance(keys, dict) else keys for section, keys in raw.items()}
+    for text in overrides:
+        (section, key), value = parse_override(text)
+        target = merged.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"override {text!r}: {section} is not a section")
+        target[key] = value
+    return merged
+
+
+def build_config(raw: dict[str, Any] | None, source: str = "<config>", overrides: list[str] | None = None) -> Config:
+    """Validate a raw mapping (plus overrides) into a Config, or raise a one-line ConfigError."""
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+        source = f"{source} (with overrides)"
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise _first_error(source, exc) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Load an experiment YAML (or only defaults when ``path`` is None) and apply overrides."""
+    if path is None:
+        return build_config({}, "<defaults>", overrides)
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}:{where}: {problem}") from None
+    return build_config(raw, str(path), overrides)
+
+
+def save_config(config: Config, path: str | Path) -> Path:
+    """Write the resolved config as YAML (the file `load_config` reads back to the same Config)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    return path

@@ -1,0 +1,137 @@
+"""Find a YOLO-layout dataset from ``data.path`` and pin it down for one training.
+
+``data.path`` may be a ``data.yaml`` or a folder holding one. The splits are resolved to absolute
+paths (relative ones against the yaml's own folder, as NEU-DET's README and our synthetic sets
+write them) and a resolved copy is written into the training folder, so ultralytics never guesses
+against its global datasets folder. The content hash covers every image and label file, so two runs
+on the same bytes share a hash whatever the folder is called.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+SPLITS = ("train", "val", "test")
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used; the message is one line naming the file and the reason."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    data_yaml: Path  # the resolved copy ultralytics trains on
+    splits: dict[str, Path]
+    names: dict[int, str]
+    content_hash: str
+    images: dict[str, int]
+
+
+def _find_yaml(path: Path) -> Path:
+    if path.is_file():
+        if path.suffix not in {".yaml", ".yml"}:
+            raise DatasetError(f"data.path: {path}: expected a data.yaml or a dataset folder")
+        return path
+    if path.is_dir():
+        for candidate in ("data.yaml", "data.yml", "dataset.yaml"):
+            if (path / candidate).is_file():
+                return path / candidate
+        raise DatasetError(f"data.path: {path}: folder has no data.yaml (class names are needed)")
+    raise DatasetError(f"data.path: {path}: no such file or folder")
+
+
+def _names(spec: dict[str, Any], source: Path) -> dict[int, str]:
+    names = spec.get("names")
+    if isinstance(names, list):
+        names = dict(enumerate(names))
+    if not isinstance(names, dict) or not names:
+        raise DatasetError(f"{source}: names: expected a list or mapping of class names")
+    try:
+        return {int(k): str(v) for k, v in sorted(names.items(), key=lambda kv: int(kv[0]))}
+    except (TypeError, ValueError):
+        raise DatasetError(f"{source}: names: class ids must be integers") from None
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def _label_for(image: Path) -> Path:
+    """YOLO's rule: the last ``images`` folder in the path becomes ``labels``, the suffix ``.txt``."""
+    parts = list(image.parts)
+    index = len(parts) - 1 - parts[::-1].index("images") if "images" in parts else None
+    if index is not None:
+        parts[index] = "labels"
+    return Path(*parts).with_suffix(".txt")
+
+
+def content_hash(splits: dict[str, Path]) -> str:
+    """SHA-256 over every image and label file (split, name and bytes), in a fixed order."""
+    digest = hashlib.sha256()
+    for split, folder in sorted(splits.items()):
+        for image in _images_in(folder):
+            name = image.relative_to(folder).as_posix()
+            for kind, file in (("image", image), ("label", _label_for(image))):
+                if file.is_file():
+                    digest.update(f"{split}/{kind}/{name}\0".encode())
+                    digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def resolve_dataset(path: str | Path, out_dir: str | Path, name: str = "") -> Dataset:
+    """Validate the layout, write ``out_dir/data.yaml`` with absolute paths and return its description."""
+    if not str(path).strip():
+        raise DatasetError("data.path: empty; give a data.yaml or a folder in YOLO layout")
+    source = _find_yaml(Path(path).expanduser().resolve())
+    try:
+        spec = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise DatasetError(f"{source}:{f' line {mark.line + 1}:' if mark else ''} invalid YAML") from None
+    if not isinstance(spec, dict):
+        raise DatasetError(f"{source}: expected a mapping with train, val and names")
+    root = Path(spec.get("path") or ".")
+    root = root if root.is_absolute() else (source.parent / root).resolve()
+    splits: dict[str, Path] = {}
+    for split in SPLITS:
+        if not spec.get(split):
+            continue
+        if not isinstance(spec[split], str):
+            raise DatasetError(f"{source}: {split}: expected one folder path (lists are not supported)")
+        folder = Path(spec[split])
+        folder = folder if folder.is_absolute() else root / folder
+        if not folder.is_dir():
+            raise DatasetError(f"{source}: {split}: folder {folder} does not exist")
+        splits[split] = folder
+    for required in ("train", "val"):
+        if required not in splits:
+            raise DatasetError(f"{source}: {required}: missing (a training needs train and val splits)")
+    names = _names(spec, source)
+    images = {split: len(_images_in(folder)) for split, folder in splits.items()}
+    for split, count in images.items():
+        if count == 0:
+            raise DatasetError(f"{source}: {split}: no images in {splits[split]}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    resolved = out_dir / "data.yaml"
+    resolved.write_text(
+        yaml.safe_dump(
+            {"path": str(root), **{s: str(p) for s, p in splits.items()}, "names": names}, sort_keys=False
+        ),
+        encoding="utf-8",
+    )
+    return Dataset(
+        name=name or source.parent.name,
+        data_yaml=resolved,
+        splits=splits,
+        names=names,
+        content_hash=content_hash(splits),
+        images=images,
+    )

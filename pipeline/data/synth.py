@@ -1,0 +1,161 @@
+"""Synthetic surface-defect images with exact boxes, in YOLO layout.
+
+Each image is a textured metal-like surface with a few defects drawn on it: scratches (thin long
+lines), pits (small dark craters with a bright rim) and patches (irregular stains). Every defect is
+drawn into its own mask first, so its box is the tight extent of the pixels it really changed.
+Image ``i`` depends only on ``(seed, i)``, so a set is reproducible and can be grown without
+changing the images it already has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+CLASS_NAMES: tuple[str, ...] = ("scratch", "pit", "patch")
+
+
+@dataclass(frozen=True)
+class Box:
+    """A defect's class and its tight pixel box (inclusive corners)."""
+
+    cls: int
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    def to_yolo(self, width: int, height: int) -> str:
+        """The box as a YOLO label line: class, centre and size normalised to the image."""
+        w, h = self.x1 - self.x0 + 1, self.y1 - self.y0 + 1
+        cx, cy = self.x0 + w / 2, self.y0 + h / 2
+        return f"{self.cls} {cx / width:.6f} {cy / height:.6f} {w / width:.6f} {h / height:.6f}"
+
+
+@dataclass(frozen=True)
+class SynthSummary:
+    """What `synthesize` wrote."""
+
+    out: Path
+    data_yaml: Path
+    images: dict[str, int]
+    boxes: dict[str, int]
+
+
+def _surface(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A grey surface: a brightness gradient, low-frequency mottling, fine grain and rolling streaks."""
+    base = rng.uniform(90, 150)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    gradient = rng.uniform(-20, 20) * xx + rng.uniform(-20, 20) * yy
+    mottling = cv2.GaussianBlur(rng.normal(0, 1, (size, size)).astype(np.float32), (0, 0), size / 12)
+    mottling *= 12 / (mottling.std() + 1e-6)
+    grain = rng.normal(0, 4, (size, size)).astype(np.float32)
+    streaks = np.repeat(rng.normal(0, 3, (size, 1)).astype(np.float32), size, axis=1)
+    return base + gradient + mottling + grain + streaks
+
+
+def _scratch_mask(rng: np.random.Generator, size: int) -> np.ndarray:
+    mask = np.zeros((size, size), np.uint8)
+    length = rng.uniform(0.35, 0.7) * size
+    angle = rng.uniform(0, np.pi)
+    cx, cy = rng.uniform(0.25, 0.75, 2) * size
+    dx, dy = np.cos(angle) * length / 2, np.sin(angle) * length / 2
+    p0 = (int(round(cx - dx)), int(round(cy - dy)))
+    p1 = (int(round(cx + dx)), int(round(cy + dy)))
+    cv2.line(mask, p0, p1, 255, thickness=max(1, size // 48), lineType=cv2.LINE_8)
+    return mask
+
+
+def _pit_mask(rng: np.random.Generator, size: int) -> np.ndarray:
+    mask = np.zeros((size, size), np.uint8)
+    radius = rng.uniform(0.04, 0.08) * size
+    centre = (int(rng.uniform(0.1, 0.9) * size), int(rng.uniform(0.1, 0.9) * size))
+    axes = (max(2, int(radius)), max(2, int(radius * rng.uniform(0.7, 1.0))))
+    cv2.ellipse(mask, centre, axes, float(rng.uniform(0, 180)), 0, 360, 255, thickness=-1)
+    return mask
+
+
+def _patch_mask(rng: np.random.Generator, size: int) -> np.ndarray:
+    mask = np.zeros((size, size), np.uint8)
+    radius = rng.uniform(0.12, 0.22) * size
+    cx, cy = rng.uniform(0.25, 0.75, 2) * size
+    angles = np.sort(rng.uniform(0, 2 * np.pi, 9))
+    radii = radius * rng.uniform(0.6, 1.0, 9)
+    points = np.stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)], axis=1)
+    cv2.fillPoly(mask, [points.round().astype(np.int32)], 255)
+    return mask
+
+
+_MASKS = (_scratch_mask, _pit_mask, _patch_mask)
+
+
+def _apply(surface: np.ndarray, mask: np.ndarray, cls: int, rng: np.random.Generator) -> None:
+    """Paint one defect into the surface where its mask is set."""
+    on = mask > 0
+    if cls == 0:  # scratch: a bright or dark line
+        surface[on] += rng.choice([-1.0, 1.0]) * rng.uniform(55, 80)
+    elif cls == 1:  # pit: a dark crater with a bright rim
+        rim = cv2.dilate(mask, np.ones((3, 3), np.uint8)) > 0
+        surface[rim & ~on] += 45
+        surface[on] -= rng.uniform(70, 95)
+    else:  # patch: a darker stain with its own texture
+        stain = rng.normal(0, 6, surface.shape).astype(np.float32)
+        surface[on] = surface[on] * rng.uniform(0.45, 0.65) + stain[on]
+
+
+def _box_of(mask: np.ndarray, cls: int) -> Box | None:
+    ys, xs = np.nonzero(mask)
+    if xs.size == 0:
+        return None
+    return Box(cls, int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
+
+
+def render(seed: int, index: int, size: int = 128) -> tuple[np.ndarray, list[Box]]:
+    """Draw image ``index`` of the set made with ``seed``: a BGR image and its defect boxes."""
+    rng = np.random.default_rng([seed, index])
+    surface = _surface(rng, size)
+    boxes: list[Box] = []
+    n_defects = int(rng.choice([0, 1, 2, 3], p=[0.05, 0.4, 0.35, 0.2]))
+    for _ in range(n_defects):
+        cls = int(rng.integers(len(CLASS_NAMES)))
+        mask = _MASKS[cls](rng, size)
+        _apply(surface, mask, cls, rng)
+        if (box := _box_of(mask, cls)) is not None:
+            boxes.append(box)
+    image = np.clip(surface, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), boxes
+
+
+def synthesize(out: str | Path, images: int = 200, seed: int = 0, size: int = 128, val_fraction: float = 0.2) -> SynthSummary:
+    """Write ``images`` synthetic defect images in YOLO layout under ``out``, with a ``data.yaml``."""
+    if images < 2:
+        raise ValueError(f"images: need at least 2 (one train, one val), got {images}")
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction: must be between 0 and 1, got {val_fraction}")
+    if size < 32:
+        raise ValueError(f"size: must be >= 32 pixels, got {size}")
+    out = Path(out)
+    n_val = max(1, round(images * val_fraction))
+    counts = {"train": 0, "val": 0}
+    box_counts = dict.fromkeys(CLASS_NAMES, 0)
+    for index in range(images):
+        split = "val" if index >= images - n_val else "train"
+        image, boxes = render(seed, index, size)
+        stem = f"synth_{seed}_{index:06d}"
+        (out / "images" / split).mkdir(parents=True, exist_ok=True)
+        (out / "labels" / split).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(out / "images" / split / f"{stem}.png"), image)
+        lines = [box.to_yolo(size, size) for box in boxes]
+        (out / "labels" / split / f"{stem}.txt").write_text("".join(f"{line}\n" for line in lines))
+        counts[split] += 1
+        for box in boxes:
+            box_counts[CLASS_NAMES[box.cls]] += 1
+    data_yaml = out / "data.yaml"
+    # No `path` key: ultralytics then resolves the splits against this file's folder, wherever it moves.
+    spec = {"train": "images/train", "val": "images/val", "names": dict(enumerate(CLASS_NAMES))}
+    data_yaml.write_text("# Synthetic surface defects; paths are relative to this file's folder.\n" + yaml.safe_dump(spec, sort_keys=False))
+    return SynthSummary(out=out, data_yaml=data_yaml, images=counts, boxes=box_counts)

@@ -1,0 +1,114 @@
+"""A write-ahead journal for tracking records, so that nothing is lost and nothing is sent twice.
+
+Every record (metrics, params, tags, artifacts, the model, the run's end) is appended to
+``journal.jsonl`` before anything tries to send it, and ``state.json`` remembers the run id and the
+highest sequence number the tracking server has acknowledged. After a crash, an outage or a kill,
+whatever is past that number is sent again; MLflow ignores a metric row it already has (same key,
+step, timestamp and value), and the timestamps are fixed when a record is written, so a resend is
+harmless. Files to upload are copied into the spool when logged, so a later overwrite (``last.pt``,
+``results.csv``) cannot change what was recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+JOURNAL = "journal.jsonl"
+STATE = "state.json"
+FILES = "files"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class Spool:
+    """The on-disk journal of one tracked run (thread-safe)."""
+
+    def __init__(self, directory: str | Path):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / FILES).mkdir(exist_ok=True)
+        self._lock = threading.Lock()
+        self.state: dict[str, Any] = self._read_state()
+        self._records = self._read_journal()
+        self._next_seq = max((r["seq"] for r in self._records), default=0) + 1
+
+    @staticmethod
+    def exists(directory: str | Path) -> bool:
+        return (Path(directory) / STATE).is_file()
+
+    def _read_state(self) -> dict[str, Any]:
+        path = self.dir / STATE
+        if not path.exists():
+            return {"run_id": None, "acked": 0}
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def _read_journal(self) -> list[dict[str, Any]]:
+        path = self.dir / JOURNAL
+        if not path.exists():
+            return []
+        records = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a torn last line from a kill mid-write: the record was never acknowledged to anyone
+        return records
+
+    def update_state(self, **values: Any) -> None:
+        with self._lock:
+            self.state.update(values)
+            _write_atomic(self.dir / STATE, json.dumps(self.state, indent=1))
+
+    def append(self, record: dict[str, Any], files: dict[str, str | Path] | None = None) -> int:
+        """Journal one record (copying ``files`` into the spool first); returns its sequence number."""
+        with self._lock:
+            seq = self._next_seq
+            self._next_seq += 1
+            stored = {}
+            for key, source in (files or {}).items():
+                source = Path(source)
+                target = self.dir / FILES / f"{seq:08d}-{source.name}"
+                if source.is_dir():
+                    shutil.copytree(source, target)
+                else:
+                    shutil.copy2(source, target)
+                stored[key] = str(target.relative_to(self.dir))
+            record = {"seq": seq, **record, **stored}
+            with open(self.dir / JOURNAL, "a", encoding="utf-8") as journal:
+                journal.write(json.dumps(record, allow_nan=True) + "\n")
+                journal.flush()
+            self._records.append(record)
+            return seq
+
+    def pending(self) -> list[dict[str, Any]]:
+        """Records not yet acknowledged by the server, oldest first."""
+        with self._lock:
+            acked = self.state.get("acked", 0)
+            return [r for r in self._records if r["seq"] > acked]
+
+    def records(self, kind: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            return [r for r in self._records if kind is None or r["kind"] == kind]
+
+    def acknowledge(self, seq: int) -> None:
+        """Everything up to ``seq`` reached the server; its spooled files are no longer needed."""
+        with self._lock:
+            done = [r for r in self._records if self.state.get("acked", 0) < r["seq"] <= seq]
+        for record in done:
+            for value in record.values():
+                if isinstance(value, str) and value.startswith(f"{FILES}/"):
+                    path = self.dir / value
+                    shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        self.update_state(acked=max(seq, self.state.get("acked", 0)))
+
+    def path(self, stored: str) -> Path:
+        return self.dir / stored

@@ -1,0 +1,50 @@
+"""Turn what ultralytics measures after an epoch into flat, search-friendly MLflow metric names.
+
+``metrics/mAP50-95(B)`` becomes ``mAP50_95``, ``val/box_loss`` becomes ``val.box_loss``, ``lr/pg0``
+becomes ``lr.pg0``, and per-class AP is ``AP50.<class>`` / ``AP50_95.<class>``: names that MLflow's
+search (``metrics.AP50.scratch > 0.5``) and UI take without quoting.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.]+")
+
+
+def metric_key(name: str) -> str:
+    """An ultralytics metric or class name as an MLflow-search-safe key."""
+    name = name.removeprefix("metrics/").replace("(B)", "")
+    return _UNSAFE.sub("_", name.replace("/", ".").replace("-", "_")).strip("_.")
+
+
+def class_key(name: str) -> str:
+    """A class name as one key segment (no dots, so ``AP50.<class>`` stays two segments)."""
+    return metric_key(name).replace(".", "_") or "unnamed"
+
+
+def per_class_ap(
+    names: Mapping[int, str], ap_class_index: Sequence[int], ap50: Sequence[float], ap50_95: Sequence[float]
+) -> dict[str, float]:
+    """AP50 and AP50-95 for every class; NaN for a class with no instance in the validation split."""
+    measured = {int(c): (float(a50), float(a)) for c, a50, a in zip(ap_class_index, ap50, ap50_95)}
+    out: dict[str, float] = {}
+    for index, name in sorted(names.items()):
+        a50, a = measured.get(int(index), (math.nan, math.nan))
+        out[f"AP50.{class_key(name)}"] = a50
+        out[f"AP50_95.{class_key(name)}"] = a
+    return out
+
+
+def epoch_metrics(
+    scalars: Mapping[str, float], fitness: float | None, epoch_time_s: float | None = None
+) -> dict[str, float]:
+    """Losses, precision, recall, mAPs and learning rates under their search-friendly names."""
+    out = {metric_key(k): float(v) for k, v in scalars.items()}
+    if fitness is not None:
+        out["fitness"] = float(fitness)
+    if epoch_time_s is not None:
+        out["epoch_time_s"] = float(epoch_time_s)
+    return out

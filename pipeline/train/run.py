@@ -1,0 +1,253 @@
+"""Start and resume trainings: config in, trained detector and one MLflow run out."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Config, save_config
+from pipeline.data.dataset import resolve_dataset
+from pipeline.train.session import SESSION_FILE, Session
+from pipeline.train.weights import resolve_weights
+from pipeline.yolo_env import configure_ultralytics
+
+
+class ResumeError(ValueError):
+    """Nothing to resume; the message says why in one line."""
+
+
+@dataclass
+class TrainResult:
+    save_dir: Path
+    run_id: str | None
+    tracking_uri: str | None
+    spool_dir: Path
+    pending_records: int
+    best_weights: Path | None
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` is the first CUDA GPU when there is one, else the CPU."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "0" if torch.cuda.is_available() else "cpu"
+
+
+def _device_description(device: str) -> str:
+    import torch
+
+    if device not in {"cpu", "mps"} and torch.cuda.is_available():
+        return ", ".join(torch.cuda.get_device_name(int(i)) for i in device.split(","))
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _versions() -> dict[str, str]:
+    tags = {"version.python": platform.python_version()}
+    for package in ("yolo-pipeline", "ultralytics", "torch", "torchvision", "mlflow", "albumentations", "opencv-python"):
+        try:
+            tags[f"version.{package}"] = version(package)
+        except PackageNotFoundError:
+            pass
+    return tags
+
+
+def _new_save_dir(config: Config) -> Path:
+    from ultralytics.utils.files import increment_path
+
+    name = config.train.name or config.tracking.run_name or config.tracking.experiment or "train"
+    return Path(increment_path(Path(config.train.project).resolve() / name, exist_ok=config.train.exist_ok))
+
+
+def ultralytics_args(config: Config, model: str, data_yaml: Path, save_dir: Path, device: str) -> dict[str, Any]:
+    t = config.train
+    return {
+        "model": model,
+        "data": str(data_yaml),
+        "epochs": t.epochs,
+        "imgsz": t.imgsz,
+        "batch": t.batch,
+        "device": device,
+        "seed": t.seed,
+        "deterministic": t.deterministic,
+        "workers": t.workers,
+        "patience": t.patience or 10**9,  # 0 means never stop early
+        "optimizer": t.optimizer,
+        "lr0": t.lr0,
+        "lrf": t.lrf,
+        "cos_lr": t.cos_lr,
+        "warmup_epochs": t.warmup_epochs,
+        "weight_decay": t.weight_decay,
+        "amp": t.amp,
+        "cache": t.cache,
+        "plots": t.plots,
+        "freeze": config.model.freeze,
+        "project": str(save_dir.parent),
+        "name": save_dir.name,
+        "exist_ok": True,
+        "save": True,
+        "val": True,
+        **config.augment.model_dump(),
+    }
+
+
+@contextmanager
+def _session_env(session_file: Path) -> Iterator[None]:
+    from pipeline.train.trainer import SESSION_ENV
+
+    previous = os.environ.get(SESSION_ENV)
+    os.environ[SESSION_ENV] = str(session_file)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(SESSION_ENV, None)
+        else:
+            os.environ[SESSION_ENV] = previous
+
+
+def _journal_run_start(session: Session, dataset: Any, device: str, weights_note: str) -> None:
+    """Params and tags go into the spool now; the trainer's tracker sends them with everything else."""
+    tracker = session.tracker()
+    tags = {
+        "pipeline.output_dir": str(session.save_dir),
+        "device": device,
+        "device.name": _device_description(device),
+        "dataset.name": dataset.name,
+        "dataset.hash": dataset.content_hash,
+        **{f"dataset.images.{split}": str(n) for split, n in dataset.images.items()},
+        **_versions(),
+    }
+    if commit := _git_commit():
+        tags["mlflow.source.git.commit"] = commit
+    if weights_note:
+        tags["pipeline.weights_fallback"] = weights_note
+    tracker.spool.append({"kind": "create_run", "run_name": tracker.run_name, "start_time": _now_ms(), "tags": tags})
+    tracker.log_params(session.config.flat())
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+def train(config: Config) -> TrainResult:
+    """Train a detector as the config says and record it in one MLflow run."""
+    configure_ultralytics()
+    from pipeline.train.trainer import PipelineTrainer
+
+    save_dir = _new_save_dir(config)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    dataset = resolve_dataset(config.data.path, save_dir, config.data.name)
+    weights = resolve_weights(config.model.weights)
+    device = resolve_device(config.train.device)
+    save_config(config, save_dir / "config.yaml")
+    session = Session(
+        config=config,
+        save_dir=save_dir,
+        dataset={"name": dataset.name, "hash": dataset.content_hash, "images": dataset.images},
+    )
+    session_file = session.save()
+    if config.tracking.enabled:
+        _journal_run_start(session, dataset, device, weights.note)
+    args = ultralytics_args(config, weights.model, dataset.data_yaml, save_dir, device)
+    with _session_env(session_file):
+        trainer = PipelineTrainer(overrides=args)
+        trainer.train()
+    return _result(session, notes=[weights.note] if weights.note else [])
+
+
+def find_training(target: str, project: str = "runs/train", tracking_uri: str = "") -> Path:
+    """A training folder from a folder, a checkpoint path, or an MLflow run id."""
+    path = Path(target).expanduser()
+    if path.is_file() and path.suffix == ".pt":
+        path = path.parent.parent
+    if path.is_dir():
+        if not (path / SESSION_FILE).is_file():
+            raise ResumeError(f"{path}: not a training folder of this pipeline (no {SESSION_FILE})")
+        return path.resolve()
+    from pipeline.spool import Spool
+
+    for session_file in sorted(Path(project).glob(f"*/{SESSION_FILE}")):
+        spool_dir = session_file.parent / "tracking"
+        if Spool.exists(spool_dir) and Spool(spool_dir).state.get("run_id") == target:
+            return session_file.parent.resolve()
+    try:
+        from pipeline.tracking import run_output_dir
+
+        recorded = run_output_dir(target, tracking_uri)
+    except Exception as exc:  # noqa: BLE001 - unknown run, unreachable server: same answer for the user
+        raise ResumeError(f"{target}: no training folder under {project} and MLflow cannot say ({exc})") from None
+    if recorded and (Path(recorded) / SESSION_FILE).is_file():
+        return Path(recorded)
+    raise ResumeError(f"{target}: run has no training folder on this machine")
+
+
+def resume(target: str, project: str = "runs/train", tracking_uri: str = "") -> TrainResult:
+    """Continue an interrupted training from its last checkpoint, into the same MLflow run."""
+    configure_ultralytics()
+    from ultralytics.nn.tasks import load_checkpoint
+
+    from pipeline.train.trainer import PipelineTrainer
+
+    save_dir = find_training(target, project, tracking_uri)
+    last = save_dir / "weights" / "last.pt"
+    if not last.is_file():
+        raise ResumeError(f"{save_dir}: no weights/last.pt; the training stopped before its first epoch ended")
+    _, checkpoint = load_checkpoint(last)
+    if checkpoint.get("optimizer") is None or checkpoint.get("epoch", -1) < 0:
+        raise ResumeError(f"{save_dir}: this training already finished; nothing to resume")
+    session = Session.load(save_dir / SESSION_FILE)
+    with _session_env(save_dir / SESSION_FILE):
+        trainer = PipelineTrainer(overrides={"resume": str(last), "model": str(last)})
+        trainer.train()
+    return _result(session, notes=[f"resumed from epoch {checkpoint['epoch'] + 1}"])
+
+
+def _result(session: Session, notes: list[str]) -> TrainResult:
+    import csv
+
+    from pipeline.spool import Spool
+
+    spool = Spool(session.spool_dir) if session.tracking_enabled else None
+    results = session.save_dir / "results.csv"
+    epochs = []
+    if results.exists():
+        with open(results, newline="", encoding="utf-8") as f:
+            epochs = [{k.strip(): float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    best = session.save_dir / "weights" / "best.pt"
+    return TrainResult(
+        save_dir=session.save_dir,
+        run_id=spool.state.get("run_id") if spool else None,
+        tracking_uri=spool.state.get("uri") if spool else None,
+        spool_dir=session.spool_dir,
+        pending_records=len(spool.pending()) if spool else 0,
+        best_weights=best if best.exists() else None,
+        epochs=epochs,
+        notes=notes,
+    )
+
+
+def result_summary(result: TrainResult) -> dict[str, Any]:
+    data = asdict(result)
+    return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
+

@@ -1,0 +1,117 @@
+"""The ultralytics DetectionTrainer subclass that records a training in MLflow.
+
+It lives in an importable module and reads its session (config, spool folder) from the file named by
+``$YOLO_PIPELINE_SESSION``, so ultralytics' multi-GPU relaunch, which rebuilds the trainer class in
+new processes from pickled arguments, rebuilds it with every hook. Only rank 0 (or the single
+process) tracks; the DDP parent only launches.
+
+Each epoch's record is made exactly once: ``save_metrics`` (before the checkpoint) writes it to
+``pending_epoch.json``; ``save_model`` (the checkpoint) then journals it. A kill between the two
+leaves a pending record that a resume keeps only if the checkpoint it resumes from includes that
+epoch, so the epochs in MLflow are 1..N with none missing and none twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.yolo_env import configure_ultralytics
+
+configure_ultralytics()
+
+from ultralytics.models.yolo.detect import DetectionTrainer  # noqa: E402
+from ultralytics.utils import DEFAULT_CFG, RANK  # noqa: E402
+
+from pipeline.train.artifacts import log_final_artifacts  # noqa: E402
+from pipeline.train.epoch_metrics import epoch_metrics, per_class_ap  # noqa: E402
+from pipeline.train.session import Session  # noqa: E402
+
+LOG = logging.getLogger("pipeline.train")
+SESSION_ENV = "YOLO_PIPELINE_SESSION"
+PENDING = "pending_epoch.json"
+
+
+class PipelineTrainer(DetectionTrainer):
+    """DetectionTrainer + MLflow tracking with lossless, exactly-once epoch records."""
+
+    def __init__(self, cfg: Any = DEFAULT_CFG, overrides: dict | None = None, _callbacks: dict | None = None):
+        super().__init__(cfg, overrides, _callbacks)
+        session_file = os.environ.get(SESSION_ENV)
+        self.session = Session.load(session_file) if session_file else None
+        self.tracker = None
+        self.sampler = None
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+
+    def _do_train(self) -> None:
+        if RANK in {-1, 0}:
+            self._open_tracking()
+        try:
+            super()._do_train()
+        except BaseException as exc:
+            self._close_tracking("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            raise
+        self._close_tracking("FINISHED")
+
+    def _open_tracking(self) -> None:
+        if self.session is None or not self.session.tracking_enabled:
+            return
+        self.tracker = self.session.tracker()
+        self.tracker.start(tags={"pipeline.resumed": "true"} if self.resume else None)
+        if self.session.config.tracking.system_metrics:
+            from pipeline.tracking import SystemMetricsSampler
+
+            self.sampler = SystemMetricsSampler(self.tracker, self.session.config.tracking.system_metrics_interval_s)
+            self.sampler.start()
+
+    def _close_tracking(self, status: str) -> None:
+        if self.tracker is None:
+            return
+        if self.sampler is not None:
+            self.sampler.finish()
+        if status == "FINISHED":
+            log_final_artifacts(self, self.tracker, self.session)
+        self.tracker.finish(status, timeout_s=self.session.config.tracking.finish_timeout_s)
+        self.tracker = None
+
+    # ---- exactly-once epoch records --------------------------------------------------------------------
+
+    def _setup_train(self) -> None:
+        super()._setup_train()
+        if RANK in {-1, 0} and self.tracker is not None:
+            self._settle_pending_epoch(checkpoint_epoch=self.start_epoch - 1)
+
+    def save_metrics(self, metrics: dict[str, float]) -> None:
+        super().save_metrics(metrics)
+        if self.tracker is None:
+            return
+        record = epoch_metrics(metrics, self.fitness, time.time() - self.epoch_time_start)
+        box = self.validator.metrics.box if self.validator is not None else None
+        if box is not None:
+            record.update(per_class_ap(self.data["names"], box.ap_class_index, box.ap50, box.ap))
+        pending = {"epoch": self.epoch, "metrics": record}
+        path = self.save_dir / PENDING
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(pending), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def save_model(self) -> bool:
+        saved = super().save_model()
+        if self.tracker is not None and saved:
+            self._settle_pending_epoch(checkpoint_epoch=self.epoch)
+        return saved
+
+    def _settle_pending_epoch(self, checkpoint_epoch: int) -> None:
+        """Journal the pending epoch record if the checkpoint covers it; drop it if the epoch will be redone."""
+        path = Path(self.save_dir) / PENDING
+        if not path.exists():
+            return
+        pending = json.loads(path.read_text(encoding="utf-8"))
+        if pending["epoch"] <= checkpoint_epoch:
+            self.tracker.log_metrics(pending["metrics"], step=pending["epoch"] + 1)
+        path.unlink()

@@ -1,0 +1,75 @@
+"""Resolve ``model.weights`` to something ultralytics can build, falling back when offline.
+
+An architecture ``.yaml`` (a file, or a name ultralytics ships such as ``yolo11n.yaml``) trains from
+scratch. A ``.pt`` is a local file or an ultralytics release name; a name that cannot be downloaded
+(offline, blocked, unknown) falls back to its architecture YAML with one line saying so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+LOG = logging.getLogger("pipeline.train")
+
+
+class WeightsError(ValueError):
+    """``model.weights`` names nothing usable; the message is one line."""
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    model: str  # what ultralytics is given: a .pt path or an architecture yaml
+    pretrained: bool
+    note: str = ""  # set when we fell back
+
+
+def weights_cache() -> Path:
+    return Path(os.environ.get("YOLO_PIPELINE_WEIGHTS_DIR", Path.home() / ".cache" / "yolo-pipeline" / "weights"))
+
+
+def _architecture_exists(yaml_name: str) -> bool:
+    """True for a YAML file, or a name ultralytics ships (``yolo11n.yaml`` is ``yolo11.yaml`` at scale n)."""
+    from ultralytics.nn.tasks import yaml_model_load
+
+    try:
+        yaml_model_load(yaml_name)
+        return True
+    except Exception:  # noqa: BLE001 - ultralytics raises several kinds for "not found"
+        return False
+
+
+def resolve_weights(spec: str) -> ResolvedWeights:
+    spec = spec.strip()
+    path = Path(spec).expanduser()
+    if path.suffix in {".yaml", ".yml"}:
+        if path.is_file() or _architecture_exists(spec):
+            return ResolvedWeights(str(path.resolve()) if path.is_file() else spec, pretrained=False)
+        raise WeightsError(f"model.weights: {spec}: no such architecture file or ultralytics model YAML")
+    if path.suffix != ".pt":
+        raise WeightsError(f"model.weights: {spec}: expected a .pt checkpoint or an architecture .yaml")
+    if path.is_file():
+        return ResolvedWeights(str(path.resolve()), pretrained=True)
+    if path.parent != Path("."):
+        raise WeightsError(f"model.weights: {spec}: no such file")
+    cached = weights_cache() / path.name
+    if cached.is_file():
+        return ResolvedWeights(str(cached), pretrained=True)
+    fallback = path.with_suffix(".yaml").name
+    try:
+        from ultralytics.utils.downloads import attempt_download_asset
+
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        downloaded = Path(attempt_download_asset(str(cached)))
+        if downloaded.is_file():
+            return ResolvedWeights(str(downloaded), pretrained=True)
+        reason = "the download produced no file"
+    except Exception as exc:  # noqa: BLE001 - offline, blocked or unknown: all mean "no weights"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if not _architecture_exists(fallback):
+        raise WeightsError(f"model.weights: {spec}: cannot download ({reason}) and no {fallback} to fall back to")
+    note = f"model.weights: cannot download {spec} ({reason}); training from the architecture {fallback} instead (no pretrained weights)"
+    LOG.warning(note)
+    return ResolvedWeights(fallback, pretrained=False, note=note)

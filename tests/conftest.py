@@ -1,0 +1,77 @@
+"""Shared fixtures: hermetic environment, tiny synthetic data, a real MLflow server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Before anything imports ultralytics or mlflow: a private settings folder, no downloads, no user tracking URI.
+_HOME = Path(tempfile.mkdtemp(prefix="yolo-pipeline-tests-"))
+os.environ["YOLO_CONFIG_DIR"] = str(_HOME / "ultralytics")
+os.environ["YOLO_OFFLINE"] = "true"
+os.environ["YOLO_AUTOINSTALL"] = "false"
+os.environ["YOLO_PIPELINE_WEIGHTS_DIR"] = str(_HOME / "weights")
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
+
+from pipeline.config import Config, build_config  # noqa: E402
+from pipeline.data.synth import synthesize  # noqa: E402
+from tests.mlflow_server import MlflowServer  # noqa: E402
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test runs in its own folder, so runs/, mlflow.db and mlruns/ never land in the repo."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """120 synthetic 64-px defect images (96 train, 24 val) with their data.yaml."""
+    out = tmp_path_factory.mktemp("synth")
+    return synthesize(out, images=120, seed=0, size=64).data_yaml
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """One real `mlflow server` for the session (its own process group, killed at the end)."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def tiny_config(data_yaml: Path, project: Path, **sections: dict) -> Config:
+    """A 2-epoch, 64-px CPU training with fast tracking intervals; ``sections`` override any key."""
+    raw: dict[str, dict] = {
+        "data": {"path": str(data_yaml)},
+        "model": {"weights": "yolo11n.yaml"},
+        "train": {"epochs": 2, "imgsz": 64, "batch": 16, "device": "cpu", "workers": 0, "project": str(project)},
+        "augment": {"mosaic": 0.0, "close_mosaic": 0},
+        "tracking": {
+            "experiment": "tests",
+            "flush_interval_s": 0.5,
+            "retry_interval_s": 1.0,
+            "request_timeout_s": 5.0,
+            "finish_timeout_s": 20.0,
+            "system_metrics_interval_s": 1.0,
+        },
+    }
+    for section, keys in sections.items():
+        raw.setdefault(section, {}).update(keys)
+    return build_config(raw, "<tests>")

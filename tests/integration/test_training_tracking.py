@@ -1,0 +1,96 @@
+"""A real tiny training recorded in a real MLflow server (and in the embedded SQLite default)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline.tracking import load_model
+from pipeline.train import train
+from tests.conftest import tiny_config
+
+pytestmark = pytest.mark.slow
+
+EPOCH_METRICS = {
+    "train.box_loss", "train.cls_loss", "train.dfl_loss",
+    "val.box_loss", "val.cls_loss", "val.dfl_loss",
+    "precision", "recall", "mAP50", "mAP50_95", "fitness",
+    "lr.pg0", "lr.pg1", "lr.pg2", "epoch_time_s",
+}  # fmt: skip
+CLASSES = ("scratch", "pit", "patch")
+
+
+def per_class_keys() -> set[str]:
+    return {f"{kind}.{name}" for kind in ("AP50", "AP50_95") for name in CLASSES}
+
+
+def assert_epochs_exactly_once(client: MlflowClient, run_id: str, keys: set[str], epochs: int) -> None:
+    for key in sorted(keys):
+        steps = [m.step for m in client.get_metric_history(run_id, key)]
+        assert sorted(steps) == list(range(1, epochs + 1)), f"{key}: steps {steps}"
+
+
+def test_training_is_fully_recorded_in_mlflow_server(synth_data: Path, mlflow_server, tmp_path: Path) -> None:
+    config = tiny_config(synth_data, tmp_path / "runs", tracking={"uri": mlflow_server.uri, "experiment": "full"})
+    result = train(config)
+
+    assert result.run_id and result.pending_records == 0
+    client = MlflowClient(mlflow_server.uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert len(client.search_runs([run.info.experiment_id])) == 1  # one training, one run
+
+    assert_epochs_exactly_once(client, result.run_id, EPOCH_METRICS | per_class_keys(), epochs=2)
+    for key in ("mAP50", "precision", "recall"):
+        assert all(0.0 <= m.value <= 1.0 for m in client.get_metric_history(result.run_id, key))
+    assert {f"best.AP50.{c}" for c in CLASSES} <= set(run.data.metrics)
+    assert any(k.startswith("system/cpu_utilization_percentage") for k in run.data.metrics)
+
+    params = run.data.params
+    assert params["train.epochs"] == "2" and params["train.imgsz"] == "64"
+    assert params["data.path"] == str(synth_data) and params["tracking.uri"] == mlflow_server.uri
+    tags = run.data.tags
+    assert len(tags["dataset.hash"]) == 64 and tags["dataset.images.train"] == "96"
+    assert tags["device"] == "cpu" and "version.ultralytics" in tags and "version.torch" in tags
+    assert tags["pipeline.output_dir"] == str(result.save_dir)
+
+    top = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"config.yaml", "results.csv", "args.yaml", "plots", "val_predictions"} <= top
+    plots = {Path(a.path).name for a in client.list_artifacts(result.run_id, "plots")}
+    assert {"confusion_matrix.png", "confusion_matrix.json", "BoxPR_curve.png", "results.png"} <= plots
+    assert len(client.list_artifacts(result.run_id, "val_predictions")) >= 1
+
+    model = load_model(f"runs:/{result.run_id}/model", mlflow_server.uri)
+    images = sorted((synth_data.parent / "images" / "val").glob("*.png"))[:2]
+    detections = model.predict([str(p) for p in images], params={"conf": 0.0})
+    assert list(detections.columns) == ["source", "class_id", "class_name", "confidence", "x0", "y0", "x1", "y1"]
+    assert len(detections) > 0
+    assert set(detections["class_name"]) <= set(CLASSES)
+    assert detections["x0"].min() >= 0 and detections["x1"].max() <= 64
+    assert set(detections["source"]) <= {str(p) for p in images}
+
+
+def test_training_with_embedded_default_tracking(synth_data: Path, tmp_path: Path) -> None:
+    config = tiny_config(synth_data, tmp_path / "runs", train={"epochs": 1}, tracking={"system_metrics": False})
+    result = train(config)
+
+    assert (tmp_path / "mlflow.db").is_file()  # the working folder's SQLite file, no server
+    assert result.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(result.tracking_uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert_epochs_exactly_once(client, result.run_id, EPOCH_METRICS | per_class_keys(), epochs=1)
+    assert run.info.artifact_uri.startswith((tmp_path / "mlruns").as_uri())
+    assert (Path(run.info.artifact_uri.removeprefix("file://")) / "results.csv").is_file()
+    assert (result.save_dir / "config.yaml").is_file() and (result.save_dir / "weights" / "best.pt").is_file()
+
+
+def test_tracking_off_trains_without_mlflow(synth_data: Path, tmp_path: Path) -> None:
+    config = tiny_config(synth_data, tmp_path / "runs", train={"epochs": 1}, tracking={"enabled": False})
+    result = train(config)
+    assert result.run_id is None
+    assert not (tmp_path / "mlflow.db").exists() and not (result.save_dir / "tracking").exists()
+    assert len(result.epochs) == 1 and not math.isnan(result.epochs[0]["metrics/mAP50(B)"])

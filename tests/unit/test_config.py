@@ -1,0 +1,317 @@
+"""pipeline/config.py: defaults, YAML loading, overrides and one-line error messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import (
+    AugmentConfig,
+    Config,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    TrackingConfig,
+    TrainConfig,
+    build_config,
+    load_config,
+    parse_override,
+    save_config,
+)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def config_error(path: str | Path | None, overrides: list[str] | None = None) -> str:
+    """The message of the ConfigError that loading raises; it must be exactly one line."""
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+# ---- loading ------------------------------------------------------------------------------------
+
+
+def test_defaults_without_a_file() -> None:
+    config = load_config(None)
+    assert config == Config()
+    assert config.train.epochs == 10
+    assert config.train.imgsz == 640
+    assert config.train.device == "auto"
+    assert config.model.weights == "yolo11n.yaml"
+    assert config.model.freeze is None
+    assert config.tracking.enabled is True
+    assert config.data.path == ""
+
+
+def test_minimal_file_fills_the_rest_with_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.yaml", "data:\n  path: datasets/a\ntrain:\n  epochs: 3\n  imgsz: 320\n")
+    config = load_config(path)
+    assert config.data.path == "datasets/a"
+    assert config.train.epochs == 3
+    assert config.train.imgsz == 320
+    # everything not in the file is a default
+    assert config.train.batch == TrainConfig().batch
+    assert config.data.name == DataConfig().name
+    assert config.model == ModelConfig()
+    assert config.augment == AugmentConfig()
+    assert config.tracking == TrackingConfig()
+
+
+def test_empty_file_is_all_defaults(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path / "empty.yaml", "")) == Config()
+
+
+def test_repo_demo_config_loads() -> None:
+    demo = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+    assert isinstance(load_config(demo), Config)
+
+
+# ---- overrides ----------------------------------------------------------------------------------
+
+
+def test_override_int_keeps_its_type() -> None:
+    config = load_config(None, ["train.epochs=5"])
+    assert config.train.epochs == 5
+    assert type(config.train.epochs) is int
+
+
+def test_override_list() -> None:
+    assert load_config(None, ["model.freeze=[0,1]"]).model.freeze == [0, 1]
+
+
+def test_override_int_freeze() -> None:
+    assert load_config(None, ["model.freeze=3"]).model.freeze == 3
+
+
+def test_override_uri_is_a_string() -> None:
+    uri = load_config(None, ["tracking.uri=http://x"]).tracking.uri
+    assert uri == "http://x"
+    assert isinstance(uri, str)
+
+
+def test_override_value_containing_equals_sign() -> None:
+    assert load_config(None, ["tracking.run_name=a=b"]).tracking.run_name == "a=b"
+
+
+def test_override_float_and_bool() -> None:
+    config = load_config(None, ["train.lr0=0.05", "train.cos_lr=true", "augment.mosaic=0"])
+    assert config.train.lr0 == pytest.approx(0.05)
+    assert config.train.cos_lr is True
+    assert config.augment.mosaic == 0.0
+
+
+def test_override_beats_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.yaml", "train:\n  epochs: 3\n  batch: 4\n")
+    config = load_config(path, ["train.epochs=7"])
+    assert config.train.epochs == 7
+    assert config.train.batch == 4
+
+
+def test_later_override_wins() -> None:
+    assert load_config(None, ["train.epochs=5", "train.epochs=6"]).train.epochs == 6
+
+
+def test_overrides_do_not_mutate_the_raw_mapping() -> None:
+    raw = {"train": {"epochs": 3}}
+    build_config(raw, "<t>", ["train.epochs=9"])
+    assert raw == {"train": {"epochs": 3}}
+
+
+def test_parse_override() -> None:
+    assert parse_override("train.epochs=5") == (["train", "epochs"], 5)
+    assert parse_override(" train.device = cpu") == (["train", "device"], "cpu")
+    assert parse_override("data.name=") == (["data", "name"], "")
+
+
+@pytest.mark.xfail(reason="bug: `device: 0` is read as int 0 and rejected by the str field before the device validator runs")
+def test_device_as_a_bare_gpu_index() -> None:
+    assert load_config(None, ["train.device=0"]).train.device == "0"
+
+
+def test_device_list_string() -> None:
+    assert load_config(None, ["train.device=0,1"]).train.device == "0,1"
+    assert load_config(None, ["train.device=CPU"]).train.device == "cpu"
+
+
+# ---- one-line errors ----------------------------------------------------------------------------
+
+
+def test_epochs_out_of_range_names_file_and_field(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.yaml", "train:\n  epochs: -3\n")
+    assert config_error(path) == f"{path}: train.epochs: must be > 0, got -3"
+
+
+def test_epochs_zero(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.yaml", "train:\n  epochs: 0\n")
+    assert config_error(path) == f"{path}: train.epochs: must be > 0, got 0"
+
+
+def test_error_from_override_mentions_overrides(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.yaml", "train:\n  epochs: 3\n")
+    assert config_error(path, ["train.epochs=-3"]) == f"{path} (with overrides): train.epochs: must be > 0, got -3"
+
+
+def test_unknown_key(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.yaml", "train:\n  epoch: 3\n")
+    assert config_error(path) == f"{path}: train.epoch: unknown key"
+
+
+def test_unknown_section(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.yaml", "trian:\n  epochs: 3\n")
+    assert config_error(path) == f"{path}: trian: unknown key"
+
+
+def test_wrong_type(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.yaml", 'train:\n  batch: "abc"\n')
+    assert config_error(path) == f"{path}: train.batch: must be an integer, got 'abc'"
+
+
+def test_float_where_int_expected(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.yaml", "train:\n  epochs: 2.5\n")
+    assert config_error(path) == f"{path}: train.epochs: must be an integer, got 2.5"
+
+
+def test_imgsz_not_a_multiple_of_32(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.yaml", "train:\n  imgsz: 100\n")
+    assert config_error(path) == f"{path}: train.imgsz: must be a multiple of 32, got 100"
+
+
+def test_bad_device(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.yaml", "train:\n  device: gpu\n")
+    assert config_error(path) == f"{path}: train.device: must be auto, cpu, mps or GPU indices like 0 or 0,1, got 'gpu'"
+
+
+def test_literal(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.yaml", "train:\n  optimizer: Foo\n")
+    message = config_error(path)
+    assert message.startswith(f"{path}: train.optimizer: must be one of ")
+    assert message.endswith(", got 'Foo'")
+    assert "'SGD'" in message and "'AdamW'" in message
+
+
+def test_negative_freeze(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.yaml", "model:\n  freeze: [0, -1]\n")
+    assert config_error(path) == f"{path}: model.freeze: must be >= 0, got [0, -1]"
+
+
+def test_bool_field(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.yaml", "train:\n  amp: maybe\n")
+    assert config_error(path) == f"{path}: train.amp: must be true or false, got 'maybe'"
+
+
+def test_upper_bound(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.yaml", "augment:\n  mosaic: 1.5\n")
+    assert config_error(path) == f"{path}: augment.mosaic: must be <= 1.0, got 1.5"
+
+
+def test_section_not_a_mapping(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.yaml", "train: 5\n")
+    assert config_error(path) == f"{path}: train: must be a mapping of keys, got 5"
+
+
+def test_several_errors_report_the_first_and_a_count(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.yaml", "train:\n  epochs: -3\n  batch: 0\n")
+    assert config_error(path) == f"{path}: train.epochs: must be > 0, got -3 (and 1 more)"
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.yaml", "train:\n  epochs: 3\n bad: [\n")
+    message = config_error(path)
+    assert message.startswith(f"{path}: line 3: ")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    assert config_error(path) == f"{path}: no such config file"
+
+
+def test_folder_instead_of_file(tmp_path: Path) -> None:
+    message = config_error(tmp_path)
+    assert message.startswith(f"{tmp_path}: cannot read")
+
+
+def test_top_level_not_a_mapping(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.yaml", "- train\n- epochs\n")
+    assert config_error(path) == f"{path}: the top level must be a mapping of sections, got list"
+
+
+def test_top_level_scalar(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.yaml", "42\n")
+    assert config_error(path) == f"{path}: the top level must be a mapping of sections, got int"
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("trainepochs=3", "override 'trainepochs=3': the key must be section.key, e.g. train.epochs=5"),
+        ("train.epochs", "override 'train.epochs': expected section.key=value"),
+        ("=3", "override '=3': expected section.key=value"),
+        ("a.b.c=1", "override 'a.b.c=1': the key must be section.key, e.g. train.epochs=5"),
+        ("train.=1", "override 'train.=1': the key must be section.key, e.g. train.epochs=5"),
+    ],
+)
+def test_malformed_overrides(override: str, expected: str) -> None:
+    assert config_error(None, [override]) == expected
+
+
+def test_override_into_a_non_section(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.yaml", "train: 5\n")
+    assert config_error(path, ["train.epochs=3"]) == "override 'train.epochs=3': train is not a section"
+
+
+def test_override_unknown_key() -> None:
+    assert config_error(None, ["train.epoch=3"]) == "<defaults> (with overrides): train.epoch: unknown key"
+
+
+# ---- save / flat --------------------------------------------------------------------------------
+
+
+def test_save_then_load_round_trips(tmp_path: Path) -> None:
+    config = load_config(
+        None,
+        [
+            "train.epochs=5",
+            "model.freeze=[0,1]",
+            "tracking.uri=http://x",
+            "train.device=0,1",
+            "augment.mosaic=0.25",
+            "data.name=neu det",
+        ],
+    )
+    path = save_config(config, tmp_path / "deep" / "folder" / "config.yaml")
+    assert path.is_file()
+    assert load_config(path) == config
+
+
+def test_save_defaults_round_trips(tmp_path: Path) -> None:
+    assert load_config(save_config(Config(), tmp_path / "c.yaml")) == Config()
+
+
+def test_flat_keys() -> None:
+    flat = load_config(None, ["train.epochs=5"]).flat()
+    assert flat["train.epochs"] == 5
+    assert flat["model.weights"] == "yolo11n.yaml"
+    assert flat["tracking.uri"] == ""
+    assert all(key.count(".") == 1 for key in flat)
+    sections = {key.split(".")[0] for key in flat}
+    assert sections == {"data", "model", "train", "augment", "tracking"}
+    assert len(flat) == sum(len(type(s).model_fields) for s in (DataConfig(), ModelConfig(), TrainConfig(), AugmentConfig(), TrackingConfig()))
+
+
+def test_assignment_is_validated() -> None:
+    config = Config()
+    with pytest.raises(ValueError):
+        config.train.epochs = -1
+
+
+@pytest.mark.xfail(reason="bug: a section with all keys commented out (`train:`) is None and rejected instead of defaulting")
+def test_empty_section_is_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.yaml", "train:\n  # epochs: 3\n")
+    assert load_config(path).train == TrainConfig()

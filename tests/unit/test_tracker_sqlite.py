@@ -1,0 +1,196 @@
+"""pipeline/tracking.py against a local SQLite store (no server), and offline against a closed port."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline.spool import STATE, Spool
+from pipeline.tracking import Tracker, resolve_tracking_uri
+
+CLOSED_PORT_URI = "http://127.0.0.1:9"
+_CLIENT_ENV = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_client_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tracker sets MLflow's HTTP env vars with setdefault; start each test without them and remove them after."""
+    for name in _CLIENT_ENV:
+        monkeypatch.setenv(name, "placeholder")  # recorded, so teardown restores the original (unset) state
+        monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/mlflow.db"
+
+
+@pytest.fixture
+def finished_run(tmp_path: Path, uri: str) -> Iterator[Tracker]:
+    """One run logged through a Tracker and finished: tag, param, two metric steps, one artifact."""
+    artifact = tmp_path / "notes.txt"
+    artifact.write_text("hello")
+    tracker = Tracker(tmp_path / "spool", uri, "exp", "run1", flush_interval_s=0.2)
+    tracker.start(tags={"a": "b"})
+    tracker.log_params({"train.epochs": 2, "model.weights": "yolo11n.yaml"})
+    tracker.log_metrics({"loss": 1.0}, step=1)
+    tracker.log_metrics({"loss": 0.5}, step=2)
+    tracker.log_artifact(artifact)
+    assert tracker.finish(timeout_s=60) is True
+    yield tracker
+
+
+def loss_steps(client: MlflowClient, run_id: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, "loss"))
+
+
+def test_default_uri_is_sqlite_in_the_working_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri("") == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert resolve_tracking_uri("http://x") == "http://x"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://env")
+    assert resolve_tracking_uri("") == "http://env"
+
+
+def test_records_reach_the_store(finished_run: Tracker, uri: str) -> None:
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(finished_run.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "run1"
+    assert run.data.tags["a"] == "b"
+    assert run.data.params == {"train.epochs": "2", "model.weights": "yolo11n.yaml"}
+    assert loss_steps(client, finished_run.run_id) == [(1, 1.0), (2, 0.5)]
+    assert run.data.metrics["loss"] == 0.5
+    assert [a.path for a in client.list_artifacts(finished_run.run_id)] == ["notes.txt"]
+    experiment = client.get_experiment_by_name("exp")
+    assert experiment is not None and run.info.experiment_id == experiment.experiment_id
+
+
+def test_artifact_content_and_local_layout(finished_run: Tracker, uri: str, tmp_path: Path) -> None:
+    client = MlflowClient(tracking_uri=uri)
+    local = Path(client.download_artifacts(finished_run.run_id, "notes.txt", str(tmp_path / "dl")))
+    assert local.read_text() == "hello"
+    # artifacts of a SQLite store live in mlruns/ beside the database
+    assert list((tmp_path / "mlruns").rglob("notes.txt"))
+
+
+def test_spool_is_drained_after_finish(finished_run: Tracker, tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    assert spool.pending() == []
+    assert spool.state["run_id"] == finished_run.run_id
+    assert spool.state["acked"] == len(spool.records())
+    assert list((tmp_path / "spool" / "files").iterdir()) == []  # spooled copies deleted once acknowledged
+
+
+def test_replay_after_lost_acknowledgements_is_idempotent(finished_run: Tracker, uri: str, tmp_path: Path) -> None:
+    run_id = finished_run.run_id
+    finished_run.spool.update_state(acked=0)
+
+    again = Tracker(tmp_path / "spool", uri, "exp", "run1", flush_interval_s=0.2)
+    assert again.run_id == run_id
+    again.send_pending()
+
+    client = MlflowClient(tracking_uri=uri)
+    assert loss_steps(client, run_id) == [(1, 1.0), (2, 0.5)]
+    experiment_id = client.get_experiment_by_name("exp").experiment_id
+    runs = client.search_runs([experiment_id])
+    assert [r.info.run_id for r in runs] == [run_id]
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.epochs"] == "2"
+
+
+@pytest.mark.xfail(
+    reason="bug: Spool.acknowledge deletes the spooled artifact copies before it saves the new acked number, "
+    "so a replay of an artifact record whose ack was lost hits FileNotFoundError forever (reported as 'cannot reach')"
+)
+def test_replay_after_lost_acknowledgements_drains_the_spool(finished_run: Tracker, uri: str, tmp_path: Path) -> None:
+    finished_run.spool.update_state(acked=0)
+    again = Tracker(tmp_path / "spool", uri, "exp", "run1", flush_interval_s=0.2)
+    again.send_pending()
+    assert again.last_error is None
+    assert again.spool.pending() == []
+
+
+def test_resumed_tracker_keeps_its_run(finished_run: Tracker, uri: str, tmp_path: Path) -> None:
+    """A second Tracker on the same spool logs into the same run, even with other arguments."""
+    again = Tracker(tmp_path / "spool", "sqlite:///elsewhere.db", "other", "run1", flush_interval_s=0.2)
+    assert again.uri == uri and again.experiment == "exp"
+    again.start(tags={"resumed": "yes"})
+    again.log_metrics({"loss": 0.25}, step=3)
+    assert again.finish(timeout_s=60) is True
+
+    client = MlflowClient(tracking_uri=uri)
+    assert loss_steps(client, finished_run.run_id) == [(1, 1.0), (2, 0.5), (3, 0.25)]
+    assert client.get_run(finished_run.run_id).data.tags["resumed"] == "yes"
+    assert len(client.search_runs([client.get_experiment_by_name("exp").experiment_id])) == 1
+    assert not (tmp_path / "elsewhere.db").exists()
+
+
+def test_many_metrics_are_split_into_batches(tmp_path: Path, uri: str) -> None:
+    tracker = Tracker(tmp_path / "spool", uri, "exp", "big", flush_interval_s=0.2)
+    tracker.start()
+    for step in range(3):
+        tracker.log_metrics({f"m{i}": float(i + step) for i in range(600)}, step=step)
+    assert tracker.finish(timeout_s=60) is True
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(tracker.run_id)
+    assert len(run.data.metrics) == 600
+    assert [m.step for m in client.get_metric_history(tracker.run_id, "m599")] == [0, 1, 2]
+
+
+def test_offline_tracker_spools_and_reports_failure(tmp_path: Path) -> None:
+    tracker = Tracker(tmp_path / "spool", CLOSED_PORT_URI, "exp", "run1", flush_interval_s=0.2, request_timeout_s=1)
+    tracker.start(tags={"a": "b"})
+    started = time.monotonic()
+    tracker.log_metrics({"loss": 1.0}, step=1)
+    tracker.log_metrics({"loss": 0.5}, step=2)
+    assert time.monotonic() - started < 5  # journaled, not sent: no waiting on the server
+    assert tracker.finish(timeout_s=2) is False
+
+    assert tracker.run_id is None
+    assert tracker.last_error is not None and "\n" not in tracker.last_error
+    state = json.loads((tmp_path / "spool" / STATE).read_text())
+    assert state["run_id"] is None
+    assert state["acked"] == 0
+    assert state["uri"] == CLOSED_PORT_URI
+    pending = Spool(tmp_path / "spool").pending()
+    assert [r["kind"] for r in pending] == ["create_run", "metrics", "metrics", "end"]
+    assert [r["step"] for r in pending if r["kind"] == "metrics"] == [1, 2]
+
+
+def test_offline_spool_is_sent_later_by_a_new_tracker(tmp_path: Path, uri: str) -> None:
+    """Records kept while the server was away go to the run once a store answers (here: the spool is re-pointed)."""
+    tracker = Tracker(tmp_path / "spool", CLOSED_PORT_URI, "exp", "run1", flush_interval_s=0.2, request_timeout_s=1)
+    tracker.start()
+    tracker.log_metrics({"loss": 1.0}, step=1)
+    assert tracker.finish(timeout_s=1) is False
+
+    Spool(tmp_path / "spool").update_state(uri=uri)
+    later = Tracker(tmp_path / "spool", "", "", flush_interval_s=0.2)
+    assert later.send_pending() == 3
+    assert later.spool.pending() == []
+    client = MlflowClient(tracking_uri=uri)
+    assert loss_steps(client, later.run_id) == [(1, 1.0)]
+    assert client.get_run(later.run_id).info.status == "FINISHED"
+
+
+def test_tracker_sets_fail_fast_http_settings(tmp_path: Path) -> None:
+    Tracker(tmp_path / "spool", CLOSED_PORT_URI, "exp", request_timeout_s=3)
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "3"
+
+
+@pytest.mark.xfail(
+    reason="bug: request_timeout_s is written as str(int(x)), so a valid config value like 0.5 becomes a 0 s "
+    "timeout, which requests rejects (every request then fails and the run stays offline)"
+)
+def test_sub_second_request_timeout_stays_positive(tmp_path: Path) -> None:
+    Tracker(tmp_path / "spool", CLOSED_PORT_URI, "exp", request_timeout_s=0.5)
+    assert float(os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"]) > 0

@@ -70,9 +70,9 @@ class TrainConfig(_Section):
             raise ValueError(f"must be a multiple of 32, got {value}")
         return value
 
-    @field_validator("device")
+    @field_validator("device", mode="before")
     @classmethod
-    def _known_device(cls, value: str) -> str:
+    def _known_device(cls, value: object) -> str:
         value = str(value).strip().lower()
         if value in {"auto", "cpu", "mps"} or all(part.strip().isdigit() for part in value.split(",")):
             return value
@@ -105,7 +105,7 @@ class TrackingConfig(_Section):
     system_metrics_interval_s: float = Field(10.0, gt=0, description="seconds between system-metric samples")
     flush_interval_s: float = Field(2.0, gt=0, description="how often the background worker sends a batch")
     retry_interval_s: float = Field(15.0, gt=0, description="how often to retry an unreachable server")
-    request_timeout_s: float = Field(10.0, gt=0, description="timeout of one request to the server")
+    request_timeout_s: int = Field(10, ge=1, description="timeout of one request to the server, in seconds")
     finish_timeout_s: float = Field(30.0, ge=0, description="how long the end of a training waits for the server")
 
 
@@ -185,9 +185,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 def build_config(raw: dict[str, Any] | None, source: str = "<config>", overrides: list[str] | None = None) -> Config:
     """Validate a raw mapping (plus overrides) into a Config, or raise a one-line ConfigError."""
-    raw = raw or {}
+    raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    # A section whose keys are all commented out reads as None: it means "all defaults".
+    raw = {section: {} if keys is None else keys for section, keys in raw.items()}
     if overrides:
         raw = apply_overrides(raw, overrides)
         source = f"{source} (with overrides)"

@@ -55,12 +55,22 @@ class Spool:
         path = self.dir / JOURNAL
         if not path.exists():
             return []
-        records = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a torn last line from a kill mid-write: the record was never acknowledged to anyone
+        records: list[dict[str, Any]] = []
+        whole_bytes = 0
+        with open(path, "rb") as journal:
+            for line in journal:
+                if not line.endswith(b"\n"):
+                    break
+                try:
+                    records.append(json.loads(line))
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    break
+                whole_bytes += len(line)
+        if whole_bytes < path.stat().st_size:
+            # A kill mid-write tore the last line; that record was never acknowledged to anyone. Cut it off,
+            # so the next append starts on a fresh line instead of gluing onto the torn one.
+            with open(path, "r+b") as journal:
+                journal.truncate(whole_bytes)
         return records
 
     def update_state(self, **values: Any) -> None:
@@ -103,12 +113,14 @@ class Spool:
         """Everything up to ``seq`` reached the server; its spooled files are no longer needed."""
         with self._lock:
             done = [r for r in self._records if self.state.get("acked", 0) < r["seq"] <= seq]
+        # Record the acknowledgement before deleting: a kill in between leaves stray files, never a record
+        # whose file is gone.
+        self.update_state(acked=max(seq, self.state.get("acked", 0)))
         for record in done:
             for value in record.values():
                 if isinstance(value, str) and value.startswith(f"{FILES}/"):
                     path = self.dir / value
                     shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        self.update_state(acked=max(seq, self.state.get("acked", 0)))
 
     def path(self, stored: str) -> Path:
         return self.dir / stored

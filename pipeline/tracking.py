@@ -9,6 +9,7 @@ hand. The run itself is created by the worker, so a run can begin while the serv
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -80,7 +81,7 @@ class Tracker:
         self.retry_interval_s = retry_interval_s
         # Our own worker retries; a request should fail fast rather than back off inside the client.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(request_timeout_s)))
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, math.ceil(request_timeout_s)))  # mlflow wants whole seconds
         self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -214,7 +215,10 @@ class Tracker:
             self._client.log_batch(run_id, metrics=metrics, params=params, tags=tags, synchronous=True)
             self.spool.acknowledge(group[-1]["seq"])
             return len(group)
-        if first["kind"] == "artifact":
+        missing = [v for k, v in first.items() if k in {"local", "weights"} and not self.spool.path(v).exists()]
+        if missing:
+            LOG.warning("tracking: skipping %s record %d, its spooled file %s is gone", first["kind"], first["seq"], missing[0])
+        elif first["kind"] == "artifact":
             local = self.spool.path(first["local"])
             name = local.name.split("-", 1)[1]
             # The spooled copy carries a sequence prefix; upload it under its real name.
@@ -324,6 +328,8 @@ class YoloPyfuncModel(mlflow.pyfunc.PythonModel):
     """
 
     COLUMNS = ["source", "class_id", "class_name", "confidence", "x0", "y0", "x1", "y1"]
+    # Inputs are paths or arrays, outputs a DataFrame: nothing MLflow's type-hint validation can describe.
+    _skip_type_hint_validation = True
 
     @staticmethod
     def signature() -> ModelSignature:

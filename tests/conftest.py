@@ -67,7 +67,7 @@ def tiny_config(data_yaml: Path, project: Path, **sections: dict) -> Config:
             "experiment": "tests",
             "flush_interval_s": 0.5,
             "retry_interval_s": 1.0,
-            "request_timeout_s": 5.0,
+            "request_timeout_s": 5,
             "finish_timeout_s": 20.0,
             "system_metrics_interval_s": 1.0,
         },

@@ -66,13 +66,13 @@ def _scratch_mask(rng: np.random.Generator, size: int) -> np.ndarray:
     dx, dy = np.cos(angle) * length / 2, np.sin(angle) * length / 2
     p0 = (int(round(cx - dx)), int(round(cy - dy)))
     p1 = (int(round(cx + dx)), int(round(cy + dy)))
-    cv2.line(mask, p0, p1, 255, thickness=max(1, size // 48), lineType=cv2.LINE_8)
+    cv2.line(mask, p0, p1, 255, thickness=max(2, size // 32), lineType=cv2.LINE_8)
     return mask
 
 
 def _pit_mask(rng: np.random.Generator, size: int) -> np.ndarray:
     mask = np.zeros((size, size), np.uint8)
-    radius = rng.uniform(0.04, 0.08) * size
+    radius = rng.uniform(0.06, 0.1) * size
     centre = (int(rng.uniform(0.1, 0.9) * size), int(rng.uniform(0.1, 0.9) * size))
     axes = (max(2, int(radius)), max(2, int(radius * rng.uniform(0.7, 1.0))))
     cv2.ellipse(mask, centre, axes, float(rng.uniform(0, 180)), 0, 360, 255, thickness=-1)
@@ -93,8 +93,8 @@ def _patch_mask(rng: np.random.Generator, size: int) -> np.ndarray:
 _MASKS = (_scratch_mask, _pit_mask, _patch_mask)
 
 
-def _apply(surface: np.ndarray, mask: np.ndarray, cls: int, rng: np.random.Generator) -> None:
-    """Paint one defect into the surface where its mask is set."""
+def _apply(surface: np.ndarray, mask: np.ndarray, cls: int, rng: np.random.Generator) -> np.ndarray:
+    """Paint one defect into the surface where its mask is set; returns the mask of every pixel it changed."""
     on = mask > 0
     if cls == 0:  # scratch: a bright or dark line
         surface[on] += rng.choice([-1.0, 1.0]) * rng.uniform(55, 80)
@@ -102,9 +102,11 @@ def _apply(surface: np.ndarray, mask: np.ndarray, cls: int, rng: np.random.Gener
         rim = cv2.dilate(mask, np.ones((3, 3), np.uint8)) > 0
         surface[rim & ~on] += 45
         surface[on] -= rng.uniform(70, 95)
+        return rim
     else:  # patch: a darker stain with its own texture
         stain = rng.normal(0, 6, surface.shape).astype(np.float32)
         surface[on] = surface[on] * rng.uniform(0.45, 0.65) + stain[on]
+    return on
 
 
 def _box_of(mask: np.ndarray, cls: int) -> Box | None:
@@ -123,8 +125,8 @@ def render(seed: int, index: int, size: int = 128) -> tuple[np.ndarray, list[Box
     for _ in range(n_defects):
         cls = int(rng.integers(len(CLASS_NAMES)))
         mask = _MASKS[cls](rng, size)
-        _apply(surface, mask, cls, rng)
-        if (box := _box_of(mask, cls)) is not None:
+        changed = _apply(surface, mask, cls, rng)
+        if (box := _box_of(changed, cls)) is not None:
             boxes.append(box)
     image = np.clip(surface, 0, 255).astype(np.uint8)
     return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), boxes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -156,9 +157,15 @@ def train(config: Config) -> TrainResult:
     from pipeline.train.trainer import PipelineTrainer
 
     save_dir = _new_save_dir(config)
+    fresh = not save_dir.exists()
     save_dir.mkdir(parents=True, exist_ok=True)
-    dataset = resolve_dataset(config.data.path, save_dir, config.data.name)
-    weights = resolve_weights(config.model.weights)
+    try:
+        dataset = resolve_dataset(config.data.path, save_dir, config.data.name)
+        weights = resolve_weights(config.model.weights)
+    except ValueError:
+        if fresh:  # bad input leaves no half-made training folder behind
+            shutil.rmtree(save_dir, ignore_errors=True)
+        raise
     device = resolve_device(config.train.device)
     save_config(config, save_dir / "config.yaml")
     session = Session(
@@ -213,7 +220,10 @@ def resume(target: str, project: str = "runs/train", tracking_uri: str = "") -> 
     last = save_dir / "weights" / "last.pt"
     if not last.is_file():
         raise ResumeError(f"{save_dir}: no weights/last.pt; the training stopped before its first epoch ended")
-    _, checkpoint = load_checkpoint(last)
+    try:
+        _, checkpoint = load_checkpoint(last)
+    except Exception as exc:  # noqa: BLE001 - torch reports a damaged file in many ways
+        raise ResumeError(f"{last}: unreadable checkpoint ({str(exc).splitlines()[0]})") from None
     if checkpoint.get("optimizer") is None or checkpoint.get("epoch", -1) < 0:
         raise ResumeError(f"{save_dir}: this training already finished; nothing to resume")
     session = Session.load(save_dir / SESSION_FILE)

@@ -101,7 +101,18 @@ class PipelineTrainer(DetectionTrainer):
         os.replace(tmp, path)
 
     def save_model(self) -> bool:
-        saved = super().save_model()
+        # Ultralytics writes last.pt/best.pt in place; a kill mid-write would leave nothing to resume from.
+        # Write them under a temporary name and rename, so a checkpoint on disk is always whole.
+        final = {"last": self.last, "best": self.best}
+        self.last, self.best = (path.with_name(path.name + ".partial") for path in final.values())
+        try:
+            saved = super().save_model()
+        finally:
+            partial = {"last": self.last, "best": self.best}
+            self.last, self.best = final["last"], final["best"]
+        for key, path in partial.items():
+            if path.exists():
+                os.replace(path, final[key])
         if self.tracker is not None and saved:
             self._settle_pending_epoch(checkpoint_epoch=self.epoch)
         return saved

@@ -59,8 +59,11 @@ def resolve_weights(spec: str) -> ResolvedWeights:
         return ResolvedWeights(str(cached), pretrained=True)
     fallback = path.with_suffix(".yaml").name
     try:
+        from ultralytics.utils import is_online
         from ultralytics.utils.downloads import attempt_download_asset
 
+        if not is_online():  # no network (or $YOLO_OFFLINE): don't wait on download timeouts
+            raise ConnectionError("offline")
         cached.parent.mkdir(parents=True, exist_ok=True)
         downloaded = Path(attempt_download_asset(str(cached)))
         if downloaded.is_file():

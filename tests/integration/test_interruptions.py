@@ -40,7 +40,7 @@ def wait_for(condition, timeout_s: float, what: str, process: subprocess.Popen |
             return
         if process is not None and process.poll() is not None:
             break
-        time.sleep(0.1)
+        time.sleep(0.02)
     tail = log.read_text(errors="replace")[-3000:] if log else ""
     raise AssertionError(f"timed out waiting for {what}\n{tail}")
 
@@ -112,7 +112,6 @@ def test_killed_training_resumes_into_the_same_run(synth_data: Path, mlflow_serv
     process = start_training(write_config(tmp_path / "killed.yaml", config), log)
     # last.pt appears when epoch 1 is checkpointed; killing then lands in epoch 2.
     wait_for(lambda: (save_dir / "weights" / "last.pt").exists(), 180, "epoch 1's checkpoint", process, log)
-    time.sleep(1.0)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     assert results_rows(save_dir) == 1, "the kill should land in epoch 2"
@@ -134,3 +133,37 @@ def test_killed_training_resumes_into_the_same_run(synth_data: Path, mlflow_serv
 
     again = subprocess.run([*CLI, "resume", str(save_dir)], capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "already finished" in again.stderr
+
+
+def test_server_unreachable_from_the_start(synth_data: Path, tmp_path: Path) -> None:
+    """No server at all during training: the run is created and filled by `sync` once one answers."""
+    server = MlflowServer(tmp_path / "server")
+    (tmp_path / "server").mkdir()
+    config = tiny_config(
+        synth_data,
+        tmp_path / "runs",
+        train={"epochs": 2, "name": "offline"},
+        tracking={"uri": server.uri, "experiment": "offline", "finish_timeout_s": 2.0},
+    )
+    from pipeline.train import train
+
+    result = train(config)
+    assert result.run_id is None and result.pending_records > 0
+    assert len(result.epochs) == 2 and (result.save_dir / "weights" / "best.pt").is_file()
+
+    server.start()
+    try:
+        sync = subprocess.run([*CLI, "sync", "--project", str(tmp_path / "runs")], capture_output=True, text=True, timeout=300)
+        assert sync.returncode == 0, sync.stdout + sync.stderr
+        run_id = json.loads((result.save_dir / "tracking" / "state.json").read_text())["run_id"]
+        assert run_id and f"run {run_id}: sent {result.pending_records} records, 0 left" in sync.stdout
+        client = MlflowClient(server.uri)
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED" and run.data.params["train.epochs"] == "2"
+        assert_epochs_exactly_once(client, run_id, EPOCH_METRICS | per_class_keys(), epochs=2)
+        assert "config.yaml" in {a.path for a in client.list_artifacts(run_id)}
+        from pipeline.tracking import load_model
+
+        assert load_model(f"runs:/{run_id}/model", server.uri) is not None
+    finally:
+        server.stop()

@@ -70,7 +70,9 @@ def test_relative_path_from_working_folder(synth_set: Path, tmp_path: Path, monk
     assert dataset.images == {"train": 16, "val": 4}
 
 
-def test_path_dot_resolves_against_the_yaml_folder(own_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_path_dot_resolves_against_the_yaml_folder(
+    own_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """NEU-DET style: `path: .` with splits relative to it, wherever the working folder is."""
     write_yaml(
         own_copy / "data.yaml",
@@ -140,18 +142,27 @@ def test_hash_ignores_the_folder_name(synth_set: Path, tmp_path: Path) -> None:
 def test_hash_changes_with_one_label(synth_set: Path, own_copy: Path, tmp_path: Path) -> None:
     label = sorted((own_copy / "labels" / "val").glob("*.txt"))[0]
     label.write_text(label.read_text() + "0 0.5 0.5 0.1 0.1\n")
-    assert resolve_dataset(own_copy, tmp_path / "a").content_hash != resolve_dataset(synth_set, tmp_path / "b").content_hash
+    assert (
+        resolve_dataset(own_copy, tmp_path / "a").content_hash
+        != resolve_dataset(synth_set, tmp_path / "b").content_hash
+    )
 
 
 def test_hash_changes_with_one_image(synth_set: Path, own_copy: Path, tmp_path: Path) -> None:
     image = sorted((own_copy / "images" / "train").glob("*.png"))[0]
     image.write_bytes(image.read_bytes() + b"\0")
-    assert resolve_dataset(own_copy, tmp_path / "a").content_hash != resolve_dataset(synth_set, tmp_path / "b").content_hash
+    assert (
+        resolve_dataset(own_copy, tmp_path / "a").content_hash
+        != resolve_dataset(synth_set, tmp_path / "b").content_hash
+    )
 
 
 def test_hash_changes_when_a_label_disappears(synth_set: Path, own_copy: Path, tmp_path: Path) -> None:
     sorted((own_copy / "labels" / "train").glob("*.txt"))[0].unlink()
-    assert resolve_dataset(own_copy, tmp_path / "a").content_hash != resolve_dataset(synth_set, tmp_path / "b").content_hash
+    assert (
+        resolve_dataset(own_copy, tmp_path / "a").content_hash
+        != resolve_dataset(synth_set, tmp_path / "b").content_hash
+    )
 
 
 def test_hash_covers_split_membership(synth_set: Path) -> None:
@@ -214,7 +225,10 @@ def test_names_missing(own_copy: Path, tmp_path: Path, names: object) -> None:
 
 def test_names_with_non_integer_ids(own_copy: Path, tmp_path: Path) -> None:
     write_yaml(own_copy / "data.yaml", {"train": "images/train", "val": "images/val", "names": {"a": "x"}})
-    assert dataset_error(own_copy, tmp_path / "out") == f"{own_copy.resolve() / 'data.yaml'}: names: class ids must be integers"
+    assert (
+        dataset_error(own_copy, tmp_path / "out")
+        == f"{own_copy.resolve() / 'data.yaml'}: names: class ids must be integers"
+    )
 
 
 def test_empty_split_folder(own_copy: Path, tmp_path: Path) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from pipeline.spool import FILES, JOURNAL, STATE, Spool
 
 
@@ -117,10 +115,6 @@ def test_torn_last_line_is_ignored(tmp_path: Path) -> None:
     assert again.append({"kind": "metrics", "i": 2}) == 3
 
 
-@pytest.mark.xfail(
-    reason="bug: the torn line is left in the journal without a newline, so the next append is glued onto it "
-    "and every record written after the reopen is dropped at the following reopen"
-)
 def test_records_appended_after_a_torn_line_survive_the_next_reopen(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
     spool.append({"kind": "metrics", "i": 0})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,24 +27,56 @@ def _isolated_client_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name)
 
 
-@pytest.fixture
-def uri(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/mlflow.db"
+@pytest.fixture(scope="module")
+def empty_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow SQLite database with its tables made (that takes seconds), copied by each test that needs one."""
+    path = tmp_path_factory.mktemp("template-db") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+def fresh_db(folder: Path, empty_db: Path) -> str:
+    """A private copy of the empty database in ``folder``; returns its URI (artifacts go to ``folder/mlruns``)."""
+    shutil.copyfile(empty_db, folder / "mlflow.db")
+    return f"sqlite:///{folder}/mlflow.db"
 
 
 @pytest.fixture
-def finished_run(tmp_path: Path, uri: str) -> Iterator[Tracker]:
-    """One run logged through a Tracker and finished: tag, param, two metric steps, one artifact."""
-    artifact = tmp_path / "notes.txt"
+def uri(tmp_path: Path, empty_db: Path) -> str:
+    return fresh_db(tmp_path, empty_db)
+
+
+def log_a_run(folder: Path, uri: str) -> Tracker:
+    """One run logged through a Tracker and finished: tag, two params, two metric steps, one artifact."""
+    artifact = folder / "notes.txt"
     artifact.write_text("hello")
-    tracker = Tracker(tmp_path / "spool", uri, "exp", "run1", flush_interval_s=0.2)
+    tracker = Tracker(folder / "spool", uri, "exp", "run1", flush_interval_s=0.2)
     tracker.start(tags={"a": "b"})
     tracker.log_params({"train.epochs": 2, "model.weights": "yolo11n.yaml"})
     tracker.log_metrics({"loss": 1.0}, step=1)
     tracker.log_metrics({"loss": 0.5}, step=2)
     tracker.log_artifact(artifact)
     assert tracker.finish(timeout_s=60) is True
-    yield tracker
+    return tracker
+
+
+@pytest.fixture(scope="module")
+def shared_run(tmp_path_factory: pytest.TempPathFactory, empty_db: Path) -> Iterator[tuple[Tracker, str, Path]]:
+    """A finished run for the tests that only read it (logged once per module)."""
+    folder = tmp_path_factory.mktemp("shared-run")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for name in _CLIENT_ENV:
+            monkeypatch.setenv(name, "placeholder")
+            monkeypatch.delenv(name)
+        uri = fresh_db(folder, empty_db)
+        tracker = log_a_run(folder, uri)
+    yield tracker, uri, folder
+
+
+@pytest.fixture
+def finished_run(tmp_path: Path, uri: str) -> Tracker:
+    """A finished run of this test's own, for tests that change its spool or log more."""
+    return log_a_run(tmp_path, uri)
 
 
 def loss_steps(client: MlflowClient, run_id: str) -> list[tuple[int, float]]:
@@ -58,7 +91,8 @@ def test_default_uri_is_sqlite_in_the_working_folder(tmp_path: Path, monkeypatch
     assert resolve_tracking_uri("") == "http://env"
 
 
-def test_records_reach_the_store(finished_run: Tracker, uri: str) -> None:
+def test_records_reach_the_store(shared_run: tuple[Tracker, str, Path]) -> None:
+    finished_run, uri, _ = shared_run
     client = MlflowClient(tracking_uri=uri)
     run = client.get_run(finished_run.run_id)
     assert run.info.status == "FINISHED"
@@ -72,20 +106,22 @@ def test_records_reach_the_store(finished_run: Tracker, uri: str) -> None:
     assert experiment is not None and run.info.experiment_id == experiment.experiment_id
 
 
-def test_artifact_content_and_local_layout(finished_run: Tracker, uri: str, tmp_path: Path) -> None:
+def test_artifact_content_and_local_layout(shared_run: tuple[Tracker, str, Path], tmp_path: Path) -> None:
+    finished_run, uri, folder = shared_run
     client = MlflowClient(tracking_uri=uri)
     local = Path(client.download_artifacts(finished_run.run_id, "notes.txt", str(tmp_path / "dl")))
     assert local.read_text() == "hello"
     # artifacts of a SQLite store live in mlruns/ beside the database
-    assert list((tmp_path / "mlruns").rglob("notes.txt"))
+    assert list((folder / "mlruns").rglob("notes.txt"))
 
 
-def test_spool_is_drained_after_finish(finished_run: Tracker, tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "spool")
+def test_spool_is_drained_after_finish(shared_run: tuple[Tracker, str, Path]) -> None:
+    finished_run, _, folder = shared_run
+    spool = Spool(folder / "spool")
     assert spool.pending() == []
     assert spool.state["run_id"] == finished_run.run_id
     assert spool.state["acked"] == len(spool.records())
-    assert list((tmp_path / "spool" / "files").iterdir()) == []  # spooled copies deleted once acknowledged
+    assert list((folder / "spool" / "files").iterdir()) == []  # spooled copies deleted once acknowledged
 
 
 def test_replay_after_lost_acknowledgements_is_idempotent(finished_run: Tracker, uri: str, tmp_path: Path) -> None:
@@ -106,10 +142,6 @@ def test_replay_after_lost_acknowledgements_is_idempotent(finished_run: Tracker,
     assert run.data.params["train.epochs"] == "2"
 
 
-@pytest.mark.xfail(
-    reason="bug: Spool.acknowledge deletes the spooled artifact copies before it saves the new acked number, "
-    "so a replay of an artifact record whose ack was lost hits FileNotFoundError forever (reported as 'cannot reach')"
-)
 def test_replay_after_lost_acknowledgements_drains_the_spool(finished_run: Tracker, uri: str, tmp_path: Path) -> None:
     finished_run.spool.update_state(acked=0)
     again = Tracker(tmp_path / "spool", uri, "exp", "run1", flush_interval_s=0.2)
@@ -184,13 +216,9 @@ def test_offline_spool_is_sent_later_by_a_new_tracker(tmp_path: Path, uri: str) 
 def test_tracker_sets_fail_fast_http_settings(tmp_path: Path) -> None:
     Tracker(tmp_path / "spool", CLOSED_PORT_URI, "exp", request_timeout_s=3)
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
-    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "3"
+    assert float(os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"]) == 3
 
 
-@pytest.mark.xfail(
-    reason="bug: request_timeout_s is written as str(int(x)), so a valid config value like 0.5 becomes a 0 s "
-    "timeout, which requests rejects (every request then fails and the run stays offline)"
-)
 def test_sub_second_request_timeout_stays_positive(tmp_path: Path) -> None:
     Tracker(tmp_path / "spool", CLOSED_PORT_URI, "exp", request_timeout_s=0.5)
     assert float(os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"]) > 0

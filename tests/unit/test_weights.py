@@ -121,10 +121,6 @@ def test_other_formats(spec: str) -> None:
     assert weights_error(spec) == f"model.weights: {spec}: expected a .pt checkpoint or an architecture .yaml"
 
 
-@pytest.mark.xfail(
-    reason="bug: with YOLO_OFFLINE set, resolve_weights still calls attempt_download_asset, which tries the "
-    "network (download, then up to two GitHub API requests with a 30 s timeout each) before giving up"
-)
 @pytest.mark.parametrize("spec", ["yolo11n.pt", "nonexistent_model.pt"])
 def test_offline_means_no_network_attempt(network_attempts: list[str], spec: str) -> None:
     try:

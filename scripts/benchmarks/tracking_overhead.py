@@ -1,0 +1,103 @@
+"""Benchmark: what tracking to a real MLflow server costs a training, against the same training untracked.
+
+Baseline: the identical training (same data, seed, config) with ``tracking.enabled=false``. Both are
+timed end to end (``pipeline.train``: data checks, training, final validation and, when tracked, the
+upload of every record, artifact and the model). Runs alternate (off, on, off, on, ...) so drift in
+the machine's speed hits both sides; the ratio is median(tracked) / median(untracked).
+
+    python scripts/benchmarks/tracking_overhead.py [--repeats 3] [--epochs 5] [--imgsz 96] [--out FILE]
+
+Target (issue: training spine): ratio <= 1.02.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing the tests package
+
+from pipeline.config import build_config  # noqa: E402
+from pipeline.data.synth import synthesize  # noqa: E402
+from pipeline.train import train  # noqa: E402
+from tests.mlflow_server import MlflowServer  # noqa: E402
+
+
+def timed_training(data_yaml: Path, work: Path, args: argparse.Namespace, tracking: dict) -> float:
+    config = build_config(
+        {
+            "data": {"path": str(data_yaml)},
+            "model": {"weights": "yolo11n.yaml"},
+            "train": {
+                "epochs": args.epochs, "imgsz": args.imgsz, "batch": 16, "device": args.device,
+                "workers": 0, "seed": 0, "project": str(work / "runs"), "plots": True,
+            },  # fmt: skip
+            "augment": {"mosaic": 0.0, "close_mosaic": 0},
+            "tracking": tracking,
+        },
+        "<benchmark>",
+    )
+    start = time.perf_counter()
+    result = train(config)
+    elapsed = time.perf_counter() - start
+    if tracking.get("enabled", True) and result.pending_records:
+        raise RuntimeError(f"tracked run left {result.pending_records} records unsent")
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--imgsz", type=int, default=96)
+    parser.add_argument("--images", type=int, default=300)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmark-results" / "tracking_overhead.json")
+    args = parser.parse_args()
+    logging.getLogger("ultralytics").setLevel(logging.WARNING)
+
+    with tempfile.TemporaryDirectory(prefix="tracking-overhead-") as tmp:
+        work = Path(tmp)
+        data_yaml = synthesize(work / "data", images=args.images, seed=0, size=args.imgsz).data_yaml
+        (work / "server").mkdir()
+        server = MlflowServer(work / "server")
+        server.start()
+        try:
+            tracked = {"uri": server.uri, "experiment": "tracking-overhead"}
+            timed_training(data_yaml, work, args, {"enabled": False})  # warm-up: imports, first-use caches
+            off, on = [], []
+            for repeat in range(args.repeats):
+                off.append(timed_training(data_yaml, work, args, {"enabled": False}))
+                on.append(timed_training(data_yaml, work, args, tracked))
+                print(f"repeat {repeat + 1}: untracked {off[-1]:.2f}s, tracked {on[-1]:.2f}s", flush=True)
+        finally:
+            server.stop()
+
+    ratio = statistics.median(on) / statistics.median(off)
+    report = {
+        "benchmark": "tracking_overhead",
+        "baseline": "same training with tracking.enabled=false",
+        "ratio": round(ratio, 4),
+        "target": "<= 1.02",
+        "meets_target": ratio <= 1.02,
+        "untracked_s": off,
+        "tracked_s": on,
+        "config": vars(args) | {"out": str(args.out)},
+        "machine": {"python": platform.python_version(), "processor": platform.processor(), "node": platform.node()},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    print(f"tracking overhead: median tracked / untracked = {ratio:.4f} (target <= 1.02); wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

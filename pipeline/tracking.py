@@ -97,14 +97,18 @@ class Tracker:
     def run_id(self) -> str | None:
         return self.spool.state.get("run_id")
 
-    def start(self, tags: dict[str, str] | None = None) -> None:
-        """Journal the run's creation (once per spool) and start the background worker."""
+    def open_run(self, tags: dict[str, str] | None = None) -> None:
+        """Journal the run's creation, once per spool; on a spool that has its run, journal the tags only."""
         if not self.run_id and not self.spool.records("create_run"):
             self.spool.append(
                 {"kind": "create_run", "run_name": self.run_name, "start_time": _now_ms(), "tags": tags or {}}
             )
         elif tags:
             self.set_tags(tags)
+
+    def start(self, tags: dict[str, str] | None = None) -> None:
+        """Open the run (see `open_run`) and start the background worker."""
+        self.open_run(tags)
         self._worker = threading.Thread(target=self._work, name="mlflow-tracker", daemon=True)
         self._worker.start()
         self._wake.set()
@@ -131,31 +135,21 @@ class Tracker:
     def finish(self, status: str = "FINISHED", timeout_s: float = 30.0) -> bool:
         """End the run, try to send everything, stop the worker; True when nothing is left in the spool."""
         self.spool.append({"kind": "end", "status": status, "end_time": _now_ms()})
-        self._next_try = 0.0  # one more attempt now, even if the server was away
-        done = self.flush(timeout_s)
         self._stop.set()
         self._wake.set()
-        if self._worker:
-            self._worker.join(timeout=max(1.0, timeout_s))
+        if self._worker is not None:
+            self._worker.join(timeout=timeout_s)  # lets a send in flight complete
+        if self._worker is None or not self._worker.is_alive():
+            # One last attempt from here, without waiting out the retry interval; if the server is
+            # away it fails fast and `sync` sends the rest later.
+            self.send_pending()
+        done = not self.spool.pending()
         if not done:
             LOG.warning(
                 "tracking: %d records kept in %s; send them with `yolo-pipeline sync %s`",
                 len(self.spool.pending()), self.spool.dir, self.spool.dir,
             )
         return done
-
-    def flush(self, timeout_s: float = 30.0) -> bool:
-        """Wait (up to ``timeout_s``) until the worker has sent everything journaled so far."""
-        deadline = time.monotonic() + timeout_s
-        while self.spool.pending():
-            if self._worker is None or not self._worker.is_alive():
-                self.send_pending()
-                return not self.spool.pending()
-            if time.monotonic() >= deadline:
-                return False
-            self._wake.set()
-            time.sleep(0.05)
-        return True
 
     # ---- the worker: send what is pending -----------------------------------------------------------
 

@@ -68,5 +68,5 @@ def log_final_artifacts(trainer: Any, tracker: Any, session: Any) -> None:
     for image in sorted(save_dir.glob("val_batch*_pred.jpg"))[:_MAX_VAL_IMAGES]:
         tracker.log_artifact(image, "val_predictions")
     weights = trainer.best if trainer.best.exists() else trainer.last
-    if session.config.tracking.log_model and weights.exists():
+    if session.config.tracking.log_model and weights.exists() and not trainer.model_journaled:
         tracker.log_model(weights, step=epochs_done, extra_files=[save_dir / "config.yaml"])

@@ -141,14 +141,8 @@ def _journal_run_start(session: Session, dataset: Any, device: str, weights_note
         tags["mlflow.source.git.commit"] = commit
     if weights_note:
         tags["pipeline.weights_fallback"] = weights_note
-    tracker.spool.append({"kind": "create_run", "run_name": tracker.run_name, "start_time": _now_ms(), "tags": tags})
+    tracker.open_run(tags)
     tracker.log_params(session.config.flat())
-
-
-def _now_ms() -> int:
-    import time
-
-    return int(time.time() * 1000)
 
 
 def train(config: Config) -> TrainResult:

@@ -45,6 +45,7 @@ class PipelineTrainer(DetectionTrainer):
         self.session = Session.load(session_file) if session_file else None
         self.tracker = None
         self.sampler = None
+        self.model_journaled = False
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
@@ -115,7 +116,23 @@ class PipelineTrainer(DetectionTrainer):
                 os.replace(path, final[key])
         if self.tracker is not None and saved:
             self._settle_pending_epoch(checkpoint_epoch=self.epoch)
+            if self.stop:
+                self._journal_model()
         return saved
+
+    def _journal_model(self) -> None:
+        """After the last epoch best.pt is final: journal it now, so it uploads while the final validation runs."""
+        if not (self.session.config.tracking.log_model and self.best.exists()):
+            return
+        from ultralytics.utils.torch_utils import strip_optimizer
+
+        stripped = self.wdir / "model.pt"
+        strip_optimizer(self.best, str(stripped))  # a copy without optimizer state; best.pt itself is untouched
+        try:
+            self.tracker.log_model(stripped, step=self.epoch + 1, extra_files=[self.save_dir / "config.yaml"])
+        finally:
+            stripped.unlink(missing_ok=True)
+        self.model_journaled = True
 
     def _settle_pending_epoch(self, checkpoint_epoch: int) -> None:
         """Journal the pending epoch record if the checkpoint covers it; drop it if the epoch will be redone."""

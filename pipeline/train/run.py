@@ -220,6 +220,12 @@ def resume(target: str, project: str = "runs/train", tracking_uri: str = "") -> 
         raise ResumeError(f"{last}: unreadable checkpoint ({str(exc).splitlines()[0]})") from None
     if checkpoint.get("optimizer") is None or checkpoint.get("epoch", -1) < 0:
         raise ResumeError(f"{save_dir}: this training already finished; nothing to resume")
+    epochs = int(checkpoint.get("train_args", {}).get("epochs", 0))
+    if checkpoint["epoch"] + 1 >= epochs:
+        raise ResumeError(
+            f"{save_dir}: all {epochs} epochs were trained (it stopped in the final validation); nothing to resume, "
+            f"send what is spooled with `yolo-pipeline sync {save_dir}`"
+        )
     session = Session.load(save_dir / SESSION_FILE)
     with _session_env(save_dir / SESSION_FILE):
         trainer = PipelineTrainer(overrides={"resume": str(last), "model": str(last)})

@@ -76,7 +76,10 @@ class PipelineTrainer(DetectionTrainer):
         if self.sampler is not None:
             self.sampler.finish()
         if status == "FINISHED":
-            log_final_artifacts(self, self.tracker, self.session)
+            try:
+                log_final_artifacts(self, self.tracker, self.session)
+            except Exception as exc:  # noqa: BLE001 - the training succeeded; a missing plot must not undo that
+                LOG.warning("tracking: could not record the final artifacts (%s: %s)", type(exc).__name__, exc)
         self.tracker.finish(status, timeout_s=self.session.config.tracking.finish_timeout_s)
         self.tracker = None
 

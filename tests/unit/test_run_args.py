@@ -1,0 +1,53 @@
+"""How a config becomes ultralytics' training arguments, and where trainings go."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.config import build_config
+from pipeline.train.run import _new_save_dir, resolve_device, ultralytics_args
+
+
+def test_config_maps_onto_ultralytics_arguments(tmp_path: Path) -> None:
+    config = build_config(
+        {
+            "model": {"freeze": 10},
+            "train": {"epochs": 4, "imgsz": 96, "batch": 8, "seed": 7, "patience": 0, "optimizer": "AdamW", "lr0": 0.003},
+            "augment": {"mosaic": 0.25, "fliplr": 0.0},
+        }
+    )
+    args = ultralytics_args(config, "yolo11n.yaml", tmp_path / "data.yaml", tmp_path / "runs" / "exp", "cpu")
+    assert args["model"] == "yolo11n.yaml" and args["data"] == str(tmp_path / "data.yaml")
+    assert (args["epochs"], args["imgsz"], args["batch"], args["seed"]) == (4, 96, 8, 7)
+    assert args["freeze"] == 10 and args["optimizer"] == "AdamW" and args["lr0"] == 0.003
+    assert args["patience"] >= 10**9  # 0 means never stop early
+    assert args["mosaic"] == 0.25 and args["fliplr"] == 0.0
+    assert args["project"] == str(tmp_path / "runs") and args["name"] == "exp" and args["exist_ok"] is True
+    assert args["device"] == "cpu" and args["save"] is True and args["val"] is True
+
+
+def test_the_ultralytics_arguments_are_all_known_to_ultralytics(tmp_path: Path) -> None:
+    from ultralytics.cfg import get_cfg
+
+    config = build_config({"model": {"freeze": [0, 1]}})
+    args = ultralytics_args(config, "yolo11n.yaml", tmp_path / "data.yaml", tmp_path / "exp", "cpu")
+    resolved = get_cfg(overrides=args)  # raises on any key ultralytics does not know
+    assert resolved.freeze == [0, 1]
+
+
+def test_auto_device_is_cpu_without_cuda() -> None:
+    import torch
+
+    assert resolve_device("auto") == ("0" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("0,1") == "0,1"
+
+
+def test_training_folders_are_numbered_not_overwritten(tmp_path: Path) -> None:
+    config = build_config({"train": {"project": str(tmp_path / "runs")}, "tracking": {"experiment": "exp"}})
+    first = _new_save_dir(config)
+    assert first == tmp_path / "runs" / "exp"
+    first.mkdir(parents=True)
+    assert _new_save_dir(config) == tmp_path / "runs" / "exp2"
+    named = build_config({"train": {"project": str(tmp_path / "runs"), "name": "mine", "exist_ok": True}})
+    (tmp_path / "runs" / "mine").mkdir()
+    assert _new_save_dir(named) == tmp_path / "runs" / "mine"

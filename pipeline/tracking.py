@@ -279,7 +279,7 @@ class Tracker:
         extras = {k: self.spool.path(v) for k, v in record.items() if k.startswith("extra")}
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / MODEL_NAME
-            artifacts = {"weights": str(_renamed_copy(weights, Path(tmp) / "weights"))}
+            artifacts = {"weights": str(_inference_weights(weights, Path(tmp) / "weights"))}
             artifacts.update({k: str(_renamed_copy(p, Path(tmp) / k)) for k, p in extras.items()})
             with warnings.catch_warnings():
                 # MLflow nudges towards models-from-code and type-hint signatures; neither fits a file-based model.
@@ -299,6 +299,19 @@ class Tracker:
             self._client.log_model_artifacts(model.model_id, str(local))
             self._client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
             self._client.log_outputs(run_id, [LoggedModelOutput(model.model_id, record["step"])])
+
+
+def _inference_weights(spooled: Path, folder: Path) -> Path:
+    """The spooled checkpoint without its optimizer state (half the size), under its real name."""
+    from pipeline.yolo_env import configure_ultralytics
+
+    configure_ultralytics()
+    from ultralytics.utils.torch_utils import strip_optimizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / spooled.name.split("-", 1)[1]
+    strip_optimizer(spooled, str(target))
+    return target
 
 
 def _renamed_copy(spooled: Path, folder: Path) -> Path:

@@ -127,14 +127,8 @@ class PipelineTrainer(DetectionTrainer):
         """After the last epoch best.pt is final: journal it now, so it uploads while the final validation runs."""
         if not (self.session.config.tracking.log_model and self.best.exists()):
             return
-        from ultralytics.utils.torch_utils import strip_optimizer
-
-        stripped = self.wdir / "model.pt"
-        strip_optimizer(self.best, str(stripped))  # a copy without optimizer state; best.pt itself is untouched
-        try:
-            self.tracker.log_model(stripped, step=self.epoch + 1, extra_files=[self.save_dir / "config.yaml"])
-        finally:
-            stripped.unlink(missing_ok=True)
+        # The spool takes a copy now; the worker strips the optimizer state from it, off this thread.
+        self.tracker.log_model(self.best, step=self.epoch + 1, extra_files=[self.save_dir / "config.yaml"])
         self.model_journaled = True
 
     def _settle_pending_epoch(self, checkpoint_epoch: int) -> None:

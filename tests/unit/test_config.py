@@ -142,49 +142,32 @@ def test_device_list_string() -> None:
 # ---- one-line errors ----------------------------------------------------------------------------
 
 
-def test_epochs_out_of_range_names_file_and_field(tmp_path: Path) -> None:
-    path = write(tmp_path / "x.yaml", "train:\n  epochs: -3\n")
-    assert config_error(path) == f"{path}: train.epochs: must be > 0, got -3"
-
-
-def test_epochs_zero(tmp_path: Path) -> None:
-    path = write(tmp_path / "x.yaml", "train:\n  epochs: 0\n")
-    assert config_error(path) == f"{path}: train.epochs: must be > 0, got 0"
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("train:\n  epochs: -3\n", "train.epochs: must be > 0, got -3"),
+        ("train:\n  epochs: 0\n", "train.epochs: must be > 0, got 0"),
+        ("train:\n  epoch: 3\n", "train.epoch: unknown key"),
+        ("trian:\n  epochs: 3\n", "trian: unknown key"),
+        ('train:\n  batch: "abc"\n', "train.batch: must be an integer, got 'abc'"),
+        ("train:\n  epochs: 2.5\n", "train.epochs: must be an integer, got 2.5"),
+        ("train:\n  imgsz: 100\n", "train.imgsz: must be a multiple of 32, got 100"),
+        ("train:\n  device: gpu\n", "train.device: must be auto, cpu, mps or GPU indices like 0 or 0,1, got 'gpu'"),
+        ("model:\n  freeze: [0, -1]\n", "model.freeze: must be >= 0, got [0, -1]"),
+        ("train:\n  amp: maybe\n", "train.amp: must be true or false, got 'maybe'"),
+        ("augment:\n  mosaic: 1.5\n", "augment.mosaic: must be <= 1.0, got 1.5"),
+        ("train: 5\n", "train: must be a mapping of keys, got 5"),
+        ("train:\n  epochs: -3\n  batch: 0\n", "train.epochs: must be > 0, got -3 (and 1 more)"),
+    ],
+)
+def test_bad_value_names_file_and_field(tmp_path: Path, content: str, expected: str) -> None:
+    path = write(tmp_path / "x.yaml", content)
+    assert config_error(path) == f"{path}: {expected}"
 
 
 def test_error_from_override_mentions_overrides(tmp_path: Path) -> None:
     path = write(tmp_path / "x.yaml", "train:\n  epochs: 3\n")
     assert config_error(path, ["train.epochs=-3"]) == f"{path} (with overrides): train.epochs: must be > 0, got -3"
-
-
-def test_unknown_key(tmp_path: Path) -> None:
-    path = write(tmp_path / "x.yaml", "train:\n  epoch: 3\n")
-    assert config_error(path) == f"{path}: train.epoch: unknown key"
-
-
-def test_unknown_section(tmp_path: Path) -> None:
-    path = write(tmp_path / "x.yaml", "trian:\n  epochs: 3\n")
-    assert config_error(path) == f"{path}: trian: unknown key"
-
-
-def test_wrong_type(tmp_path: Path) -> None:
-    path = write(tmp_path / "x.yaml", 'train:\n  batch: "abc"\n')
-    assert config_error(path) == f"{path}: train.batch: must be an integer, got 'abc'"
-
-
-def test_float_where_int_expected(tmp_path: Path) -> None:
-    path = write(tmp_path / "x.yaml", "train:\n  epochs: 2.5\n")
-    assert config_error(path) == f"{path}: train.epochs: must be an integer, got 2.5"
-
-
-def test_imgsz_not_a_multiple_of_32(tmp_path: Path) -> None:
-    path = write(tmp_path / "x.yaml", "train:\n  imgsz: 100\n")
-    assert config_error(path) == f"{path}: train.imgsz: must be a multiple of 32, got 100"
-
-
-def test_bad_device(tmp_path: Path) -> None:
-    path = write(tmp_path / "x.yaml", "train:\n  device: gpu\n")
-    assert config_error(path) == f"{path}: train.device: must be auto, cpu, mps or GPU indices like 0 or 0,1, got 'gpu'"
 
 
 def test_literal(tmp_path: Path) -> None:
@@ -193,31 +176,6 @@ def test_literal(tmp_path: Path) -> None:
     assert message.startswith(f"{path}: train.optimizer: must be one of ")
     assert message.endswith(", got 'Foo'")
     assert "'SGD'" in message and "'AdamW'" in message
-
-
-def test_negative_freeze(tmp_path: Path) -> None:
-    path = write(tmp_path / "x.yaml", "model:\n  freeze: [0, -1]\n")
-    assert config_error(path) == f"{path}: model.freeze: must be >= 0, got [0, -1]"
-
-
-def test_bool_field(tmp_path: Path) -> None:
-    path = write(tmp_path / "x.yaml", "train:\n  amp: maybe\n")
-    assert config_error(path) == f"{path}: train.amp: must be true or false, got 'maybe'"
-
-
-def test_upper_bound(tmp_path: Path) -> None:
-    path = write(tmp_path / "x.yaml", "augment:\n  mosaic: 1.5\n")
-    assert config_error(path) == f"{path}: augment.mosaic: must be <= 1.0, got 1.5"
-
-
-def test_section_not_a_mapping(tmp_path: Path) -> None:
-    path = write(tmp_path / "x.yaml", "train: 5\n")
-    assert config_error(path) == f"{path}: train: must be a mapping of keys, got 5"
-
-
-def test_several_errors_report_the_first_and_a_count(tmp_path: Path) -> None:
-    path = write(tmp_path / "x.yaml", "train:\n  epochs: -3\n  batch: 0\n")
-    assert config_error(path) == f"{path}: train.epochs: must be > 0, got -3 (and 1 more)"
 
 
 def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:

@@ -87,7 +87,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from pipeline.spool import Spool
     from pipeline.tracking import sync
 
-    folders = [Path(p) for p in args.spools] or sorted(p.parent for p in Path(args.project).glob("*/tracking/state.json"))
+    folders = [Path(p) for p in args.spools] or sorted(
+        p.parent for p in Path(args.project).glob("*/tracking/state.json")
+    )
     left_total = 0
     for folder in folders:
         folder = folder / "tracking" if (folder / "tracking" / "state.json").exists() else folder
@@ -110,7 +112,9 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     boxes = ", ".join(f"{name} {n}" for name, n in summary.boxes.items())
-    print(f"wrote {sum(summary.images.values())} images ({summary.images['train']} train, {summary.images['val']} val) to {summary.out}")
+    print(
+        f"wrote {sum(summary.images.values())} images ({summary.images['train']} train, {summary.images['val']} val) to {summary.out}"
+    )
     print(f"boxes: {boxes}")
     print(f"data.path for a config: {summary.data_yaml}")
     return 0
@@ -133,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_resume)
 
     p = commands.add_parser("sync", help="send tracking records spooled while the MLflow server was away")
-    p.add_argument("spools", nargs="*", help="training folders or their tracking/ spools (default: all under --project)")
+    p.add_argument(
+        "spools", nargs="*", help="training folders or their tracking/ spools (default: all under --project)"
+    )
     p.add_argument("--project", default="runs/train")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to keep trying per spool")
     p.set_defaults(func=cmd_sync)

@@ -59,7 +59,7 @@ class TrainConfig(_Section):
     cache: bool = Field(False, description="cache decoded images in memory")
     project: str = Field("runs/train", description="folder that holds one sub-folder per training")
     name: str = Field("", description="sub-folder name; default: the run name, else the experiment")
-    exist_ok: bool = Field(False, description="reuse the sub-folder instead of making name2, name3, ...")
+    exist_ok: bool = Field(False, description="reuse the sub-folder instead of making name-2, name-3, ...")
     plots: bool = True
     deterministic: bool = True
 

@@ -81,7 +81,9 @@ class Tracker:
         self.retry_interval_s = retry_interval_s
         # Our own worker retries; a request should fail fast rather than back off inside the client.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, math.ceil(request_timeout_s)))  # mlflow wants whole seconds
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(
+            max(1, math.ceil(request_timeout_s))
+        )  # mlflow wants whole seconds
         self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -147,7 +149,9 @@ class Tracker:
         if not done:
             LOG.warning(
                 "tracking: %d records kept in %s; send them with `yolo-pipeline sync %s`",
-                len(self.spool.pending()), self.spool.dir, self.spool.dir,
+                len(self.spool.pending()),
+                self.spool.dir,
+                self.spool.dir,
             )
         return done
 
@@ -185,7 +189,10 @@ class Tracker:
             self._offline_since = time.monotonic()
             LOG.warning(
                 "tracking: cannot reach %s (%s); training goes on, records are spooled in %s and retried every %.0fs",
-                self.uri, self.last_error, self.spool.dir, self.retry_interval_s,
+                self.uri,
+                self.last_error,
+                self.spool.dir,
+                self.retry_interval_s,
             )
 
     def _send_group(self, pending: list[dict[str, Any]]) -> int:
@@ -202,7 +209,10 @@ class Tracker:
         if first["kind"] in _BATCHED:
             group = self._batch(pending)
             metrics = [
-                Metric(k, v, r["ts"], r["step"]) for r in group if r["kind"] == "metrics" for k, v in r["metrics"].items()
+                Metric(k, v, r["ts"], r["step"])
+                for r in group
+                if r["kind"] == "metrics"
+                for k, v in r["metrics"].items()
             ]
             params = [Param(k, v) for r in group if r["kind"] == "params" for k, v in r["params"].items()]
             tags = [RunTag(k, v) for r in group if r["kind"] == "tags" for k, v in r["tags"].items()]
@@ -211,7 +221,9 @@ class Tracker:
             return len(group)
         missing = [v for k, v in first.items() if k in {"local", "weights"} and not self.spool.path(v).exists()]
         if missing:
-            LOG.warning("tracking: skipping %s record %d, its spooled file %s is gone", first["kind"], first["seq"], missing[0])
+            LOG.warning(
+                "tracking: skipping %s record %d, its spooled file %s is gone", first["kind"], first["seq"], missing[0]
+            )
         elif first["kind"] == "artifact":
             local = self.spool.path(first["local"])
             name = local.name.split("-", 1)[1]

@@ -42,6 +42,13 @@ class MlflowServer:
         self.process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.folder
         )
+        try:
+            self._wait_until_healthy(timeout_s)
+        except BaseException:
+            self.stop()  # never leave a server behind, also on Ctrl-C
+            raise
+
+    def _wait_until_healthy(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -49,7 +56,6 @@ class MlflowServer:
             if self.healthy():
                 return
             time.sleep(0.5)
-        self.stop()
         raise RuntimeError(f"mlflow server did not answer /health within {timeout_s}s")
 
     def healthy(self) -> bool:

@@ -122,9 +122,7 @@ def resolve_dataset(path: str | Path, out_dir: str | Path, name: str = "") -> Da
     out_dir.mkdir(parents=True, exist_ok=True)
     resolved = out_dir / "data.yaml"
     resolved.write_text(
-        yaml.safe_dump(
-            {"path": str(root), **{s: str(p) for s, p in splits.items()}, "names": names}, sort_keys=False
-        ),
+        yaml.safe_dump({"path": str(root), **{s: str(p) for s, p in splits.items()}, "names": names}, sort_keys=False),
         encoding="utf-8",
     )
     return Dataset(

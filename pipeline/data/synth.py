@@ -132,7 +132,9 @@ def render(seed: int, index: int, size: int = 128) -> tuple[np.ndarray, list[Box
     return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), boxes
 
 
-def synthesize(out: str | Path, images: int = 200, seed: int = 0, size: int = 128, val_fraction: float = 0.2) -> SynthSummary:
+def synthesize(
+    out: str | Path, images: int = 200, seed: int = 0, size: int = 128, val_fraction: float = 0.2
+) -> SynthSummary:
     """Write ``images`` synthetic defect images in YOLO layout under ``out``, with a ``data.yaml``."""
     if images < 2:
         raise ValueError(f"images: need at least 2 (one train, one val), got {images}")
@@ -159,5 +161,8 @@ def synthesize(out: str | Path, images: int = 200, seed: int = 0, size: int = 12
     data_yaml = out / "data.yaml"
     # No `path` key: ultralytics then resolves the splits against this file's folder, wherever it moves.
     spec = {"train": "images/train", "val": "images/val", "names": dict(enumerate(CLASS_NAMES))}
-    data_yaml.write_text("# Synthetic surface defects; paths are relative to this file's folder.\n" + yaml.safe_dump(spec, sort_keys=False))
+    data_yaml.write_text(
+        "# Synthetic surface defects; paths are relative to this file's folder.\n"
+        + yaml.safe_dump(spec, sort_keys=False)
+    )
     return SynthSummary(out=out, data_yaml=data_yaml, images=counts, boxes=box_counts)

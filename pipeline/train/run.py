@@ -63,7 +63,15 @@ def _git_commit() -> str | None:
 
 def _versions() -> dict[str, str]:
     tags = {"version.python": platform.python_version()}
-    for package in ("yolo-pipeline", "ultralytics", "torch", "torchvision", "mlflow", "albumentations", "opencv-python"):
+    for package in (
+        "yolo-pipeline",
+        "ultralytics",
+        "torch",
+        "torchvision",
+        "mlflow",
+        "albumentations",
+        "opencv-python",
+    ):
         try:
             tags[f"version.{package}"] = version(package)
         except PackageNotFoundError:
@@ -260,4 +268,3 @@ def _result(session: Session, notes: list[str]) -> TrainResult:
 def result_summary(result: TrainResult) -> dict[str, Any]:
     data = asdict(result)
     return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
-

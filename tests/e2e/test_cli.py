@@ -32,7 +32,9 @@ def test_data_synth_writes_a_yolo_dataset(tmp_path: Path) -> None:
 
 def test_data_synth_rejects_bad_sizes() -> None:
     result = run("data", "synth", "--out", "x", "--images", "1")
-    assert result.returncode == 2 and result.stderr.strip() == "error: images: need at least 2 (one train, one val), got 1"
+    assert (
+        result.returncode == 2 and result.stderr.strip() == "error: images: need at least 2 (one train, one val), got 1"
+    )
 
 
 @pytest.mark.parametrize(
@@ -41,7 +43,11 @@ def test_data_synth_rejects_bad_sizes() -> None:
         ("train:\n  epochs: -3\n", [], "bad.yaml: train.epochs: must be > 0, got -3"),
         ("train:\n  epoch: 3\n", [], "bad.yaml: train.epoch: unknown key"),
         ("train:\n  batch: many\n", [], "bad.yaml: train.batch: must be an integer, got 'many'"),
-        ("train: {}\n", ["train.imgsz=100"], "bad.yaml (with overrides): train.imgsz: must be a multiple of 32, got 100"),
+        (
+            "train: {}\n",
+            ["train.imgsz=100"],
+            "bad.yaml (with overrides): train.imgsz: must be a multiple of 32, got 100",
+        ),
         ("data:\n  path: nowhere\n", [], "data.path: "),
     ],
 )

@@ -153,7 +153,9 @@ def test_server_unreachable_from_the_start(synth_data: Path, tmp_path: Path) -> 
 
     server.start()
     try:
-        sync = subprocess.run([*CLI, "sync", "--project", str(tmp_path / "runs")], capture_output=True, text=True, timeout=300)
+        sync = subprocess.run(
+            [*CLI, "sync", "--project", str(tmp_path / "runs")], capture_output=True, text=True, timeout=300
+        )
         assert sync.returncode == 0, sync.stdout + sync.stderr
         run_id = json.loads((result.save_dir / "tracking" / "state.json").read_text())["run_id"]
         assert run_id and f"run {run_id}: sent {result.pending_records} records, 0 left" in sync.stdout

@@ -72,6 +72,16 @@ def test_training_is_fully_recorded_in_mlflow_server(synth_data: Path, mlflow_se
     assert detections["x0"].min() >= 0 and detections["x1"].max() <= 64
     assert set(detections["source"]) <= {str(p) for p in images}
 
+    # The run's model is one MLflow 3 logged model, which the registry takes as a version.
+    logged = [m for m in client.search_logged_models([run.info.experiment_id]) if m.source_run_id == result.run_id]
+    assert len(logged) == 1 and logged[0].name == "model"
+    client.create_registered_model("synthetic-defects")
+    version = client.create_model_version(
+        "synthetic-defects", f"models:/{logged[0].model_id}", run_id=result.run_id, model_id=logged[0].model_id
+    )
+    registered = load_model(f"models:/synthetic-defects/{version.version}", mlflow_server.uri)
+    assert len(registered.predict([str(images[0])], params={"conf": 0.0})) > 0
+
 
 def test_training_with_embedded_default_tracking(synth_data: Path, tmp_path: Path) -> None:
     config = tiny_config(synth_data, tmp_path / "runs", train={"epochs": 1}, tracking={"system_metrics": False})

@@ -12,7 +12,15 @@ def test_config_maps_onto_ultralytics_arguments(tmp_path: Path) -> None:
     config = build_config(
         {
             "model": {"freeze": 10},
-            "train": {"epochs": 4, "imgsz": 96, "batch": 8, "seed": 7, "patience": 0, "optimizer": "AdamW", "lr0": 0.003},
+            "train": {
+                "epochs": 4,
+                "imgsz": 96,
+                "batch": 8,
+                "seed": 7,
+                "patience": 0,
+                "optimizer": "AdamW",
+                "lr0": 0.003,
+            },
             "augment": {"mosaic": 0.25, "fliplr": 0.0},
         }
     )
@@ -47,7 +55,7 @@ def test_training_folders_are_numbered_not_overwritten(tmp_path: Path) -> None:
     first = _new_save_dir(config)
     assert first == tmp_path / "runs" / "exp"
     first.mkdir(parents=True)
-    assert _new_save_dir(config) == tmp_path / "runs" / "exp2"
+    assert _new_save_dir(config) == tmp_path / "runs" / "exp-2"
     named = build_config({"train": {"project": str(tmp_path / "runs"), "name": "mine", "exist_ok": True}})
     (tmp_path / "runs" / "mine").mkdir()
     assert _new_save_dir(named) == tmp_path / "runs" / "mine"

@@ -21,6 +21,7 @@ from typing import Any
 JOURNAL = "journal.jsonl"
 STATE = "state.json"
 FILES = "files"
+REFUSED = "refused.jsonl"
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -121,6 +122,12 @@ class Spool:
                 if isinstance(value, str) and value.startswith(f"{FILES}/"):
                     path = self.dir / value
                     shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+    def set_aside(self, records: list[dict[str, Any]], reason: str) -> None:
+        """Keep records the server refused in ``refused.jsonl`` (with why), out of the way of the rest."""
+        with self._lock, open(self.dir / REFUSED, "a", encoding="utf-8") as out:
+            for record in records:
+                out.write(json.dumps({**record, "refused_because": reason}, allow_nan=True) + "\n")
 
     def path(self, stored: str) -> Path:
         return self.dir / stored

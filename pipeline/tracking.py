@@ -23,6 +23,7 @@ from typing import Any
 
 import mlflow
 from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.models.signature import ModelSignature
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
@@ -36,6 +37,8 @@ MODEL_NAME = "model"
 # log_batch limits of the MLflow REST API
 _MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100
 _BATCHED = {"metrics", "params", "tags"}
+# Answers meaning "the server understood and refuses": resending the same record cannot succeed.
+_REFUSALS = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "BAD_REQUEST", "INVALID_STATE"}
 
 
 def resolve_tracking_uri(uri: str = "") -> str:
@@ -197,17 +200,34 @@ class Tracker:
 
     def _send_group(self, pending: list[dict[str, Any]]) -> int:
         """Send the first record, or the longest run of batchable records that fits one log_batch call."""
-        first = pending[0]
+        group = self._batch(pending) if pending[0]["kind"] in _BATCHED else pending[:1]
+        try:
+            self._send(group)
+        except MlflowException as exc:
+            if exc.error_code not in _REFUSALS:
+                raise  # unreachable or failing server: keep the records, retry later
+            # The server answered and said no (a changed param, a deleted run): resending cannot help, and
+            # one bad record must not hold back everything behind it. Keep it on disk and say so.
+            self.spool.set_aside(group, reason=str(exc).splitlines()[0])
+            LOG.warning(
+                "tracking: the server refused %d record(s) (%s); kept in %s",
+                len(group),
+                str(exc).splitlines()[0][:200],
+                self.spool.dir / "refused.jsonl",
+            )
+        self.spool.acknowledge(group[-1]["seq"])
+        return len(group)
+
+    def _send(self, group: list[dict[str, Any]]) -> None:
+        first = group[0]
         if first["kind"] == "create_run":
             if self.run_id is None:  # else: created before, and the acknowledgement was lost
                 self._create_run(first)
-            self.spool.acknowledge(first["seq"])
-            return 1
+            return
         run_id = self.run_id
         if run_id is None:
             raise RuntimeError("the journal has no run to log to")
         if first["kind"] in _BATCHED:
-            group = self._batch(pending)
             metrics = [
                 Metric(k, v, r["ts"], r["step"])
                 for r in group
@@ -217,8 +237,7 @@ class Tracker:
             params = [Param(k, v) for r in group if r["kind"] == "params" for k, v in r["params"].items()]
             tags = [RunTag(k, v) for r in group if r["kind"] == "tags" for k, v in r["tags"].items()]
             self._client.log_batch(run_id, metrics=metrics, params=params, tags=tags, synchronous=True)
-            self.spool.acknowledge(group[-1]["seq"])
-            return len(group)
+            return
         missing = [v for k, v in first.items() if k in {"local", "weights"} and not self.spool.path(v).exists()]
         if missing:
             LOG.warning(
@@ -241,8 +260,6 @@ class Tracker:
             self._client.set_terminated(run_id, first["status"], first["end_time"])
         else:
             LOG.warning("tracking: skipping unknown journal record kind %r", first["kind"])
-        self.spool.acknowledge(first["seq"])
-        return 1
 
     @staticmethod
     def _batch(pending: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -222,3 +222,20 @@ def test_tracker_sets_fail_fast_http_settings(tmp_path: Path) -> None:
 def test_sub_second_request_timeout_stays_positive(tmp_path: Path) -> None:
     Tracker(tmp_path / "spool", CLOSED_PORT_URI, "exp", request_timeout_s=0.5)
     assert float(os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"]) > 0
+
+
+def test_a_refused_record_is_set_aside_and_the_rest_goes_through(tmp_path: Path, uri: str) -> None:
+    tracker = Tracker(tmp_path / "spool", uri, "exp", "run1", flush_interval_s=0.2)
+    tracker.start()
+    tracker.log_params({"lr": "0.1"})
+    assert tracker.send_pending() >= 1
+    tracker.log_params({"lr": "0.2"})  # MLflow refuses to change a param: resending cannot help
+    tracker.log_metrics({"loss": 1.0}, step=1)
+    assert tracker.finish(timeout_s=60) is True
+
+    client = MlflowClient(uri)
+    run = client.get_run(tracker.run_id)
+    assert run.data.params["lr"] == "0.1" and run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(tracker.run_id, "loss")] == [1]
+    refused = [json.loads(line) for line in (tmp_path / "spool" / "refused.jsonl").read_text().splitlines()]
+    assert len(refused) == 1 and refused[0]["params"] == {"lr": "0.2"} and refused[0]["refused_because"]

@@ -10,16 +10,11 @@ from pathlib import Path
 
 from pipeline.config import ConfigError, load_config
 from pipeline.data.dataset import DatasetError
+from pipeline.train.run import ResumeError
+from pipeline.train.weights import WeightsError
 
 # Errors whose message is already the one line a user needs.
-_USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DatasetError, FileNotFoundError)
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    from pipeline.train.run import ResumeError
-    from pipeline.train.weights import WeightsError
-
-    return (*_USER_ERRORS, ResumeError, WeightsError)
+_USER_ERRORS = (ConfigError, DatasetError, ResumeError, WeightsError, FileNotFoundError)
 
 
 def _ui_hint(uri: str | None) -> str:
@@ -164,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.propagate = False
     try:
         return args.func(args)
-    except _user_errors() as exc:
+    except _USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

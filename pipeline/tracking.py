@@ -206,6 +206,10 @@ class Tracker:
         except MlflowException as exc:
             if exc.error_code not in _REFUSALS:
                 raise  # unreachable or failing server: keep the records, retry later
+            if len(group) > 1:  # find the record that was refused: only it is set aside
+                for record in group:
+                    self._send_group([record])
+                return len(group)
             # The server answered and said no (a changed param, a deleted run): resending cannot help, and
             # one bad record must not hold back everything behind it. Keep it on disk and say so.
             self.spool.set_aside(group, reason=str(exc).splitlines()[0])

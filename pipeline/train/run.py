@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -263,8 +263,3 @@ def _result(session: Session, notes: list[str]) -> TrainResult:
         epochs=epochs,
         notes=notes,
     )
-
-
-def result_summary(result: TrainResult) -> dict[str, Any]:
-    data = asdict(result)
-    return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}

@@ -226,16 +226,35 @@ def test_sub_second_request_timeout_stays_positive(tmp_path: Path) -> None:
 
 def test_a_refused_record_is_set_aside_and_the_rest_goes_through(tmp_path: Path, uri: str) -> None:
     tracker = Tracker(tmp_path / "spool", uri, "exp", "run1", flush_interval_s=0.2)
-    tracker.start()
+    tracker.open_run()
     tracker.log_params({"lr": "0.1"})
-    assert tracker.send_pending() >= 1
+    assert tracker.send_pending() == 2  # the run's creation and the param
+    tracker.start()
     tracker.log_params({"lr": "0.2"})  # MLflow refuses to change a param: resending cannot help
-    tracker.log_metrics({"loss": 1.0}, step=1)
+    tracker.log_metrics({"loss": 1.0}, step=1)  # journaled beside it, so both may go in one batch
+    tracker.log_params({"batch": "16"})
     assert tracker.finish(timeout_s=60) is True
 
     client = MlflowClient(uri)
     run = client.get_run(tracker.run_id)
-    assert run.data.params["lr"] == "0.1" and run.info.status == "FINISHED"
+    assert run.data.params == {"lr": "0.1", "batch": "16"} and run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(tracker.run_id, "loss")] == [1]
     refused = [json.loads(line) for line in (tmp_path / "spool" / "refused.jsonl").read_text().splitlines()]
     assert len(refused) == 1 and refused[0]["params"] == {"lr": "0.2"} and refused[0]["refused_because"]
+
+
+def test_a_refused_batch_sets_aside_only_the_refused_record(tmp_path: Path, uri: str) -> None:
+    tracker = Tracker(tmp_path / "spool", uri, "exp", "run1")
+    tracker.open_run()
+    tracker.log_params({"lr": "0.1"})
+    tracker.send_pending()
+    # Journaled together, without a worker: one log_batch carries all three, and the server refuses it.
+    tracker.log_metrics({"loss": 1.0}, step=1)
+    tracker.log_params({"lr": "0.2"})
+    tracker.log_metrics({"loss": 0.5}, step=2)
+    tracker.send_pending()
+    assert tracker.spool.pending() == []
+    client = MlflowClient(uri)
+    assert [m.step for m in client.get_metric_history(tracker.run_id, "loss")] == [1, 2]
+    refused = [json.loads(line) for line in (tmp_path / "spool" / "refused.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in refused] == ["params"]

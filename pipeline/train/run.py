@@ -119,7 +119,8 @@ def ultralytics_args(config: Config, model: str, data_yaml: Path, save_dir: Path
 
 
 @contextmanager
-def _session_env(session_file: Path) -> Iterator[None]:
+def session_env(session_file: Path) -> Iterator[None]:
+    """Point ``$YOLO_PIPELINE_SESSION`` at a session for the trainers built inside (and their DDP workers)."""
     from pipeline.train.trainer import SESSION_ENV
 
     previous = os.environ.get(SESSION_ENV)
@@ -153,11 +154,19 @@ def _journal_run_start(session: Session, dataset: Any, device: str, weights_note
     tracker.log_params(session.config.flat())
 
 
-def train(config: Config) -> TrainResult:
-    """Train a detector as the config says and record it in one MLflow run."""
-    configure_ultralytics()
-    from pipeline.train.trainer import PipelineTrainer
+@dataclass
+class PreparedTraining:
+    """A training folder with its session written and run journaled: ready for a trainer to start."""
 
+    session: Session
+    session_file: Path
+    ultralytics_args: dict[str, Any]
+    notes: list[str]
+
+
+def prepare_training(config: Config) -> PreparedTraining:
+    """Check the data and weights, make the training folder, save the config and journal the run's start."""
+    configure_ultralytics()
     save_dir = _new_save_dir(config)
     fresh = not save_dir.exists()
     save_dir.mkdir(parents=True, exist_ok=True)
@@ -179,10 +188,17 @@ def train(config: Config) -> TrainResult:
     if config.tracking.enabled:
         _journal_run_start(session, dataset, device, weights.note)
     args = ultralytics_args(config, weights.model, dataset.data_yaml, save_dir, device)
-    with _session_env(session_file):
-        trainer = PipelineTrainer(overrides=args)
-        trainer.train()
-    return _result(session, notes=[weights.note] if weights.note else [])
+    return PreparedTraining(session, session_file, args, notes=[weights.note] if weights.note else [])
+
+
+def train(config: Config) -> TrainResult:
+    """Train a detector as the config says and record it in one MLflow run."""
+    prepared = prepare_training(config)
+    from pipeline.train.trainer import PipelineTrainer
+
+    with session_env(prepared.session_file):
+        PipelineTrainer(overrides=prepared.ultralytics_args).train()
+    return _result(prepared.session, notes=prepared.notes)
 
 
 def find_training(target: str, project: str = "runs/train", tracking_uri: str = "") -> Path:
@@ -235,7 +251,7 @@ def resume(target: str, project: str = "runs/train", tracking_uri: str = "") -> 
             f"send what is spooled with `yolo-pipeline sync {save_dir}`"
         )
     session = Session.load(save_dir / SESSION_FILE)
-    with _session_env(save_dir / SESSION_FILE):
+    with session_env(save_dir / SESSION_FILE):
         trainer = PipelineTrainer(overrides={"resume": str(last), "model": str(last)})
         trainer.train()
     return _result(session, notes=[f"resumed from epoch {checkpoint['epoch'] + 1}"])

@@ -24,6 +24,11 @@ FILES = "files"
 REFUSED = "refused.jsonl"
 
 
+def original_name(spooled: Path) -> str:
+    """A spooled file's own name, without the ``<seq>-`` prefix `Spool.append` gives it."""
+    return spooled.name.split("-", 1)[1]
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")

@@ -29,7 +29,7 @@ from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import ParamSchema, ParamSpec
 
-from pipeline.spool import Spool
+from pipeline.spool import REFUSED, Spool, original_name
 
 LOG = logging.getLogger("pipeline.tracking")
 
@@ -84,9 +84,8 @@ class Tracker:
         self.retry_interval_s = retry_interval_s
         # Our own worker retries; a request should fail fast rather than back off inside the client.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(
-            max(1, math.ceil(request_timeout_s))
-        )  # mlflow wants whole seconds
+        whole_seconds = max(1, math.ceil(request_timeout_s))  # mlflow reads this variable as an int
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(whole_seconds)
         self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -212,12 +211,13 @@ class Tracker:
                 return len(group)
             # The server answered and said no (a changed param, a deleted run): resending cannot help, and
             # one bad record must not hold back everything behind it. Keep it on disk and say so.
-            self.spool.set_aside(group, reason=str(exc).splitlines()[0])
+            reason = str(exc).splitlines()[0]
+            self.spool.set_aside(group, reason=reason)
             LOG.warning(
                 "tracking: the server refused %d record(s) (%s); kept in %s",
                 len(group),
-                str(exc).splitlines()[0][:200],
-                self.spool.dir / "refused.jsonl",
+                reason[:200],
+                self.spool.dir / REFUSED,
             )
         self.spool.acknowledge(group[-1]["seq"])
         return len(group)
@@ -249,7 +249,7 @@ class Tracker:
             )
         elif first["kind"] == "artifact":
             local = self.spool.path(first["local"])
-            name = local.name.split("-", 1)[1]
+            name = original_name(local)
             # The spooled copy carries a sequence prefix; upload it under its real name.
             with tempfile.TemporaryDirectory() as tmp:
                 target = Path(tmp) / name
@@ -342,7 +342,7 @@ def _inference_weights(spooled: Path, folder: Path) -> Path:
     from ultralytics.utils.torch_utils import strip_optimizer
 
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / spooled.name.split("-", 1)[1]
+    target = folder / original_name(spooled)
     strip_optimizer(spooled, str(target))
     return target
 
@@ -350,7 +350,7 @@ def _inference_weights(spooled: Path, folder: Path) -> Path:
 def _renamed_copy(spooled: Path, folder: Path) -> Path:
     """Copy a spooled file into ``folder`` under its real name (without the sequence prefix)."""
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / spooled.name.split("-", 1)[1]
+    target = folder / original_name(spooled)
     shutil.copy2(spooled, target)
     return target
 

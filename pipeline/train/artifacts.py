@@ -2,7 +2,7 @@
 
 The resolved config, the results table, plots (confusion matrix, PR and F1 curves, results), the
 confusion matrix as numbers, a few validation images with predictions, the best model's final
-metrics as ``best.*``, and the best weights as an MLflow model.
+metrics as ``best.*``. (The model itself is journaled by the trainer when training stops.)
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def final_metrics(trainer: Any) -> dict[str, float]:
     return {f"best.{k}": v for k, v in record.items()}
 
 
-def log_final_artifacts(trainer: Any, tracker: Any, session: Any) -> None:
+def log_final_artifacts(trainer: Any, tracker: Any) -> None:
     save_dir = Path(trainer.save_dir)
     epochs_done = trainer.epoch + 1
     if trainer.best.exists():
@@ -67,6 +67,3 @@ def log_final_artifacts(trainer: Any, tracker: Any, session: Any) -> None:
         tracker.log_artifact(matrix, "plots")
     for image in sorted(save_dir.glob("val_batch*_pred.jpg"))[:_MAX_VAL_IMAGES]:
         tracker.log_artifact(image, "val_predictions")
-    weights = trainer.best if trainer.best.exists() else trainer.last
-    if session.config.tracking.log_model and weights.exists() and not trainer.model_journaled:
-        tracker.log_model(weights, step=epochs_done, extra_files=[save_dir / "config.yaml"])

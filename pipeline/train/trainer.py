@@ -45,7 +45,6 @@ class PipelineTrainer(DetectionTrainer):
         self.session = Session.load(session_file) if session_file else None
         self.tracker = None
         self.sampler = None
-        self.model_journaled = False
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
@@ -77,7 +76,7 @@ class PipelineTrainer(DetectionTrainer):
             self.sampler.finish()
         if status == "FINISHED":
             try:
-                log_final_artifacts(self, self.tracker, self.session)
+                log_final_artifacts(self, self.tracker)
             except Exception as exc:  # noqa: BLE001 - the training succeeded; a missing plot must not undo that
                 LOG.warning("tracking: could not record the final artifacts (%s: %s)", type(exc).__name__, exc)
         self.tracker.finish(status, timeout_s=self.session.config.tracking.finish_timeout_s)
@@ -124,12 +123,13 @@ class PipelineTrainer(DetectionTrainer):
         return saved
 
     def _journal_model(self) -> None:
-        """After the last epoch best.pt is final: journal it now, so it uploads while the final validation runs."""
-        if not (self.session.config.tracking.log_model and self.best.exists()):
+        """After the last epoch the weights are final: journal them now, so they upload during the final validation."""
+        # best.pt is missing only when no epoch ever had a finite fitness; the last weights are all there is then.
+        weights = self.best if self.best.exists() else self.last
+        if not (self.session.config.tracking.log_model and weights.exists()):
             return
         # The spool takes a copy now; the worker strips the optimizer state from it, off this thread.
-        self.tracker.log_model(self.best, step=self.epoch + 1, extra_files=[self.save_dir / "config.yaml"])
-        self.model_journaled = True
+        self.tracker.log_model(weights, step=self.epoch + 1, extra_files=[self.save_dir / "config.yaml"])
 
     def _settle_pending_epoch(self, checkpoint_epoch: int) -> None:
         """Journal the pending epoch record if the checkpoint covers it; drop it if the epoch will be redone."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pipeline.config import ConfigError, load_config
 from pipeline.data.dataset import DatasetError
+from pipeline.train.errors import NonFiniteGradients
 from pipeline.train.run import ResumeError
 from pipeline.train.weights import WeightsError
 
@@ -162,6 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except NonFiniteGradients as exc:  # the training stopped itself; its checkpoint is kept
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

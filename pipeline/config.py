@@ -109,11 +109,32 @@ class TrackingConfig(_Section):
     finish_timeout_s: float = Field(30.0, ge=0, description="how long the end of a training waits for the server")
 
 
+class GradientsConfig(_Section):
+    enabled: bool = Field(True, description="record per-layer gradient statistics in the optimizer step")
+    every: int = Field(1, ge=1, description="sample every N optimizer steps")
+    grouping: Literal["parameter", "layer", "block"] = Field(
+        "layer", description="parameter (each tensor), layer (the module owning it: model.2.cv1.conv), block (model.2)"
+    )
+    reductions: list[Literal["mean", "max", "last"]] = Field(
+        ["mean", "max", "last"], min_length=1, description="how an epoch's samples are reduced before logging"
+    )
+    vanish_abs: float = Field(1e-8, ge=0, description="a layer whose gradient norm stays below this is vanishing")
+    vanish_rel: float = Field(1e-4, ge=0, description="... or below this fraction of the median layer's norm")
+    vanish_epochs: int = Field(3, ge=1, description="epochs in a row a layer must stay below before it is reported")
+    # Ultralytics' loss is summed over the batch, so healthy total norms grow with the batch (~1e3 at batch 16).
+    explode_norm: float = Field(
+        1e5, gt=0, description="a total gradient norm above this (before clipping) is exploding"
+    )
+    stop_on_nonfinite: bool = Field(False, description="stop training at the first epoch with non-finite gradients")
+    heatmaps: bool = Field(True, description="draw the layers x epochs heatmaps each epoch")
+
+
 class Config(_Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     augment: AugmentConfig = AugmentConfig()
+    gradients: GradientsConfig = GradientsConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     def to_dict(self) -> dict[str, Any]:

@@ -20,20 +20,26 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from pipeline.yolo_env import configure_ultralytics
 
 configure_ultralytics()
 
 from ultralytics.models.yolo.detect import DetectionTrainer  # noqa: E402
 from ultralytics.utils import DEFAULT_CFG, RANK  # noqa: E402
+from ultralytics.utils.torch_utils import unwrap_model  # noqa: E402
 
 from pipeline.train.artifacts import log_final_artifacts  # noqa: E402
 from pipeline.train.epoch_metrics import epoch_metrics, per_class_ap  # noqa: E402
+from pipeline.train.errors import NonFiniteGradients  # noqa: E402
+from pipeline.train.gradient_recorder import GradientRecorder  # noqa: E402
 from pipeline.train.session import Session  # noqa: E402
 
 LOG = logging.getLogger("pipeline.train")
 SESSION_ENV = "YOLO_PIPELINE_SESSION"
 PENDING = "pending_epoch.json"
+CLIP_NORM = 10.0  # ultralytics' max_norm in its optimizer step
 
 
 class PipelineTrainer(DetectionTrainer):
@@ -45,6 +51,10 @@ class PipelineTrainer(DetectionTrainer):
         self.session = Session.load(session_file) if session_file else None
         self.tracker = None
         self.sampler = None
+        self.gradients: GradientRecorder | None = None
+        # Registered here, in the class, so a trainer rebuilt by the multi-GPU relaunch has them too.
+        self.add_callback("on_train_epoch_start", PipelineTrainer._begin_gradient_epoch)
+        self.add_callback("on_train_epoch_end", PipelineTrainer._end_gradient_epoch)
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
@@ -54,8 +64,10 @@ class PipelineTrainer(DetectionTrainer):
         try:
             super()._do_train()
         except BaseException as exc:
+            self._finish_gradients()
             self._close_tracking("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             raise
+        self._finish_gradients()
         self._close_tracking("FINISHED")
 
     def _open_tracking(self) -> None:
@@ -86,14 +98,28 @@ class PipelineTrainer(DetectionTrainer):
 
     def _setup_train(self) -> None:
         super()._setup_train()
-        if RANK in {-1, 0} and self.tracker is not None:
+        if RANK not in {-1, 0}:
+            return
+        if self.tracker is not None:
             self._settle_pending_epoch(checkpoint_epoch=self.start_epoch - 1)
+        if self.session is not None and self.session.config.gradients.enabled:
+            self.gradients = GradientRecorder(
+                unwrap_model(self.model),  # under DDP, names without the "module." prefix
+                self.session.config.gradients,
+                Path(self.save_dir) / "gradients",
+                amp=self.scaler.is_enabled(),
+                clip_norm=CLIP_NORM,
+                tracker=self.tracker,
+                resumed_epochs=self.start_epoch,
+            )
 
     def save_metrics(self, metrics: dict[str, float]) -> None:
         super().save_metrics(metrics)
         if self.tracker is None:
             return
         record = epoch_metrics(metrics, self.fitness, time.time() - self.epoch_time_start)
+        if self.gradients is not None:
+            record.update(self.gradients.metrics())
         box = self.validator.metrics.box if self.validator is not None else None
         if box is not None:
             record.update(per_class_ap(self.data["names"], box.ap_class_index, box.ap50, box.ap))
@@ -140,3 +166,54 @@ class PipelineTrainer(DetectionTrainer):
         if pending["epoch"] <= checkpoint_epoch:
             self.tracker.log_metrics(pending["metrics"], step=pending["epoch"] + 1)
         path.unlink()
+
+    # ---- gradients ---------------------------------------------------------------------------------------
+
+    def optimizer_step(self) -> None:
+        """Ultralytics' step (unscale, clip at 10, step, zero, EMA) with the gradients read between unscale and clip."""
+        if self.gradients is None or not self.gradients.due():
+            super().optimizer_step()
+            return
+        self.scaler.unscale_(self.optimizer)
+        # The true gradients of the loss: unscaled, not yet clipped. The total norm computed for the statistics
+        # is the one clipping needs, so clipping costs no second pass over the gradients.
+        total_norm = self.gradients.observe_gradients()
+        torch.nn.utils.clip_grads_with_norm_(self.model.parameters(), CLIP_NORM, total_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad()
+        self.gradients.observe_update()
+        if self.ema:
+            self.ema.update(self.model)
+
+    def _begin_gradient_epoch(self) -> None:
+        if self.gradients is not None:
+            self.gradients.begin_epoch()
+
+    def _end_gradient_epoch(self) -> None:
+        """Reduce the epoch's gradients (before validation); stop here if they went non-finite and that is asked."""
+        fatal = None
+        if self.gradients is not None:
+            try:
+                self.gradients.end_epoch(self.epoch + 1)
+            except NonFiniteGradients as exc:
+                kept = (
+                    f"the last good checkpoint is {self.last} (epoch {self.epoch})"
+                    if self.last.exists()
+                    else "no checkpoint was saved before this epoch"
+                )
+                fatal = f"{exc}; {kept}"
+        if RANK != -1:  # every rank must stop together, or the others wait forever in the next all-reduce
+            decision = [fatal]
+            torch.distributed.broadcast_object_list(decision, 0)
+            fatal = decision[0]
+        if fatal:
+            raise NonFiniteGradients(fatal)
+
+    def _finish_gradients(self) -> None:
+        if self.gradients is None:
+            return
+        try:
+            self.gradients.finish()
+        except Exception as exc:  # noqa: BLE001 - the report must not hide how the training ended
+            LOG.warning("gradients: could not write the report (%s: %s)", type(exc).__name__, exc)

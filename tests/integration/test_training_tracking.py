@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+import sqlite3
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -33,6 +36,33 @@ def assert_epochs_exactly_once(client: MlflowClient, run_id: str, keys: set[str]
         assert sorted(steps) == list(range(1, epochs + 1)), f"{key}: steps {steps}"
 
 
+def metric_steps(db: Path, run_id: str) -> Counter:
+    """(key, step) -> how many values the store holds; read from the server's database in one query."""
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute("SELECT key, step FROM metrics WHERE run_uuid = ?", (run_id,)).fetchall()
+    return Counter(rows)
+
+
+def assert_gradients_recorded(client: MlflowClient, db: Path, run_id: str, save_dir: Path, epochs: int) -> None:
+    """Every layer's gradient metrics at every epoch step exactly once; heatmaps and report in the run."""
+    from pipeline.train.gradients import REDUCTIONS, STATS, TOTALS, metric_key
+
+    layers = json.loads((save_dir / "gradients" / "report.json").read_text())["groups"]
+    assert "model.0.conv" in layers and "model.2.cv1.conv" in layers and len(layers) > 100
+    expected = {metric_key(s, r, layer) for s in STATS for r in REDUCTIONS for layer in layers}
+    expected |= {*TOTALS, "grad_steps", "grad_nonfinite_steps"}
+    counts = metric_steps(db, run_id)
+    recorded = {key for key, _ in counts if key.startswith("grad") or key.startswith(("weight_norm", "update_ratio"))}
+    assert recorded == expected
+    assert all(counts[(key, step)] == 1 for key in expected for step in range(1, epochs + 1))
+    assert all(step in range(1, epochs + 1) for key, step in counts if key in expected)
+    history = client.get_metric_history(run_id, "grad_norm.model.2.cv1.conv")
+    assert len(history) == epochs and all(math.isfinite(m.value) and m.value > 0 for m in history)
+    artifacts = {Path(a.path).name for a in client.list_artifacts(run_id, "gradients")}
+    assert {"grad_norm_heatmap.png", "update_ratio_heatmap.png", "report.json"} <= artifacts
+    assert client.get_run(run_id).data.tags["gradients.health"] in {"ok", "vanishing"}
+
+
 def test_training_is_fully_recorded_in_mlflow_server(synth_data: Path, mlflow_server, tmp_path: Path) -> None:
     config = tiny_config(synth_data, tmp_path / "runs", tracking={"uri": mlflow_server.uri, "experiment": "full"})
     result = train(config)
@@ -44,6 +74,10 @@ def test_training_is_fully_recorded_in_mlflow_server(synth_data: Path, mlflow_se
     assert len(client.search_runs([run.info.experiment_id])) == 1  # one training, one run
 
     assert_epochs_exactly_once(client, result.run_id, EPOCH_METRICS | per_class_keys(), epochs=2)
+    assert_gradients_recorded(client, mlflow_server.folder / "mlflow.db", result.run_id, result.save_dir, epochs=2)
+    # Names with dots and digits work in MLflow search (quoted with backticks, as MLflow documents).
+    found = client.search_runs([run.info.experiment_id], "metrics.`grad_norm.model.2.cv1.conv` > 0")
+    assert [r.info.run_id for r in found] == [result.run_id]
     for key in ("mAP50", "precision", "recall"):
         assert all(0.0 <= m.value <= 1.0 for m in client.get_metric_history(result.run_id, key))
     assert {f"best.AP50.{c}" for c in CLASSES} <= set(run.data.metrics)

@@ -151,7 +151,7 @@ def _describe(error: dict[str, Any]) -> str:
     bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
     if kind in bounds:
         limit = next(iter(ctx.values()))
-        return f"must be {bounds[kind]} {limit}, got {got!r}"
+        return f"must be {bounds[kind]} {limit:g}, got {got!r}"
     if kind == "extra_forbidden":
         return "unknown key"
     if kind == "literal_error":

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from pipeline.config import GradientsConfig
 from pipeline.train.errors import NonFiniteGradients
 from pipeline.train.gradient_health import NONFINITE, GradientHealth, HealthEvent
-from pipeline.train.gradient_report import HEATMAPS, draw_heatmap, report, write_report
+from pipeline.train.gradient_report import HEATMAP, HeatmapPainter, report, write_report
 from pipeline.train.gradients import EpochGradients, GradientMonitor
 
 LOG = logging.getLogger("pipeline.train")
@@ -46,6 +46,7 @@ class GradientRecorder:
         self.history: dict[int, EpochGradients] = {}
         self.last: EpochGradients | None = None
         self._restore(resumed_epochs)
+        self.painter = HeatmapPainter(self.folder / HEATMAP, self._log_artifact) if settings.heatmaps else None
 
     # ---- the optimizer step ----------------------------------------------------------------------------
 
@@ -88,7 +89,9 @@ class GradientRecorder:
         return self.last.metrics(self.settings.reductions) if self.last is not None else {}
 
     def finish(self) -> Path:
-        """Write the JSON report and hand every gradient file to the tracker."""
+        """Finish the last heatmap, write the JSON report and hand the files to the tracker."""
+        if self.painter is not None:
+            self.painter.close()
         events = self._read("events.jsonl")
         summary = {
             "grouping": self.settings.grouping,
@@ -99,30 +102,25 @@ class GradientRecorder:
             "numel": dict(zip(self.monitor.groups.names, self.monitor.groups.numel.tolist(), strict=True)),
         }
         path = write_report(self.folder / "report.json", report(self._ordered(), events, summary))
-        if self.tracker is not None:
-            for name in ("report.json", "events.jsonl"):
-                if (self.folder / name).exists():
-                    self.tracker.log_artifact(self.folder / name, ARTIFACT_DIR)
+        for name in ("report.json", "events.jsonl"):
+            if (self.folder / name).exists():
+                self._log_artifact(self.folder / name)
         return path
 
     # ---- internals -------------------------------------------------------------------------------------
 
     def _publish(self, events: list[HealthEvent]) -> None:
-        drawn = []
-        if self.settings.heatmaps:
-            history = self._ordered()
-            for stat, (name, _) in HEATMAPS.items():
-                try:
-                    drawn.append(draw_heatmap(history, stat, self.folder / name))
-                except Exception as exc:  # noqa: BLE001 - a picture must never stop a training
-                    LOG.warning("gradients: could not draw %s (%s: %s)", name, type(exc).__name__, exc)
-        if self.tracker is None:
-            return
-        self.tracker.set_tags(self.health.tags())
-        for path in drawn:  # same artifact path each epoch: the run always shows the latest picture
-            self.tracker.log_artifact(path, ARTIFACT_DIR)
+        if self.painter is not None:
+            self.painter.request(self._ordered())
+        if self.tracker is not None:
+            self.tracker.set_tags(self.health.tags())
         if events:
-            self.tracker.log_artifact(self.folder / "events.jsonl", ARTIFACT_DIR)
+            self._log_artifact(self.folder / "events.jsonl")
+
+    def _log_artifact(self, path: Path) -> None:
+        # The same artifact path each time: the run always shows the latest version of the file.
+        if self.tracker is not None:
+            self.tracker.log_artifact(path, ARTIFACT_DIR)
 
     def _ordered(self) -> list[EpochGradients]:
         return [self.history[e] for e in sorted(self.history)]

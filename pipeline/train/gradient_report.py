@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +14,11 @@ import numpy as np
 
 from pipeline.train.gradients import EpochGradients
 
-HEATMAPS = {
-    "grad_norm": ("grad_norm_heatmap.png", "log10 gradient L2 norm (epoch mean)"),
-    "update_ratio": ("update_ratio_heatmap.png", "log10 update ratio ||dw|| / ||w|| (epoch mean)"),
+LOG = logging.getLogger("pipeline.train")
+HEATMAP = "heatmaps.png"
+PANELS = {
+    "grad_norm": "log10 gradient L2 norm",
+    "update_ratio": "log10 update ratio ||dw|| / ||w||",
 }
 
 
@@ -26,32 +31,89 @@ def log10_matrix(history: list[EpochGradients], stat: str) -> np.ndarray:
     return out
 
 
-def draw_heatmap(history: list[EpochGradients], stat: str, path: Path) -> Path:
-    """Rows are layers in model order (input at the top), columns epochs; colour is log10 of the statistic."""
+def draw_heatmaps(history: list[EpochGradients], path: Path) -> Path:
+    """One panel per statistic in PANELS: rows are layers in model order (input at the top), columns epochs,
+    colour the log10 of the epoch mean. Red cells: zero or not finite."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    matrix = log10_matrix(history, stat)
     groups = history[-1].groups
     epochs = [epoch.epoch for epoch in history]
-    # Tall enough to label every layer legibly; a figure object of its own, so drawing is thread-safe.
-    height = min(max(4.0, 0.11 * len(groups) + 1.5), 60.0)
-    row_points = 72 * (height - 1.5) / max(len(groups), 1)
-    width = min(max(6.0, 0.35 * len(epochs) + 4.0), 30.0)
-    figure = Figure(figsize=(width, height), dpi=100)
+    # Tall enough to label every layer; margins fixed in inches (tight_layout would draw the figure twice).
+    row_in = 0.11 if len(groups) <= 500 else 55.0 / len(groups)
+    font = max(2.0, min(7.0, 0.75 * 72 * row_in))
+    left = 0.3 + 0.55 * font / 72 * max(len(g) for g in groups)
+    top, bottom, gap, bar_w = 0.45, 0.55, 0.9, 0.15
+    panel_w, panel_h = min(max(2.5, 0.25 * len(epochs)), 16.0), max(row_in * len(groups), 2.0)
+    width = left + len(PANELS) * (panel_w + bar_w + gap)
+    height = bottom + panel_h + top
+    figure = Figure(figsize=(width, height), dpi=100)  # a figure of its own: no pyplot state, thread-safe
     FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    cmap = _colormap()
-    image = axes.imshow(np.ma.masked_invalid(matrix), aspect="auto", interpolation="nearest", cmap=cmap)
-    axes.set_xticks(range(len(epochs)), [str(e) for e in epochs], fontsize=7)
-    axes.set_yticks(range(len(groups)), groups, fontsize=max(2.0, min(8.0, 0.75 * row_points)))
-    axes.set_xlabel("epoch")
-    axes.set_title(HEATMAPS[stat][1], fontsize=10)
-    figure.colorbar(image, ax=axes, fraction=0.04, pad=0.02)
-    figure.tight_layout()
+    every = max(1, len(epochs) // 20)
+    x = left
+    for i, (stat, title) in enumerate(PANELS.items()):
+        axes = figure.add_axes((x / width, bottom / height, panel_w / width, panel_h / height))
+        image = axes.imshow(
+            np.ma.masked_invalid(log10_matrix(history, stat)), aspect="auto", interpolation="nearest", cmap=_colormap()
+        )
+        axes.set_xticks(range(0, len(epochs), every), [str(e) for e in epochs[::every]], fontsize=7)
+        if i == 0:
+            axes.set_yticks(range(len(groups)), groups, fontsize=font)
+        else:
+            axes.set_yticks([])
+        axes.set_xlabel("epoch", fontsize=8)
+        axes.set_title(title, fontsize=9)
+        bar = figure.add_axes(((x + panel_w + 0.08) / width, bottom / height, bar_w / width, panel_h / height))
+        figure.colorbar(image, cax=bar).ax.tick_params(labelsize=7)
+        x += panel_w + bar_w + gap
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
+    tmp = path.with_name(f".{path.name}")
+    figure.savefig(tmp, format="png")
+    tmp.replace(path)  # whole or absent: a reader never sees half a picture
     return path
+
+
+class HeatmapPainter:
+    """Draws the heatmaps off the training thread (about a second of text layout for a yolo11n).
+
+    A request made while a drawing runs waits; a newer request replaces one not yet started, so the
+    painter never falls behind. ``close`` waits for the last request, so the final picture is complete.
+    """
+
+    def __init__(self, path: Path, on_drawn: Callable[[Path], None] | None = None):
+        self.path = path
+        self.on_drawn = on_drawn
+        self._wake = threading.Condition()
+        self._pending: list[EpochGradients] | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="gradient-heatmaps", daemon=True)
+        self._thread.start()
+
+    def request(self, history: list[EpochGradients]) -> None:
+        with self._wake:
+            self._pending = list(history)  # the epochs are never changed once made, so sharing them is safe
+            self._wake.notify()
+
+    def close(self, timeout_s: float = 60.0) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while self._pending is None and not self._closed:
+                    self._wake.wait()
+                history, self._pending = self._pending, None
+            if history is None:
+                return
+            try:
+                draw_heatmaps(history, self.path)
+                if self.on_drawn is not None:
+                    self.on_drawn(self.path)
+            except Exception as exc:  # noqa: BLE001 - a picture must never stop a training
+                LOG.warning("gradients: could not draw %s (%s: %s)", self.path.name, type(exc).__name__, exc)
 
 
 def _colormap() -> Any:

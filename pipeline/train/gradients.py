@@ -100,19 +100,39 @@ class GradientStats:
     total_norm: Tensor  # [] L2 norm over every parameter, as clip_grad_norm_ computes it
 
 
-def gradient_stats(grads: list[Tensor], groups: ParameterGroups) -> GradientStats:
-    """Per-group statistics of ``grads`` (one tensor per parameter of ``groups``), without leaving the device."""
+def gradient_stats(grads: list[Tensor], groups: ParameterGroups, scratch: list[Tensor] | None = None) -> GradientStats:
+    """Per-group statistics of ``grads`` (one tensor per parameter of ``groups``), without leaving the device.
+
+    ``scratch``: tensors shaped like the parameters to work in (overwritten), instead of allocating |g|."""
     dtype = groups.numel.dtype
     norms = _norms(grads, dtype)
-    maxes = _norms(grads, dtype, math.inf)
-    # x * 0 is 0 for a finite x and NaN otherwise; an L0 "norm" counts the non-zeros, i.e. the non-finite values.
-    nonfinite = _norms(torch._foreach_mul(grads, 0.0), dtype, 0.0)
+    if scratch is None:
+        magnitudes = torch._foreach_abs(grads)
+    else:
+        torch._foreach_copy_(scratch, grads)
+        torch._foreach_abs_(scratch)
+        magnitudes = scratch
+    maxes = torch.stack(torch._foreach_max(magnitudes)).to(dtype)  # NaN if any NaN, inf if any inf
     return GradientStats(
         grad_norm=groups.norm(norms),
         grad_max=groups.amax(maxes),
-        grad_nonfinite=groups.total(nonfinite) / groups.numel,
+        grad_nonfinite=groups.total(_nonfinite_counts(magnitudes, maxes)) / groups.numel,
         total_norm=torch.linalg.vector_norm(norms),
     )
+
+
+def on_host(tensor: Tensor) -> bool:
+    return tensor.device.type == "cpu"
+
+
+def _nonfinite_counts(magnitudes: list[Tensor], maxes: Tensor) -> Tensor:
+    """NaN/inf values per parameter. Overwrites ``magnitudes``."""
+    if on_host(maxes) and bool(maxes.isfinite().all()):
+        # On the CPU a flag is read for free (no device to wait for), so skip the count when there is nothing to count.
+        return torch.zeros_like(maxes)
+    # |g| - |g| is 0 where g is finite and NaN elsewhere; an L0 "norm" counts the non-zeros, i.e. the non-finite.
+    torch._foreach_sub_(magnitudes, magnitudes)
+    return _norms(magnitudes, maxes.dtype, 0.0)
 
 
 @dataclass
@@ -150,7 +170,7 @@ class GradientMonitor:
         self.every = every
         self.clip_norm = clip_norm
         self._steps_seen = 0
-        self._sampling = False
+        self.sampling = False  # whether the current optimizer step is sampled
         self._before: list[Tensor] | None = None  # the weights before the step, for ||dw||
         self._pending: Tensor | None = None  # this step's gradient rows, completed by observe_update
         self._total: Tensor | None = None
@@ -174,9 +194,9 @@ class GradientMonitor:
 
     def due(self) -> bool:
         """Whether this optimizer step is sampled (every ``every``-th step, counting from the first)."""
-        self._sampling = self._steps_seen % self.every == 0
+        self.sampling = self._steps_seen % self.every == 0
         self._steps_seen += 1
-        return self._sampling
+        return self.sampling
 
     def gradients(self) -> list[Tensor]:
         zeros = None
@@ -191,12 +211,13 @@ class GradientMonitor:
 
     def observe_gradients(self) -> Tensor:
         """Record this step's gradients (unscaled, not yet clipped); returns the total norm for clipping."""
-        stats = gradient_stats(self.gradients(), self.groups)
-        self._pending = torch.stack([stats.grad_norm, stats.grad_max, stats.grad_nonfinite])
-        self._total = stats.total_norm
         weights = [p.detach() for p in self.params]
         if self._before is None:
             self._before = [torch.empty_like(w) for w in weights]
+        # One model-sized buffer does both jobs: scratch for |g| first, then the weights before the step.
+        stats = gradient_stats(self.gradients(), self.groups, scratch=self._before)
+        self._pending = torch.stack([stats.grad_norm, stats.grad_max, stats.grad_nonfinite])
+        self._total = stats.total_norm
         torch._foreach_copy_(self._before, weights)
         return stats.total_norm
 

@@ -70,3 +70,20 @@ def test_resume_and_sync_report_unknown_targets(tmp_path: Path) -> None:
     assert result.returncode == 2 and "not a training folder" in result.stderr
     result = run("sync", "nowhere")
     assert result.returncode == 2 and "nowhere: not a tracking spool" in result.stderr
+
+
+def test_nonfinite_stop_is_one_line_and_exit_code_1(monkeypatch, capsys, tmp_path: Path) -> None:
+    import pipeline.train as train_package
+    from pipeline import cli
+    from pipeline.train.errors import NonFiniteGradients
+
+    message = "gradients: nonfinite in epoch 2: 1 of 4 sampled steps had NaN/inf gradients; layers: model.0.conv"
+
+    def stopped(config):
+        assert config.gradients.stop_on_nonfinite
+        raise NonFiniteGradients(message)
+
+    monkeypatch.setattr(train_package, "train", stopped)
+    (tmp_path / "c.yaml").write_text("train: {epochs: 1}\n")
+    assert cli.main(["train", "c.yaml", "gradients.stop_on_nonfinite=true"]) == 1
+    assert capsys.readouterr().err == f"error: {message}\n"

@@ -14,7 +14,12 @@ from mlflow.tracking import MlflowClient
 from pipeline.spool import Spool
 from pipeline.train.run import prepare_training, session_env
 from tests.conftest import tiny_config
-from tests.integration.test_training_tracking import EPOCH_METRICS, assert_epochs_exactly_once, per_class_keys
+from tests.integration.test_training_tracking import (
+    EPOCH_METRICS,
+    assert_epochs_exactly_once,
+    assert_gradients_recorded,
+    per_class_keys,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -28,6 +33,7 @@ def test_the_relaunch_file_rebuilds_the_tracked_trainer(synth_data: Path, tmp_pa
     prepared = prepare_training(config)
     with session_env(prepared.session_file):
         trainer = PipelineTrainer(overrides=prepared.ultralytics_args)
+    assert trainer.session.config.gradients.enabled
     script = Path(generate_ddp_file(trainer))
     try:
         assert "PipelineTrainer" not in script.read_text()  # the class travels pickled, by reference
@@ -44,3 +50,6 @@ def test_the_relaunch_file_rebuilds_the_tracked_trainer(synth_data: Path, tmp_pa
     assert run.info.status == "FINISHED"
     assert_epochs_exactly_once(client, run_id, EPOCH_METRICS | per_class_keys(), epochs=1)
     assert "results.csv" in {a.path for a in client.list_artifacts(run_id)}
+    # The gradient instrumentation came back with the trainer: every layer, every epoch, heatmaps and report.
+    save_dir = prepared.session.save_dir
+    assert_gradients_recorded(client, tmp_path / "mlflow.db", run_id, save_dir, epochs=1)

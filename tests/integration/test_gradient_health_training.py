@@ -89,7 +89,7 @@ def test_stop_on_nonfinite_stops_with_the_message_and_a_usable_checkpoint(synth_
     steps = {step for key, step in metric_steps(tmp_path / "mlflow.db", run_id) if key.startswith("grad_norm.")}
     assert steps == {1}  # only epochs a checkpoint covers are in the run's metrics
     artifacts = {Path(a.path).name for a in client.list_artifacts(run_id, "gradients")}
-    assert {"events.jsonl", "report.json", "grad_norm_heatmap.png"} <= artifacts
+    assert {"events.jsonl", "report.json", "heatmaps.png"} <= artifacts
     report = json.loads((save_dir / "gradients" / "report.json").read_text())
     assert report["epochs"] == [1, 2] and report["health"] == "nonfinite"  # the evidence stays in the report
 

@@ -59,7 +59,7 @@ def assert_gradients_recorded(client: MlflowClient, db: Path, run_id: str, save_
     history = client.get_metric_history(run_id, "grad_norm.model.2.cv1.conv")
     assert len(history) == epochs and all(math.isfinite(m.value) and m.value > 0 for m in history)
     artifacts = {Path(a.path).name for a in client.list_artifacts(run_id, "gradients")}
-    assert {"grad_norm_heatmap.png", "update_ratio_heatmap.png", "report.json"} <= artifacts
+    assert {"heatmaps.png", "report.json"} <= artifacts
     assert client.get_run(run_id).data.tags["gradients.health"] in {"ok", "vanishing"}
 
 

@@ -11,6 +11,7 @@ from pipeline.config import (
     Config,
     ConfigError,
     DataConfig,
+    GradientsConfig,
     ModelConfig,
     TrackingConfig,
     TrainConfig,
@@ -155,7 +156,7 @@ def test_device_list_string() -> None:
         ("train:\n  device: gpu\n", "train.device: must be auto, cpu, mps or GPU indices like 0 or 0,1, got 'gpu'"),
         ("model:\n  freeze: [0, -1]\n", "model.freeze: must be >= 0, got [0, -1]"),
         ("train:\n  amp: maybe\n", "train.amp: must be true or false, got 'maybe'"),
-        ("augment:\n  mosaic: 1.5\n", "augment.mosaic: must be <= 1.0, got 1.5"),
+        ("augment:\n  mosaic: 1.5\n", "augment.mosaic: must be <= 1, got 1.5"),
         ("train: 5\n", "train: must be a mapping of keys, got 5"),
         ("train:\n  epochs: -3\n  batch: 0\n", "train.epochs: must be > 0, got -3 (and 1 more)"),
     ],
@@ -258,11 +259,39 @@ def test_flat_keys() -> None:
     assert flat["tracking.uri"] == ""
     assert all(key.count(".") == 1 for key in flat)
     sections = {key.split(".")[0] for key in flat}
-    assert sections == {"data", "model", "train", "augment", "tracking"}
+    assert sections == {"data", "model", "train", "augment", "gradients", "tracking"}
     assert len(flat) == sum(
         len(type(s).model_fields)
-        for s in (DataConfig(), ModelConfig(), TrainConfig(), AugmentConfig(), TrackingConfig())
+        for s in (DataConfig(), ModelConfig(), TrainConfig(), AugmentConfig(), GradientsConfig(), TrackingConfig())
     )
+
+
+def test_gradients_section_defaults_and_overrides() -> None:
+    config = load_config(None, ["gradients.grouping=block", "gradients.every=4", "gradients.reductions=[mean]"])
+    assert config.gradients.grouping == "block" and config.gradients.every == 4
+    assert config.gradients.reductions == ["mean"]
+    assert Config().gradients.enabled and Config().gradients.reductions == ["mean", "max", "last"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "gradients.grouping=module",
+            "gradients.grouping: must be one of 'parameter', 'layer' or 'block', got 'module'",
+        ),
+        ("gradients.every=0", "gradients.every: must be >= 1, got 0"),
+        (
+            "gradients.reductions=[median]",
+            "gradients.reductions.0: must be one of 'mean', 'max' or 'last', got 'median'",
+        ),
+        ("gradients.explode_norm=0", "gradients.explode_norm: must be > 0, got 0"),
+    ],
+)
+def test_gradients_section_errors_name_the_field(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(None, [override])
+    assert str(error.value) == f"<defaults> (with overrides): {message}"
 
 
 def test_assignment_is_validated() -> None:

@@ -15,7 +15,7 @@ from pipeline.config import GradientsConfig
 from pipeline.train.errors import NonFiniteGradients
 from pipeline.train.gradient_health import EXPLODING, NONFINITE, VANISHING, GradientHealth
 from pipeline.train.gradient_recorder import GradientRecorder
-from pipeline.train.gradient_report import draw_heatmap, log10_matrix
+from pipeline.train.gradient_report import HeatmapPainter, draw_heatmaps, log10_matrix
 from pipeline.train.gradients import STATS, EpochGradients
 from tests.unit.test_gradients import Tiny, batch, loss_of
 
@@ -83,9 +83,22 @@ def test_heatmap_is_an_image_of_layers_by_epochs(tmp_path: Path) -> None:
     matrix = log10_matrix(history, "grad_norm")
     assert matrix.shape == (4, 3)
     assert matrix[0].tolist() == [1.0, 2.0, 3.0] and np.isnan(matrix[2]).all() and np.isnan(matrix[3]).all()
-    path = draw_heatmap(history, "grad_norm", tmp_path / "g.png")
+    path = draw_heatmaps(history, tmp_path / "heatmaps.png")
     with Image.open(path) as image:
-        assert image.format == "PNG" and image.height >= 400 and image.width >= 600
+        assert image.format == "PNG" and image.height >= 300 and image.width >= 600
+        pixels = np.asarray(image.convert("RGB"))
+    red = (pixels[..., 0] == 255) & (pixels[..., 1] == 0) & (pixels[..., 2] == 0)
+    assert red.sum() > 100  # the zero and NaN rows are painted red, where a person looks first
+
+
+def test_the_painter_draws_the_latest_request_and_close_waits_for_it(tmp_path: Path) -> None:
+    drawn: list[Path] = []
+    painter = HeatmapPainter(tmp_path / "heatmaps.png", drawn.append)
+    for n in range(1, 4):
+        painter.request([epoch_of(e, [1.0, 2.0, 3.0, 4.0]) for e in range(1, n + 1)])
+    painter.close()
+    assert drawn and drawn[-1] == tmp_path / "heatmaps.png" and len(drawn) <= 3
+    assert not painter._thread.is_alive() and (tmp_path / "heatmaps.png").stat().st_size > 0
 
 
 def train_epochs(recorder: GradientRecorder, model: torch.nn.Module, epochs: range, poison: int | None = None) -> None:
@@ -111,7 +124,7 @@ def test_recorder_writes_history_heatmaps_events_and_report(tmp_path: Path) -> N
     report = json.loads(recorder.finish().read_text())
 
     assert {p.name for p in tmp_path.iterdir()} == {
-        "history.jsonl", "events.jsonl", "grad_norm_heatmap.png", "update_ratio_heatmap.png", "report.json",
+        "history.jsonl", "events.jsonl", "heatmaps.png", "report.json",
     }  # fmt: skip
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert [(e["epoch"], e["kind"], e["layers"]) for e in events] == [(2, NONFINITE, ["model.1.conv"])]

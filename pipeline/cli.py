@@ -52,6 +52,8 @@ def _print_training(result: object) -> None:
     print(f"training folder: {result.save_dir}")
     if result.best_weights:
         print(f"best weights:    {result.best_weights}")
+    if result.gradient_health:
+        print(f"gradients:       {result.gradient_health}  ({result.save_dir / 'gradients' / 'heatmaps.png'})")
     if result.run_id:
         print(f"MLflow run:      {result.run_id}  ({result.tracking_uri})")
         print(f"model URI:       runs:/{result.run_id}/model")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -16,6 +17,7 @@ from pipeline.train.gradients import EpochGradients
 
 LOG = logging.getLogger("pipeline.train")
 HEATMAP = "heatmaps.png"
+DPI = 100
 PANELS = {
     "grad_norm": "log10 gradient L2 norm",
     "update_ratio": "log10 update ratio ||dw|| / ||w||",
@@ -47,25 +49,24 @@ def draw_heatmaps(history: list[EpochGradients], path: Path) -> Path:
     panel_w, panel_h = min(max(2.5, 0.25 * len(epochs)), 16.0), max(row_in * len(groups), 2.0)
     width = left + len(PANELS) * (panel_w + bar_w + gap)
     height = bottom + panel_h + top
-    figure = Figure(figsize=(width, height), dpi=100)  # a figure of its own: no pyplot state, thread-safe
+    figure = Figure(figsize=(width, height), dpi=DPI)  # a figure of its own: no pyplot state, thread-safe
     FigureCanvasAgg(figure)
     every = max(1, len(epochs) // 20)
     x = left
-    for i, (stat, title) in enumerate(PANELS.items()):
+    for stat, title in PANELS.items():
         axes = figure.add_axes((x / width, bottom / height, panel_w / width, panel_h / height))
         image = axes.imshow(
             np.ma.masked_invalid(log10_matrix(history, stat)), aspect="auto", interpolation="nearest", cmap=_colormap()
         )
         axes.set_xticks(range(0, len(epochs), every), [str(e) for e in epochs[::every]], fontsize=7)
-        if i == 0:
-            axes.set_yticks(range(len(groups)), groups, fontsize=font)
-        else:
-            axes.set_yticks([])
+        axes.set_yticks([])
         axes.set_xlabel("epoch", fontsize=8)
         axes.set_title(title, fontsize=9)
         bar = figure.add_axes(((x + panel_w + 0.08) / width, bottom / height, bar_w / width, panel_h / height))
         figure.colorbar(image, cax=bar).ax.tick_params(labelsize=7)
         x += panel_w + bar_w + gap
+    # The layer names are the same every epoch: rendered once, then pasted as pixels (text is most of the cost).
+    figure.figimage(_layer_labels(tuple(groups), font, left, bottom, panel_h, height, DPI), xo=0, yo=0)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}")
     figure.savefig(tmp, format="png")
@@ -73,8 +74,29 @@ def draw_heatmaps(history: list[EpochGradients], path: Path) -> Path:
     return path
 
 
+@functools.lru_cache(maxsize=4)
+def _layer_labels(
+    groups: tuple[str, ...], font: float, width: float, bottom: float, panel_h: float, height: float, dpi: int
+) -> np.ndarray:
+    """The column of layer names left of the panels, one per row, as RGBA pixels (``width`` x ``height`` inches)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=dpi)
+    canvas = FigureCanvasAgg(figure)
+    figure.patch.set_alpha(0.0)
+    axes = figure.add_axes((0.0, bottom / height, 1.0, panel_h / height))
+    axes.set_axis_off()
+    axes.set_ylim(len(groups) - 0.5, -0.5)  # the rows of imshow: row 0 at the top
+    right = (width - 0.05) / width
+    for row, group in enumerate(groups):
+        axes.text(right, row, group, ha="right", va="center", fontsize=font, transform=axes.get_yaxis_transform())
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba()).copy()
+
+
 class HeatmapPainter:
-    """Draws the heatmaps off the training thread (about a second of text layout for a yolo11n).
+    """Draws the heatmaps off the training thread.
 
     A request made while a drawing runs waits; a newer request replaces one not yet started, so the
     painter never falls behind. ``close`` waits for the last request, so the final picture is complete.

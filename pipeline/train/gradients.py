@@ -100,23 +100,15 @@ class GradientStats:
     total_norm: Tensor  # [] L2 norm over every parameter, as clip_grad_norm_ computes it
 
 
-def gradient_stats(grads: list[Tensor], groups: ParameterGroups, scratch: list[Tensor] | None = None) -> GradientStats:
-    """Per-group statistics of ``grads`` (one tensor per parameter of ``groups``), without leaving the device.
-
-    ``scratch``: tensors shaped like the parameters to work in (overwritten), instead of allocating |g|."""
+def gradient_stats(grads: list[Tensor], groups: ParameterGroups) -> GradientStats:
+    """Per-group statistics of ``grads`` (one tensor per parameter of ``groups``), without leaving the device."""
     dtype = groups.numel.dtype
     norms = _norms(grads, dtype)
-    if scratch is None:
-        magnitudes = torch._foreach_abs(grads)
-    else:
-        torch._foreach_copy_(scratch, grads)
-        torch._foreach_abs_(scratch)
-        magnitudes = scratch
-    maxes = torch.stack(torch._foreach_max(magnitudes)).to(dtype)  # NaN if any NaN, inf if any inf
+    maxes = _max_magnitudes(grads, dtype)
     return GradientStats(
         grad_norm=groups.norm(norms),
         grad_max=groups.amax(maxes),
-        grad_nonfinite=groups.total(_nonfinite_counts(magnitudes, maxes)) / groups.numel,
+        grad_nonfinite=groups.total(_nonfinite_counts(grads, maxes)) / groups.numel,
         total_norm=torch.linalg.vector_norm(norms),
     )
 
@@ -125,14 +117,25 @@ def on_host(tensor: Tensor) -> bool:
     return tensor.device.type == "cpu"
 
 
-def _nonfinite_counts(magnitudes: list[Tensor], maxes: Tensor) -> Tensor:
-    """NaN/inf values per parameter. Overwrites ``magnitudes``."""
+def _max_magnitudes(grads: list[Tensor], dtype: torch.dtype) -> Tensor:
+    """max |g| per parameter (NaN if any NaN, inf if any inf), reading each gradient once."""
+    if not on_host(grads[0]):
+        return _norms(grads, dtype, math.inf)  # one fused kernel on a GPU
+    # On the CPU the fused inf-norm falls back to a slow generic kernel; aminmax is one vectorised pass each,
+    # and with no device there is nothing for a per-tensor call to wait for.
+    extremes = [torch.aminmax(g) for g in grads]
+    lows = torch.stack([low for low, _ in extremes]).to(dtype)
+    highs = torch.stack([high for _, high in extremes]).to(dtype)
+    return torch.maximum(-lows, highs)
+
+
+def _nonfinite_counts(grads: list[Tensor], maxes: Tensor) -> Tensor:
+    """NaN/inf values per parameter."""
     if on_host(maxes) and bool(maxes.isfinite().all()):
         # On the CPU a flag is read for free (no device to wait for), so skip the count when there is nothing to count.
         return torch.zeros_like(maxes)
-    # |g| - |g| is 0 where g is finite and NaN elsewhere; an L0 "norm" counts the non-zeros, i.e. the non-finite.
-    torch._foreach_sub_(magnitudes, magnitudes)
-    return _norms(magnitudes, maxes.dtype, 0.0)
+    # g - g is 0 where g is finite and NaN elsewhere; an L0 "norm" counts the non-zeros, i.e. the non-finite.
+    return _norms(torch._foreach_sub(grads, grads), maxes.dtype, 0.0)
 
 
 @dataclass
@@ -169,7 +172,7 @@ class GradientMonitor:
         self.groups = ParameterGroups.of(model, grouping)
         self.every = every
         self.clip_norm = clip_norm
-        self._steps_seen = 0
+        self.steps_seen = 0  # optimizer steps so far
         self.sampling = False  # whether the current optimizer step is sampled
         self._before: list[Tensor] | None = None  # the weights before the step, for ||dw||
         self._pending: Tensor | None = None  # this step's gradient rows, completed by observe_update
@@ -194,8 +197,8 @@ class GradientMonitor:
 
     def due(self) -> bool:
         """Whether this optimizer step is sampled (every ``every``-th step, counting from the first)."""
-        self.sampling = self._steps_seen % self.every == 0
-        self._steps_seen += 1
+        self.sampling = self.steps_seen % self.every == 0
+        self.steps_seen += 1
         return self.sampling
 
     def gradients(self) -> list[Tensor]:
@@ -211,13 +214,12 @@ class GradientMonitor:
 
     def observe_gradients(self) -> Tensor:
         """Record this step's gradients (unscaled, not yet clipped); returns the total norm for clipping."""
+        stats = gradient_stats(self.gradients(), self.groups)
+        self._pending = torch.stack([stats.grad_norm, stats.grad_max, stats.grad_nonfinite])
+        self._total = stats.total_norm
         weights = [p.detach() for p in self.params]
         if self._before is None:
             self._before = [torch.empty_like(w) for w in weights]
-        # One model-sized buffer does both jobs: scratch for |g| first, then the weights before the step.
-        stats = gradient_stats(self.gradients(), self.groups, scratch=self._before)
-        self._pending = torch.stack([stats.grad_norm, stats.grad_max, stats.grad_nonfinite])
-        self._total = stats.total_norm
         torch._foreach_copy_(self._before, weights)
         return stats.total_norm
 
@@ -226,9 +228,10 @@ class GradientMonitor:
         if self._pending is None or self._before is None:
             return
         weights = [p.detach() for p in self.params]
-        weight_norm = self.groups.norm(_norms(weights, self.groups.numel.dtype))
         torch._foreach_sub_(self._before, weights)  # now -dw, in place: no second copy of the model
-        update_norm = self.groups.norm(_norms(self._before, self.groups.numel.dtype))
+        # One call for both norms: ||w|| and ||dw|| per parameter.
+        both = _norms(weights + self._before, self.groups.numel.dtype)
+        weight_norm, update_norm = (self.groups.norm(half) for half in both.split(len(weights)))
         update_ratio = torch.where(weight_norm > 0, update_norm / weight_norm, torch.zeros_like(weight_norm))
         self._accumulate(torch.cat([self._pending, weight_norm[None], update_ratio[None]]), self._total)
         self._pending = self._total = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -34,6 +35,7 @@ class TrainResult:
     best_weights: Path | None
     epochs: list[dict[str, float]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    gradient_health: str | None = None  # ok, or the kinds of gradient trouble found (vanishing, exploding, nonfinite)
 
 
 def resolve_device(device: str) -> str:
@@ -269,6 +271,8 @@ def _result(session: Session, notes: list[str]) -> TrainResult:
         with open(results, newline="", encoding="utf-8") as f:
             epochs = [{k.strip(): float(v) for k, v in row.items()} for row in csv.DictReader(f)]
     best = session.save_dir / "weights" / "best.pt"
+    report = session.save_dir / "gradients" / "report.json"
+    health = json.loads(report.read_text(encoding="utf-8")).get("health") if report.exists() else None
     return TrainResult(
         save_dir=session.save_dir,
         run_id=spool.state.get("run_id") if spool else None,
@@ -278,4 +282,5 @@ def _result(session: Session, notes: list[str]) -> TrainResult:
         best_weights=best if best.exists() else None,
         epochs=epochs,
         notes=notes,
+        gradient_health=health,
     )

@@ -15,9 +15,7 @@ Target (issue: training spine): ratio <= 1.02.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import platform
 import statistics
 import sys
 import tempfile
@@ -27,32 +25,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing the tests package
 
-from pipeline.config import build_config  # noqa: E402
 from pipeline.data.synth import synthesize  # noqa: E402
 from pipeline.train import train  # noqa: E402
+from scripts.benchmarks.common import benchmark_config, save_report  # noqa: E402
 from tests.mlflow_server import MlflowServer  # noqa: E402
 
 
 def timed_training(data_yaml: Path, work: Path, args: argparse.Namespace, tracking: dict) -> float:
-    config = build_config(
-        {
-            "data": {"path": str(data_yaml)},
-            "model": {"weights": "yolo11n.yaml"},
-            "train": {
-                "epochs": args.epochs,
-                "imgsz": args.imgsz,
-                "batch": 16,
-                "device": args.device,
-                "workers": 0,
-                "seed": 0,
-                "project": str(work / "runs"),
-                "plots": True,
-            },  # fmt: skip
-            "augment": {"mosaic": 0.0, "close_mosaic": 0},
-            "tracking": tracking,
-        },
-        "<benchmark>",
-    )
+    settings = {"epochs": args.epochs, "imgsz": args.imgsz, "device": args.device, "plots": True}
+    config = benchmark_config(data_yaml, work, settings, tracking=tracking)
     start = time.perf_counter()
     result = train(config)
     elapsed = time.perf_counter() - start
@@ -104,11 +85,8 @@ def main() -> int:
         "meets_target": ratio <= 1.02,
         "untracked_s": off,
         "tracked_s": on,
-        "config": vars(args) | {"out": str(args.out)},
-        "machine": {"python": platform.python_version(), "processor": platform.processor(), "node": platform.node()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    save_report(args, report)
     print(
         f"tracking overhead: tracked / untracked = {ratio:.4f} (median of {len(on)} pairs; target <= 1.02), "
         f"medians {report['ratio_of_medians']:.4f}, minimums {report['ratio_of_minimums']:.4f}, "

@@ -75,6 +75,7 @@ def test_training_is_fully_recorded_in_mlflow_server(synth_data: Path, mlflow_se
 
     assert_epochs_exactly_once(client, result.run_id, EPOCH_METRICS | per_class_keys(), epochs=2)
     assert_gradients_recorded(client, mlflow_server.folder / "mlflow.db", result.run_id, result.save_dir, epochs=2)
+    assert result.gradient_health == run.data.tags["gradients.health"]
     # Names with dots and digits work in MLflow search (quoted with backticks, as MLflow documents).
     found = client.search_runs([run.info.experiment_id], "metrics.`grad_norm.model.2.cv1.conv` > 0")
     assert [r.info.run_id for r in found] == [result.run_id]

@@ -1,0 +1,41 @@
+"""What the benchmarks share: the small synthetic-data training they time, and a note of the machine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Config, build_config
+
+
+def benchmark_config(data_yaml: Path, work: Path, train: dict[str, Any], **sections: dict[str, Any]) -> Config:
+    """A yolo11n training from scratch on ``data_yaml`` into ``work/runs``; ``train`` and ``sections`` set the rest."""
+    raw: dict[str, dict[str, Any]] = {
+        "data": {"path": str(data_yaml)},
+        "model": {"weights": "yolo11n.yaml"},
+        "train": {"batch": 16, "workers": 0, "seed": 0, "project": str(work / "runs"), **train},
+        "augment": {"mosaic": 0.0, "close_mosaic": 0},
+        **sections,
+    }
+    return build_config(raw, "<benchmark>")
+
+
+def save_report(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    """Write ``report`` to ``args.out`` as JSON, with the command's options and the machine."""
+    report = report | {"config": vars(args) | {"out": str(args.out)}, "machine": machine()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1), encoding="utf-8")
+
+
+def machine() -> dict[str, str]:
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "processor": platform.processor(),
+        "node": platform.node(),
+        "torch": torch.__version__,
+    }

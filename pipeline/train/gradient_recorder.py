@@ -2,7 +2,7 @@
 
 Files, under ``<training folder>/gradients/``: ``history.jsonl`` (one line per epoch; a resume reads it
 back so the heatmaps and the vanishing streaks carry on), ``events.jsonl`` (health events, append-only),
-the two heatmaps (redrawn each epoch) and ``report.json`` (at the end). The epoch's metrics are not sent
+``heatmaps.png`` (redrawn after each epoch on the painter's thread) and ``report.json`` (at the end). The epoch's metrics are not sent
 from here: the trainer puts them in the epoch's record, which carries the exactly-once guarantee.
 """
 

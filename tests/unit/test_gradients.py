@@ -203,8 +203,6 @@ def test_finite_differences_agree_with_the_gradient_the_monitor_saw() -> None:
 
 
 def trainer_like(model: nn.Module, scale: float | None) -> SimpleNamespace:
-    from pipeline.train.gradient_recorder import GradientRecorder  # noqa: F401 - the trainer's own import path
-
     scaler = torch.amp.GradScaler("cpu", init_scale=scale, enabled=scale is not None)
     monitor = GradientMonitor(model, "layer")
     return SimpleNamespace(

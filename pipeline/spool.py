@@ -12,11 +12,12 @@ harmless. Files to upload are copied into the spool when logged, so a later over
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import threading
 from pathlib import Path
 from typing import Any
+
+from pipeline.files import write_atomic
 
 JOURNAL = "journal.jsonl"
 STATE = "state.json"
@@ -27,12 +28,6 @@ REFUSED = "refused.jsonl"
 def original_name(spooled: Path) -> str:
     """A spooled file's own name, without the ``<seq>-`` prefix `Spool.append` gives it."""
     return spooled.name.split("-", 1)[1]
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class Spool:
@@ -82,7 +77,7 @@ class Spool:
     def update_state(self, **values: Any) -> None:
         with self._lock:
             self.state.update(values)
-            _write_atomic(self.dir / STATE, json.dumps(self.state, indent=1))
+            write_atomic(self.dir / STATE, json.dumps(self.state, indent=1))
 
     def append(self, record: dict[str, Any], files: dict[str, str | Path] | None = None) -> int:
         """Journal one record (copying ``files`` into the spool first); returns its sequence number."""

@@ -45,6 +45,7 @@ class GradientRecorder:
         self.tracker = tracker
         self.history: dict[int, EpochGradients] = {}
         self.last: EpochGradients | None = None
+        self._tags_sent: dict[str, str] = {}
         self._restore(resumed_epochs)
         self.painter = HeatmapPainter(self.folder / HEATMAP, self._log_artifact) if settings.heatmaps else None
 
@@ -112,8 +113,10 @@ class GradientRecorder:
     def _publish(self, events: list[HealthEvent]) -> None:
         if self.painter is not None:
             self.painter.request(self._ordered())
-        if self.tracker is not None:
-            self.tracker.set_tags(self.health.tags())
+        tags = self.health.tags()
+        if self.tracker is not None and tags != self._tags_sent:  # journal the tags when they change, not every epoch
+            self.tracker.set_tags(tags)
+            self._tags_sent = tags
         if events:
             self._log_artifact(self.folder / "events.jsonl")
 

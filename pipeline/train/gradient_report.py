@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.files import write_atomic
 from pipeline.train.gradients import EpochGradients
 
 LOG = logging.getLogger("pipeline.train")
@@ -177,7 +178,4 @@ def report(history: list[EpochGradients], events: list[dict[str, Any]], summary:
 
 def write_report(path: Path, payload: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=1), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_atomic(path, json.dumps(payload, indent=1))

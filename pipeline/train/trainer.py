@@ -30,6 +30,7 @@ from ultralytics.models.yolo.detect import DetectionTrainer  # noqa: E402
 from ultralytics.utils import DEFAULT_CFG, RANK  # noqa: E402
 from ultralytics.utils.torch_utils import unwrap_model  # noqa: E402
 
+from pipeline.files import write_atomic  # noqa: E402
 from pipeline.train.artifacts import log_final_artifacts  # noqa: E402
 from pipeline.train.epoch_metrics import epoch_metrics, per_class_ap  # noqa: E402
 from pipeline.train.errors import NonFiniteGradients  # noqa: E402
@@ -124,10 +125,7 @@ class PipelineTrainer(DetectionTrainer):
         if box is not None:
             record.update(per_class_ap(self.data["names"], box.ap_class_index, box.ap50, box.ap))
         pending = {"epoch": self.epoch, "metrics": record}
-        path = self.save_dir / PENDING
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(pending), encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomic(Path(self.save_dir) / PENDING, json.dumps(pending))
 
     def save_model(self) -> bool:
         # Ultralytics writes last.pt/best.pt in place; a kill mid-write would leave nothing to resume from.

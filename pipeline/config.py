@@ -25,7 +25,10 @@ class _Section(BaseModel):
 
 class DataConfig(_Section):
     path: str = Field("", description="a dataset manifest, a data.yaml, or a folder in YOLO layout")
-    name: str = Field("", description="dataset name for tags and lineage; default: the folder's name")
+    name: str = Field("", description="dataset name for tags and lineage; default: the manifest's or folder's name")
+    policy: Literal["skip", "fail"] = Field(
+        "skip", description="bad images, boxes or lines: skip them and report (skip), or stop the run (fail)"
+    )
 
 
 class ModelConfig(_Section):
@@ -79,8 +82,20 @@ class TrainConfig(_Section):
         raise ValueError(f"must be auto, cpu, mps or GPU indices like 0 or 0,1, got {value!r}")
 
 
+class TransformSpec(BaseModel):
+    """One albumentations transform: its class name, its probability, and any of its parameters."""
+
+    model_config = ConfigDict(extra="allow")  # the transform's own parameters, checked when it is built
+
+    transform: str = Field(min_length=1, description="albumentations class name, e.g. RandomBrightnessContrast")
+    p: float = Field(0.5, ge=0, le=1)
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
 class AugmentConfig(_Section):
-    """Ultralytics' own augmentation hyperparameters (mosaic and friends)."""
+    """Ultralytics' own augmentation hyperparameters (mosaic and friends) and the albumentations pipeline."""
 
     mosaic: float = Field(1.0, ge=0, le=1)
     close_mosaic: int = Field(10, ge=0, description="turn mosaic off for the last N epochs")
@@ -93,6 +108,16 @@ class AugmentConfig(_Section):
     hsv_h: float = Field(0.015, ge=0, le=1)
     hsv_s: float = Field(0.7, ge=0, le=1)
     hsv_v: float = Field(0.4, ge=0, le=1)
+    preset: str = Field(
+        "none", description="albumentations preset: none, surface, surface-light, ultralytics (see pipeline/augment)"
+    )
+    albumentations: list[TransformSpec] = Field(
+        default_factory=list, description="transforms run after the preset's, in order, replacing ultralytics' block"
+    )
+
+    def ultralytics_hyp(self) -> dict[str, Any]:
+        """The keys ultralytics itself takes (the albumentations pipeline travels separately)."""
+        return self.model_dump(exclude={"preset", "albumentations"})
 
 
 class TrackingConfig(_Section):
@@ -170,7 +195,7 @@ def _describe(error: dict[str, Any]) -> str:
     return message[0].lower() + message[1:]
 
 
-def _first_error(source: str, exc: ValidationError) -> ConfigError:
+def first_error(source: str, exc: ValidationError) -> ConfigError:
     error = exc.errors()[0]
     field = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
@@ -217,7 +242,7 @@ def build_config(raw: dict[str, Any] | None, source: str = "<config>", overrides
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        raise _first_error(source, exc) from None
+        raise first_error(source, exc) from None
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:

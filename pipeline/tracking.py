@@ -8,6 +8,7 @@ hand. The run itself is created by the worker, so a run can begin while the serv
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelOutput, LoggedModelStatus, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.models.signature import ModelSignature
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
@@ -130,6 +131,22 @@ class Tracker:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Upload a file or a folder (copied now, so later changes to it are not recorded)."""
         self.spool.append({"kind": "artifact", "artifact_path": artifact_path}, files={"local": path})
+
+    def log_dataset(
+        self, name: str, digest: str, source: str, profile: dict[str, Any], schema: dict[str, Any], context: str
+    ) -> None:
+        """Record a dataset as an MLflow dataset input of the run (lineage: which data, which bytes)."""
+        self.spool.append(
+            {
+                "kind": "dataset",
+                "name": name,
+                "digest": digest[:36],  # MLflow stores at most 36 characters of a digest
+                "source": source,
+                "profile": profile,
+                "schema": schema,
+                "context": context,
+            }
+        )
 
     def log_model(self, weights: str | Path, step: int = 0, extra_files: Iterable[str | Path] = ()) -> None:
         """Log YOLO weights as an MLflow pyfunc model named ``model`` (loadable by ``runs:/<id>/model``)."""
@@ -260,6 +277,8 @@ class Tracker:
                     self._client.log_artifact(run_id, str(target), first["artifact_path"])
         elif first["kind"] == "model":
             self._log_model(run_id, first)
+        elif first["kind"] == "dataset":
+            self._log_dataset(run_id, first)
         elif first["kind"] == "end":
             self._client.set_terminated(run_id, first["status"], first["end_time"])
         else:
@@ -287,6 +306,18 @@ class Tracker:
         if experiment is not None:
             return experiment.experiment_id
         return self._client.create_experiment(self.experiment, artifact_location=_local_artifact_root(self.uri))
+
+    def _log_dataset(self, run_id: str, record: dict[str, Any]) -> None:
+        dataset = Dataset(
+            name=record["name"],
+            digest=record["digest"],
+            source_type="local",
+            source=json.dumps({"uri": record["source"]}),
+            schema=json.dumps(record["schema"]),
+            profile=json.dumps(record["profile"]),
+        )
+        tags = [InputTag("mlflow.data.context", record["context"])]
+        self._client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags)])
 
     def _create_run(self, record: dict[str, Any]) -> None:
         run = self._client.create_run(

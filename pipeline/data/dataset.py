@@ -59,11 +59,11 @@ def _names(spec: dict[str, Any], source: Path) -> dict[int, str]:
         raise DatasetError(f"{source}: names: class ids must be integers") from None
 
 
-def _images_in(folder: Path) -> list[Path]:
+def images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def _label_for(image: Path) -> Path:
+def label_for(image: Path) -> Path:
     """YOLO's rule: the last ``images`` folder in the path becomes ``labels``, the suffix ``.txt``."""
     parts = list(image.parts)
     index = len(parts) - 1 - parts[::-1].index("images") if "images" in parts else None
@@ -76,17 +76,27 @@ def content_hash(splits: dict[str, Path]) -> str:
     """SHA-256 over every image and label file (split, name and bytes), in a fixed order."""
     digest = hashlib.sha256()
     for split, folder in sorted(splits.items()):
-        for image in _images_in(folder):
+        for image in images_in(folder):
             name = image.relative_to(folder).as_posix()
-            for kind, file in (("image", image), ("label", _label_for(image))):
+            for kind, file in (("image", image), ("label", label_for(image))):
                 if file.is_file():
                     digest.update(f"{split}/{kind}/{name}\0".encode())
                     digest.update(file.read_bytes())
     return digest.hexdigest()
 
 
-def resolve_dataset(path: str | Path, out_dir: str | Path, name: str = "") -> Dataset:
-    """Validate the layout, write ``out_dir/data.yaml`` with absolute paths and return its description."""
+@dataclass(frozen=True)
+class DataYaml:
+    """What a data.yaml says: its own path, the dataset root, the split folders and the class names."""
+
+    source: Path
+    root: Path
+    splits: dict[str, Path]
+    names: dict[int, str]
+
+
+def read_data_yaml(path: str | Path, require: tuple[str, ...] = ("train", "val")) -> DataYaml:
+    """Find and read a data.yaml (or the one in a folder), with every split resolved to an existing folder."""
     if not str(path).strip():
         raise DatasetError("data.path: empty; give a data.yaml or a folder in YOLO layout")
     source = _find_yaml(Path(path).expanduser().resolve())
@@ -110,11 +120,17 @@ def resolve_dataset(path: str | Path, out_dir: str | Path, name: str = "") -> Da
         if not folder.is_dir():
             raise DatasetError(f"{source}: {split}: folder {folder} does not exist")
         splits[split] = folder
-    for required in ("train", "val"):
+    for required in require:
         if required not in splits:
             raise DatasetError(f"{source}: {required}: missing (a training needs train and val splits)")
-    names = _names(spec, source)
-    images = {split: len(_images_in(folder)) for split, folder in splits.items()}
+    return DataYaml(source, root, splits, _names(spec, source))
+
+
+def resolve_dataset(path: str | Path, out_dir: str | Path, name: str = "") -> Dataset:
+    """Validate the layout, write ``out_dir/data.yaml`` with absolute paths and return its description."""
+    data_yaml = read_data_yaml(path)
+    source, root, splits, names = data_yaml.source, data_yaml.root, data_yaml.splits, data_yaml.names
+    images = {split: len(images_in(folder)) for split, folder in splits.items()}
     for split, count in images.items():
         if count == 0:
             raise DatasetError(f"{source}: {split}: no images in {splits[split]}")

@@ -14,8 +14,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from pipeline.augment import serialize, write_augment_spec
 from pipeline.config import Config, save_config
-from pipeline.data.dataset import resolve_dataset
+from pipeline.data.training_data import TrainingData, prepare_training_data
 from pipeline.train.session import SESSION_FILE, Session
 from pipeline.train.weights import resolve_weights
 from pipeline.yolo_env import configure_ultralytics
@@ -88,7 +89,10 @@ def _new_save_dir(config: Config) -> Path:
     return Path(increment_path(Path(config.train.project).resolve() / name, exist_ok=config.train.exist_ok))
 
 
-def ultralytics_args(config: Config, model: str, data_yaml: Path, save_dir: Path, device: str) -> dict[str, Any]:
+def ultralytics_args(
+    config: Config, model: str, data_yaml: Path, save_dir: Path, device: str, augmentations: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Ultralytics' arguments; ``augmentations`` (``A.to_dict`` dicts) replaces its default albumentations block."""
     t = config.train
     return {
         "model": model,
@@ -116,7 +120,8 @@ def ultralytics_args(config: Config, model: str, data_yaml: Path, save_dir: Path
         "exist_ok": True,
         "save": True,
         "val": True,
-        **config.augment.model_dump(),
+        **config.augment.ultralytics_hyp(),
+        "augmentations": augmentations,
     }
 
 
@@ -136,9 +141,24 @@ def session_env(session_file: Path) -> Iterator[None]:
             os.environ[SESSION_ENV] = previous
 
 
-def _journal_run_start(session: Session, dataset: Any, device: str, weights_note: str) -> None:
+def _journal_data(tracker: Any, data: TrainingData) -> None:
+    """The dataset as an MLflow dataset input (name, hash, card) and its card and validation report as artifacts."""
+    card = data.card
+    profile = {key: card[key] for key in ("images", "boxes", "boxes_per_class", "validation")}
+    profile["splits"] = {split: {k: v[k] for k in ("images", "boxes")} for split, v in card["splits"].items()}
+    schema = {"format": "yolo", "classes": card["classes"]}
+    tracker.log_dataset(data.dataset.name, data.dataset.content_hash, str(data.source), profile, schema, "training")
+    for name in ("card.json", "card.md", "validation.json"):
+        tracker.log_artifact(data.folder / name, "dataset")
+
+
+def _journal_run_start(
+    session: Session, data: TrainingData, device: str, weights_note: str, augment_file: Path
+) -> None:
     """Params and tags go into the spool now; the trainer's tracker sends them with everything else."""
     tracker = session.tracker()
+    dataset = data.dataset
+    counts = data.report.counts()
     tags = {
         "pipeline.output_dir": str(session.save_dir),
         "device": device,
@@ -146,6 +166,7 @@ def _journal_run_start(session: Session, dataset: Any, device: str, weights_note
         "dataset.name": dataset.name,
         "dataset.hash": dataset.content_hash,
         **{f"dataset.images.{split}": str(n) for split, n in dataset.images.items()},
+        **{f"dataset.{key}": str(counts[key]) for key in ("skipped_images", "dropped_boxes", "backgrounds")},
         **_versions(),
     }
     if commit := _git_commit():
@@ -154,6 +175,8 @@ def _journal_run_start(session: Session, dataset: Any, device: str, weights_note
         tags["pipeline.weights_fallback"] = weights_note
     tracker.open_run(tags)
     tracker.log_params(session.config.flat())
+    _journal_data(tracker, data)
+    tracker.log_artifact(augment_file, "augment")
 
 
 @dataclass
@@ -173,7 +196,8 @@ def prepare_training(config: Config) -> PreparedTraining:
     fresh = not save_dir.exists()
     save_dir.mkdir(parents=True, exist_ok=True)
     try:
-        dataset = resolve_dataset(config.data.path, save_dir, config.data.name)
+        augmentations = serialize(config.augment)
+        data = prepare_training_data(config.data, save_dir)
         weights = resolve_weights(config.model.weights)
     except ValueError:
         if fresh:  # bad input leaves no half-made training folder behind
@@ -181,6 +205,8 @@ def prepare_training(config: Config) -> PreparedTraining:
         raise
     device = resolve_device(config.train.device)
     save_config(config, save_dir / "config.yaml")
+    augment_file = write_augment_spec(config.augment, augmentations, save_dir / "augment.yaml")
+    dataset = data.dataset
     session = Session(
         config=config,
         save_dir=save_dir,
@@ -188,9 +214,10 @@ def prepare_training(config: Config) -> PreparedTraining:
     )
     session_file = session.save()
     if config.tracking.enabled:
-        _journal_run_start(session, dataset, device, weights.note)
-    args = ultralytics_args(config, weights.model, dataset.data_yaml, save_dir, device)
-    return PreparedTraining(session, session_file, args, notes=[weights.note] if weights.note else [])
+        _journal_run_start(session, data, device, weights.note, augment_file)
+    args = ultralytics_args(config, weights.model, dataset.data_yaml, save_dir, device, augmentations)
+    notes = data.notes + ([weights.note] if weights.note else [])
+    return PreparedTraining(session, session_file, args, notes=notes)
 
 
 def train(config: Config) -> TrainResult:

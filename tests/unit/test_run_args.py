@@ -24,7 +24,9 @@ def test_config_maps_onto_ultralytics_arguments(tmp_path: Path) -> None:
             "augment": {"mosaic": 0.25, "fliplr": 0.0},
         }
     )
-    args = ultralytics_args(config, "yolo11n.yaml", tmp_path / "data.yaml", tmp_path / "runs" / "exp", "cpu")
+    flip = [{"__version__": "2.0.8", "transform": {"__class_fullname__": "VerticalFlip", "p": 0.5}}]
+    args = ultralytics_args(config, "yolo11n.yaml", tmp_path / "data.yaml", tmp_path / "runs" / "exp", "cpu", flip)
+    assert args["augmentations"] == flip and "preset" not in args and "albumentations" not in args
     assert args["model"] == "yolo11n.yaml" and args["data"] == str(tmp_path / "data.yaml")
     assert (args["epochs"], args["imgsz"], args["batch"], args["seed"]) == (4, 96, 8, 7)
     assert args["freeze"] == 10 and args["optimizer"] == "AdamW" and args["lr0"] == 0.003
@@ -37,10 +39,13 @@ def test_config_maps_onto_ultralytics_arguments(tmp_path: Path) -> None:
 def test_the_ultralytics_arguments_are_all_known_to_ultralytics(tmp_path: Path) -> None:
     from ultralytics.cfg import get_cfg
 
-    config = build_config({"model": {"freeze": [0, 1]}})
-    args = ultralytics_args(config, "yolo11n.yaml", tmp_path / "data.yaml", tmp_path / "exp", "cpu")
+    from pipeline.augment import serialize
+
+    config = build_config({"model": {"freeze": [0, 1]}, "augment": {"preset": "surface"}})
+    augmentations = serialize(config.augment)
+    args = ultralytics_args(config, "yolo11n.yaml", tmp_path / "data.yaml", tmp_path / "exp", "cpu", augmentations)
     resolved = get_cfg(overrides=args)  # raises on any key ultralytics does not know
-    assert resolved.freeze == [0, 1]
+    assert resolved.freeze == [0, 1] and len(resolved.augmentations) == 7
 
 
 def test_auto_device_is_cpu_without_cuda() -> None:

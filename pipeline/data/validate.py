@@ -1,0 +1,172 @@
+"""Check a dataset read from any format and decide, per problem, what is kept.
+
+Every problem is reported with its file (and line, where there is one) and what was done about it.
+Policy ``skip`` drops what cannot be used and goes on; ``fail`` stops at the first report with one
+line naming the first problem. Nothing is dropped without a `Problem` saying so.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pipeline.data.annotations import (
+    CONVERTED,
+    COUNTED,
+    DROPPED_BOX,
+    SKIPPED_IMAGE,
+    Box,
+    Collection,
+    Problem,
+    Sample,
+)
+from pipeline.data.dataset import DatasetError
+from pipeline.files import write_atomic
+
+Policy = Literal["skip", "fail"]
+TOLERANCE_PX = 1.0  # label writers round; a box this close to the border is clipped, not reported
+SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
+
+
+@dataclass
+class ValidationReport:
+    collection: Collection  # what is left to train on
+    problems: list[Problem]
+    images: Counter[str] = field(default_factory=Counter)  # usable images per split
+    backgrounds: Counter[str] = field(default_factory=Counter)  # images without a label file, per split
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.is_error]
+
+    @property
+    def converted(self) -> int:
+        return sum(p.action == CONVERTED for p in self.problems)
+
+    def counts(self) -> dict[str, int]:
+        actions = Counter(p.action for p in self.problems)
+        return {
+            "images": sum(self.images.values()),
+            "boxes": sum(len(s.boxes) for s in self.collection.samples),
+            "backgrounds": sum(self.backgrounds.values()),
+            "skipped_images": actions["skipped image"],
+            "dropped_boxes": actions["dropped box"],
+            "dropped_lines": actions["dropped line"],
+            "ignored_files": actions["ignored file"],
+            "converted_images": actions["converted"],
+        }
+
+    def summary(self) -> str:
+        c = self.counts()
+        parts = [f"{c['images']} images", f"{c['boxes']} boxes", f"{c['backgrounds']} backgrounds"]
+        lost = [
+            f"{c[key]} {label}"
+            for key, label in (
+                ("skipped_images", "images skipped"),
+                ("dropped_boxes", "boxes dropped"),
+                ("dropped_lines", "malformed lines dropped"),
+                ("ignored_files", "files ignored"),
+                ("converted_images", "images converted"),
+            )
+            if c[key]
+        ]
+        return ", ".join(parts) + (f"; {', '.join(lost)}" if lost else "; no problems")
+
+    def to_dict(self) -> dict[str, object]:
+        return {"counts": self.counts(), "problems": [p.to_dict() for p in self.problems]}
+
+    def write(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(self.to_dict(), indent=1))
+        return path
+
+
+def _where(box: Box) -> str:
+    return f"{box.ref}: " if box.ref else ""
+
+
+def _check_box(box: Box, sample: Sample, class_count: int) -> tuple[Box | None, str]:
+    """The box as it will be trained on (clipped within tolerance), or None and the reason it cannot be."""
+    if not 0 <= box.cls < class_count:
+        return None, f"{_where(box)}class id {box.cls} is out of range (the dataset has classes 0..{class_count - 1})"
+    w, h = sample.width, sample.height
+    corners = (box.x1, box.y1, box.x2, box.y2)
+    if box.width <= 0 or box.height <= 0:
+        return None, f"{_where(box)}zero-area box ({box.width:.1f} x {box.height:.1f} px)"
+    if box.x1 < -TOLERANCE_PX or box.y1 < -TOLERANCE_PX or box.x2 > w + TOLERANCE_PX or box.y2 > h + TOLERANCE_PX:
+        shown = ", ".join(f"{v:.1f}" for v in corners)
+        return None, f"{_where(box)}box ({shown}) lies outside the {w}x{h} image"
+    clipped = Box(box.cls, max(box.x1, 0.0), max(box.y1, 0.0), min(box.x2, w), min(box.y2, h), box.line, box.ref)
+    return clipped, ""
+
+
+def _check_boxes(sample: Sample, class_count: int) -> list[Problem]:
+    label = sample.label or sample.image
+    kept: list[Box] = []
+    first_line: dict[tuple, Box] = {}
+    problems = []
+    for box in sample.boxes:
+        checked, reason = _check_box(box, sample, class_count)
+        if checked is None:
+            problems.append(Problem(label, reason, DROPPED_BOX, box.line))
+            continue
+        key = (checked.cls, *(round(v, 1) for v in (checked.x1, checked.y1, checked.x2, checked.y2)))
+        if key in first_line:
+            original = first_line[key]
+            same = f"line {original.line}" if original.line is not None else original.ref or "another box"
+            problems.append(Problem(label, f"{_where(box)}duplicate box (same as {same})", DROPPED_BOX, box.line))
+            continue
+        first_line[key] = checked
+        kept.append(checked)
+    sample.boxes = kept
+    return problems
+
+
+def _cross_split_duplicates(samples: list[Sample]) -> list[Problem]:
+    """The same bytes in two splits leak evaluation data into training: keep the earliest split's copy."""
+    first: dict[str, Sample] = {}
+    problems = []
+    for sample in sorted(samples, key=lambda s: SPLIT_ORDER.get(s.split, 3)):
+        if not sample.digest:
+            continue
+        kept = first.setdefault(sample.digest, sample)
+        if kept is not sample and kept.split != sample.split:
+            reason = f"same image as {kept.image} in {kept.split}; kept there only"
+            problems.append(Problem(sample.image, reason, SKIPPED_IMAGE))
+    return problems
+
+
+def validate(collection: Collection, policy: Policy = "skip") -> ValidationReport:
+    """Check every image and box; return what is usable and what was found, or raise under ``fail``."""
+    problems = list(collection.problems)
+    usable: list[Sample] = []
+    for sample in collection.samples:
+        if sample.image_problem:
+            problems.append(Problem(sample.image, sample.image_problem, SKIPPED_IMAGE))
+            continue
+        if sample.convert:
+            problems.append(Problem(sample.image, sample.convert, CONVERTED))
+        if not sample.labelled:
+            problems.append(Problem(sample.image, "image without a label file: a background image", COUNTED))
+        problems += _check_boxes(sample, len(collection.names))
+        usable.append(sample)
+    duplicates = _cross_split_duplicates(usable)
+    skipped = {p.file for p in duplicates}
+    usable = [s for s in usable if s.image not in skipped]
+    problems += duplicates
+    report = ValidationReport(
+        Collection(collection.names, usable),
+        problems,
+        images=Counter(s.split for s in usable),
+        backgrounds=Counter(s.split for s in usable if not s.labelled),
+    )
+    if policy == "fail" and report.errors:
+        first, more = report.errors[0], len(report.errors) - 1
+        raise DatasetError(
+            f"{first.location}: {first.reason}{f' (and {more} more problems)' if more else ''}; data.policy is fail"
+        )
+    return report

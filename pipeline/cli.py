@@ -118,6 +118,115 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_problems(report: object, limit: int) -> None:
+    errors = report.errors
+    for problem in errors[:limit]:
+        print(f"  {problem}")
+    if len(errors) > limit:
+        print(f"  ... and {len(errors) - limit} more")
+
+
+def _print_import(result: object, show: int) -> None:
+    card = result.card
+    splits = ", ".join(f"{split} {v['images']}" for split, v in card["splits"].items())
+    print(f"imported {card['images']} images, {card['boxes']} boxes into {result.out} ({splits})")
+    print("boxes: " + ", ".join(f"{name} {n}" for name, n in card["boxes_per_class"].items()))
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"validation: {result.report.summary()}  ({result.report_file})")
+    _print_problems(result.report, show)
+    print(f"card: {result.card_files[1]}")
+    print(f"data.path for a config: {result.data_yaml}")
+
+
+def cmd_data_import(args: argparse.Namespace) -> int:
+    from pipeline.data.importer import import_dataset, import_manifest
+    from pipeline.data.manifest import load_manifest
+    from pipeline.data.split import parse_ratios
+
+    if args.manifest:
+        manifest = load_manifest(args.manifest)
+        result = import_manifest(manifest, args.src, policy=args.policy, images=args.images)
+    else:
+        if not (args.src and args.name):
+            raise DatasetError("data import: give SRC and --name, or --manifest datasets/<name>.yaml")
+        result = import_dataset(
+            args.src,
+            args.name,
+            Path(args.out) / args.name,
+            fmt=args.format,
+            splits=parse_ratios(args.split) if args.split else "source",
+            seed=args.seed,
+            policy=args.policy,
+            images=args.images,
+        )
+    _print_import(result, args.show)
+    return 0
+
+
+def _read_any(path: str, fmt: str) -> object:
+    from pipeline.data.importer import read_source
+    from pipeline.data.manifest import is_manifest, load_manifest
+
+    if is_manifest(path):
+        manifest = load_manifest(path)
+        imported = manifest.out_dir / "data.yaml"
+        if not imported.is_file():
+            raise DatasetError(f"{path}: not imported yet; run: yolo-pipeline data import --manifest {path}")
+        return read_source(imported, "yolo")
+    return read_source(Path(path).expanduser().resolve(), fmt)
+
+
+def cmd_data_validate(args: argparse.Namespace) -> int:
+    from pipeline.data.validate import validate
+
+    report = validate(_read_any(args.path, args.format), "skip")
+    print(f"{args.path}: {report.summary()}")
+    _print_problems(report, args.show)
+    if args.report:
+        print(f"report: {report.write(args.report)}")
+    return 1 if report.errors and args.policy == "fail" else 0
+
+
+def cmd_data_stats(args: argparse.Namespace) -> int:
+    from pipeline.data.card import build_card, card_markdown, write_card
+    from pipeline.data.validate import validate
+
+    report = validate(_read_any(args.path, args.format), "skip")
+    name = Path(args.path).resolve().stem if Path(args.path).is_file() else Path(args.path).resolve().name
+    card = build_card(report.collection, name, content_hash="", source=str(args.path), validation=report.counts())
+    if args.out:
+        json_path, md_path = write_card(card, args.out)
+        print(f"wrote {json_path} and {md_path}")
+    else:
+        print(card_markdown(card))
+    return 0
+
+
+def cmd_data_split(args: argparse.Namespace) -> int:
+    from pipeline.data.importer import import_dataset
+    from pipeline.data.split import parse_ratios
+
+    out = Path(args.out)
+    result = import_dataset(
+        args.src, out.name, out, fmt=args.format, splits=parse_ratios(args.split), seed=args.seed, policy=args.policy
+    )
+    _print_import(result, args.show)
+    return 0
+
+
+def cmd_augment_preview(args: argparse.Namespace) -> int:
+    from pipeline.augment_preview import preview
+
+    config = load_config(args.config, args.overrides)
+    result = preview(config, args.out, samples=args.samples, seed=args.seed)
+    print(
+        f"wrote {result.out}: {result.samples} augmented training samples, {result.boxes} boxes, "
+        f"{result.transforms} albumentations transforms (preset {config.augment.preset})"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yolo-pipeline", description="Fine-tune YOLO detectors, tracked in MLflow.")
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
@@ -149,6 +258,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=128, help="image size in pixels")
     p.set_defaults(func=cmd_data_synth)
+
+    formats = ["auto", "yolo", "coco", "voc"]
+    p = data.add_parser("import", help="convert YOLO, COCO or VOC data into datasets/<name>/ with a dataset card")
+    p.add_argument(
+        "src", nargs="?", help="the source: a data.yaml or YOLO folder, a COCO JSON (or folder), a VOC folder"
+    )
+    p.add_argument("--name", help="dataset name (the folder under --out)")
+    p.add_argument("--manifest", help="import what datasets/<name>.yaml describes (SRC, if given, replaces its path)")
+    p.add_argument("--format", choices=formats, default="auto")
+    p.add_argument("--out", default="datasets", help="where imported datasets go (default: datasets)")
+    p.add_argument("--split", default="", help="re-split, e.g. train=0.8,val=0.2 (default: keep the source's splits)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and of --images")
+    p.add_argument("--policy", choices=["skip", "fail"], default="skip", help="bad input: skip and report, or stop")
+    p.add_argument("--images", type=int, default=0, help="import a class-stratified subset of this many images")
+    p.add_argument("--show", type=int, default=10, help="how many problems to list (all are in the report)")
+    p.set_defaults(func=cmd_data_import)
+
+    p = data.add_parser("validate", help="check a dataset: every problem with its file, line and reason")
+    p.add_argument("path", help="a data.yaml or YOLO folder, COCO JSON, VOC folder, or an imported manifest")
+    p.add_argument("--format", choices=formats, default="auto")
+    p.add_argument(
+        "--policy", choices=["skip", "fail"], default="skip", help="fail: exit 1 when anything would be lost"
+    )
+    p.add_argument("--report", help="also write every problem to this JSON file")
+    p.add_argument("--show", type=int, default=50, help="how many problems to list")
+    p.set_defaults(func=cmd_data_validate)
+
+    p = data.add_parser("stats", help="the dataset card: images and boxes per class and split, sizes")
+    p.add_argument("path", help="a data.yaml or YOLO folder, COCO JSON, VOC folder, or an imported manifest")
+    p.add_argument("--format", choices=formats, default="auto")
+    p.add_argument("--out", help="write card.json and card.md into this folder instead of printing")
+    p.set_defaults(func=cmd_data_stats)
+
+    p = data.add_parser("split", help="write a copy with seeded, class-stratified splits")
+    p.add_argument("src", help="the dataset to split (any format)")
+    p.add_argument("--split", required=True, help="fractions, e.g. train=0.7,val=0.2,test=0.1")
+    p.add_argument("--out", required=True, help="the new dataset folder")
+    p.add_argument("--format", choices=formats, default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--policy", choices=["skip", "fail"], default="skip")
+    p.add_argument("--show", type=int, default=10)
+    p.set_defaults(func=cmd_data_split)
+
+    augment = commands.add_parser("augment", help="augmentation tools").add_subparsers(
+        dest="augment_command", required=True
+    )
+    p = augment.add_parser("preview", help="draw augmented training samples with their boxes")
+    p.add_argument("config", help="experiment YAML")
+    p.add_argument("overrides", nargs="*", help="section.key=value, e.g. augment.preset=surface")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--samples", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_augment_preview)
     return parser
 
 

@@ -13,6 +13,7 @@ from collections import Counter, defaultdict
 from dataclasses import replace
 
 from pipeline.data.annotations import Collection, Sample
+from pipeline.data.dataset import DatasetError
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -25,20 +26,20 @@ def parse_ratios(text: str) -> dict[str, float]:
         try:
             ratios[name.strip()] = float(value) if sep else float("nan")
         except ValueError:
-            raise ValueError(f"split {part!r}: expected name=fraction, e.g. val=0.2") from None
+            raise DatasetError(f"split {part!r}: expected name=fraction, e.g. val=0.2") from None
     return check_ratios(ratios)
 
 
 def check_ratios(ratios: dict[str, float]) -> dict[str, float]:
     for name, value in ratios.items():
         if name not in SPLIT_NAMES:
-            raise ValueError(f"split {name!r}: must be one of {', '.join(SPLIT_NAMES)}")
+            raise DatasetError(f"split {name!r}: must be one of {', '.join(SPLIT_NAMES)}")
         if not 0 < value <= 1:
-            raise ValueError(f"split {name}={value}: must be a fraction in (0, 1]")
+            raise DatasetError(f"split {name}={value}: must be a fraction in (0, 1]")
     if "train" not in ratios:
-        raise ValueError("splits: a train fraction is needed")
+        raise DatasetError("splits: a train fraction is needed")
     if abs(sum(ratios.values()) - 1) > 1e-6:
-        raise ValueError(f"splits: fractions must add up to 1, got {sum(ratios.values()):g}")
+        raise DatasetError(f"splits: fractions must add up to 1, got {sum(ratios.values()):g}")
     return ratios
 
 

@@ -29,7 +29,13 @@ def test_the_relaunch_file_rebuilds_the_tracked_trainer(synth_data: Path, tmp_pa
 
     from pipeline.train.trainer import SESSION_ENV, PipelineTrainer
 
-    config = tiny_config(synth_data, tmp_path / "runs", train={"epochs": 1}, tracking={"system_metrics": False})
+    config = tiny_config(
+        synth_data,
+        tmp_path / "runs",
+        train={"epochs": 1},
+        augment={"albumentations": [{"transform": "RandomRotate90", "p": 0.5}]},
+        tracking={"system_metrics": False},
+    )
     prepared = prepare_training(config)
     with session_env(prepared.session_file):
         trainer = PipelineTrainer(overrides=prepared.ultralytics_args)
@@ -37,12 +43,14 @@ def test_the_relaunch_file_rebuilds_the_tracked_trainer(synth_data: Path, tmp_pa
     script = Path(generate_ddp_file(trainer))
     try:
         assert "PipelineTrainer" not in script.read_text()  # the class travels pickled, by reference
+        assert "RandomRotate90" in script.read_text()  # the albumentations pipeline travels in the arguments
         env = {**os.environ, SESSION_ENV: str(prepared.session_file)}
         relaunched = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, env=env)
     finally:
         script.unlink(missing_ok=True)
         script.with_suffix(".pt").unlink(missing_ok=True)
     assert relaunched.returncode == 0, relaunched.stdout[-2000:] + relaunched.stderr[-2000:]
+    assert "RandomRotate90(p=0.5)" in relaunched.stdout + relaunched.stderr
 
     run_id = Spool(prepared.session.spool_dir).state["run_id"]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -100,11 +101,16 @@ def test_server_outage_loses_nothing(synth_data: Path, tmp_path: Path) -> None:
         server.stop()
 
 
+def strip_ansi(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
 def test_killed_training_resumes_into_the_same_run(synth_data: Path, mlflow_server, tmp_path: Path) -> None:
     config = tiny_config(
         synth_data,
         tmp_path / "runs",
         train={"epochs": 3, "name": "killed"},
+        augment={"albumentations": [{"transform": "VerticalFlip", "p": 0.5}, {"transform": "RandomRotate90"}]},
         tracking={"uri": mlflow_server.uri, "experiment": "resume"},
     )
     save_dir = tmp_path / "runs" / "killed"
@@ -130,6 +136,8 @@ def test_killed_training_resumes_into_the_same_run(synth_data: Path, mlflow_serv
     assert_epochs_exactly_once(client, run_id, EPOCH_METRICS | per_class_keys(), epochs=3)
     assert run.data.tags.get("pipeline.resumed") == "true"
     assert results_rows(save_dir) == 3
+    # The resumed epochs ran the configured albumentations pipeline: ultralytics restores it from the checkpoint.
+    assert "albumentations: VerticalFlip(p=0.5), RandomRotate90(p=0.5)" in strip_ansi(resumed.stdout + resumed.stderr)
 
     again = subprocess.run([*CLI, "resume", str(save_dir)], capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "already finished" in again.stderr

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from pipeline.tracking import load_model
@@ -64,7 +65,12 @@ def assert_gradients_recorded(client: MlflowClient, db: Path, run_id: str, save_
 
 
 def test_training_is_fully_recorded_in_mlflow_server(synth_data: Path, mlflow_server, tmp_path: Path) -> None:
-    config = tiny_config(synth_data, tmp_path / "runs", tracking={"uri": mlflow_server.uri, "experiment": "full"})
+    config = tiny_config(
+        synth_data,
+        tmp_path / "runs",
+        augment={"preset": "surface-light"},
+        tracking={"uri": mlflow_server.uri, "experiment": "full"},
+    )
     result = train(config)
 
     assert result.run_id and result.pending_records == 0
@@ -91,6 +97,23 @@ def test_training_is_fully_recorded_in_mlflow_server(synth_data: Path, mlflow_se
     assert len(tags["dataset.hash"]) == 64 and tags["dataset.images.train"] == "96"
     assert tags["device"] == "cpu" and "version.ultralytics" in tags and "version.torch" in tags
     assert tags["pipeline.output_dir"] == str(result.save_dir)
+
+    # Lineage: the data is an MLflow dataset input with its hash and card; the augmentation spec is logged.
+    (data_input,) = run.inputs.dataset_inputs
+    assert data_input.dataset.name == "synth" and data_input.dataset.digest == tags["dataset.hash"][:36]
+    assert json.loads(data_input.dataset.source)["uri"] == str(synth_data)
+    profile = json.loads(data_input.dataset.profile)
+    assert profile["images"] == 120 and profile["splits"]["train"]["images"] == 96
+    assert json.loads(data_input.dataset.schema)["classes"] == list(CLASSES)
+    assert {t.key: t.value for t in data_input.tags}["mlflow.data.context"] == "training"
+    dataset_files = {Path(a.path).name for a in client.list_artifacts(result.run_id, "dataset")}
+    assert dataset_files == {"card.json", "card.md", "validation.json"}
+    assert tags["dataset.skipped_images"] == "0" and tags["dataset.dropped_boxes"] == "0"
+    assert params["augment.preset"] == "surface-light"
+    augment_dir = Path(client.download_artifacts(result.run_id, "augment", str(tmp_path / "downloaded")))
+    spec = yaml.safe_load((augment_dir / "augment.yaml").read_text())
+    assert [t["transform"] for t in spec["transforms"]] == ["RandomBrightnessContrast", "RandomGamma", "GaussNoise"]
+    assert len(spec["albumentations"]) == 3
 
     top = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"config.yaml", "results.csv", "args.yaml", "plots", "val_predictions"} <= top

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,14 @@ class ImageInfo:
     problem: str = ""  # why the image cannot be used ("" = it can)
 
 
+def _pil_open(data: bytes) -> Image.Image:
+    """PIL's own ``Image.open``: ultralytics replaces it with one that, on a file PIL cannot identify, tries to
+    install and import a HEIF plugin (and raises ImportError offline) instead of saying the file is unreadable."""
+    patches = sys.modules.get("ultralytics.utils.patches")
+    opener = getattr(patches, "_image_open", None) or Image.open
+    return opener(io.BytesIO(data))
+
+
 def _structure_problem(data: bytes, image_format: str | None) -> str:
     if image_format == "JPEG" and not data.rstrip(b"\0").endswith(b"\xff\xd9"):
         return "truncated JPEG (no end-of-image marker)"
@@ -58,7 +67,7 @@ def inspect_image(path: Path) -> ImageInfo:
         return ImageInfo(problem="zero-byte file")
     digest = hashlib.sha1(data, usedforsecurity=False).hexdigest()
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with _pil_open(data) as image:
             mode, (width, height), image_format = image.mode, image.size, image.format
             image.verify()
     except UnidentifiedImageError:

@@ -8,6 +8,7 @@ A failed import leaves the previous one untouched.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -49,7 +50,8 @@ def detect_format(src: Path) -> str:
     raise DatasetError(f"{src}: cannot tell the format (no data.yaml, Annotations/ or *.json); pass --format")
 
 
-def read_source(src: Path, fmt: str, classes: list[str] | None = None) -> Collection:
+def read_source(src: str | Path, fmt: str, classes: list[str] | None = None) -> Collection:
+    src = Path(src)
     if not src.exists():
         raise DatasetError(f"{src}: no such file or folder")
     fmt = detect_format(src) if fmt == "auto" else fmt
@@ -86,8 +88,13 @@ def subset(collection: Collection, images: int, seed: int) -> Collection:
     if images <= 0 or images >= total:
         return collection
     fraction = images / total
-    chosen = split_collection(collection, {"train": fraction, "val": 1 - fraction}, seed)
-    keep = {s.image for s in chosen.samples if s.split == "train"}
+    chosen = split_collection(collection, {"train": fraction, "val": 1 - fraction}, seed).samples
+    # The stratified pick is close to ``images``; trim or top it up at random so the count is exact.
+    picked, rest = [s.image for s in chosen if s.split == "train"], [s.image for s in chosen if s.split == "val"]
+    rng = random.Random(seed)
+    rng.shuffle(picked)
+    rng.shuffle(rest)
+    keep = set((picked + rest)[:images])
     return Collection(collection.names, [s for s in collection.samples if s.image in keep], collection.problems)
 
 

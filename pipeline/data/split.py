@@ -73,13 +73,15 @@ def split_collection(collection: Collection, ratios: dict[str, float], seed: int
         if counts:
             target = min(counts, key=lambda c: class_totals[c])
 
-            def need(split: str, target: int = target) -> tuple[float, float, int]:
-                lacking = want_boxes[split][target] - have_boxes[split][target]
-                return (-lacking, have_images[split] - want_images[split], order.index(split))
+            def need(split: str, target: int = target) -> tuple[float, int]:
+                # Relative shortfalls, so a large split does not win every group: this class's boxes, and images.
+                boxes = 1 - have_boxes[split][target] / want_boxes[split][target]
+                images = 1 - have_images[split] / want_images[split]
+                return (-(boxes + images), order.index(split))
         else:
 
-            def need(split: str) -> tuple[float, float, int]:
-                return (have_images[split] - want_images[split], 0.0, order.index(split))
+            def need(split: str) -> tuple[float, int]:
+                return (have_images[split] / want_images[split], order.index(split))
 
         split = min(ratios, key=need)
         have_images[split] += len(group)

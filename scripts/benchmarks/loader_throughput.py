@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import logging
 import random
 import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,52 +38,72 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing the tests package
 
 import numpy as np  # noqa: E402
+import psutil  # noqa: E402
 import torch  # noqa: E402
 
 from pipeline.augment import describe, serialize  # noqa: E402
 from pipeline.data.synth import synthesize  # noqa: E402
 from pipeline.data.training_data import prepare_training_data  # noqa: E402
 from pipeline.train.loader import STOCK, albumentations_block, training_dataset, training_loader  # noqa: E402
+from pipeline.yolo_env import configure_ultralytics  # noqa: E402
 from scripts.benchmarks.common import benchmark_config, save_report  # noqa: E402
 
 TARGET = 0.95
 WARMUP_BATCHES = 2
 
 
-def images_per_s(dataset: Any, args: argparse.Namespace) -> float:
-    """Images per second from a fresh training loader over ``dataset``, after its workers have started."""
+def rounded(values: Any, digits: int = 3) -> Any:
+    """``values`` (a number, or a list or dict of them, nested) rounded for the report."""
+    if isinstance(values, dict):
+        return {key: rounded(v, digits) for key, v in values.items()}
+    if isinstance(values, list):
+        return [rounded(v, digits) for v in values]
+    return round(values, digits)
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    return sum(t.user + t.system for t in (p.cpu_times() for p in processes))
+
+
+def measure_loader(dataset: Any, args: argparse.Namespace) -> tuple[float, float]:
+    """Images per second from a fresh training loader over ``dataset`` once its workers have started, and the
+    CPU time per image (ms) of its workers and this process over the same interval."""
     loader = training_loader(dataset, args.batch, args.workers)
     try:
-        stream = (batch for _ in iter(int, 1) for batch in loader)  # epoch after epoch
+        stream = itertools.chain.from_iterable(itertools.repeat(loader))  # epoch after epoch
         for _ in range(WARMUP_BATCHES):
             next(stream)
-        images, start = 0, time.perf_counter()
+        workers = getattr(loader.iterator, "_workers", [])  # none when --workers 0
+        processes = [psutil.Process(), *(psutil.Process(w.pid) for w in workers)]
+        images, cpu, start = 0, cpu_seconds(processes), time.perf_counter()
         for _ in range(args.batches):
             images += len(next(stream)["img"])
-        return images / (time.perf_counter() - start)
+        wall, cpu = time.perf_counter() - start, cpu_seconds(processes) - cpu
+        return images / wall, cpu / images * 1e3
     finally:
         loader.close()  # join the workers before the next loader forks its own
 
 
 class TimedStep:
-    """Stands in for a dataset's transform step: times each call and keeps a copy of what came in."""
+    """Stands in for a dataset's transform step: times each call and, when asked, keeps a copy of its input."""
 
-    def __init__(self, step: Any):
-        self.step, self.seconds, self.inputs = step, [], []
+    def __init__(self, step: Any, keep: bool):
+        self.step, self.keep, self.seconds, self.inputs = step, keep, [], []
 
     def __call__(self, labels: dict[str, Any]) -> dict[str, Any]:
-        self.inputs.append(copy.deepcopy(labels))
+        if self.keep:
+            self.inputs.append(copy.deepcopy(labels))
         start = time.perf_counter()
         out = self.step(labels)
         self.seconds.append(time.perf_counter() - start)
         return out
 
 
-def per_sample(dataset: Any, indices: list[int]) -> tuple[float, float, TimedStep]:
-    """Mean ms per ``dataset[i]`` and per albumentations step, each index with the same seeds on every call."""
+def per_sample(dataset: Any, indices: list[int], keep: bool = False) -> tuple[float, float, TimedStep]:
+    """Mean ms per ``dataset[i]`` and per albumentations step; every index with the same seeds on every call."""
     steps = dataset.transforms.transforms
     k = steps.index(albumentations_block(dataset))
-    timed = steps[k] = TimedStep(steps[k])
+    timed = steps[k] = TimedStep(steps[k], keep)
     torch.manual_seed(0)  # albumentations' own generator; reseeding it per index would time the reseed
     total = 0.0
     try:
@@ -90,37 +112,37 @@ def per_sample(dataset: Any, indices: list[int]) -> tuple[float, float, TimedSte
             np.random.seed(i)
             start = time.perf_counter()
             dataset[i]
-            total += time.perf_counter() - start - 0  # the copy in TimedStep is outside its own timing
+            total += time.perf_counter() - start
     finally:
         steps[k] = timed.step
-    copying = 0.0  # the deep copies of the inputs happen inside dataset[i]; take them back out
-    for labels in timed.inputs[:8]:
-        start = time.perf_counter()
-        copy.deepcopy(labels)
-        copying += time.perf_counter() - start
-    total -= copying / min(8, len(timed.inputs)) * len(indices)
     return total / len(indices) * 1e3, sum(timed.seconds) / len(indices) * 1e3, timed
 
 
 def transform_ms(block: Any, inputs: list[dict[str, Any]]) -> dict[str, float]:
-    """Each transform of an albumentations step alone, forced on (p=1), mean ms per image on ``inputs``."""
+    """Each transform of an albumentations step alone, forced on (p=1), in a bbox-aware Compose of its own:
+    mean ms per image over ``inputs`` (what reached the step); "(Compose alone)" is the wrapper's own cost."""
     import albumentations as A
 
+    calls = []
+    for labels in inputs:  # as ultralytics hands them over: normalised centre boxes
+        h, w = labels["img"].shape[:2]
+        labels["instances"].convert_bbox("xywh")
+        labels["instances"].normalize(w, h)
+        calls.append({"image": labels["img"], "bboxes": labels["instances"].bboxes, "class_labels": labels["cls"]})
     out = {}
-    for transform in block.transform.transforms:
-        single = copy.deepcopy(transform)
-        single.p = 1.0
-        compose = A.Compose(
-            [single], bbox_params=A.BboxParams(format="yolo", label_fields=["class_labels"]), seed=0
-        )
+    for transform in [None, *block.transform.transforms]:
+        single = [] if transform is None else [copy.deepcopy(transform)]
+        for t in single:
+            t.p = 1.0
+        bboxes = A.BboxParams(format="yolo", label_fields=["class_labels"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an empty Compose with bbox_params warns that nothing uses them
+            compose = A.Compose(single, bbox_params=bboxes, seed=0)
         start = time.perf_counter()
-        for labels in inputs:
-            instances = copy.copy(labels["instances"])
-            img = labels["img"]
-            instances.convert_bbox("xywh")
-            instances.normalize(img.shape[1], img.shape[0])
-            compose(image=img, bboxes=instances.bboxes.clip(0, 1), class_labels=labels["cls"])
-        out[type(transform).__name__] = (time.perf_counter() - start) / len(inputs) * 1e3
+        for call in calls:
+            compose(**call)
+        name = "(Compose alone)" if transform is None else type(transform).__name__
+        out[name] = (time.perf_counter() - start) / len(calls) * 1e3
     return out
 
 
@@ -137,6 +159,7 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=48, help="indices timed one by one for the per-sample cost")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmark-results" / "loader_throughput.json")
     args = parser.parse_args()
+    configure_ultralytics()  # sets up ultralytics' logger, which is then quietened
     logging.getLogger("ultralytics").setLevel(logging.WARNING)
 
     with tempfile.TemporaryDirectory(prefix="loader-throughput-") as tmp:
@@ -151,10 +174,17 @@ def main() -> int:
         }
 
         rates: dict[str, list[float]] = {"ours": [], "stock": []}
+        cpu_ms: dict[str, list[float]] = {"ours": [], "stock": []}
         for repeat in range(args.repeats):
             for side in ("ours", "stock") if repeat % 2 == 0 else ("stock", "ours"):
-                rates[side].append(images_per_s(sides[side], args))
-            print(f"repeat {repeat + 1}: ours {rates['ours'][-1]:.1f}, stock {rates['stock'][-1]:.1f} images/s")
+                rate, cpu = measure_loader(sides[side], args)
+                rates[side].append(rate)
+                cpu_ms[side].append(cpu)
+            print(
+                f"repeat {repeat + 1}: ours {rates['ours'][-1]:.1f}, stock {rates['stock'][-1]:.1f} images/s; "
+                f"CPU ms per image ours {cpu_ms['ours'][-1]:.2f}, stock {cpu_ms['stock'][-1]:.2f}",
+                flush=True,
+            )
 
         indices = random.Random(0).sample(range(len(sides["ours"])), min(args.samples, len(sides["ours"])))
         for dataset in sides.values():
@@ -163,40 +193,52 @@ def main() -> int:
         block_ms: dict[str, list[float]] = {"ours": [], "stock": []}
         for repeat in range(args.repeats):
             for side in ("ours", "stock") if repeat % 2 == 0 else ("stock", "ours"):
-                whole, block, timed = per_sample(sides[side], indices)
+                whole, block, _ = per_sample(sides[side], indices)
                 sample_ms[side].append(whole)
                 block_ms[side].append(block)
-        breakdown = transform_ms(timed.step if side == "ours" else albumentations_block(sides["ours"]), timed.inputs)
+        timed = per_sample(sides["ours"], indices, keep=True)[2]
+        breakdown = transform_ms(timed.step, timed.inputs)
 
     median = {side: statistics.median(v) for side, v in rates.items()}
     ratio = median["ours"] / median["stock"]
     paired = [o / s for o, s in zip(rates["ours"], rates["stock"], strict=True)]
-    sample = {side: statistics.median(v) for side, v in sample_ms.items()}
-    block = {side: statistics.median(v) for side, v in block_ms.items()}
+    cpu, sample, block = ({side: statistics.median(v) for side, v in d.items()} for d in (cpu_ms, sample_ms, block_ms))
+    cpu_ratio = cpu["stock"] / cpu["ours"]
     report = {
         "benchmark": "loader_throughput",
         "baseline": "the same training dataset and loader with ultralytics' default albumentations block",
         "ratio": round(ratio, 4),
-        "paired_ratios": [round(r, 4) for r in paired],
+        "paired_ratios": rounded(paired),
         "target": f">= {TARGET}",
         "meets_target": ratio >= TARGET,
-        "images_per_s": {side: [round(r, 2) for r in v] for side, v in rates.items()},
-        "median_images_per_s": {side: round(v, 2) for side, v in median.items()},
-        "per_sample_ms": {side: round(v, 3) for side, v in sample.items()},
-        "albumentations_ms": {side: round(v, 3) for side, v in block.items()},
-        "per_sample_ms_per_repeat": sample_ms,
-        "albumentations_ms_per_repeat": block_ms,
-        "ours_transform_ms_at_p1": {name: round(ms, 3) for name, ms in breakdown.items()},
+        "cpu_ratio": round(cpu_ratio, 4),
+        "cpu_ratio_note": "median CPU ms per image in the loader (workers and main process), stock / ours",
+        "median_images_per_s": rounded(median),
+        "median_cpu_ms_per_image": rounded(cpu),
+        "per_sample_ms": rounded(sample),
+        "albumentations_ms": rounded(block),
+        "per_repeat": {
+            "images_per_s": rounded(rates),
+            "cpu_ms_per_image": rounded(cpu_ms),
+            "per_sample_ms": rounded(sample_ms),
+            "albumentations_ms": rounded(block_ms),
+        },
+        "ours_transform_ms_at_p1": rounded(breakdown),
         "train_images": len(sides["ours"]),
         "transforms": describe(config.augment),
     }
     save_report(args, report)
+    rows = [
+        ("images/s (median)", median, ".1f"),
+        ("loader CPU ms / image", cpu, ".2f"),
+        ("per-sample cost (ms)", sample, ".2f"),
+        ("  albumentations (ms)", block, ".2f"),
+    ]
     print(f"\n{'':24}{'ours':>10}{'stock':>10}")
-    print(f"{'images/s (median)':24}{median['ours']:>10.1f}{median['stock']:>10.1f}")
-    print(f"{'per-sample cost (ms)':24}{sample['ours']:>10.2f}{sample['stock']:>10.2f}")
-    print(f"{'  albumentations (ms)':24}{block['ours']:>10.2f}{block['stock']:>10.2f}")
+    for name, values, spec in rows:
+        print(f"{name:24}{values['ours']:>10{spec}}{values['stock']:>10{spec}}")
     print("ours, each transform alone at p=1 (ms): " + ", ".join(f"{n} {ms:.2f}" for n, ms in breakdown.items()))
-    print(f"paired ratios: {', '.join(f'{r:.3f}' for r in paired)}")
+    print(f"paired ratios: {', '.join(f'{r:.2f}' for r in paired)}; from CPU time per image: {cpu_ratio:.2f}")
     print(f"ratio (ours / stock): {ratio:.2f}  (target >= {TARGET}); wrote {args.out}")
     return 0
 

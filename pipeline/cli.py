@@ -190,11 +190,17 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
 
 def cmd_data_stats(args: argparse.Namespace) -> int:
     from pipeline.data.card import build_card, card_markdown, write_card
+    from pipeline.data.dataset import content_hash, read_data_yaml
     from pipeline.data.validate import validate
 
     report = validate(_read_any(args.path, args.format), "skip")
-    name = Path(args.path).resolve().stem if Path(args.path).is_file() else Path(args.path).resolve().name
-    card = build_card(report.collection, name, content_hash="", source=str(args.path), validation=report.counts())
+    path = Path(args.path).resolve()
+    name = path.parent.name if path.suffix in {".yaml", ".yml", ".json"} else path.name
+    try:  # the content hash is defined on the YOLO layout a training uses
+        digest = content_hash(read_data_yaml(args.path, require=()).splits)
+    except DatasetError:
+        digest = ""
+    card = build_card(report.collection, name, digest, source=str(args.path), validation=report.counts())
     if args.out:
         json_path, md_path = write_card(card, args.out)
         print(f"wrote {json_path} and {md_path}")

@@ -92,7 +92,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"# Dataset card: {card['name']}",
         "",
         f"- Source: {card['source'] or '-'}",
-        f"- Content hash (SHA-256): `{card['content_hash']}`",
+        f"- Content hash (SHA-256): `{card['content_hash'] or '-'}`",
         f"- {card['images']} images, {card['boxes']} boxes, {len(card['classes'])} classes",
         f"- Image sizes: {', '.join(f'{k} ({v})' for k, v in card['image_sizes'].items())}"
         + (

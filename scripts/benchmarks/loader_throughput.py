@@ -61,6 +61,11 @@ def rounded(values: Any, digits: int = 3) -> Any:
     return round(values, digits)
 
 
+def cores(images_per_s: float, cpu_ms: float) -> float:
+    """How many cores the loader kept busy; well under ``--workers`` means something else had the machine."""
+    return images_per_s * cpu_ms / 1e3
+
+
 def cpu_seconds(processes: list[psutil.Process]) -> float:
     return sum(t.user + t.system for t in (p.cpu_times() for p in processes))
 
@@ -180,12 +185,10 @@ def main() -> int:
                 rate, cpu = measure_loader(sides[side], args)
                 rates[side].append(rate)
                 cpu_ms[side].append(cpu)
-            print(
-                f"repeat {repeat + 1}: ours {rates['ours'][-1]:.1f}, stock {rates['stock'][-1]:.1f} images/s; "
-                f"CPU ms per image ours {cpu_ms['ours'][-1]:.2f}, stock {cpu_ms['stock'][-1]:.2f}",
-                flush=True,
-            )
-
+                busy = cores(rate, cpu)
+                print(
+                    f"repeat {repeat + 1}, {side:5}: {rate:6.1f} images/s, {cpu:5.2f} CPU ms/image, {busy:.2f} cores busy"
+                )
         indices = random.Random(0).sample(range(len(sides["ours"])), min(args.samples, len(sides["ours"])))
         for dataset in sides.values():
             per_sample(dataset, indices)  # warm-up: file cache, first-use allocations
@@ -220,6 +223,7 @@ def main() -> int:
         "per_repeat": {
             "images_per_s": rounded(rates),
             "cpu_ms_per_image": rounded(cpu_ms),
+            "cores_busy": {side: rounded(list(map(cores, rates[side], cpu_ms[side]))) for side in sides},
             "per_sample_ms": rounded(sample_ms),
             "albumentations_ms": rounded(block_ms),
         },

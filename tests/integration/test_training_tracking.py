@@ -100,7 +100,7 @@ def test_training_is_fully_recorded_in_mlflow_server(synth_data: Path, mlflow_se
 
     # Lineage: the data is an MLflow dataset input with its hash and card; the augmentation spec is logged.
     (data_input,) = run.inputs.dataset_inputs
-    assert data_input.dataset.name == "synth" and data_input.dataset.digest == tags["dataset.hash"][:36]
+    assert data_input.dataset.name == synth_data.parent.name and data_input.dataset.digest == tags["dataset.hash"][:36]
     assert json.loads(data_input.dataset.source)["uri"] == str(synth_data)
     profile = json.loads(data_input.dataset.profile)
     assert profile["images"] == 120 and profile["splits"]["train"]["images"] == 96

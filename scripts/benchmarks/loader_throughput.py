@@ -9,10 +9,14 @@ builds them, on the data a training would use (``prepare_training_data``).
    2 warm-up batches, then times ``--batches`` batches and counts their images. The two sides
    alternate within one process (ours, stock; then stock, ours; ...), so drift in the machine's speed
    hits both. Headline: median images/s ours / median images/s stock; the per-repeat pairs beside it.
-2. Per-sample cost, in the main process without workers: ``dataset[i]`` for a fixed list of indices,
-   with ``random`` and ``numpy`` reseeded per index so both sides get the same images, mosaic
-   partners and affine up to the albumentations step; that step is also timed on its own. Then each
-   transform of ours alone (p=1) on the images that reached the step, to show where the time goes.
+   Each measurement also takes the CPU time its workers and this process spent per image. When
+   something else loads the machine, the workers get less than ``--workers`` cores ("cores busy"
+   says how many they had) and images/s drops with it, while CPU per image barely moves: the ratio of
+   CPU ms per image (stock / ours) is reported beside the headline as the steadier figure.
+2. Per-sample cost (CPU ms), in the main process without workers: ``dataset[i]`` for a fixed list
+   of indices, with ``random`` and ``numpy`` reseeded per index so both sides get the same images,
+   mosaic partners and affine up to the albumentations step; that step is also timed on its own.
+   Then each transform of ours alone (p=1) on the images that reached the step: where the time goes.
 
     python scripts/benchmarks/loader_throughput.py [--data ../shared/datasets/neu-det] [--preset surface] [--imgsz 640]
 
@@ -50,6 +54,9 @@ from scripts.benchmarks.common import benchmark_config, save_report  # noqa: E40
 
 TARGET = 0.95
 WARMUP_BATCHES = 2
+# The per-sample costs are this thread's CPU time, not wall time: a busy machine takes the core away
+# now and then, which wall time would count; CPU time barely moves with it.
+cpu_clock = time.thread_time
 
 
 def rounded(values: Any, digits: int = 3) -> Any:
@@ -67,6 +74,7 @@ def cores(images_per_s: float, cpu_ms: float) -> float:
 
 
 def cpu_seconds(processes: list[psutil.Process]) -> float:
+    """User and system CPU time of ``processes`` so far (their threads included)."""
     return sum(t.user + t.system for t in (p.cpu_times() for p in processes))
 
 
@@ -98,9 +106,9 @@ class TimedStep:
     def __call__(self, labels: dict[str, Any]) -> dict[str, Any]:
         if self.keep:
             self.inputs.append(copy.deepcopy(labels))
-        start = time.perf_counter()
+        start = cpu_clock()
         out = self.step(labels)
-        self.seconds.append(time.perf_counter() - start)
+        self.seconds.append(cpu_clock() - start)
         return out
 
 
@@ -115,9 +123,9 @@ def per_sample(dataset: Any, indices: list[int], keep: bool = False) -> tuple[fl
         for i in indices:
             random.seed(i)
             np.random.seed(i)
-            start = time.perf_counter()
+            start = cpu_clock()
             dataset[i]
-            total += time.perf_counter() - start
+            total += cpu_clock() - start
     finally:
         steps[k] = timed.step
     return total / len(indices) * 1e3, sum(timed.seconds) / len(indices) * 1e3, timed
@@ -143,11 +151,11 @@ def transform_ms(block: Any, inputs: list[dict[str, Any]]) -> dict[str, float]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # an empty Compose with bbox_params warns that nothing uses them
             compose = A.Compose(single, bbox_params=bboxes, seed=0)
-        start = time.perf_counter()
+        start = cpu_clock()
         for call in calls:
             compose(**call)
         name = "(Compose alone)" if transform is None else type(transform).__name__
-        out[name] = (time.perf_counter() - start) / len(calls) * 1e3
+        out[name] = (cpu_clock() - start) / len(calls) * 1e3
     return out
 
 
@@ -161,7 +169,7 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=30, help="batches timed per measurement")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--mosaic", type=float, default=1.0)
-    parser.add_argument("--samples", type=int, default=48, help="indices timed one by one for the per-sample cost")
+    parser.add_argument("--samples", type=int, default=96, help="indices timed one by one for the per-sample cost")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmark-results" / "loader_throughput.json")
     args = parser.parse_args()
     configure_ultralytics()  # sets up ultralytics' logger, which is then quietened
@@ -180,15 +188,19 @@ def main() -> int:
 
         rates: dict[str, list[float]] = {"ours": [], "stock": []}
         cpu_ms: dict[str, list[float]] = {"ours": [], "stock": []}
+        busy: dict[str, list[float]] = {"ours": [], "stock": []}
         for repeat in range(args.repeats):
             for side in ("ours", "stock") if repeat % 2 == 0 else ("stock", "ours"):
                 rate, cpu = measure_loader(sides[side], args)
                 rates[side].append(rate)
                 cpu_ms[side].append(cpu)
-                busy = cores(rate, cpu)
+                busy[side].append(cores(rate, cpu))
                 print(
-                    f"repeat {repeat + 1}, {side:5}: {rate:6.1f} images/s, {cpu:5.2f} CPU ms/image, {busy:.2f} cores busy"
+                    f"repeat {repeat + 1}, {side:5}: {rate:6.1f} images/s, {cpu:5.2f} CPU ms per image, "
+                    f"{busy[side][-1]:.2f} cores busy",
+                    flush=True,
                 )
+
         indices = random.Random(0).sample(range(len(sides["ours"])), min(args.samples, len(sides["ours"])))
         for dataset in sides.values():
             per_sample(dataset, indices)  # warm-up: file cache, first-use allocations
@@ -223,7 +235,7 @@ def main() -> int:
         "per_repeat": {
             "images_per_s": rounded(rates),
             "cpu_ms_per_image": rounded(cpu_ms),
-            "cores_busy": {side: rounded(list(map(cores, rates[side], cpu_ms[side]))) for side in sides},
+            "cores_busy": rounded(busy),
             "per_sample_ms": rounded(sample_ms),
             "albumentations_ms": rounded(block_ms),
         },

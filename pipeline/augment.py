@@ -119,8 +119,9 @@ def _build_one(field: str, spec: TransformSpec) -> Any:
 
 def build_transforms(augment: AugmentConfig) -> list[Any]:
     """The albumentations transform objects, in order; each checked on a tiny image with a box."""
-    transforms = [_build_one(field, spec) for field, spec in transform_specs(augment)]
-    for (field, spec), transform in zip(transform_specs(augment), transforms):
+    specs = transform_specs(augment)
+    transforms = [_build_one(field, spec) for field, spec in specs]
+    for (field, spec), transform in zip(specs, transforms):
         _try(field, spec.transform, transform)
     return transforms
 

@@ -47,6 +47,15 @@ def _find_yaml(path: Path) -> Path:
     raise DatasetError(f"data.path: {path}: no such file or folder")
 
 
+def load_yaml(path: Path) -> Any:
+    """A YAML file's content; invalid YAML is a one-line DatasetError naming the file and line."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise DatasetError(f"{path}:{f' line {mark.line + 1}:' if mark else ''} invalid YAML") from None
+
+
 def _names(spec: dict[str, Any], source: Path) -> dict[int, str]:
     names = spec.get("names")
     if isinstance(names, list):
@@ -100,11 +109,7 @@ def read_data_yaml(path: str | Path, require: tuple[str, ...] = ("train", "val")
     if not str(path).strip():
         raise DatasetError("data.path: empty; give a data.yaml or a folder in YOLO layout")
     source = _find_yaml(Path(path).expanduser().resolve())
-    try:
-        spec = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise DatasetError(f"{source}:{f' line {mark.line + 1}:' if mark else ''} invalid YAML") from None
+    spec = load_yaml(source) or {}
     if not isinstance(spec, dict):
         raise DatasetError(f"{source}: expected a mapping with train, val and names")
     root = Path(spec.get("path") or ".")

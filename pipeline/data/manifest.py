@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from pipeline.config import first_error
-from pipeline.data.dataset import DatasetError
+from pipeline.data.dataset import DatasetError, load_yaml
 from pipeline.data.split import check_ratios
 
 Format = Literal["auto", "yolo", "coco", "voc"]
@@ -72,12 +72,9 @@ def is_manifest(path: str | Path) -> bool:
 def load_manifest(path: str | Path) -> Manifest:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path)
     except FileNotFoundError:
         raise DatasetError(f"{path}: no such manifest") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise DatasetError(f"{path}:{f' line {mark.line + 1}:' if mark else ''} invalid YAML") from None
     if not isinstance(raw, dict):
         raise DatasetError(f"{path}: a manifest is a mapping with name, classes, format, path, ...")
     try:

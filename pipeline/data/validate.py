@@ -17,6 +17,8 @@ from pipeline.data.annotations import (
     CONVERTED,
     COUNTED,
     DROPPED_BOX,
+    DROPPED_LINE,
+    IGNORED_FILE,
     SKIPPED_IMAGE,
     Box,
     Collection,
@@ -52,11 +54,11 @@ class ValidationReport:
             "images": sum(self.images.values()),
             "boxes": sum(len(s.boxes) for s in self.collection.samples),
             "backgrounds": sum(self.backgrounds.values()),
-            "skipped_images": actions["skipped image"],
-            "dropped_boxes": actions["dropped box"],
-            "dropped_lines": actions["dropped line"],
-            "ignored_files": actions["ignored file"],
-            "converted_images": actions["converted"],
+            "skipped_images": actions[SKIPPED_IMAGE],
+            "dropped_boxes": actions[DROPPED_BOX],
+            "dropped_lines": actions[DROPPED_LINE],
+            "ignored_files": actions[IGNORED_FILE],
+            "converted_images": actions[CONVERTED],
         }
 
     def summary(self) -> str:

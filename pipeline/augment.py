@@ -1,4 +1,4 @@
-"""The albumentations pipeline a config declares: presets, building, checking, serialising.
+"""The albumentations pipeline a config declares (its preset's transforms, then its own): building, checking, serialising.
 
 The transforms run inside ultralytics' training transforms in place of its default albumentations
 block (after mosaic and the random affine, before HSV and flips), bbox-aware in YOLO format. They
@@ -19,49 +19,10 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+from pipeline.augment_presets import PRESETS
 from pipeline.config import AugmentConfig, ConfigError, TransformSpec
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no version check over the network
-
-_GREY = 114  # ultralytics' padding grey, so an affine's new border looks like the letterbox's
-PRESETS: dict[str, list[dict[str, Any]]] = {
-    "none": [],
-    # Surface defects have no "up": flips and 90-degree turns are free data. Lighting, sensor noise,
-    # focus and small placement errors are what changes between line-scan frames.
-    "surface": [
-        {"transform": "VerticalFlip", "p": 0.5},  # horizontal flips are ultralytics' fliplr
-        {"transform": "RandomRotate90", "p": 0.5},
-        {"transform": "RandomBrightnessContrast", "p": 0.5, "brightness_limit": 0.2, "contrast_limit": 0.2},
-        {"transform": "RandomGamma", "p": 0.3, "gamma_limit": [80, 120]},
-        {"transform": "GaussNoise", "p": 0.2, "std_range": [0.02, 0.06], "noise_scale_factor": 0.5},
-        {"transform": "GaussianBlur", "p": 0.1, "blur_limit": [3, 5]},
-        {
-            "transform": "Affine",
-            "p": 0.2,
-            "scale": [0.95, 1.05],
-            "rotate": [-5, 5],
-            "translate_percent": [-0.03, 0.03],
-            "border_mode": 0,
-            "fill": _GREY,
-        },
-    ],
-    # Photometric only, for parts whose orientation means something.
-    "surface-light": [
-        {"transform": "RandomBrightnessContrast", "p": 0.5, "brightness_limit": 0.15, "contrast_limit": 0.15},
-        {"transform": "RandomGamma", "p": 0.3, "gamma_limit": [85, 115]},
-        {"transform": "GaussNoise", "p": 0.2, "std_range": [0.01, 0.04], "noise_scale_factor": 0.5},
-    ],
-    # Ultralytics' own default block, to compare against.
-    "ultralytics": [
-        {"transform": "Blur", "p": 0.01},
-        {"transform": "MedianBlur", "p": 0.01},
-        {"transform": "ToGray", "p": 0.01},
-        {"transform": "CLAHE", "p": 0.01},
-        {"transform": "RandomBrightnessContrast", "p": 0.0},
-        {"transform": "RandomGamma", "p": 0.0},
-        {"transform": "ImageCompression", "p": 0.0, "quality_range": [75, 100]},
-    ],
-}
 
 
 def transform_specs(augment: AugmentConfig) -> list[tuple[str, TransformSpec]]:
@@ -70,7 +31,7 @@ def transform_specs(augment: AugmentConfig) -> list[tuple[str, TransformSpec]]:
         raise ConfigError(f"augment.preset: must be one of {', '.join(PRESETS)}, got {augment.preset!r}")
     specs = [
         (f"augment.preset ({augment.preset}) transform {i + 1}", TransformSpec.model_validate(raw))
-        for i, raw in enumerate(PRESETS[augment.preset])
+        for i, raw in enumerate(PRESETS[augment.preset].albumentations)
     ]
     return specs + [(f"augment.albumentations[{i}]", spec) for i, spec in enumerate(augment.albumentations)]
 
@@ -78,9 +39,14 @@ def transform_specs(augment: AugmentConfig) -> list[tuple[str, TransformSpec]]:
 def _transform_class(field: str, name: str) -> type:
     import albumentations as A
 
-    cls = getattr(A, name, None)
+    from pipeline import fast_transforms
+
+    # Our OpenCV versions stand in for albumentations' classes of the same name (same results).
+    cls = fast_transforms.TRANSFORMS.get(name) or getattr(A, name, None)
     if not (inspect.isclass(cls) and issubclass(cls, A.BasicTransform)):
-        raise ConfigError(f"{field}: transform: {name!r} is not an albumentations transform")
+        raise ConfigError(
+            f"{field}: transform: {name!r} is not an albumentations transform"
+        )
     if issubclass(cls, A.DualTransform) and not _supports_bboxes(cls):
         raise ConfigError(f"{field}: transform: {name} cannot move bounding boxes, so it cannot train a detector")
     return cls
@@ -168,6 +134,11 @@ def write_augment_spec(augment: AugmentConfig, serialized: list[dict[str, Any]],
     """The pipeline as declared (preset expanded) and as albumentations serialises it, for people and MLflow."""
     import yaml
 
-    spec = {"preset": augment.preset, "transforms": describe(augment), "albumentations": serialized}
+    spec = {
+        "preset": augment.preset,
+        "symmetry": augment.symmetry,
+        "transforms": describe(augment),
+        "albumentations": serialized,
+    }
     path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     return path

@@ -228,7 +228,8 @@ def cmd_augment_preview(args: argparse.Namespace) -> int:
     result = preview(config, args.out, samples=args.samples, seed=args.seed)
     print(
         f"wrote {result.out}: {result.samples} augmented training samples, {result.boxes} boxes, "
-        f"{result.transforms} albumentations transforms (preset {config.augment.preset})"
+        f"{result.transforms} albumentations transforms, symmetry p={config.augment.symmetry:g} "
+        f"(preset {config.augment.preset})"
     )
     return 0
 

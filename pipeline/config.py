@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.augment_presets import with_preset_defaults
 
 
 class ConfigError(ValueError):
@@ -108,16 +110,29 @@ class AugmentConfig(_Section):
     hsv_h: float = Field(0.015, ge=0, le=1)
     hsv_s: float = Field(0.7, ge=0, le=1)
     hsv_v: float = Field(0.4, ge=0, le=1)
+    symmetry: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="probability of one of the square's 8 flips and quarter turns, uniformly (1: all equal)",
+    )
     preset: str = Field(
-        "none", description="albumentations preset: none, surface, surface-light, ultralytics (see pipeline/augment)"
+        "none",
+        description="none, surface, surface-light, ultralytics: albumentations transforms and defaults for the keys above"
+        " (see pipeline/augment_presets.py)",
     )
     albumentations: list[TransformSpec] = Field(
         default_factory=list, description="transforms run after the preset's, in order, replacing ultralytics' block"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_defaults(cls, raw: Any) -> Any:
+        return with_preset_defaults(raw) if isinstance(raw, dict) else raw
+
     def ultralytics_hyp(self) -> dict[str, Any]:
-        """The keys ultralytics itself takes (the albumentations pipeline travels separately)."""
-        return self.model_dump(exclude={"preset", "albumentations"})
+        """The keys ultralytics itself takes (the albumentations pipeline travels separately; symmetry is ours)."""
+        return self.model_dump(exclude={"preset", "albumentations", "symmetry"})
 
 
 class TrackingConfig(_Section):

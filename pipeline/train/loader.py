@@ -2,7 +2,7 @@
 
 `augment preview` draws what comes out of it, and the loader benchmark times it; both must see the
 same transforms the trainer applies (mosaic, affine, the configured albumentations block, HSV,
-flips), so they are built here through ultralytics' own builders from the same arguments.
+flips, the square's symmetries), so they are built here through ultralytics' own builders from the same arguments.
 """
 
 from __future__ import annotations
@@ -12,15 +12,17 @@ from typing import Any
 
 from pipeline.config import Config
 from pipeline.train.run import ultralytics_args
+from pipeline.train.symmetry import add_symmetry
 from pipeline.yolo_env import configure_ultralytics
 
-STOCK = None  # ``augmentations=STOCK``: ultralytics' own default albumentations block
+STOCK = None  # ``augmentations=STOCK``: ultralytics' own default albumentations block and no symmetry step
 
 
 def training_dataset(
     config: Config, data_yaml: Path, augmentations: list[dict[str, Any]] | None, save_dir: Path
 ) -> Any:
-    """Ultralytics' training dataset (mode ``train``) with ``augmentations`` as its albumentations block."""
+    """Ultralytics' training dataset (mode ``train``) with ``augmentations`` as its albumentations block
+    and the config's symmetry step; ``STOCK``: ultralytics' own block and no symmetry step."""
     configure_ultralytics()
     from ultralytics.cfg import get_cfg
     from ultralytics.data import build_yolo_dataset
@@ -31,7 +33,10 @@ def training_dataset(
         args.pop("augmentations")
     cfg = get_cfg(overrides=args)
     data = check_det_dataset(str(data_yaml), autodownload=False)
-    return build_yolo_dataset(cfg, data["train"], config.train.batch, data, mode="train", stride=32)
+    dataset = build_yolo_dataset(cfg, data["train"], config.train.batch, data, mode="train", stride=32)
+    if augmentations is STOCK:
+        return dataset
+    return add_symmetry(dataset, config.augment.symmetry, cfg)  # as the trainer's build_dataset does
 
 
 def training_loader(dataset: Any, batch: int, workers: int, seed: int = 0) -> Any:

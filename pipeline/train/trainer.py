@@ -30,12 +30,17 @@ from ultralytics.models.yolo.detect import DetectionTrainer  # noqa: E402
 from ultralytics.utils import DEFAULT_CFG, RANK  # noqa: E402
 from ultralytics.utils.torch_utils import unwrap_model  # noqa: E402
 
+# Registers our transforms with albumentations' deserialiser, which ultralytics calls on the config's
+# ``augmentations`` here and in resumed and multi-GPU trainings; an unknown name there would leave the
+# training with no albumentations step at all (ultralytics logs the error and goes on).
+import pipeline.fast_transforms  # noqa: E402, F401
 from pipeline.files import write_atomic  # noqa: E402
 from pipeline.train.artifacts import log_final_artifacts  # noqa: E402
 from pipeline.train.epoch_metrics import epoch_metrics, per_class_ap  # noqa: E402
 from pipeline.train.errors import NonFiniteGradients  # noqa: E402
 from pipeline.train.gradient_recorder import GradientRecorder  # noqa: E402
 from pipeline.train.session import Session  # noqa: E402
+from pipeline.train.symmetry import add_symmetry  # noqa: E402
 
 LOG = logging.getLogger("pipeline.train")
 SESSION_ENV = "YOLO_PIPELINE_SESSION"
@@ -56,6 +61,12 @@ class PipelineTrainer(DetectionTrainer):
         # Registered here, in the class, so a trainer rebuilt by the multi-GPU relaunch has them too.
         self.add_callback("on_train_epoch_start", PipelineTrainer._begin_gradient_epoch)
         self.add_callback("on_train_epoch_end", PipelineTrainer._end_gradient_epoch)
+
+    def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None) -> Any:
+        dataset = super().build_dataset(img_path, mode, batch)
+        if mode == "train" and self.session is not None:
+            dataset = add_symmetry(dataset, self.session.config.augment.symmetry, self.args)
+        return dataset
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """Benchmark: images per second from the training loader with our augmentation pipeline, against ultralytics' stock loader.
 
 Baseline: the same training dataset and DataLoader (same images, image size, mosaic and the rest of
-ultralytics' transforms, same batch and workers) with ultralytics' own default albumentations block
-in place of the config's (``--preset``). Both come from ``pipeline.train.loader``, built as a training
+ultralytics' transforms and keys, same batch and workers) with ultralytics' own default
+albumentations block in place of the preset's (``--preset``) and without our symmetry step. Both come from ``pipeline.train.loader``, built as a training
 builds them, on the data a training would use (``prepare_training_data``).
 
 1. Loader throughput. Each measurement makes a fresh loader (its workers start), pulls and discards

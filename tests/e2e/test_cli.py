@@ -166,7 +166,7 @@ def test_augment_preview_draws_a_grid(synth_data: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert (
         "wrote grid.png: 9 augmented training samples" in result.stdout
-        and "7 albumentations transforms" in result.stdout
+        and "4 albumentations transforms, symmetry p=1 (preset surface)" in result.stdout
     )
     grid = cv2.imread(str(tmp_path / "grid.png"))
     assert grid.shape == (3 * 68 + 4, 3 * 68 + 4, 3)  # 3 x 3 tiles of 64 px with 4-px gaps

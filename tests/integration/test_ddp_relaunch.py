@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from pipeline.spool import Spool
 from pipeline.train.run import prepare_training, session_env
 from tests.conftest import tiny_config
+from tests.integration.test_interruptions import strip_ansi
 from tests.integration.test_training_tracking import (
     EPOCH_METRICS,
     assert_epochs_exactly_once,
@@ -34,7 +35,7 @@ def test_the_relaunch_file_rebuilds_the_tracked_trainer(synth_data: Path, tmp_pa
         synth_data,
         tmp_path / "runs",
         train={"epochs": 1},
-        augment={"albumentations": [{"transform": "RandomRotate90", "p": 0.5}]},
+        augment={"albumentations": [{"transform": "RandomRotate90", "p": 0.5}], "symmetry": 0.5},
         tracking={"system_metrics": False},
     )
     prepared = prepare_training(config)
@@ -46,14 +47,16 @@ def test_the_relaunch_file_rebuilds_the_tracked_trainer(synth_data: Path, tmp_pa
         assert "PipelineTrainer" not in script.read_text()  # the class travels pickled, by reference
         state = torch.load(script.with_suffix(".pt"), weights_only=False)
         (flip,) = state["args"]["augmentations"]  # the albumentations pipeline travels in the arguments
-        assert flip["transform"]["__class_fullname__"] == "RandomRotate90"
+        assert flip["transform"]["__class_fullname__"] == "pipeline.fast_transforms.RandomRotate90"
         env = {**os.environ, SESSION_ENV: str(prepared.session_file)}
         relaunched = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, env=env)
     finally:
         script.unlink(missing_ok=True)
         script.with_suffix(".pt").unlink(missing_ok=True)
     assert relaunched.returncode == 0, relaunched.stdout[-2000:] + relaunched.stderr[-2000:]
-    assert "RandomRotate90(p=0.5)" in relaunched.stdout + relaunched.stderr
+    # The worker found our transform class by name and rebuilt the symmetry step from the session.
+    assert "albumentations: RandomRotate90(p=0.5)" in strip_ansi(relaunched.stdout + relaunched.stderr)
+    assert "symmetry: RandomSquareSymmetry(p=0.5)" in strip_ansi(relaunched.stdout + relaunched.stderr)
 
     run_id = Spool(prepared.session.spool_dir).state["run_id"]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")

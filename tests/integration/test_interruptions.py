@@ -110,7 +110,10 @@ def test_killed_training_resumes_into_the_same_run(synth_data: Path, mlflow_serv
         synth_data,
         tmp_path / "runs",
         train={"epochs": 3, "name": "killed"},
-        augment={"albumentations": [{"transform": "VerticalFlip", "p": 0.5}, {"transform": "RandomRotate90"}]},
+        augment={
+            "albumentations": [{"transform": "VerticalFlip", "p": 0.5}, {"transform": "RandomRotate90"}],
+            "symmetry": 0.5,
+        },
         tracking={"uri": mlflow_server.uri, "experiment": "resume"},
     )
     save_dir = tmp_path / "runs" / "killed"
@@ -137,7 +140,9 @@ def test_killed_training_resumes_into_the_same_run(synth_data: Path, mlflow_serv
     assert run.data.tags.get("pipeline.resumed") == "true"
     assert results_rows(save_dir) == 3
     # The resumed epochs ran the configured albumentations pipeline: ultralytics restores it from the checkpoint.
-    assert "albumentations: VerticalFlip(p=0.5), RandomRotate90(p=0.5)" in strip_ansi(resumed.stdout + resumed.stderr)
+    resumed_log = strip_ansi(resumed.stdout + resumed.stderr)
+    assert "albumentations: VerticalFlip(p=0.5), RandomRotate90(p=0.5)" in resumed_log
+    assert "symmetry: RandomSquareSymmetry(p=0.5)" in resumed_log
 
     again = subprocess.run([*CLI, "resume", str(save_dir)], capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "already finished" in again.stderr

@@ -9,11 +9,14 @@ import albumentations as A
 import numpy as np
 import pytest
 import torch
+from ultralytics.cfg import get_cfg
 
-from pipeline.augment import PRESETS, build_transforms, compose, describe, serialize
+from pipeline.augment import build_transforms, compose, describe, serialize
+from pipeline.augment_presets import PRESETS
 from pipeline.config import AugmentConfig, ConfigError, build_config
 from pipeline.data.training_data import prepare_training_data
 from pipeline.train.loader import STOCK, albumentations_block, training_dataset
+from pipeline.train.symmetry import RandomSquareSymmetry
 
 
 def marked_image(box: tuple[int, int, int, int], shape: tuple[int, int] = (48, 64)) -> np.ndarray:
@@ -74,10 +77,20 @@ def test_rotate_90_turns_the_box_with_the_image() -> None:
 def test_every_preset_builds_and_survives_serialisation(preset: str) -> None:
     config = AugmentConfig(preset=preset)
     built = build_transforms(config)
-    assert [type(t).__name__ for t in built] == [t["transform"] for t in PRESETS[preset]]
+    assert [type(t).__name__ for t in built] == [t["transform"] for t in PRESETS[preset].albumentations]
     restored = [A.from_dict(d) for d in serialize(config)]  # what ultralytics does with its `augmentations`
     assert [type(t).__name__ for t in restored] == [type(t).__name__ for t in built]
-    assert [t.p for t in restored] == [t["p"] for t in PRESETS[preset]]
+    assert [t.p for t in restored] == [t["p"] for t in PRESETS[preset].albumentations]
+
+
+def test_a_preset_fills_only_the_keys_the_config_leaves_unset() -> None:
+    surface = AugmentConfig(preset="surface")
+    assert (surface.symmetry, surface.degrees) == (1.0, 5.0)
+    assert "symmetry" not in surface.ultralytics_hyp() and surface.ultralytics_hyp()["degrees"] == 5.0
+    assert AugmentConfig(preset="surface", degrees=0).degrees == 0  # the config's own value wins
+    overridden = build_config({"augment": {"preset": "none"}}, overrides=["augment.preset=surface"])
+    assert overridden.augment.symmetry == 1.0
+    assert (AugmentConfig(preset="none").symmetry, AugmentConfig().degrees) == (0.0, 0.0)
 
 
 def test_the_config_list_follows_the_preset() -> None:
@@ -126,8 +139,8 @@ def test_the_training_dataset_runs_the_configured_transforms_not_the_default_blo
     synth_data: Path, tmp_path: Path
 ) -> None:
     ours = albumentations_block(_quiet_dataset(synth_data, tmp_path, {"preset": "surface"}))
-    assert [type(t).__name__ for t in ours.transform.transforms] == [t["transform"] for t in PRESETS["surface"]]
-    assert ours.contains_spatial  # so ultralytics moves the boxes with the pixels
+    expected = [t["transform"] for t in PRESETS["surface"].albumentations]
+    assert [type(t).__name__ for t in ours.transform.transforms] == expected
     stock = albumentations_block(_quiet_dataset(synth_data, tmp_path, {}, augmentations=STOCK))
     assert [type(t).__name__ for t in stock.transform.transforms][:4] == ["Blur", "MedianBlur", "ToGray", "CLAHE"]
     nothing = albumentations_block(_quiet_dataset(synth_data, tmp_path, {"preset": "none"}))
@@ -144,3 +157,51 @@ def test_the_training_dataset_really_flips_images_and_boxes(synth_data: Path, tm
     expected[:, 1] = 1 - expected[:, 1]
     assert torch.allclose(after["bboxes"], expected, atol=1e-5)
     assert torch.equal(after["cls"], before["cls"])
+
+
+def test_the_symmetry_step_runs_last_before_format_and_outlives_close_mosaic(synth_data: Path, tmp_path: Path) -> None:
+    dataset = _quiet_dataset(synth_data, tmp_path, {"symmetry": 1.0})
+    names = [type(t).__name__ for t in dataset.transforms.transforms]
+    assert names[-2:] == ["RandomSquareSymmetry", "Format"]
+    dataset.close_mosaic(get_cfg())  # what the trainer does for the last close_mosaic epochs
+    assert [type(t).__name__ for t in dataset.transforms.transforms][-2:] == ["RandomSquareSymmetry", "Format"]
+    off = _quiet_dataset(synth_data, tmp_path, {"symmetry": 0.0})
+    stock = _quiet_dataset(synth_data, tmp_path, {"symmetry": 1.0}, augmentations=STOCK)
+    for other in (off, stock):
+        assert not any(isinstance(t, RandomSquareSymmetry) for t in other.transforms.transforms)
+
+
+def test_the_training_dataset_really_turns_images_and_boxes(synth_data: Path, tmp_path: Path) -> None:
+    plain = _quiet_dataset(synth_data, tmp_path, {"preset": "none"})
+    turned = _quiet_dataset(synth_data, tmp_path, {"preset": "none", "symmetry": 1.0})
+    seen = set()
+    for i in range(12):
+        before, after = plain[i], turned[i]
+        image = before["img"].permute(1, 2, 0).numpy()  # CHW tensors back to HWC
+        candidates = [
+            (t, f)
+            for t in (False, True)
+            for f in (None, 0, 1, -1)
+            if np.array_equal(_turn(image, t, f), after["img"].permute(1, 2, 0).numpy())
+        ]
+        assert candidates, f"sample {i}: not a symmetry of the untouched image"
+        seen.add(candidates[0])
+        boxes = before["bboxes"].numpy()  # normalised centre x, y, w, h
+        expected = [_turn_box(b, *candidates[0]) for b in boxes]
+        assert np.allclose(sorted(map(tuple, after["bboxes"].numpy())), sorted(expected), atol=1e-5)
+    assert len(seen) > 3
+
+
+def _turn(image: np.ndarray, transpose: bool, flip: int | None) -> np.ndarray:
+    out = image.transpose(1, 0, 2) if transpose else image
+    out = out[::-1] if flip in (0, -1) else out
+    return out[:, ::-1] if flip in (1, -1) else out
+
+
+def _turn_box(box: np.ndarray, transpose: bool, flip: int | None) -> tuple[float, ...]:
+    x, y, w, h = box
+    if transpose:
+        x, y, w, h = y, x, h, w
+    y = 1 - y if flip in (0, -1) else y
+    x = 1 - x if flip in (1, -1) else x
+    return (x, y, w, h)

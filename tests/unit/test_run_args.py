@@ -45,7 +45,7 @@ def test_the_ultralytics_arguments_are_all_known_to_ultralytics(tmp_path: Path) 
     augmentations = serialize(config.augment)
     args = ultralytics_args(config, "yolo11n.yaml", tmp_path / "data.yaml", tmp_path / "exp", "cpu", augmentations)
     resolved = get_cfg(overrides=args)  # raises on any key ultralytics does not know
-    assert resolved.freeze == [0, 1] and len(resolved.augmentations) == 7
+    assert resolved.freeze == [0, 1] and len(resolved.augmentations) == 4 and resolved.degrees == 5.0
 
 
 def test_auto_device_is_cpu_without_cuda() -> None:

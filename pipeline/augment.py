@@ -44,9 +44,7 @@ def _transform_class(field: str, name: str) -> type:
     # Our OpenCV versions stand in for albumentations' classes of the same name (same results).
     cls = fast_transforms.TRANSFORMS.get(name) or getattr(A, name, None)
     if not (inspect.isclass(cls) and issubclass(cls, A.BasicTransform)):
-        raise ConfigError(
-            f"{field}: transform: {name!r} is not an albumentations transform"
-        )
+        raise ConfigError(f"{field}: transform: {name!r} is not an albumentations transform")
     if issubclass(cls, A.DualTransform) and not _supports_bboxes(cls):
         raise ConfigError(f"{field}: transform: {name} cannot move bounding boxes, so it cannot train a detector")
     return cls

@@ -2,7 +2,7 @@
 
 The public API is imported lazily, so ``import pipeline`` is cheap and has no side effects:
 
-    from pipeline import load_config, train, resume, sync, synthesize
+    from pipeline import load_config, train, resume, sync, synthesize, predict
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ _EXPORTS = {
     "TrainResult": "pipeline.train.run",
     "sync": "pipeline.tracking",
     "synthesize": "pipeline.data.synth",
+    "predict": "pipeline.inference",
+    "PredictResult": "pipeline.inference",
 }
 
 __all__ = sorted(_EXPORTS)

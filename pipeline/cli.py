@@ -10,12 +10,22 @@ from pathlib import Path
 
 from pipeline.config import ConfigError, load_config
 from pipeline.data.dataset import DatasetError
+from pipeline.inference.errors import ModelError, ResultsError, SourceError
 from pipeline.train.errors import NonFiniteGradients
 from pipeline.train.run import ResumeError
 from pipeline.train.weights import WeightsError
 
 # Errors whose message is already the one line a user needs.
-_USER_ERRORS = (ConfigError, DatasetError, ResumeError, WeightsError, FileNotFoundError)
+_USER_ERRORS = (
+    ConfigError,
+    DatasetError,
+    ResumeError,
+    WeightsError,
+    FileNotFoundError,
+    SourceError,
+    ModelError,
+    ResultsError,
+)
 
 
 def _ui_hint(uri: str | None) -> str:
@@ -234,6 +244,57 @@ def cmd_augment_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _thresholds(pairs: list[str]) -> dict[str, float]:
+    thresholds = {}
+    for pair in pairs:
+        name, sep, value = pair.rpartition("=")
+        try:
+            thresholds[name] = float(value)
+        except ValueError:
+            name = ""
+        if not sep or not name:
+            raise ConfigError(f"--threshold {pair!r}: expected CLASS=SCORE (or default=SCORE), e.g. scratch=0.4")
+    return thresholds
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pipeline.inference import predict
+
+    result = predict(
+        args.source,
+        args.model,
+        args.out,
+        batch=args.batch,
+        conf=args.conf,
+        iou=args.iou,
+        imgsz=args.imgsz,
+        device=args.device,
+        half=args.half,
+        workers=args.workers,
+        thresholds=_thresholds(args.threshold),
+        save_images=args.save_images,
+        save_crops=args.save_crops,
+        max_det=args.max_det,
+        tracking_uri=args.tracking_uri,
+        progress=not args.no_progress,
+    )
+    done_before = f", {result.skipped} done by an earlier run" if result.skipped else ""
+    print(
+        f"predicted {result.images} images, {result.errors} failed{done_before}, in {result.seconds:.1f} s "
+        f"({result.images_per_s:.1f} images/s)"
+    )
+    print("detections: " + ", ".join(f"{name} {n}" for name, n in result.detections.items()))
+    passed = result.total_images - result.failed_verdicts
+    print(f"verdicts:   {result.failed_verdicts} fail, {passed} pass (of {result.total_images} images in {args.out})")
+    print(f"wrote:      predictions.jsonl, summary.csv, coco_results.json in {args.out}")
+    if result.run_id:
+        print(f"model:      {args.model} (MLflow run {result.run_id})")
+    if result.total_errors:
+        print(f"failed:     {result.total_errors} images, each with its reason in {Path(args.out) / 'errors.jsonl'}")
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yolo-pipeline", description="Fine-tune YOLO detectors, tracked in MLflow.")
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
@@ -318,6 +379,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_augment_preview)
+
+    p = commands.add_parser(
+        "predict", help="run a detector over image folders; results to files; a rerun resumes where it stopped"
+    )
+    p.add_argument("source", help="a folder (recursive), a glob ('parts/**/*.png'), an image, or a text file of paths")
+    p.add_argument(
+        "--model", required=True, help="a .pt file, runs:/<id>/model, models:/<name>@<alias> or models:/<name>/<n>"
+    )
+    p.add_argument("--out", required=True, help="results folder; the same command again skips the images done")
+    p.add_argument("--batch", type=int, default=16, help="images per model call")
+    p.add_argument("--conf", type=float, default=0.25, help="lowest score kept")
+    p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold")
+    p.add_argument("--imgsz", type=int, default=0, help="inference size (default: the model's training size)")
+    p.add_argument("--device", default="auto", help="auto, cpu, 0, ...")
+    p.add_argument(
+        "--half", action=argparse.BooleanOptionalAction, default=None, help="half precision (default: on with CUDA)"
+    )
+    p.add_argument("--workers", type=int, default=0, help="decoding threads (default: min(8, CPU cores))")
+    p.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="CLASS=SCORE",
+        help="an image fails when a detection of CLASS reaches SCORE; default=SCORE for the other classes "
+        "(default: --conf)",
+    )
+    p.add_argument("--save-images", action="store_true", help="also write annotated images under OUT/annotated/")
+    p.add_argument("--save-crops", action="store_true", help="also write each detection's crop under OUT/crops/")
+    p.add_argument("--max-det", type=int, default=300, help="most detections per image")
+    p.add_argument("--tracking-uri", default="", help="MLflow server for runs:/ and models:/ URIs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
     return parser
 
 

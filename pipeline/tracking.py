@@ -506,6 +506,24 @@ def load_model(model_uri: str, tracking_uri: str = "") -> Any:
         return mlflow.pyfunc.load_model(model_uri)
 
 
+def model_run_id(model_uri: str, tracking_uri: str = "") -> str | None:
+    """The run a model URI's model came from: ``runs:/<id>/...`` itself, or the registry's record for
+    ``models:/<name>@<alias>`` and ``models:/<name>/<version>``; None when it cannot be told."""
+    if model_uri.startswith("runs:/"):
+        return model_uri.removeprefix("runs:/").split("/", 1)[0] or None
+    if not model_uri.startswith("models:/"):
+        return None
+    name, sep, version = model_uri.removeprefix("models:/").partition("/")
+    client = client_for(resolve_tracking_uri(tracking_uri))
+    try:
+        if "@" in name:
+            name, alias = name.split("@", 1)
+            return client.get_model_version_by_alias(name, alias).run_id
+        return client.get_model_version(name, version).run_id if sep and version.isdigit() else None
+    except MlflowException:
+        return None
+
+
 @contextmanager
 def _using_tracking_uri(uri: str) -> Iterator[None]:
     """mlflow's global tracking URI for a moment; it also sets $MLFLOW_TRACKING_URI, which is put back after."""

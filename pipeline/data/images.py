@@ -102,15 +102,20 @@ def to_8bit(path: Path) -> np.ndarray:
     """The image as 8-bit grey (H, W) or RGB (H, W, 3), high bit depths scaled by the bits they use."""
     with Image.open(path) as image:
         if image.mode in _HIGH_BIT_MODES:
-            values = np.asarray(image, dtype=np.float64)
-            top = float(values.max()) if values.size else 0.0
-            bits = max(8, math.ceil(math.log2(top + 1))) if top > 0 else 8
-            scaled = np.clip(values, 0, None) * (255.0 / (2**bits - 1))
-            return np.round(scaled).astype(np.uint8)
+            return scale_to_8bit(np.asarray(image))
         if image.mode in {"L", "RGB"}:
             return np.asarray(image)
         grey = image.mode in {"1", "LA"} or (image.mode in {"P", "PA"} and _grey_palette(image))
         return np.asarray(image.convert("L" if grey else "RGB"))
+
+
+def scale_to_8bit(values: np.ndarray) -> np.ndarray:
+    """High-bit-depth pixel values as uint8, scaled by the bits the values use (12-bit data: by 4095)."""
+    values = values.astype(np.float64)
+    top = float(values.max()) if values.size else 0.0
+    bits = max(8, math.ceil(math.log2(top + 1))) if top > 0 else 8
+    scaled = np.clip(values, 0, None) * (255.0 / (2**bits - 1))
+    return np.round(scaled).astype(np.uint8)
 
 
 def _grey_palette(image: Image.Image) -> bool:

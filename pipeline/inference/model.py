@@ -1,0 +1,137 @@
+"""The detector a prediction runs: loaded from a path, an MLflow URI or an ultralytics name, and the
+three steps around the network (letterbox, batched forward, NMS and scaling back to the image).
+
+The steps are ultralytics' own (``LetterBox``, ``AutoBackend``, ``non_max_suppression``,
+``scale_boxes``) with the arguments its predictor uses, so detections match ``YOLO.predict``; what
+changes is where they run: the letterbox in the decoding threads, the network once per batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.inference.errors import ModelError
+from pipeline.yolo_env import configure_ultralytics
+
+MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
+
+
+@dataclass
+class Detector:
+    backend: Any  # ultralytics AutoBackend (fused, eval, on its device)
+    names: dict[int, str]
+    imgsz: int
+    source: str
+    run_id: str | None = None  # the MLflow run the model came from, when it came from MLflow
+    conf: float = 0.25
+    iou: float = 0.7
+    max_det: int = 300
+    _letterbox: Any = field(default=None, repr=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.backend.device
+
+    @property
+    def half(self) -> bool:
+        return bool(self.backend.fp16)
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """BGR (H, W, 3) uint8 -> the network's input for it: letterboxed RGB (3, h, w) uint8, contiguous.
+
+        As ultralytics' predictor does for a batch of equally sized images: scaled to ``imgsz`` and
+        padded only to the stride, so equally sized images give equally sized inputs.
+        """
+        boxed = self._letterbox(image=image)
+        return np.ascontiguousarray(boxed.transpose(2, 0, 1)[::-1])
+
+    @torch.inference_mode()
+    def detect(self, inputs: np.ndarray, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
+        """Inputs (B, 3, h, w) uint8 of images of ``shapes`` (H, W) -> per image (N, 6): x1 y1 x2 y2 score class."""
+        from ultralytics.utils import nms, ops
+
+        batch = torch.from_numpy(inputs).to(self.device, non_blocking=True)
+        batch = (batch.half() if self.half else batch.float()).div_(255)
+        raw = self.backend(batch)
+        found = nms.non_max_suppression(
+            raw, self.conf, self.iou, None, False, max_det=self.max_det, nc=0, end2end=self.backend.end2end
+        )
+        out = []
+        for boxes, shape in zip(found, shapes, strict=True):
+            boxes[:, :4] = ops.scale_boxes(batch.shape[2:], boxes[:, :4], (*shape, 3))
+            out.append(boxes[:, :6].float().cpu().numpy())
+        return out
+
+
+def load_detector(
+    source: str,
+    *,
+    device: str = "auto",
+    half: bool | None = None,
+    imgsz: int = 0,
+    conf: float = 0.25,
+    iou: float = 0.7,
+    max_det: int = 300,
+    tracking_uri: str = "",
+) -> Detector:
+    """The detector from a ``.pt`` path, an MLflow model URI or an ultralytics model name."""
+    configure_ultralytics()
+    from ultralytics.data.augment import LetterBox
+    from ultralytics.nn.autobackend import AutoBackend
+    from ultralytics.utils.torch_utils import select_device
+
+    yolo, run_id = _load_yolo(source, tracking_uri)
+    names = {int(k): str(v) for k, v in yolo.names.items()}
+    trained = int(((yolo.ckpt or {}).get("train_args") or {}).get("imgsz", 0) or yolo.overrides.get("imgsz", 640))
+    torch_device = select_device(_device(device), verbose=False)
+    use_half = torch_device.type == "cuda" if half is None else half and torch_device.type == "cuda"
+    backend = AutoBackend(model=yolo.model, device=torch_device, fp16=use_half, fuse=True, verbose=False)
+    backend.eval()
+    size = imgsz or trained
+    stride = int(backend.stride)
+    detector = Detector(backend, names, size, source, run_id, conf, iou, max_det)
+    detector._letterbox = LetterBox(size, auto=backend.format == "pt", stride=stride)
+    return detector
+
+
+def _device(device: str) -> str:
+    if device != "auto":
+        return device
+    return "0" if torch.cuda.is_available() else "cpu"
+
+
+def _load_yolo(source: str, tracking_uri: str) -> tuple[Any, str | None]:
+    from ultralytics import YOLO
+
+    if source.startswith(MLFLOW_SCHEMES):
+        from pipeline.tracking import load_model, model_run_id
+
+        try:
+            python_model = load_model(source, tracking_uri).unwrap_python_model()
+        except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds; the user needs the one line
+            raise ModelError(f"{source}: cannot load the model ({type(exc).__name__}: {_first_line(exc)})") from None
+        return python_model.model, model_run_id(source, tracking_uri)
+    path = Path(source)
+    if path.suffix in {".yaml", ".yml"}:
+        raise ModelError(f"{source}: an architecture without weights cannot predict; give a trained .pt")
+    if path.exists() and path.suffix != ".pt":
+        raise ModelError(f"{source}: not a .pt checkpoint, an MLflow model URI or an ultralytics model name")
+    try:
+        return YOLO(source, task="detect"), None
+    except FileNotFoundError:
+        raise ModelError(f"{source}: no such model file") from None
+    except Exception as exc:  # noqa: BLE001 - a hub name offline fails deep in a download
+        reason = _first_line(exc)
+        if not path.exists():
+            reason = f"not found locally and could not be downloaded ({reason})"
+        raise ModelError(f"{source}: {reason}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

@@ -1,0 +1,173 @@
+"""The output folder of a prediction: append-only logs while it runs, derived tables at the end.
+
+``predictions.jsonl`` (one line per image) and ``errors.jsonl`` (one line per image that could not
+be read) grow by whole lines, each written with one ``write`` call on a file opened for appending:
+a kill leaves every line that was written whole, and at worst an unfinished last line, which the
+next run cuts off before it appends. An image is done when its line is in either file, so a rerun
+skips exactly those. ``summary.csv`` and ``coco_results.json`` are derived from the logs at the end
+of every run and replaced atomically. ``run.json`` holds the settings the results depend on; a
+rerun with other settings into the same folder stops rather than mixing results.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.files import write_atomic
+from pipeline.inference.errors import ResultsError
+
+PREDICTIONS = "predictions.jsonl"
+ERRORS = "errors.jsonl"
+SUMMARY = "summary.csv"
+COCO_RESULTS = "coco_results.json"
+SETTINGS = "run.json"
+
+
+def path_key(path: str) -> int:
+    """A 64-bit key for a path: the done set holds 8 bytes per image, however long the paths."""
+    return int.from_bytes(hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=8).digest(), "little")
+
+
+class AppendLog:
+    """A JSON-lines file written one whole line per ``write`` call, opened for appending."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.lines = _repair(path)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def append(self, record: dict[str, Any]) -> None:
+        data = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
+        view = memoryview(data)
+        while view:  # a regular file takes it all at once; loop in case it does not
+            view = view[os.write(self._fd, view) :]
+        self.lines += 1
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def _repair(path: Path) -> int:
+    """Cut an unfinished last line (a kill mid-write) off ``path``; the number of whole lines."""
+    if not path.exists():
+        return 0
+    with open(path, "rb+") as f:
+        data = f.read()
+        whole = data.rfind(b"\n") + 1
+        if whole < len(data):
+            f.truncate(whole)
+    return data.count(b"\n", 0, whole)
+
+
+def read_log(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of a JSON-lines log (an unfinished last line is not a record yet)."""
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.endswith("\n"):
+                return
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ResultsError(f"{path}:{number}: not a JSON line ({exc.msg})") from None
+
+
+class DoneSet:
+    """The images already in an output folder, as a sorted array of path keys (8 bytes each)."""
+
+    def __init__(self, keys: np.ndarray):
+        self._keys = np.sort(keys)
+
+    @classmethod
+    def of(cls, folder: Path) -> DoneSet:
+        keys = [path_key(r["path"]) for name in (PREDICTIONS, ERRORS) for r in read_log(folder / name)]
+        return cls(np.array(keys, dtype=np.uint64))
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, path: str) -> bool:
+        key = np.uint64(path_key(path))
+        i = int(np.searchsorted(self._keys, key))
+        return i < len(self._keys) and self._keys[i] == key
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Pass/fail per image as a defect screen uses it: fail when any detection reaches its class's threshold."""
+
+    thresholds: dict[str, float]
+    default: float
+
+    def threshold(self, name: str) -> float:
+        return self.thresholds.get(name, self.default)
+
+    def fails(self, detections: list[dict[str, Any]]) -> bool:
+        return any(d["score"] >= self.threshold(d["class"]) for d in detections)
+
+
+def check_settings(folder: Path, settings: dict[str, Any]) -> None:
+    """Record ``settings`` in ``run.json``, or stop if the folder holds results made with other ones."""
+    path = folder / SETTINGS
+    if path.exists():
+        before = json.loads(path.read_text(encoding="utf-8"))
+        changed = sorted(k for k in settings if before.get(k) != settings[k])
+        if changed:
+            key = changed[0]
+            raise ResultsError(
+                f"{folder}: holds results made with {key}={before.get(key)!r}, not {settings[key]!r}; "
+                "use another --out (or delete the folder) to predict with other settings"
+            )
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(settings, indent=2) + "\n")
+
+
+def write_summary(folder: Path, names: list[str], verdict: Verdict) -> dict[str, Any]:
+    """``summary.csv`` (per image: counts per class, max score, verdict) and ``coco_results.json`` from the
+    predictions log; returns the totals (images, detections per class, failed verdicts)."""
+    per_class = dict.fromkeys(names, 0)
+    images = fails = 0
+    coco_tmp, table_tmp = folder / f".{COCO_RESULTS}.tmp", folder / f".{SUMMARY}.tmp"
+    # Both are streamed to temporary files and renamed: whole or absent, and never held in memory.
+    with open(coco_tmp, "w", encoding="utf-8") as coco, open(table_tmp, "w", encoding="utf-8", newline="") as table:
+        writer = csv.writer(table, lineterminator="\n")
+        writer.writerow(["path", "width", "height", "detections", *names, "max_score", "verdict"])
+        coco.write("[")
+        first = True
+        for record in read_log(folder / PREDICTIONS):
+            images += 1
+            counts = dict.fromkeys(names, 0)
+            for d in record["detections"]:
+                counts[d["class"]] = counts.get(d["class"], 0) + 1
+                per_class[d["class"]] = per_class.get(d["class"], 0) + 1
+                x1, y1, x2, y2 = d["box"]
+                result = {
+                    "image_id": record["image_id"],
+                    "category_id": d["class_id"] + 1,  # as `data import` writes COCO: ids from 1
+                    "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
+                    "score": d["score"],
+                }
+                coco.write(("" if first else ",") + "\n" + json.dumps(result))
+                first = False
+            failed = verdict.fails(record["detections"])
+            fails += failed
+            top = max((d["score"] for d in record["detections"]), default=0.0)
+            writer.writerow(
+                [record["path"], record["width"], record["height"], len(record["detections"]), *counts.values()]
+                + [round(top, 4), "fail" if failed else "pass"]
+            )
+        coco.write("\n]\n")
+    os.replace(coco_tmp, folder / COCO_RESULTS)
+    os.replace(table_tmp, folder / SUMMARY)
+    return {"images": images, "detections": per_class, "failed_verdicts": fails}

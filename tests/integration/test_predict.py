@@ -1,0 +1,212 @@
+"""`predict` with a really trained model on real image files: every format, bad files, ultralytics'
+own results, a kill and a rerun, a large folder in flat memory, and a model from the MLflow registry."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.data.synth import synthesize
+from pipeline.inference import predict
+from pipeline.train.run import train
+from tests.conftest import tiny_config
+
+pytestmark = pytest.mark.slow
+CLI = [sys.executable, "-m", "pipeline.cli"]
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """400 synthetic 64-px defect images: enough for 10 epochs to learn them (as in test_learning)."""
+    return synthesize(tmp_path_factory.mktemp("predict-data"), images=400, seed=1, size=64).data_yaml
+
+
+@pytest.fixture(scope="module")
+def weights(learned: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A YOLO11n trained on `learned` until it finds the defects, untracked."""
+    folder = tmp_path_factory.mktemp("predict-model")
+    config = tiny_config(
+        learned,
+        folder / "runs",
+        train={"epochs": 10, "batch": 8, "optimizer": "AdamW", "lr0": 0.002, "warmup_epochs": 0},
+        tracking={"enabled": False},
+        gradients={"enabled": False},
+    )
+    return train(config).best_weights
+
+
+def _records(out: Path, name: str = "predictions.jsonl") -> list[dict]:
+    path = out / name
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _mixed_folder(root: Path, synth_data: Path) -> tuple[set[str], dict[str, str]]:
+    """Real defect images saved in every format, nested, plus broken files: (good paths, bad path -> reason)."""
+    sources = sorted((synth_data.parent / "images" / "val").glob("*.png"))[:8]
+    images = [cv2.imread(str(p)) for p in sources]
+    good = {}
+    layouts = ["a.jpg", "b.jpeg", "c.png", "sub/d.bmp", "sub/e.tif", "sub/deeper/f.tiff", "g.webp", "sub/h_grey.png"]
+    for name, image in zip(layouts, images, strict=True):
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if "grey" in name:
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        if name.endswith(".tiff"):  # 16-bit grey, as line-scan cameras write
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.uint16) * 257
+        assert cv2.imwrite(str(path), image)
+        good[str(path)] = name
+    jpg = (root / "a.jpg").read_bytes()
+    bad = {
+        root / "sub" / "empty.jpg": (b"", "empty file"),
+        root / "cut.jpg": (jpg[: len(jpg) // 2], "truncated JPEG"),
+        root / "sub" / "notes.png": (b"inspection notes, not pixels", "not an image"),
+    }
+    for path, (data, _) in bad.items():
+        path.write_bytes(data)
+    (root / "readme.txt").write_text("ignored: not an image name")
+    return set(good), {str(p): reason for p, (_, reason) in bad.items()}
+
+
+def test_a_nested_folder_of_every_format_with_broken_files(weights: Path, synth_data: Path, tmp_path: Path) -> None:
+    good, bad = _mixed_folder(tmp_path / "line", synth_data)
+    out = tmp_path / "results"
+    result = subprocess.run(
+        [*CLI, "predict", str(tmp_path / "line"), "--model", str(weights), "--out", str(out), "--batch", "3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stderr[-2000:]  # something failed, and the exit code says so
+    assert "predicted 8 images, 3 failed" in result.stdout
+    predictions = _records(out)
+    assert Counter(r["path"] for r in predictions) == Counter(good)  # each valid image exactly once
+    errors = {r["path"]: r["reason"] for r in _records(out, "errors.jsonl")}
+    assert set(errors) == set(bad)
+    for path, reason in bad.items():
+        assert reason in errors[path]
+    tiff = next(r for r in predictions if r["path"].endswith(".tiff"))
+    assert (tiff["width"], tiff["height"]) == (64, 64)
+    summary = (out / "summary.csv").read_text().splitlines()
+    assert len(summary) == 1 + 8 and summary[0].startswith("path,width,height,detections,")
+    coco = json.loads((out / "coco_results.json").read_text())
+    assert len(coco) == sum(len(r["detections"]) for r in predictions)
+
+
+def test_results_equal_ultralytics_predict(weights: Path, learned: Path, tmp_path: Path) -> None:
+    from ultralytics import YOLO
+
+    folder = learned.parent / "images" / "val"
+    ours = {Path(r["path"]).name: r for r in _records(_predict_into(folder, weights, tmp_path / "ours"))}
+    reference = YOLO(str(weights)).predict(source=str(folder), stream=True, batch=1, conf=0.05, verbose=False)
+    compared = boxes = 0
+    for result in reference:
+        mine = ours[Path(result.path).name]["detections"]
+        theirs = result.boxes
+        assert len(mine) == len(theirs), result.path
+        for d, xyxy, score, cls in zip(mine, theirs.xyxy.tolist(), theirs.conf.tolist(), theirs.cls.tolist()):
+            assert max(abs(a - b) for a, b in zip(d["box"], xyxy)) <= 1.0
+            assert abs(d["score"] - score) <= 1e-3 and d["class_id"] == int(cls)
+            boxes += 1
+        compared += 1
+    assert compared == len(ours) == 80 and boxes > 40
+
+
+def _predict_into(folder: Path, weights: Path, out: Path) -> Path:
+    predict(folder, str(weights), out, conf=0.05, batch=5, progress=False)
+    return out
+
+
+def _tiny_folder(root: Path, count: int, size: int = 32) -> None:
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        sub = root / f"{i // 500:03d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        image = np.full((size, size, 3), 90, np.uint8)
+        x, y = rng.integers(2, size - 12, 2)
+        image[y : y + 8, x : x + 3] = 230  # a small bright scratch
+        cv2.imwrite(str(sub / f"{i:05d}.png"), image)
+
+
+def test_a_killed_run_resumes_with_no_duplicates_and_no_gaps(weights: Path, tmp_path: Path) -> None:
+    _tiny_folder(tmp_path / "frames", 1500)
+    out = tmp_path / "results"
+    command = [*CLI, "predict", str(tmp_path / "frames"), "--model", str(weights), "--out", str(out)]
+    command += ["--batch", "4", "--workers", "1", "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while len(_records(out)) < 100 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    first = len(_records(out))
+    assert 100 <= first < 1500, "the kill should land mid-run"
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "done by an earlier run" in again.stdout
+    records = _records(out)  # every line parses
+    paths = Counter(r["path"] for r in records)
+    expected = {str(p) for p in (tmp_path / "frames").rglob("*.png")}
+    assert set(paths) == expected and max(paths.values()) == 1  # no gaps, no duplicates
+    assert sorted(r["image_id"] for r in records) == list(range(1, 1501))
+    assert len((out / "summary.csv").read_text().splitlines()) == 1501
+
+
+def _peak_rss_mb(folder: Path, weights: Path, out: Path) -> float:
+    """Peak resident memory (MB) of a predict process over ``folder``."""
+    code = (
+        "import resource, sys; from pipeline.inference import predict; "
+        f"predict({str(folder)!r}, {str(weights)!r}, {str(out)!r}, batch=16, progress=False); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def test_memory_stays_flat_from_a_thousand_to_ten_thousand_images(weights: Path, tmp_path: Path) -> None:
+    _tiny_folder(tmp_path / "small", 1000, size=24)
+    _tiny_folder(tmp_path / "large", 10000, size=24)
+    small = _peak_rss_mb(tmp_path / "small", weights, tmp_path / "out-small")
+    large = _peak_rss_mb(tmp_path / "large", weights, tmp_path / "out-large")
+    assert len(_records(tmp_path / "out-large")) == 10000
+    assert large - small < 40, f"peak memory grew from {small:.0f} MB to {large:.0f} MB with 10x the images"
+
+
+def test_a_model_by_registry_alias_from_a_real_server(synth_data: Path, mlflow_server, tmp_path: Path) -> None:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    config = tiny_config(
+        synth_data,
+        tmp_path / "runs",
+        train={"epochs": 1},
+        tracking={"uri": mlflow_server.uri, "experiment": "predict-alias", "system_metrics": False},
+    )
+    trained = train(config)
+    mlflow.set_tracking_uri(mlflow_server.uri)
+    try:
+        version = mlflow.register_model(f"runs:/{trained.run_id}/model", "surface-defects")
+    finally:
+        mlflow.set_tracking_uri(None)
+    MlflowClient(mlflow_server.uri).set_registered_model_alias("surface-defects", "champion", version.version)
+
+    folder = synth_data.parent / "images" / "val"
+    by_alias = predict(
+        folder, "models:/surface-defects@champion", tmp_path / "alias", conf=0.001, tracking_uri=mlflow_server.uri
+    )
+    assert by_alias.run_id == trained.run_id and by_alias.images == 24
+    local = predict(folder, str(trained.best_weights), tmp_path / "local", conf=0.001, progress=False)
+    assert sum(by_alias.detections.values()) > 0 and by_alias.detections == local.detections
+    assert [r["detections"] for r in _records(tmp_path / "alias")] == [
+        r["detections"] for r in _records(tmp_path / "local")
+    ]

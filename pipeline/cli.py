@@ -276,12 +276,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
         save_crops=args.save_crops,
         max_det=args.max_det,
         tracking_uri=args.tracking_uri,
+        runtime=args.runtime,
+        tile=args.tile,
+        overlap=args.overlap,
+        track=args.track,
+        experiment=args.experiment,
+        engine=args.engine,
         progress=not args.no_progress,
     )
+    if result.note:
+        print(f"note: {result.note}")
     done_before = f", {result.skipped} done by an earlier run" if result.skipped else ""
     print(
         f"predicted {result.images} images, {result.errors} failed{done_before}, in {result.seconds:.1f} s "
-        f"({result.images_per_s:.1f} images/s)"
+        f"({result.images_per_s:.1f} images/s, {result.runtime})"
     )
     print("detections: " + ", ".join(f"{name} {n}" for name, n in result.detections.items()))
     passed = result.total_images - result.failed_verdicts
@@ -289,6 +297,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print(f"wrote:      predictions.jsonl, summary.csv, coco_results.json in {args.out}")
     if result.run_id:
         print(f"model:      {args.model} (MLflow run {result.run_id})")
+    if result.tracking_run_id:
+        print(f"MLflow run: {result.tracking_run_id} (experiment {args.experiment}), the summary of this prediction")
     if result.total_errors:
         print(f"failed:     {result.total_errors} images, each with its reason in {Path(args.out) / 'errors.jsonl'}")
         return 1
@@ -396,7 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--half", action=argparse.BooleanOptionalAction, default=None, help="half precision (default: on with CUDA)"
     )
-    p.add_argument("--workers", type=int, default=0, help="decoding threads (default: min(8, CPU cores))")
+    p.add_argument(
+        "--workers", type=int, default=0, help="decoding threads (default: min(8, CPU cores)); with Ray: actors (1)"
+    )
     p.add_argument(
         "--threshold",
         action="append",
@@ -408,7 +420,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-images", action="store_true", help="also write annotated images under OUT/annotated/")
     p.add_argument("--save-crops", action="store_true", help="also write each detection's crop under OUT/crops/")
     p.add_argument("--max-det", type=int, default=300, help="most detections per image")
+    p.add_argument(
+        "--tile", type=int, default=0, help="cut images larger than SIZE px into SIZE-px tiles (0: whole images)"
+    )
+    p.add_argument("--overlap", type=float, default=0.2, help="overlap of neighbouring tiles, as a fraction")
+    p.add_argument(
+        "--track", action="store_true", help="log the summary to MLflow (--tracking-uri), tagged with the model's run"
+    )
+    p.add_argument("--experiment", default="predictions", help="MLflow experiment for --track")
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: threads in this process; ray: Ray actors ($RAY_ADDRESS, else a local Ray), same files",
+    )
     p.add_argument("--tracking-uri", default="", help="MLflow server for runs:/ and models:/ URIs")
+    p.add_argument(
+        "--runtime",
+        choices=["auto", "torch", "onnx"],
+        default="auto",
+        help="what runs the network (auto: ONNX Runtime on a CPU, exported once and cached; PyTorch on a GPU)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
     return parser

@@ -538,3 +538,35 @@ def _using_tracking_uri(uri: str) -> Iterator[None]:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
+def log_prediction(
+    summary: dict[str, Any],
+    params: dict[str, Any],
+    files: list[Path],
+    experiment: str = "predictions",
+    tracking_uri: str = "",
+    model_run_id: str | None = None,
+) -> str:
+    """One finished run holding a prediction's summary: ``params``, numeric ``summary`` values as metrics,
+    ``files`` as artifacts, tagged with the model's run (``pipeline.model_run_id``) when it came from one."""
+    uri = resolve_tracking_uri(tracking_uri)
+    client = client_for(uri)
+    experiment_obj = client.get_experiment_by_name(experiment)
+    experiment_id = (
+        experiment_obj.experiment_id
+        if experiment_obj
+        else client.create_experiment(experiment, artifact_location=_local_artifact_root(uri))
+    )
+    tags = {"pipeline.kind": "prediction"}
+    if model_run_id:
+        tags["pipeline.model_run_id"] = model_run_id
+    run = client.create_run(experiment_id, tags=tags, run_name=f"predict {params.get('source', '')}"[:250])
+    run_id = run.info.run_id
+    metrics = [Metric(k, float(v), _now_ms(), 0) for k, v in summary.items() if isinstance(v, (int, float))]
+    client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)[:6000]) for k, v in params.items()], tags=[])
+    for path in files:
+        if path.exists():
+            client.log_artifact(run_id, str(path))
+    client.set_terminated(run_id, "FINISHED")
+    return run_id

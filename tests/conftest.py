@@ -33,10 +33,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session")
+def _cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture(autouse=True)
-def _work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test runs in its own folder, so runs/, mlflow.db and mlruns/ never land in the repo."""
+def _work_in_tmp(tmp_path: Path, _cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test runs in its own folder, so runs/, mlflow.db and mlruns/ never land in the repo, and
+    caches (ONNX exports) go to one folder of the session, not the home directory."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("YOLO_PIPELINE_CACHE", str(_cache))
     return tmp_path
 
 

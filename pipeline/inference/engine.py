@@ -10,6 +10,7 @@ most the batch in flight, and the same command again carries on where it stopped
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -30,12 +31,15 @@ from pipeline.inference.model import Detector, load_detector
 from pipeline.inference.results import (
     ERRORS,
     PREDICTIONS,
+    SETTINGS,
+    SUMMARY,
     AppendLog,
     DoneSet,
     Verdict,
     check_settings,
     write_summary,
 )
+from pipeline.inference.tiling import merge_tiles, tile_grid
 
 
 @dataclass
@@ -51,6 +55,9 @@ class PredictResult:
     detections: dict[str, int] = field(default_factory=dict)
     failed_verdicts: int = 0
     run_id: str | None = None  # the MLflow run of the model, when it came from MLflow
+    runtime: str = "torch"  # what ran the network: torch or onnx
+    note: str = ""  # why it is not the runtime asked for, or why tracking failed, if either
+    tracking_run_id: str | None = None  # the MLflow run holding this prediction's summary (--track)
 
     @property
     def images_per_s(self) -> float:
@@ -58,12 +65,45 @@ class PredictResult:
 
 
 @dataclass
+class Outcome:
+    """What became of one image: its detections (as written to predictions.jsonl), or why it failed."""
+
+    path: str
+    shape: tuple[int, int] = (0, 0)
+    detections: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""
+    image: np.ndarray | None = None  # when the engine still has it (annotated images, crops)
+
+
+@dataclass(frozen=True)
+class _Tiling:
+    size: int = 0  # 0: whole images
+    overlap: float = 0.2
+
+
+@dataclass
 class _Prepared:
+    """One image on its way through: its network inputs (one per tile) and, as batches finish, their detections."""
+
     path: str
     shape: tuple[int, int] = (0, 0)
     image: np.ndarray | None = None  # kept only when annotated images or crops are asked for
-    network_input: np.ndarray | None = None
+    inputs: list[np.ndarray] = field(default_factory=list)
+    offsets: list[tuple[int, int]] = field(default_factory=list)  # each input's top-left corner in the image
+    sizes: list[tuple[int, int]] = field(default_factory=list)  # each input's (height, width) in the image
     error: str = ""
+    found: dict[int, np.ndarray] = field(default_factory=dict)  # input index -> (N, 6) in image pixels
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.error) or len(self.found) == len(self.inputs)
+
+    def merged(self, iou: float, max_det: int) -> np.ndarray:
+        if len(self.found) == 1:
+            return self.found[0]
+        tiles = [(x, y, x + w, y + h) for (x, y), (h, w) in zip(self.offsets, self.sizes, strict=True)]
+        height, width = self.shape
+        return merge_tiles([(self.found[k], tiles[k]) for k in sorted(self.found)], width, height, iou, max_det=max_det)
 
 
 def predict(
@@ -83,57 +123,93 @@ def predict(
     save_crops: bool = False,
     max_det: int = 300,
     tracking_uri: str = "",
+    runtime: str = "auto",
+    tile: int = 0,
+    overlap: float = 0.2,
+    track: bool = False,
+    experiment: str = "predictions",
+    engine: str = "local",
     progress: bool = True,
 ) -> PredictResult:
-    """Run ``model`` over the images of ``source`` and write the results to ``out`` (see the module doc)."""
+    """Run ``model`` over the images of ``source`` and write the results to ``out`` (see the module doc).
+
+    ``engine``: ``local`` (threads and batches in this process) or ``ray`` (`pipeline.inference.ray_engine`:
+    the same steps in Ray actors, the same files).
+    """
     if batch < 1:
         raise ValueError(f"batch: must be >= 1, got {batch}")
-    detector = load_detector(
-        model, device=device, half=half, imgsz=imgsz, conf=conf, iou=iou, max_det=max_det, tracking_uri=tracking_uri
-    )
+    if engine not in {"local", "ray"}:
+        raise ResultsError(f"engine: must be local or ray, got {engine!r}")
+    model_args = {
+        "source": model,
+        "device": device,
+        "half": half,
+        "imgsz": imgsz,
+        "conf": conf,
+        "iou": iou,
+        "max_det": max_det,
+        "tracking_uri": tracking_uri,
+        "runtime": runtime,
+    }
+    detector = load_detector(**model_args)
     names = [detector.names[i] for i in sorted(detector.names)]
     verdict = _verdict(thresholds or {}, names, conf)
     out = Path(out)
-    check_settings(out, _settings(detector, names, verdict))
-    result = PredictResult(out, model, run_id=detector.run_id)
+    if tile and not (tile >= 32 and 0 <= overlap < 1):
+        raise ResultsError(f"tile {tile}, overlap {overlap}: the tile must be >= 32 px and the overlap in [0, 1)")
+    check_settings(out, _settings(detector, names, verdict) | {"tile": tile, "overlap": overlap if tile else 0})
+    result = PredictResult(out, model, run_id=detector.run_id, runtime=detector.runtime, note=detector.note)
     done = DoneSet.of(out)
     predictions, errors = AppendLog(out / PREDICTIONS), AppendLog(out / ERRORS)
     keep_images = save_images or save_crops
+    tiling = _Tiling(tile, overlap)
+
+    def finish(outcome: Outcome) -> None:
+        """Write one image's results (or its error), in the order the images were found."""
+        if outcome.error:
+            errors.append({"path": outcome.path, "reason": outcome.error})
+            result.errors += 1
+            return
+        if save_images or save_crops:
+            image = outcome.image if outcome.image is not None else read_image(Path(outcome.path))
+            if save_images:
+                write_annotated(out, outcome.path, image, outcome.detections)
+            if save_crops:
+                write_crops(out, outcome.path, image, outcome.detections)
+        height, width = outcome.shape
+        predictions.append(
+            {
+                "image_id": predictions.lines + 1,
+                "path": outcome.path,
+                "width": width,
+                "height": height,
+                "detections": outcome.detections,
+            }
+        )
+        result.images += 1
+
     start = time.perf_counter()
     try:
         todo = _not_done(iter_images(source, exclude=out), done, result)
         bar = _progress(progress)
-        with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1), thread_name_prefix="decode") as pool:
-            window = 2 * batch + (workers or 8)
-            for chunk in _batches(_prepare_ahead(pool, todo, detector, keep_images, window), batch):
-                ready = [p for p in chunk if not p.error]
-                found = (
-                    detector.detect(np.stack([p.network_input for p in ready]), [p.shape for p in ready])
-                    if ready
-                    else []
-                )
-                for item in chunk:
-                    if item.error:
-                        errors.append({"path": item.path, "reason": item.error})
-                        result.errors += 1
-                        continue
-                    detections = _detections(found.pop(0), detector.names)
-                    if save_images:
-                        write_annotated(out, item.path, item.image, detections)
-                    if save_crops:
-                        write_crops(out, item.path, item.image, detections)
-                    height, width = item.shape
-                    predictions.append(
-                        {
-                            "image_id": predictions.lines + 1,
-                            "path": item.path,
-                            "width": width,
-                            "height": height,
-                            "detections": detections,
-                        }
-                    )
-                    result.images += 1
-                bar.update(len(chunk))
+        if engine == "ray":
+            from pipeline.inference.ray_engine import ray_outcomes
+
+            outcomes = ray_outcomes(
+                todo, model_args, batch=batch, tile=tile, overlap=overlap, iou=iou, max_det=max_det, actors=workers
+            )
+            for outcome in outcomes:
+                finish(outcome)
+                bar.update(1)
+        else:
+            threads = workers or min(8, os.cpu_count() or 1)
+            # Images prepared ahead of the model: enough to fill two batches; a few when each is many tiles.
+            window = threads + (2 if tiling.size else 2 * batch)
+            with ThreadPoolExecutor(threads, thread_name_prefix="decode") as pool:
+                prepared = _prepare_ahead(pool, todo, detector, keep_images, tiling, window)
+                for finished in _run_batches(prepared, detector, batch):
+                    finish(outcome_of(finished, detector, iou, max_det))
+                    bar.update(1)
         bar.close()
     finally:
         predictions.close()
@@ -146,7 +222,33 @@ def predict(
         totals["failed_verdicts"],
     )
     result.total_errors = errors.lines
+    if track:
+        settings = json.loads((out / SETTINGS).read_text(encoding="utf-8"))
+        params = {**settings, "source": str(source), "out": str(out), "batch": batch, "runtime": result.runtime}
+        _track(result, params, experiment, tracking_uri)
     return result
+
+
+def _track(result: PredictResult, params: dict[str, Any], experiment: str, tracking_uri: str) -> None:
+    """The summary as an MLflow run tagged with the model's run; a server that does not answer costs a note."""
+    from pipeline.tracking import log_prediction
+
+    summary = {
+        "images": result.images,
+        "errors": result.errors,
+        "skipped": result.skipped,
+        "total_images": result.total_images,
+        "total_errors": result.total_errors,
+        "failed_verdicts": result.failed_verdicts,
+        "seconds": result.seconds,
+        "images_per_s": result.images_per_s,
+        **{f"detections.{name}": n for name, n in result.detections.items()},
+    }
+    files = [result.out / name for name in (SUMMARY, ERRORS, SETTINGS)]
+    try:
+        result.tracking_run_id = log_prediction(summary, params, files, experiment, tracking_uri, result.run_id)
+    except Exception as exc:  # noqa: BLE001 - the results are in the files whatever MLflow says
+        result.note = f"tracking: could not log the summary ({type(exc).__name__}: {str(exc)[:150]}); the files hold it"
 
 
 def _verdict(thresholds: dict[str, float], names: list[str], conf: float) -> Verdict:
@@ -182,45 +284,82 @@ def _not_done(paths: Iterable[Path], done: DoneSet, result: PredictResult) -> It
             yield text
 
 
-def _prepare(path: str, detector: Detector, keep_image: bool) -> _Prepared:
+def _prepare(path: str, detector: Detector, keep_image: bool, tiling: _Tiling) -> _Prepared:
     try:
         image = read_image(Path(path))
     except ImageError as exc:
         return _Prepared(path, error=str(exc))
-    return _Prepared(path, image.shape[:2], image if keep_image else None, detector.prepare(image))
+    height, width = image.shape[:2]
+    if tiling.size and max(height, width) > tiling.size:
+        grid = tile_grid(width, height, tiling.size, tiling.overlap)
+    else:
+        grid = [(0, 0, width, height)]
+    inputs = [detector.prepare(image[y1:y2, x1:x2]) for x1, y1, x2, y2 in grid]
+    offsets = [(x1, y1) for x1, y1, _, _ in grid]
+    sizes = [(y2 - y1, x2 - x1) for x1, y1, x2, y2 in grid]
+    return _Prepared(path, (height, width), image if keep_image else None, inputs, offsets, sizes)
 
 
 def _prepare_ahead(
-    pool: ThreadPoolExecutor, paths: Iterator[str], detector: Detector, keep_images: bool, window: int
+    pool: ThreadPoolExecutor,
+    paths: Iterator[str],
+    detector: Detector,
+    keep_images: bool,
+    tiling: _Tiling,
+    window: int,
 ) -> Iterator[_Prepared]:
     """Prepared images in the order of ``paths``, with up to ``window`` being prepared ahead."""
     ahead: deque[Future[_Prepared]] = deque()
     for path in paths:
-        ahead.append(pool.submit(_prepare, path, detector, keep_images))
+        ahead.append(pool.submit(_prepare, path, detector, keep_images, tiling))
         if len(ahead) >= window:
             yield ahead.popleft().result()
     while ahead:
         yield ahead.popleft().result()
 
 
-def _batches(items: Iterator[_Prepared], size: int) -> Iterator[list[_Prepared]]:
-    """Runs of at most ``size`` readable images of one input shape, with the unreadable ones among them."""
-    chunk: list[_Prepared] = []
-    shape: tuple[int, ...] | None = None
-    readable = 0
+def _run_batches(items: Iterator[_Prepared], detector: Detector, size: int) -> Iterator[_Prepared]:
+    """Every item, finished (its detections found, or its error), in the order given.
+
+    Inputs go to the model in runs of at most ``size`` of one shape (a change of shape closes a
+    run), so a batch may hold the tiles of several images, or part of one image's tiles.
+    """
+    waiting: deque[_Prepared] = deque()  # items not yet handed back, in order
+    units: list[tuple[_Prepared, int]] = []  # (item, input index) for the next model call
+
+    def run() -> None:
+        sizes = [unit.sizes[k] for unit, k in units]
+        found = detector.detect(np.stack([unit.inputs[k] for unit, k in units]), sizes)
+        for (unit, k), boxes in zip(units, found, strict=True):
+            x, y = unit.offsets[k]
+            boxes[:, [0, 2]] += x
+            boxes[:, [1, 3]] += y
+            unit.found[k] = boxes
+        units.clear()
+
     for item in items:
-        if not item.error:
-            if readable and item.network_input.shape != shape:
-                yield chunk
-                chunk, readable = [], 0
-            shape = item.network_input.shape
-            readable += 1
-        chunk.append(item)
-        if readable == size:
-            yield chunk
-            chunk, readable = [], 0
-    if chunk:
-        yield chunk
+        waiting.append(item)
+        for k, network_input in enumerate(item.inputs):
+            if units and (len(units) == size or network_input.shape != units[0][0].inputs[units[0][1]].shape):
+                run()
+            units.append((item, k))
+        while waiting and waiting[0].finished:
+            yield _release(waiting.popleft())
+    if units:
+        run()
+    while waiting:
+        yield _release(waiting.popleft())
+
+
+def outcome_of(item: _Prepared, detector: Detector, iou: float, max_det: int) -> Outcome:
+    if item.error:
+        return Outcome(item.path, error=item.error)
+    return Outcome(item.path, item.shape, _detections(item.merged(iou, max_det), detector.names), image=item.image)
+
+
+def _release(item: _Prepared) -> _Prepared:
+    item.inputs.clear()  # the network inputs are done with; the item goes on to be written
+    return item
 
 
 def _detections(boxes: np.ndarray, names: dict[int, str]) -> list[dict[str, Any]]:

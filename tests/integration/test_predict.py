@@ -202,11 +202,77 @@ def test_a_model_by_registry_alias_from_a_real_server(synth_data: Path, mlflow_s
 
     folder = synth_data.parent / "images" / "val"
     by_alias = predict(
-        folder, "models:/surface-defects@champion", tmp_path / "alias", conf=0.001, tracking_uri=mlflow_server.uri
+        folder,
+        "models:/surface-defects@champion",
+        tmp_path / "alias",
+        conf=0.001,
+        tracking_uri=mlflow_server.uri,
+        track=True,
     )
     assert by_alias.run_id == trained.run_id and by_alias.images == 24
+    # --track: the summary is a run of its own, tagged with the model's run.
+    logged = MlflowClient(mlflow_server.uri).get_run(by_alias.tracking_run_id)
+    assert logged.data.tags["pipeline.model_run_id"] == trained.run_id and logged.info.status == "FINISHED"
+    assert logged.data.metrics["images"] == 24 and logged.data.metrics["total_errors"] == 0
+    assert logged.data.params["model"] == "models:/surface-defects@champion"
+    artifacts = {a.path for a in MlflowClient(mlflow_server.uri).list_artifacts(by_alias.tracking_run_id)}
+    assert {"summary.csv", "run.json"} <= artifacts
     local = predict(folder, str(trained.best_weights), tmp_path / "local", conf=0.001, progress=False)
     assert sum(by_alias.detections.values()) > 0 and by_alias.detections == local.detections
     assert [r["detections"] for r in _records(tmp_path / "alias")] == [
         r["detections"] for r in _records(tmp_path / "local")
     ]
+
+
+def _iou(a: list[float], b: list[float]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union
+
+
+def test_tiling_reports_objects_cut_by_tile_borders_once_with_their_boxes(
+    weights: Path, learned: Path, tmp_path: Path
+) -> None:
+    # An image the model finds things in, inside a larger frame: 64-px tiles at half overlap hold it
+    # whole once (the tile at 32, 32) and cut it in the eight tiles around that one.
+    whole = _records(_predict_into(learned.parent / "images" / "val", weights, tmp_path / "whole"))
+    best = max((r for r in whole if r["detections"]), key=lambda r: r["detections"][0]["score"])
+    image = cv2.imread(best["path"])
+    frame = np.full((192, 256, 3), np.median(image, axis=(0, 1)), np.uint8)
+    frame[32:96, 32:96] = image
+    (tmp_path / "frames").mkdir()
+    cv2.imwrite(str(tmp_path / "frames" / "frame.png"), frame)
+
+    result = predict(tmp_path / "frames", str(weights), tmp_path / "tiled", conf=0.05, tile=64, overlap=0.5)
+    assert result.images == 1
+    (record,) = _records(tmp_path / "tiled")
+    # Boxes touching the small image's edge touch the tile's edge too, where nothing tells whole from cut.
+    sure = [d for d in best["detections"] if d["score"] > 0.5 and all(2 < v < 62 for v in d["box"])]
+    assert sure
+    for found in sure:  # each object the whole image shows: once, with its box and score, no pieces
+        expected = [v + 32 for v in found["box"]]
+        same = [
+            d for d in record["detections"] if d["class_id"] == found["class_id"] and _iou(d["box"], expected) > 0.95
+        ]
+        assert len(same) == 1, (found, same)
+        assert same[0]["score"] == pytest.approx(found["score"], abs=1e-3)
+
+
+def test_the_ray_engine_writes_what_the_local_engine_writes(weights: Path, learned: Path, tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    folder = tmp_path / "line"
+    for image in sorted((learned.parent / "images" / "val").glob("*.png"))[:30]:
+        target = folder / ("sub" if image.stem.endswith(("1", "3")) else "") / image.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(image.read_bytes())
+    (folder / "sub" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+
+    local = predict(folder, str(weights), tmp_path / "local", conf=0.05, batch=8, progress=False)
+    on_ray = predict(folder, str(weights), tmp_path / "ray", conf=0.05, batch=8, engine="ray", progress=False)
+    assert (on_ray.images, on_ray.errors) == (local.images, local.errors) == (30, 1)
+    assert _records(tmp_path / "ray") == _records(tmp_path / "local")  # same lines, same order
+    assert _records(tmp_path / "ray", "errors.jsonl") == _records(tmp_path / "local", "errors.jsonl")
+    assert (tmp_path / "ray" / "summary.csv").read_text() == (tmp_path / "local" / "summary.csv").read_text()
+    again = predict(folder, str(weights), tmp_path / "ray", conf=0.05, batch=8, engine="ray", progress=False)
+    assert (again.images, again.skipped) == (0, 31)

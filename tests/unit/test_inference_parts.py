@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.inference.decode import ImageError, read_image
 from pipeline.inference.discover import iter_images
-from pipeline.inference.engine import _batches, _Prepared, _verdict
+from pipeline.inference.engine import _Prepared, _run_batches, _verdict
 from pipeline.inference.errors import ResultsError, SourceError
 from pipeline.inference.results import AppendLog, DoneSet, Verdict, check_settings, read_log, write_summary
 
@@ -128,10 +128,30 @@ def test_verdicts_and_the_summary_table(tmp_path: Path) -> None:
     assert [r["image_id"] for r in coco] == [1, 2, 2]
 
 
-def test_batches_hold_one_input_shape_and_carry_the_unreadable_along() -> None:
-    def item(name: str, shape: tuple[int, ...] | None) -> _Prepared:
-        return _Prepared(name, error="bad") if shape is None else _Prepared(name, network_input=np.zeros(shape))
+class _CountingDetector:
+    """Stands in for the model: records each call's batch and finds one box per input at the input's corner."""
 
-    items = [item("a", (3, 8, 8)), item("x", None), item("b", (3, 8, 8)), item("c", (3, 8, 8)), item("d", (3, 4, 8))]
-    batches = [[i.path for i in chunk] for chunk in _batches(iter(items), size=2)]
-    assert batches == [["a", "x", "b"], ["c"], ["d"]]
+    def __init__(self) -> None:
+        self.calls: list[list[tuple[int, ...]]] = []
+
+    def detect(self, inputs: np.ndarray, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
+        self.calls.append([tuple(i.shape) for i in inputs])
+        return [np.array([[0.0, 0.0, 4.0, 4.0, 0.9, 0.0]]) for _ in sizes]
+
+
+def test_batches_hold_one_input_shape_tiles_included_and_images_come_back_in_order() -> None:
+    def item(name: str, *shapes: tuple[int, ...], offsets: list | None = None) -> _Prepared:
+        if not shapes:
+            return _Prepared(name, error="bad")
+        offsets = offsets or [(0, 0)] * len(shapes)
+        return _Prepared(name, (8, 8), None, [np.zeros(s) for s in shapes], offsets, [(8, 8)] * len(shapes))
+
+    tiled = item("t", (3, 8, 8), (3, 8, 8), (3, 8, 8), offsets=[(0, 0), (100, 0), (0, 50)])
+    items = [item("a", (3, 8, 8)), item("x"), tiled, item("b", (3, 4, 8)), item("c", (3, 4, 8))]
+    detector = _CountingDetector()
+    released = list(_run_batches(iter(items), detector, size=2))
+    assert [i.path for i in released] == ["a", "x", "t", "b", "c"]
+    assert [len(call) for call in detector.calls] == [2, 2, 2]  # a+t0, t1+t2, then b+c (a new shape)
+    assert released[1].error == "bad"
+    # The tiles' boxes moved by their offsets; boxes from different tiles stay apart.
+    assert sorted(map(tuple, released[2].merged(0.7, 300)[:, :2].tolist())) == [(0.0, 0.0), (0.0, 50.0), (100.0, 0.0)]

@@ -1,0 +1,110 @@
+"""The same prediction as a Ray Data pipeline, for folders larger than one machine should take on.
+
+Ray starts on demand: the cluster in ``$RAY_ADDRESS`` when set, else a local one. Paths stream in
+chunks into ``ray.data``; ``map_batches`` hands each batch to a pool of actors, each holding the
+detector (loaded once per actor, from the same model source) and running the local engine's own
+steps on it: decode, letterbox or tile, one model call per input shape, merge. Rows come back to
+this process in order (``preserve_order``), where they are written exactly as the local engine
+writes them, so the files, the resume and the summary are the same. Ray is an optional extra:
+``pip install -e ".[ray]"``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from itertools import islice
+from typing import Any
+
+import numpy as np
+
+from pipeline.inference.errors import ResultsError
+
+CHUNK = 4096  # paths per Ray dataset: memory holds one chunk's paths and rows, whatever the folder's size
+
+
+class _PredictActor:
+    """A Ray actor: the detector, loaded once, applied to batches of paths."""
+
+    def __init__(self, model_args: dict[str, Any], tile: int, overlap: float, iou: float, max_det: int):
+        from pipeline.inference.engine import _Tiling
+        from pipeline.inference.model import load_detector
+
+        self.detector = load_detector(**model_args)
+        self.tiling = _Tiling(tile, overlap)
+        self.iou, self.max_det = iou, max_det
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from pipeline.inference.engine import _prepare, _run_batches, outcome_of
+
+        items = (_prepare(str(path), self.detector, False, self.tiling) for path in batch["path"])
+        rows: dict[str, list[Any]] = {"path": [], "height": [], "width": [], "detections": [], "error": []}
+        for item in _run_batches(items, self.detector, len(batch["path"])):
+            outcome = outcome_of(item, self.detector, self.iou, self.max_det)
+            rows["path"].append(outcome.path)
+            rows["height"].append(outcome.shape[0])
+            rows["width"].append(outcome.shape[1])
+            rows["detections"].append(json.dumps(outcome.detections))
+            rows["error"].append(outcome.error)
+        return {key: np.array(values) for key, values in rows.items()}
+
+
+def _start_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ResultsError('--engine ray: Ray is not installed (pip install -e ".[ray]")') from None
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS") or None
+        # Workers on this machine find the same caches (ONNX exports) and ultralytics settings folder.
+        env = {k: v for k, v in os.environ.items() if k.startswith(("YOLO_PIPELINE_", "YOLO_CONFIG_DIR"))}
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            runtime_env={"env_vars": env},
+            **({} if address else {"object_store_memory": 256 * 1024 * 1024}),
+        )
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    return ray
+
+
+def ray_outcomes(
+    paths: Iterator[str],
+    model_args: dict[str, Any],
+    *,
+    batch: int,
+    tile: int,
+    overlap: float,
+    iou: float,
+    max_det: int,
+    actors: int,
+) -> Iterator[Any]:
+    """Each path's `Outcome`, in the order of ``paths``, computed by Ray actors."""
+    from pipeline.inference.engine import Outcome
+
+    ray = _start_ray()
+    while chunk := list(islice(paths, CHUNK)):
+        dataset = ray.data.from_items([{"path": path} for path in chunk]).map_batches(
+            _PredictActor,
+            fn_constructor_kwargs={
+                "model_args": model_args,
+                "tile": tile,
+                "overlap": overlap,
+                "iou": iou,
+                "max_det": max_det,
+            },
+            batch_size=batch,
+            batch_format="numpy",
+            concurrency=max(1, actors),
+        )
+        for row in dataset.iter_rows():
+            yield Outcome(
+                str(row["path"]),
+                (int(row["height"]), int(row["width"])),
+                json.loads(str(row["detections"])),
+                str(row["error"]),
+            )

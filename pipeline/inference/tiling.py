@@ -1,0 +1,141 @@
+"""Large images as overlapping tiles, and the tiles' detections merged back into one set per image.
+
+A defect a few pixels wide on a 8000-px line-scan frame vanishes when the frame is scaled to the
+model's 640 px; cut into 640-px tiles it keeps its size. Tiles overlap so that an object cut by one
+tile's border lies whole in its neighbour; merging then has to report it once, with its whole
+box. Plain NMS does not: the cut part's box overlaps the whole one by little IoU. Merging every
+box that mostly covers another (SAHI's greedy merging) does, but it also fuses neighbouring
+defects the model had told apart within one tile. So `merge_tiles` looks at where each box lies:
+
+1. a box touching a border its tile shares with another tile is *cut*; the others are *whole*;
+2. whole boxes seen by two overlapping tiles are one object: class-wise NMS over all tiles;
+3. a cut box whose area lies mostly (``match``) inside a kept whole box of its class is a piece
+   of it, and goes;
+4. cut boxes left (objects wider than the overlap, whole in no tile) are pieces of one object
+   when, inside the strip two tiles share, they cover the same ground (IoU >= ``match``): each
+   such group becomes its union, with its best score.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def tile_starts(length: int, size: int, overlap: float) -> list[int]:
+    """Where tiles of ``size`` start along a side of ``length`` so they cover it with ``overlap``."""
+    if length <= size:
+        return [0]
+    step = max(1, int(size * (1 - overlap)))
+    starts = list(range(0, length - size, step))
+    return [*starts, length - size]  # the last tile ends at the border, not past it
+
+
+def tile_grid(width: int, height: int, size: int, overlap: float) -> list[tuple[int, int, int, int]]:
+    """Tiles (x1, y1, x2, y2) covering a ``width`` x ``height`` image, row by row."""
+    return [
+        (x, y, min(x + size, width), min(y + size, height))
+        for y in tile_starts(height, size, overlap)
+        for x in tile_starts(width, size, overlap)
+    ]
+
+
+def _covered(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Intersection of ``box`` with each of ``others`` over the smaller of the two areas."""
+    width = np.minimum(others[:, 2], box[2]) - np.maximum(others[:, 0], box[0])
+    height = np.minimum(others[:, 3], box[3]) - np.maximum(others[:, 1], box[1])
+    inter = np.clip(width, 0, None) * np.clip(height, 0, None)
+    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    return inter / np.maximum(np.minimum(areas, (box[2] - box[0]) * (box[3] - box[1])), 1e-9)
+
+
+def _nms(boxes: np.ndarray, iou: float) -> np.ndarray:
+    """Class-wise greedy NMS of (N, 6) rows, best score first."""
+    boxes = boxes[np.argsort(-boxes[:, 4], kind="stable")]
+    keep = np.ones(len(boxes), bool)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    for i in range(len(boxes)):
+        if keep[i]:
+            rest = keep & (boxes[:, 5] == boxes[i, 5])
+            rest[: i + 1] = False
+            idx = np.flatnonzero(rest)
+            width = np.minimum(boxes[idx, 2], boxes[i, 2]) - np.maximum(boxes[idx, 0], boxes[i, 0])
+            height = np.minimum(boxes[idx, 3], boxes[i, 3]) - np.maximum(boxes[idx, 1], boxes[i, 1])
+            inter = np.clip(width, 0, None) * np.clip(height, 0, None)
+            keep[idx[inter / (areas[idx] + areas[i] - inter + 1e-9) > iou]] = False
+    return boxes[keep]
+
+
+def _is_cut(boxes: np.ndarray, tile: tuple[int, int, int, int], width: int, height: int, margin: float) -> np.ndarray:
+    """Which boxes touch a side of ``tile`` that is not the image's own border."""
+    x1, y1, x2, y2 = tile
+    return (
+        ((x1 > 0) & (boxes[:, 0] <= x1 + margin))
+        | ((y1 > 0) & (boxes[:, 1] <= y1 + margin))
+        | ((x2 < width) & (boxes[:, 2] >= x2 - margin))
+        | ((y2 < height) & (boxes[:, 3] >= y2 - margin))
+    )
+
+
+def merge_tiles(
+    found: list[tuple[np.ndarray, tuple[int, int, int, int]]],
+    width: int,
+    height: int,
+    iou: float = 0.7,
+    match: float = 0.5,
+    max_det: int = 300,
+    margin: float = 1.0,
+) -> np.ndarray:
+    """One image's detections from its tiles: (boxes (N, 6) in image pixels, tile (x1, y1, x2, y2)) each."""
+    if len(found) == 1:
+        return found[0][0]
+    cut = np.concatenate([_is_cut(boxes, tile, width, height, margin) for boxes, tile in found])
+    tiles = np.concatenate([np.tile(np.array(tile, float), (len(boxes), 1)) for boxes, tile in found])
+    boxes = np.concatenate([boxes for boxes, _ in found])
+    whole = _nms(boxes[~cut], iou)
+    pieces, piece_tiles = boxes[cut], tiles[cut]
+    if len(whole) and len(pieces):
+        inside = np.array([_inside_whole(piece, whole, match) for piece in pieces], bool)
+        pieces, piece_tiles = pieces[~inside], piece_tiles[~inside]
+    merged = np.concatenate([whole, _join_pieces(pieces, piece_tiles, match)]) if len(pieces) else whole
+    return merged[np.argsort(-merged[:, 4], kind="stable")][:max_det]
+
+
+def _inside_whole(piece: np.ndarray, whole: np.ndarray, match: float) -> bool:
+    same = whole[whole[:, 5] == piece[5]]
+    return bool(len(same)) and bool((_covered(piece, same) >= match).any())
+
+
+def _join_pieces(pieces: np.ndarray, tiles: np.ndarray, match: float) -> np.ndarray:
+    """Pieces that cover the same ground in the strip their two tiles share, joined (transitively) into unions."""
+    group = list(range(len(pieces)))
+
+    def root(i: int) -> int:
+        while group[i] != i:
+            i = group[i]
+        return i
+
+    for i in range(len(pieces)):
+        for j in range(i + 1, len(pieces)):
+            if pieces[i, 5] != pieces[j, 5] or np.array_equal(tiles[i], tiles[j]):
+                continue
+            strip = np.concatenate([np.maximum(tiles[i, :2], tiles[j, :2]), np.minimum(tiles[i, 2:], tiles[j, 2:])])
+            a, b = _clip(pieces[i, :4], strip), _clip(pieces[j, :4], strip)
+            if a is not None and b is not None and _iou(a, b) >= match:
+                group[root(j)] = root(i)
+    joined = []
+    for r in sorted({root(i) for i in range(len(pieces))}):
+        members = pieces[[i for i in range(len(pieces)) if root(i) == r]]
+        joined.append([*members[:, :2].min(0), *members[:, 2:4].max(0), members[:, 4].max(), members[0, 5]])
+    return np.array(joined, dtype=pieces.dtype).reshape(-1, 6)
+
+
+def _clip(box: np.ndarray, area: np.ndarray) -> np.ndarray | None:
+    clipped = np.concatenate([np.maximum(box[:2], area[:2]), np.minimum(box[2:], area[2:])])
+    return clipped if (clipped[2:] > clipped[:2]).all() else None
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(w, 0.0) * max(h, 0.0)
+    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))

@@ -25,7 +25,8 @@ def benchmark_config(data_yaml: Path, work: Path, train: dict[str, Any], **secti
 
 def save_report(args: argparse.Namespace, report: dict[str, Any]) -> None:
     """Write ``report`` to ``args.out`` as JSON, with the command's options and the machine."""
-    report = report | {"config": vars(args) | {"out": str(args.out)}, "machine": machine()}
+    options = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+    report = report | {"config": options, "machine": machine()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1), encoding="utf-8")
 

@@ -61,7 +61,8 @@ def train_model(work: Path, epochs: int) -> Path:
 
 def make_frames(work: Path, frames: int) -> tuple[Path, dict[str, list[tuple[int, list[float]]]]]:
     """Frames of GRID x GRID synthetic cells, and each frame's true (class, xyxy) boxes in frame pixels."""
-    cells = synthesize(work / "cells", images=frames * GRID * GRID + 1, seed=7, size=CELL, val_fraction=0.01)
+    needed = frames * GRID * GRID
+    cells = synthesize(work / "cells", images=needed + needed // 50 + 2, seed=7, size=CELL, val_fraction=0.01)
     images = sorted((cells.data_yaml.parent / "images" / "train").glob("*.png"))
     folder = work / "frames"
     folder.mkdir()
@@ -169,7 +170,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tiling-vs-sahi-") as tmp:
         work = Path(tmp)
         os.environ.setdefault(CACHE_ENV, str(work / "cache"))
-        model = args.model or train_model(work, args.epochs)
+        model = args.model
+        if model is None:  # trained here, and kept beside the report for the next run's --model
+            model = args.out.with_suffix(".pt")
+            model.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(train_model(work, args.epochs), model)
         folder, truth = make_frames(work, args.frames)
         run_ours(folder, model, args, work / "warm-up", "auto")  # the one-time ONNX export, file cache
         seconds, results = {}, {}

@@ -35,8 +35,9 @@ def test_tiles_merge_cut_pieces_into_whole_objects_and_keep_neighbours_apart() -
         [
             [110.0, 40.0, 128.0, 60.0, 0.5, 1],  # a scratch cut by the left tile's right border ...
             [20.0, 90.0, 128.0, 110.0, 0.6, 2],  # a long patch, wider than the overlap: cut here ...
-            [30.0, 10.0, 60.0, 30.0, 0.9, 0],  # two pits side by side, which NMS kept apart
-            [42.0, 12.0, 70.0, 32.0, 0.8, 0],
+            [30.0, 10.0, 60.0, 30.0, 0.9, 0],  # two pits side by side, touching
+            [52.0, 12.0, 80.0, 32.0, 0.8, 0],
+            [33.0, 12.0, 55.0, 28.0, 0.3, 0],  # the first pit again, nested in its box: a duplicate
         ]
     )
     found_right = np.array(
@@ -49,7 +50,7 @@ def test_tiles_merge_cut_pieces_into_whole_objects_and_keep_neighbours_apart() -
     by_class = {c: merged[merged[:, 5] == c][:, :5].tolist() for c in (0, 1, 2)}
     assert by_class[1] == [[110.0, 40.0, 150.0, 60.0, 0.8]]  # once, whole
     assert by_class[2] == [[20.0, 90.0, 200.0, 110.0, 0.7]]  # the pieces joined
-    assert len(by_class[0]) == 2  # neighbours are not fused
+    assert [box[:2] for box in by_class[0]] == [[30.0, 10.0], [52.0, 12.0]]  # neighbours apart, not grown
     assert np.all(np.diff(merged[:, 4]) <= 0)
 
 

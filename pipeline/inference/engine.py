@@ -1,11 +1,15 @@
-"""Predict over a folder on this machine: decoding threads feed batches to the model, results go to files.
+"""Predict over a folder: decoding threads feed batches to the model, results go to files.
 
 Reading, decoding and letterboxing run in a pool of threads (OpenCV releases the GIL), a bounded
 window ahead of the model, so the model never waits for a disk and memory holds a few batches
 whatever the folder's size. Images are batched in the order they are found; equally sized images
 share a batch (a change of size closes one), so each batch is padded only to the model's stride.
-Results are written as each batch finishes (`pipeline.inference.results`): a killed run loses at
-most the batch in flight, and the same command again carries on where it stopped.
+With tiling, an image is its tiles, which share batches with other images' tiles, and its
+detections are merged once its last tile is done (`pipeline.inference.tiling`). Results are
+written in the order the images were found, as each is finished (`pipeline.inference.results`):
+a killed run loses at most the batch in flight, and the same command again carries on where it
+stopped. ``engine="ray"`` runs the same steps in Ray actors (`pipeline.inference.ray_engine`) and
+writes through the same code.
 """
 
 from __future__ import annotations

@@ -23,6 +23,16 @@ def benchmark_config(data_yaml: Path, work: Path, train: dict[str, Any], **secti
     return build_config(raw, "<benchmark>")
 
 
+def quiet_ultralytics() -> None:
+    """Ultralytics set up as the pipeline sets it up, with its per-step logging turned down to warnings."""
+    import logging
+
+    from pipeline.yolo_env import configure_ultralytics
+
+    configure_ultralytics()  # sets up ultralytics' logger, which is then quietened
+    logging.getLogger("ultralytics").setLevel(logging.WARNING)
+
+
 def save_report(args: argparse.Namespace, report: dict[str, Any]) -> None:
     """Write ``report`` to ``args.out`` as JSON, with the command's options and the machine."""
     options = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import copy
 import itertools
-import logging
 import random
 import statistics
 import sys
@@ -49,8 +48,7 @@ from pipeline.augment import describe, serialize  # noqa: E402
 from pipeline.data.synth import synthesize  # noqa: E402
 from pipeline.data.training_data import prepare_training_data  # noqa: E402
 from pipeline.train.loader import STOCK, albumentations_block, training_dataset, training_loader  # noqa: E402
-from pipeline.yolo_env import configure_ultralytics  # noqa: E402
-from scripts.benchmarks.common import benchmark_config, save_report  # noqa: E402
+from scripts.benchmarks.common import benchmark_config, quiet_ultralytics, save_report  # noqa: E402
 
 TARGET = 0.95
 WARMUP_BATCHES = 2
@@ -172,8 +170,7 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=96, help="indices timed one by one for the per-sample cost")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmark-results" / "loader_throughput.json")
     args = parser.parse_args()
-    configure_ultralytics()  # sets up ultralytics' logger, which is then quietened
-    logging.getLogger("ultralytics").setLevel(logging.WARNING)
+    quiet_ultralytics()
 
     with tempfile.TemporaryDirectory(prefix="loader-throughput-") as tmp:
         work = Path(tmp)

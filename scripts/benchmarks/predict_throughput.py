@@ -20,7 +20,6 @@ Target: ratio >= 1.5 on CPU.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import shutil
 import statistics
@@ -35,8 +34,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing the test
 from pipeline.data.synth import synthesize  # noqa: E402
 from pipeline.inference import predict  # noqa: E402
 from pipeline.inference.onnx_export import CACHE_ENV  # noqa: E402
-from pipeline.yolo_env import configure_ultralytics  # noqa: E402
-from scripts.benchmarks.common import save_report  # noqa: E402
+from scripts.benchmarks.common import quiet_ultralytics, save_report  # noqa: E402
 
 TARGET = 1.5
 
@@ -82,8 +80,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmark-results" / "predict_throughput.json")
     args = parser.parse_args()
-    configure_ultralytics()
-    logging.getLogger("ultralytics").setLevel(logging.WARNING)
+    quiet_ultralytics()
 
     with tempfile.TemporaryDirectory(prefix="predict-throughput-") as tmp:
         work = Path(tmp)

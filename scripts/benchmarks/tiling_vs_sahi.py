@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import shutil
 import sys
@@ -39,8 +38,7 @@ from pipeline.data.synth import synthesize  # noqa: E402
 from pipeline.inference import predict  # noqa: E402
 from pipeline.inference.onnx_export import CACHE_ENV  # noqa: E402
 from pipeline.train.run import train  # noqa: E402
-from pipeline.yolo_env import configure_ultralytics  # noqa: E402
-from scripts.benchmarks.common import save_report  # noqa: E402
+from scripts.benchmarks.common import quiet_ultralytics, save_report  # noqa: E402
 
 CELL, GRID = 128, 8
 
@@ -164,8 +162,7 @@ def main() -> int:
     parser.add_argument("--conf", type=float, default=0.25)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmark-results" / "tiling_vs_sahi.json")
     args = parser.parse_args()
-    configure_ultralytics()
-    logging.getLogger("ultralytics").setLevel(logging.WARNING)
+    quiet_ultralytics()
 
     with tempfile.TemporaryDirectory(prefix="tiling-vs-sahi-") as tmp:
         work = Path(tmp)

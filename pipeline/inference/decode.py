@@ -22,7 +22,6 @@ _SIGNATURES = {
     b"BM": "BMP",
     b"II*\x00": "TIFF",
     b"MM\x00*": "TIFF",
-    b"RIFF": "WebP",
 }
 
 
@@ -32,6 +31,8 @@ class ImageError(ValueError):
 
 def sniff(data: bytes) -> str:
     """The image format the bytes start with, or "" when they look like no image format."""
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return "WebP"
     return next((name for magic, name in _SIGNATURES.items() if data.startswith(magic)), "")
 
 

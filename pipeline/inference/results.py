@@ -57,15 +57,23 @@ class AppendLog:
 
 
 def _repair(path: Path) -> int:
-    """Cut an unfinished last line (a kill mid-write) off ``path``; the number of whole lines."""
+    """Cut an unfinished last line (a kill mid-write) off ``path``; the number of whole lines.
+
+    Read in blocks: a log of millions of lines is counted without being held in memory.
+    """
     if not path.exists():
         return 0
+    lines, whole, offset = 0, 0, 0
     with open(path, "rb+") as f:
-        data = f.read()
-        whole = data.rfind(b"\n") + 1
-        if whole < len(data):
+        for block in iter(lambda: f.read(1 << 20), b""):
+            lines += block.count(b"\n")
+            last = block.rfind(b"\n")
+            if last >= 0:
+                whole = offset + last + 1
+            offset += len(block)
+        if whole < offset:
             f.truncate(whole)
-    return data.count(b"\n", 0, whole)
+    return lines
 
 
 def read_log(path: Path) -> Iterator[dict[str, Any]]:

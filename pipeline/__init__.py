@@ -22,6 +22,7 @@ _EXPORTS = {
     "synthesize": "pipeline.data.synth",
     "predict": "pipeline.inference",
     "PredictResult": "pipeline.inference",
+    "promote": "pipeline.promote",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -570,3 +570,41 @@ def log_prediction(
             client.log_artifact(run_id, str(path))
     client.set_terminated(run_id, "FINISHED")
     return run_id
+
+
+def best_run(
+    experiment: str, metric: str, tracking_uri: str = "", lowest: bool = False
+) -> tuple[str, float, list[str]]:
+    """The finished training run of ``experiment`` with the highest (or lowest) ``metric``:
+    (run id, its value, the ids of every run compared). Prediction runs and runs without the metric are left out."""
+    client = client_for(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise LookupError(f"experiment {experiment!r}: no such experiment at {resolve_tracking_uri(tracking_uri)}")
+    runs = client.search_runs([found.experiment_id], filter_string="attributes.status = 'FINISHED'", max_results=5000)
+    trainings = [run for run in runs if run.data.tags.get("pipeline.kind") != "prediction"]
+    scored = [(run.info.run_id, run.data.metrics[metric]) for run in trainings if metric in run.data.metrics]
+    scored = [(run_id, value) for run_id, value in scored if value == value]  # NaN never wins
+    if not scored:
+        raise LookupError(f"experiment {experiment!r}: no finished run has the metric {metric!r}")
+    run_id, value = (min if lowest else max)(scored, key=lambda pair: pair[1])
+    return run_id, value, [run_id for run_id, _ in scored]
+
+
+def register_model(run_id: str, name: str, alias: str, reason: dict[str, str], tracking_uri: str = "") -> str:
+    """Register the model logged by ``run_id`` as a new version of ``name``, point ``alias`` at it, and tag
+    the version with ``reason`` (``pipeline.*`` keys); returns the version."""
+    uri = resolve_tracking_uri(tracking_uri)
+    with _using_tracking_uri(uri), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MLflow's notes on registry URIs and model signatures
+        version = mlflow.register_model(f"runs:/{run_id}/model", name)
+    client = client_for(uri)
+    for key, value in reason.items():
+        client.set_model_version_tag(name, version.version, key, value)
+    client.set_registered_model_alias(name, alias, version.version)
+    return str(version.version)
+
+
+def run_metric(run_id: str, metric: str, tracking_uri: str = "") -> float | None:
+    """The latest value of ``metric`` on a run, None when it has none."""
+    return client_for(tracking_uri).get_run(run_id).data.metrics.get(metric)

@@ -85,7 +85,8 @@ def unflipped(img: np.ndarray) -> tuple[np.ndarray, int | None]:
 
 
 def after_flip(flip: int | None, transpose: bool, then: int | None) -> int | None:
-    """The flip code ``g`` with ``then(T(flip(x))) == then'(T(x))``, written as ``then'``.
+    """The one flip to do after the (optional) transpose that does what ``flip`` before it and ``then``
+    after it do together: ``then(T(flip(x))) == result(T(x))``.
 
     A transpose turns a vertical flip before it into a horizontal one after it, and back.
     """

@@ -33,15 +33,15 @@ def test_promote_best_then_predict_by_alias(synth_data: Path, mlflow_server, tmp
     for run_id, value in zip(runs, (0.31, 0.52, 0.44), strict=True):
         client.log_metric(run_id, "best.mAP50_95", value, step=1000)  # known values to rank: 1-epoch models score ~0
 
-    common = ["--name", "surface-defects", "--tracking-uri", mlflow_server.uri]
+    common = ["--name", "promoted-defects", "--tracking-uri", mlflow_server.uri]
     best = subprocess.run(
         [*CLI, "promote", "best", "--experiment", "promote", *common], capture_output=True, text=True, timeout=300
     )
     assert best.returncode == 0, best.stderr[-2000:]
     assert (
-        f"registered surface-defects version 1 from run {runs[1]} (best.mAP50_95 0.5200, best of 3 runs)" in best.stdout
+        f"registered promoted-defects version 1 from run {runs[1]} (best.mAP50_95 0.5200, best of 3 runs)" in best.stdout
     )
-    version = client.get_model_version_by_alias("surface-defects", "champion")
+    version = client.get_model_version_by_alias("promoted-defects", "champion")
     assert version.run_id == runs[1] and version.version == "1"
     assert version.tags["pipeline.metric"] == "best.mAP50_95" and version.tags["pipeline.metric_value"] == "0.52"
     assert set(version.tags["pipeline.compared_runs"].split(",")) == set(runs)
@@ -49,7 +49,7 @@ def test_promote_best_then_predict_by_alias(synth_data: Path, mlflow_server, tmp
 
     found = predict(
         synth_data.parent / "images" / "val",
-        "models:/surface-defects@champion",
+        "models:/promoted-defects@champion",
         tmp_path / "predicted",
         conf=0.001,
         tracking_uri=mlflow_server.uri,
@@ -61,8 +61,8 @@ def test_promote_best_then_predict_by_alias(synth_data: Path, mlflow_server, tmp
         [*CLI, "promote", runs[0], "--alias", "staging", *common], capture_output=True, text=True, timeout=300
     )
     assert named.returncode == 0, named.stderr[-2000:]
-    assert client.get_model_version_by_alias("surface-defects", "staging").run_id == runs[0]
-    assert client.get_model_version_by_alias("surface-defects", "champion").run_id == runs[1]  # untouched
+    assert client.get_model_version_by_alias("promoted-defects", "staging").run_id == runs[0]
+    assert client.get_model_version_by_alias("promoted-defects", "champion").run_id == runs[1]  # untouched
 
     missing = subprocess.run(
         [*CLI, "promote", "best", "--experiment", "nowhere", *common], capture_output=True, text=True, timeout=300

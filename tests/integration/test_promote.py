@@ -39,7 +39,8 @@ def test_promote_best_then_predict_by_alias(synth_data: Path, mlflow_server, tmp
     )
     assert best.returncode == 0, best.stderr[-2000:]
     assert (
-        f"registered promoted-defects version 1 from run {runs[1]} (best.mAP50_95 0.5200, best of 3 runs)" in best.stdout
+        f"registered promoted-defects version 1 from run {runs[1]} (best.mAP50_95 0.5200, best of 3 runs)"
+        in best.stdout
     )
     version = client.get_model_version_by_alias("promoted-defects", "champion")
     assert version.run_id == runs[1] and version.version == "1"

@@ -25,37 +25,44 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-_ROTATIONS = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
 _CV2_CHANNELS = 4  # cv2.rotate handles up to 4 channels; more go to albumentations' own rotation
+# A transpose followed by one flip is a quarter turn, which cv2.rotate does in one pass.
+_QUARTER_TURNS = {0: cv2.ROTATE_90_COUNTERCLOCKWISE, 1: cv2.ROTATE_90_CLOCKWISE}
+
+
+def transform_image(img: np.ndarray, transpose: bool, flip: int | None) -> np.ndarray:
+    """``img`` mirrored across its main diagonal (``transpose``) and then flipped (cv2 code ``flip``: 0
+    vertical, 1 horizontal, -1 both): any of the square's eight symmetries in at most two OpenCV calls."""
+    if transpose and flip in _QUARTER_TURNS:
+        out = cv2.rotate(img, _QUARTER_TURNS[flip])
+    else:
+        out = cv2.transpose(img) if transpose else img
+        if flip is not None:
+            out = cv2.flip(out, flip)
+    return out[..., None] if img.ndim == 3 and out.ndim == 2 else out  # cv2 drops a single channel's axis
+
+
+# Albumentations' names for the symmetries (``fgeometric.d4``, ``rot90`` factors) as (transpose, flip).
+_D4_MEMBERS = {
+    "e": (False, None),
+    "r90": (True, 0),  # counterclockwise
+    "r180": (False, -1),
+    "r270": (True, 1),
+    "v": (False, 0),
+    "hvt": (True, -1),  # the anti-diagonal mirror
+    "h": (False, 1),
+    "t": (True, None),
+}
+_ROT90_FACTORS = {0: "e", 1: "r90", 2: "r180", 3: "r270"}
 
 
 class RandomRotate90(A.RandomRotate90):
     """``A.RandomRotate90`` with the image turned by OpenCV: the same result, faster."""
 
     def apply(self, img: np.ndarray, factor: Literal[0, 1, 2, 3], **params: Any) -> np.ndarray:
-        if factor == 0:
-            return img
         if img.ndim == 3 and img.shape[2] > _CV2_CHANNELS:
             return super().apply(img, factor, **params)
-        turned = cv2.rotate(img, _ROTATIONS[factor])
-        return turned[..., None] if img.ndim == 3 and turned.ndim == 2 else turned  # cv2 drops a 1-channel axis
-
-
-def _square_symmetry(img: np.ndarray, member: str) -> np.ndarray:
-    """One of the eight symmetries of the square, by OpenCV (``fgeometric.d4``'s member names)."""
-    if member == "e":
-        return img
-    if member in {"r90", "r180", "r270"}:
-        turned = cv2.rotate(img, _ROTATIONS[int(member[1:]) // 90])
-    elif member == "v":
-        turned = cv2.flip(img, 0)
-    elif member == "h":
-        turned = cv2.flip(img, 1)
-    elif member == "t":
-        turned = cv2.transpose(img)
-    else:  # "hvt", the anti-diagonal mirror: a quarter turn then a horizontal flip
-        turned = cv2.flip(cv2.rotate(img, cv2.ROTATE_90_COUNTERCLOCKWISE), 1)
-    return turned[..., None] if img.ndim == 3 and turned.ndim == 2 else turned
+        return transform_image(img, *_D4_MEMBERS[_ROT90_FACTORS[factor]])
 
 
 class SquareSymmetry(A.SquareSymmetry):
@@ -64,7 +71,7 @@ class SquareSymmetry(A.SquareSymmetry):
     def apply(self, img: np.ndarray, group_element: str, **params: Any) -> np.ndarray:
         if img.ndim == 3 and img.shape[2] > _CV2_CHANNELS:
             return super().apply(img, group_element, **params)
-        return _square_symmetry(img, group_element)
+        return transform_image(img, *_D4_MEMBERS[group_element])
 
 
 class D4(A.D4):
@@ -73,7 +80,7 @@ class D4(A.D4):
     def apply(self, img: np.ndarray, group_element: str, **params: Any) -> np.ndarray:
         if img.ndim == 3 and img.shape[2] > _CV2_CHANNELS:
             return super().apply(img, group_element, **params)
-        return _square_symmetry(img, group_element)
+        return transform_image(img, *_D4_MEMBERS[group_element])
 
 
 _BANK_SIDE = 2048

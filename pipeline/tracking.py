@@ -57,6 +57,14 @@ def _local_artifact_root(uri: str) -> str | None:
     return None
 
 
+def _experiment_id(client: MlflowClient, name: str, uri: str) -> str:
+    """The experiment called ``name``, created (artifacts beside a SQLite store) when there is none."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(name, artifact_location=_local_artifact_root(uri))
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -302,10 +310,7 @@ class Tracker:
         return group
 
     def _experiment_id(self) -> str:
-        experiment = self._client.get_experiment_by_name(self.experiment)
-        if experiment is not None:
-            return experiment.experiment_id
-        return self._client.create_experiment(self.experiment, artifact_location=_local_artifact_root(self.uri))
+        return _experiment_id(self._client, self.experiment, self.uri)
 
     def _log_dataset(self, run_id: str, record: dict[str, Any]) -> None:
         dataset = Dataset(
@@ -552,12 +557,7 @@ def log_prediction(
     ``files`` as artifacts, tagged with the model's run (``pipeline.model_run_id``) when it came from one."""
     uri = resolve_tracking_uri(tracking_uri)
     client = client_for(uri)
-    experiment_obj = client.get_experiment_by_name(experiment)
-    experiment_id = (
-        experiment_obj.experiment_id
-        if experiment_obj
-        else client.create_experiment(experiment, artifact_location=_local_artifact_root(uri))
-    )
+    experiment_id = _experiment_id(client, experiment, uri)
     tags = {"pipeline.kind": "prediction"}
     if model_run_id:
         tags["pipeline.model_run_id"] = model_run_id

@@ -51,7 +51,8 @@ def _pil_open(data: bytes) -> Image.Image:
     return opener(io.BytesIO(data))
 
 
-def _structure_problem(data: bytes, image_format: str | None) -> str:
+def structure_problem(data: bytes, image_format: str | None) -> str:
+    """What the bytes of a file in ``image_format`` (PIL's name) lack at their end, if anything."""
     if image_format == "JPEG" and not data.rstrip(b"\0").endswith(b"\xff\xd9"):
         return "truncated JPEG (no end-of-image marker)"
     return ""
@@ -75,7 +76,7 @@ def inspect_image(path: Path) -> ImageInfo:
     except (OSError, SyntaxError, ValueError) as exc:
         reason = "truncated" if "truncated" in str(exc).lower() else f"unreadable ({exc})"
         return ImageInfo(digest=digest, problem=reason)
-    if problem := _structure_problem(data, image_format):
+    if problem := structure_problem(data, image_format):
         return ImageInfo(width, height, mode, digest, problem=problem)
     convert = ""
     if mode in _HIGH_BIT_MODES:

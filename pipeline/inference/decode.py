@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.data.images import scale_to_8bit
+from pipeline.data.images import scale_to_8bit, structure_problem
 
 _SIGNATURES = {
     b"\xff\xd8\xff": "JPEG",
@@ -37,10 +37,9 @@ def sniff(data: bytes) -> str:
 
 
 def _truncation(data: bytes, kind: str) -> str:
-    body = data.rstrip(b"\0")
-    if kind == "JPEG" and not body.endswith(b"\xff\xd9"):
-        return "truncated JPEG (no end-of-image marker)"
-    if kind == "PNG" and b"IEND" not in body[-16:]:
+    if problem := structure_problem(data, kind):  # the JPEG end marker, checked as data validation does
+        return problem
+    if kind == "PNG" and b"IEND" not in data.rstrip(b"\0")[-16:]:
         return "truncated PNG (no IEND chunk)"
     return ""
 

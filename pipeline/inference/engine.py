@@ -14,7 +14,6 @@ writes through the same code.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -161,7 +160,8 @@ def predict(
     out = Path(out)
     if tile and not (tile >= 32 and 0 <= overlap < 1):
         raise ResultsError(f"tile {tile}, overlap {overlap}: the tile must be >= 32 px and the overlap in [0, 1)")
-    check_settings(out, _settings(detector, names, verdict) | {"tile": tile, "overlap": overlap if tile else 0})
+    settings = _settings(detector, names, verdict) | {"tile": tile, "overlap": overlap if tile else 0}
+    check_settings(out, settings)
     result = PredictResult(out, model, run_id=detector.run_id, runtime=detector.runtime, note=detector.note)
     done = DoneSet.of(out)
     predictions, errors = AppendLog(out / PREDICTIONS), AppendLog(out / ERRORS)
@@ -199,9 +199,7 @@ def predict(
         if engine == "ray":
             from pipeline.inference.ray_engine import ray_outcomes
 
-            outcomes = ray_outcomes(
-                todo, model_args, batch=batch, tile=tile, overlap=overlap, iou=iou, max_det=max_det, actors=workers
-            )
+            outcomes = ray_outcomes(todo, model_args, batch=batch, tile=tile, overlap=overlap, actors=workers)
             for outcome in outcomes:
                 finish(outcome)
                 bar.update(1)
@@ -212,7 +210,7 @@ def predict(
             with ThreadPoolExecutor(threads, thread_name_prefix="decode") as pool:
                 prepared = _prepare_ahead(pool, todo, detector, keep_images, tiling, window)
                 for finished in _run_batches(prepared, detector, batch):
-                    finish(outcome_of(finished, detector, iou, max_det))
+                    finish(outcome_of(finished, detector))
                     bar.update(1)
         bar.close()
     finally:
@@ -227,7 +225,6 @@ def predict(
     )
     result.total_errors = errors.lines
     if track:
-        settings = json.loads((out / SETTINGS).read_text(encoding="utf-8"))
         params = {**settings, "source": str(source), "out": str(out), "batch": batch, "runtime": result.runtime}
         _track(result, params, experiment, tracking_uri)
     return result
@@ -355,10 +352,12 @@ def _run_batches(items: Iterator[_Prepared], detector: Detector, size: int) -> I
         yield _release(waiting.popleft())
 
 
-def outcome_of(item: _Prepared, detector: Detector, iou: float, max_det: int) -> Outcome:
+def outcome_of(item: _Prepared, detector: Detector) -> Outcome:
+    """A finished item's detections (its tiles merged with the detector's IoU and max_det), or its error."""
     if item.error:
         return Outcome(item.path, error=item.error)
-    return Outcome(item.path, item.shape, _detections(item.merged(iou, max_det), detector.names), image=item.image)
+    found = item.merged(detector.iou, detector.max_det)
+    return Outcome(item.path, item.shape, _detections(found, detector.names), image=item.image)
 
 
 def _release(item: _Prepared) -> _Prepared:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.devices import resolve_device
 from pipeline.inference.errors import ModelError
 from pipeline.inference.onnx_export import onnx_available, onnx_model
 from pipeline.yolo_env import configure_ultralytics
@@ -100,7 +101,7 @@ def load_detector(
     yolo, run_id = _load_yolo(source, tracking_uri)
     names = {int(k): str(v) for k, v in yolo.names.items()}
     trained = int(((yolo.ckpt or {}).get("train_args") or {}).get("imgsz", 0) or yolo.overrides.get("imgsz", 640))
-    torch_device = select_device(_device(device), verbose=False)
+    torch_device = select_device(resolve_device(device), verbose=False)
     size = imgsz or trained
     chosen, note, network = "torch", "", yolo.model
     on_cpu = torch_device.type == "cpu"
@@ -119,12 +120,6 @@ def load_detector(
     # take any shape: the ONNX export has dynamic axes).
     detector._letterbox = LetterBox(size, auto=True, stride=int(backend.stride))
     return detector
-
-
-def _device(device: str) -> str:
-    if device != "auto":
-        return device
-    return "0" if torch.cuda.is_available() else "cpu"
 
 
 def _load_yolo(source: str, tracking_uri: str) -> tuple[Any, str | None]:

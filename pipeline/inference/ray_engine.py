@@ -27,13 +27,12 @@ CHUNK = 4096  # paths per Ray dataset: memory holds one chunk's paths and rows, 
 class _PredictActor:
     """A Ray actor: the detector, loaded once, applied to batches of paths."""
 
-    def __init__(self, model_args: dict[str, Any], tile: int, overlap: float, iou: float, max_det: int):
+    def __init__(self, model_args: dict[str, Any], tile: int, overlap: float):
         from pipeline.inference.engine import _Tiling
         from pipeline.inference.model import load_detector
 
         self.detector = load_detector(**model_args)
         self.tiling = _Tiling(tile, overlap)
-        self.iou, self.max_det = iou, max_det
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from pipeline.inference.engine import _prepare, _run_batches, outcome_of
@@ -41,7 +40,7 @@ class _PredictActor:
         items = (_prepare(str(path), self.detector, False, self.tiling) for path in batch["path"])
         rows: dict[str, list[Any]] = {"path": [], "height": [], "width": [], "detections": [], "error": []}
         for item in _run_batches(items, self.detector, len(batch["path"])):
-            outcome = outcome_of(item, self.detector, self.iou, self.max_det)
+            outcome = outcome_of(item, self.detector)
             rows["path"].append(outcome.path)
             rows["height"].append(outcome.shape[0])
             rows["width"].append(outcome.shape[1])
@@ -79,8 +78,6 @@ def ray_outcomes(
     batch: int,
     tile: int,
     overlap: float,
-    iou: float,
-    max_det: int,
     actors: int,
 ) -> Iterator[Any]:
     """Each path's `Outcome`, in the order of ``paths``, computed by Ray actors."""
@@ -94,8 +91,6 @@ def ray_outcomes(
                 "model_args": model_args,
                 "tile": tile,
                 "overlap": overlap,
-                "iou": iou,
-                "max_det": max_det,
             },
             batch_size=batch,
             batch_format="numpy",

@@ -122,7 +122,7 @@ def _join_pieces(pieces: np.ndarray, tiles: np.ndarray, match: float) -> np.ndar
                 continue
             strip = np.concatenate([np.maximum(tiles[i, :2], tiles[j, :2]), np.minimum(tiles[i, 2:], tiles[j, 2:])])
             a, b = _clip(pieces[i, :4], strip), _clip(pieces[j, :4], strip)
-            if a is not None and b is not None and _iou(a, b) >= match:
+            if a is not None and b is not None and _ious(a, b[None])[0] >= match:
                 group[root(j)] = root(i)
     joined = []
     for r in sorted({root(i) for i in range(len(pieces))}):
@@ -134,10 +134,3 @@ def _join_pieces(pieces: np.ndarray, tiles: np.ndarray, match: float) -> np.ndar
 def _clip(box: np.ndarray, area: np.ndarray) -> np.ndarray | None:
     clipped = np.concatenate([np.maximum(box[:2], area[:2]), np.minimum(box[2:], area[2:])])
     return clipped if (clipped[2:] > clipped[:2]).all() else None
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(w, 0.0) * max(h, 0.0)
-    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))

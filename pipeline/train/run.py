@@ -17,6 +17,7 @@ from typing import Any
 from pipeline.augment import serialize, write_augment_spec
 from pipeline.config import Config, save_config
 from pipeline.data.training_data import TrainingData, prepare_training_data
+from pipeline.devices import resolve_device
 from pipeline.train.session import SESSION_FILE, Session
 from pipeline.train.weights import resolve_weights
 from pipeline.yolo_env import configure_ultralytics
@@ -37,15 +38,6 @@ class TrainResult:
     epochs: list[dict[str, float]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     gradient_health: str | None = None  # ok, or the kinds of gradient trouble found (vanishing, exploding, nonfinite)
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` is the first CUDA GPU when there is one, else the CPU."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "0" if torch.cuda.is_available() else "cpu"
 
 
 def _device_description(device: str) -> str:

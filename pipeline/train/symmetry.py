@@ -19,29 +19,17 @@ from __future__ import annotations
 import random
 from typing import Any
 
-import cv2
 import numpy as np
 from ultralytics.data.dataset import YOLODataset
 from ultralytics.utils import LOGGER, colorstr
 from ultralytics.utils.instance import Instances
 
+from pipeline.fast_transforms import transform_image
+
 # cv2.flip codes: None (no flip), 0 vertical, 1 horizontal, -1 both; as (vertical, horizontal) bits.
 _FLIP_CODES = (None, 0, 1, -1)
 _FLIP_BITS = {None: (False, False), 0: (True, False), 1: (False, True), -1: (True, True)}
 _FLIP_CODE = {bits: code for code, bits in _FLIP_BITS.items()}
-# A transpose followed by one flip is a quarter turn, which cv2.rotate does in one pass.
-_QUARTER_TURNS = {0: cv2.ROTATE_90_COUNTERCLOCKWISE, 1: cv2.ROTATE_90_CLOCKWISE}
-
-
-def transform_image(img: np.ndarray, transpose: bool, flip: int | None) -> np.ndarray:
-    """``img`` mirrored across its main diagonal (``transpose``) and then flipped (cv2 code ``flip``)."""
-    if transpose and flip in _QUARTER_TURNS:
-        out = cv2.rotate(img, _QUARTER_TURNS[flip])
-    else:
-        out = cv2.transpose(img) if transpose else img
-        if flip is not None:
-            out = cv2.flip(out, flip)
-    return out[..., None] if img.ndim == 3 and out.ndim == 2 else out  # cv2 drops a single channel's axis
 
 
 def transform_instances(instances: Instances, width: int, height: int, transpose: bool, flip: int | None) -> Instances:

@@ -8,8 +8,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipeline.cli_experiments import add_commands
+from pipeline.compare import CompareError
 from pipeline.config import ConfigError, load_config
 from pipeline.data.dataset import DatasetError
+from pipeline.evaluate import EvaluateError
 from pipeline.inference.errors import ModelError, ResultsError, SourceError
 from pipeline.promote import PromoteError
 from pipeline.train.errors import NonFiniteGradients
@@ -27,6 +30,8 @@ _USER_ERRORS = (
     ModelError,
     ResultsError,
     PromoteError,
+    CompareError,
+    EvaluateError,
 )
 
 
@@ -307,28 +312,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_promote(args: argparse.Namespace) -> int:
-    from pipeline.promote import promote
-
-    if args.target == "best" and not args.experiment:
-        raise PromoteError("promote best: --experiment names the runs to choose from")
-    done = promote(
-        args.target,
-        experiment=args.experiment,
-        name=args.name,
-        alias=args.alias,
-        metric=args.metric,
-        lowest=args.lowest,
-        tracking_uri=args.tracking_uri,
-    )
-    value = "no value" if done.value is None else f"{done.value:.4f}"
-    chosen = f"best of {len(done.compared)} runs" if args.target == "best" else "as named"
-    print(f"registered {done.name} version {done.version} from run {done.run_id} ({done.metric} {value}, {chosen})")
-    print(f"alias:      {done.uri} -> version {done.version}")
-    print(f"predict:    yolo-pipeline predict FOLDER --model {done.uri} --out DIR")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yolo-pipeline", description="Fine-tune YOLO detectors, tracked in MLflow.")
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
@@ -468,15 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 
-    p = commands.add_parser("promote", help="register a run's model in the MLflow registry and point an alias at it")
-    p.add_argument("target", help="a run id, or best: the finished run of --experiment with the best --metric")
-    p.add_argument("--experiment", default="", help="the experiment whose runs `best` chooses from")
-    p.add_argument("--name", required=True, help="registered model name")
-    p.add_argument("--alias", default="champion")
-    p.add_argument("--metric", default="best.mAP50_95", help="what `best` ranks by (default: best.mAP50_95)")
-    p.add_argument("--lowest", action="store_true", help="`best` is the lowest value (for losses)")
-    p.add_argument("--tracking-uri", default="", help="MLflow server (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
-    p.set_defaults(func=cmd_promote)
+    add_commands(commands)
     return parser
 
 

@@ -140,6 +140,9 @@ class TrackingConfig(_Section):
     uri: str = Field("", description="MLflow tracking URI; empty: $MLFLOW_TRACKING_URI, else a local SQLite file")
     experiment: str = "yolo-pipeline"
     run_name: str = ""
+    tags: dict[str, str] = Field(
+        default_factory=dict, description="extra tags on the run (a sweep names its parent here)"
+    )
     log_model: bool = Field(True, description="log the best weights as an MLflow model")
     system_metrics: bool = Field(True, description="CPU, memory and GPU use via MLflow's system metrics")
     system_metrics_interval_s: float = Field(10.0, gt=0, description="seconds between system-metric samples")
@@ -181,8 +184,13 @@ class Config(_Section):
         return self.model_dump(mode="json")
 
     def flat(self) -> dict[str, Any]:
-        """Every key as ``section.key`` -> value (the form MLflow params take)."""
-        return {f"{section}.{key}": value for section, keys in self.to_dict().items() for key, value in keys.items()}
+        """Every key as ``section.key`` -> value (the form MLflow params take); the run's tags are tags, not params."""
+        return {
+            f"{section}.{key}": value
+            for section, keys in self.to_dict().items()
+            for key, value in keys.items()
+            if (section, key) != ("tracking", "tags")
+        }
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -260,10 +268,8 @@ def build_config(raw: dict[str, Any] | None, source: str = "<config>", overrides
         raise first_error(source, exc) from None
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Load an experiment YAML (or only defaults when ``path`` is None) and apply overrides."""
-    if path is None:
-        return build_config({}, "<defaults>", overrides)
+def load_raw(path: str | Path) -> dict[str, Any] | None:
+    """An experiment YAML as written (no defaults, no validation), or a one-line ConfigError."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -272,13 +278,19 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
     try:
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"{path}:{where}: {problem}") from None
-    return build_config(raw, str(path), overrides)
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Load an experiment YAML (or only defaults when ``path`` is None) and apply overrides."""
+    if path is None:
+        return build_config({}, "<defaults>", overrides)
+    return build_config(load_raw(path), str(path), overrides)
 
 
 def save_config(config: Config, path: str | Path) -> Path:

@@ -34,22 +34,25 @@ class Promotion:
 def promote(
     target: str,
     *,
-    experiment: str,
+    experiment: str = "",
+    parent: str = "",
     name: str,
     alias: str = "champion",
     metric: str = "best.mAP50_95",
     lowest: bool = False,
     tracking_uri: str = "",
 ) -> Promotion:
-    """Register the model of run ``target`` (or of the ``best`` run of ``experiment`` by ``metric``)."""
+    """Register the model of run ``target`` (or of the ``best`` run of ``experiment``, or of the sweep
+    ``parent``'s children, by ``metric``)."""
     from pipeline.tracking import best_run, register_model, run_metric  # mlflow loads only when needed
 
     if target == "best":
         try:
-            run_id, value, compared = best_run(experiment, metric, tracking_uri, lowest)
+            run_id, value, compared = best_run(experiment, metric, tracking_uri, lowest, parent=parent)
         except LookupError as exc:
             raise PromoteError(str(exc)) from None
-        chosen = f"{'lowest' if lowest else 'highest'} {metric} of {len(compared)} finished runs in {experiment}"
+        among = f"sweep {parent}" if parent else experiment
+        chosen = f"{'lowest' if lowest else 'highest'} {metric} of {len(compared)} finished runs in {among}"
     else:
         try:
             value = run_metric(target, metric, tracking_uri)

@@ -98,7 +98,7 @@ def load_detector(
     from ultralytics.nn.autobackend import AutoBackend
     from ultralytics.utils.torch_utils import select_device
 
-    yolo, run_id = _load_yolo(source, tracking_uri)
+    yolo, run_id = load_yolo(source, tracking_uri)
     names = {int(k): str(v) for k, v in yolo.names.items()}
     trained = int(((yolo.ckpt or {}).get("train_args") or {}).get("imgsz", 0) or yolo.overrides.get("imgsz", 640))
     torch_device = select_device(resolve_device(device), verbose=False)
@@ -122,7 +122,8 @@ def load_detector(
     return detector
 
 
-def _load_yolo(source: str, tracking_uri: str) -> tuple[Any, str | None]:
+def load_yolo(source: str, tracking_uri: str = "") -> tuple[Any, str | None]:
+    """An ultralytics YOLO from a .pt path, an MLflow model URI or a model name, with the MLflow run it came from."""
     from ultralytics import YOLO
 
     if source.startswith(MLFLOW_SCHEMES):

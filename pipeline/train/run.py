@@ -152,6 +152,8 @@ def _journal_run_start(
     dataset = data.dataset
     counts = data.report.counts()
     tags = {
+        **session.config.tracking.tags,
+        "pipeline.kind": "training",
         "pipeline.output_dir": str(session.save_dir),
         "device": device,
         "device.name": _device_description(device),

@@ -17,22 +17,21 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelOutput, LoggedModelStatus, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
-from mlflow.models.signature import ModelSignature
-from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
-from mlflow.types.schema import ParamSchema, ParamSpec
 
 from pipeline.spool import REFUSED, Spool, original_name
+from pipeline.tracking.pyfunc import YoloPyfuncModel
+from pipeline.tracking.store import get_or_create_experiment, now_ms, resolve_tracking_uri
 
 LOG = logging.getLogger("pipeline.tracking")
+
 
 MODEL_NAME = "model"
 # log_batch limits of the MLflow REST API
@@ -40,33 +39,6 @@ _MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100
 _BATCHED = {"metrics", "params", "tags"}
 # Answers meaning "the server understood and refuses": resending the same record cannot succeed.
 _REFUSALS = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "BAD_REQUEST", "INVALID_STATE"}
-
-
-def resolve_tracking_uri(uri: str = "") -> str:
-    """The configured URI, else $MLFLOW_TRACKING_URI, else a SQLite file ``mlflow.db`` in the working folder."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI", "")
-    if uri:
-        return uri
-    return f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
-
-
-def _local_artifact_root(uri: str) -> str | None:
-    """For a SQLite store, artifacts go to ``mlruns/`` beside the database (MLflow 3's layout), by absolute path."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri.removeprefix("sqlite:///")).parent / "mlruns").resolve().as_uri()
-    return None
-
-
-def _experiment_id(client: MlflowClient, name: str, uri: str) -> str:
-    """The experiment called ``name``, created (artifacts beside a SQLite store) when there is none."""
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=_local_artifact_root(uri))
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Tracker:
@@ -114,7 +86,7 @@ class Tracker:
         """Journal the run's creation, once per spool; on a spool that has its run, journal the tags only."""
         if not self.run_id and not self.spool.records("create_run"):
             self.spool.append(
-                {"kind": "create_run", "run_name": self.run_name, "start_time": _now_ms(), "tags": tags or {}}
+                {"kind": "create_run", "run_name": self.run_name, "start_time": now_ms(), "tags": tags or {}}
             )
         elif tags:
             self.set_tags(tags)
@@ -128,7 +100,7 @@ class Tracker:
 
     def log_metrics(self, metrics: dict[str, float], step: int, timestamp_ms: int | None = None) -> None:
         values = {key: float(value) for key, value in metrics.items()}
-        self.spool.append({"kind": "metrics", "step": int(step), "ts": timestamp_ms or _now_ms(), "metrics": values})
+        self.spool.append({"kind": "metrics", "step": int(step), "ts": timestamp_ms or now_ms(), "metrics": values})
 
     def log_params(self, params: dict[str, Any]) -> None:
         self.spool.append({"kind": "params", "params": {k: str(v) for k, v in params.items()}})
@@ -163,7 +135,7 @@ class Tracker:
 
     def finish(self, status: str = "FINISHED", timeout_s: float = 30.0) -> bool:
         """End the run, try to send everything, stop the worker; True when nothing is left in the spool."""
-        self.spool.append({"kind": "end", "status": status, "end_time": _now_ms()})
+        self.spool.append({"kind": "end", "status": status, "end_time": now_ms()})
         self._stop.set()
         self._wake.set()
         if self._worker is not None:
@@ -310,7 +282,7 @@ class Tracker:
         return group
 
     def _experiment_id(self) -> str:
-        return _experiment_id(self._client, self.experiment, self.uri)
+        return get_or_create_experiment(self._client, self.experiment, self.uri)
 
     def _log_dataset(self, run_id: str, record: dict[str, Any]) -> None:
         dataset = Dataset(
@@ -397,92 +369,6 @@ def _requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in ("ultralytics", "torch", "torchvision", "mlflow")]
 
 
-class YoloPyfuncModel(mlflow.pyfunc.PythonModel):
-    """YOLO weights as an MLflow pyfunc model: image paths (or one image array) in, one row per detection out.
-
-    ``params``: ``conf`` (score threshold, default 0.25) and ``imgsz`` (default: the training size).
-    """
-
-    COLUMNS = ["source", "class_id", "class_name", "confidence", "x0", "y0", "x1", "y1"]
-    # Inputs are paths or arrays, outputs a DataFrame: nothing MLflow's type-hint validation can describe.
-    _skip_type_hint_validation = True
-
-    @staticmethod
-    def signature() -> ModelSignature:
-        return ModelSignature(
-            inputs=None,
-            outputs=None,
-            params=ParamSchema([ParamSpec("conf", "double", 0.25), ParamSpec("imgsz", "long", 0)]),
-        )
-
-    def load_context(self, context):
-        from pipeline.yolo_env import configure_ultralytics
-
-        configure_ultralytics()
-        from ultralytics import YOLO
-
-        self.model = YOLO(context.artifacts["weights"], task="detect")
-        self.imgsz = int((self.model.ckpt or {}).get("train_args", {}).get("imgsz", 640))
-
-    def predict(self, context, model_input, params=None):  # no type hints: MLflow would build a schema from them
-        import numpy as np
-        import pandas as pd
-
-        params = params or {}
-        if isinstance(model_input, pd.DataFrame):
-            sources = [str(v) for v in model_input.iloc[:, 0]]
-        elif isinstance(model_input, np.ndarray):
-            sources = [model_input]
-        else:
-            sources = [str(v) for v in model_input]
-        conf = float(params.get("conf", 0.25))
-        imgsz = int(params.get("imgsz") or self.imgsz)
-        rows = []
-        for index, source in enumerate(sources):
-            label = source if isinstance(source, str) else str(index)
-            for result in self.model.predict(source, conf=conf, imgsz=imgsz, verbose=False):
-                boxes = result.boxes
-                for xyxy, score, cls in zip(boxes.xyxy.tolist(), boxes.conf.tolist(), boxes.cls.tolist()):
-                    rows.append([label, int(cls), result.names[int(cls)], score, *xyxy])
-        return pd.DataFrame(rows, columns=self.COLUMNS)
-
-
-class SystemMetricsSampler(SystemMetricsMonitor):
-    """MLflow's own system-metric collectors (CPU, memory, disk, network, GPU), published through a Tracker.
-
-    MLflow's monitor stops for good at the first failed request; publishing through the Tracker
-    spools the samples like every other record instead.
-    """
-
-    def __init__(self, tracker: Tracker, interval_s: float = 10.0):
-        super().__init__(run_id=tracker.run_id or "", sampling_interval=interval_s, tracking_uri=tracker.uri)
-        self._tracker = tracker
-        self._logging_step = _next_step(tracker.spool.records("metrics"), self._metrics_prefix)
-
-    def monitor(self) -> None:
-        while not self._shutdown_event.is_set():
-            self.collect_metrics()
-            self._shutdown_event.wait(self.sampling_interval)
-            self.publish_metrics(self.aggregate_metrics())  # the last, partial interval is published too
-
-    def publish_metrics(self, metrics: dict[str, float]) -> None:
-        self._tracker.log_metrics({self._metrics_prefix + k: v for k, v in metrics.items()}, self._logging_step)
-        self._logging_step += 1
-        for monitor in self.monitors:
-            monitor.clear_metrics()
-
-    def finish(self) -> None:
-        if self._process is not None:
-            self._shutdown_event.set()
-            self._process.join(timeout=5)
-            self._process = None
-
-
-def _next_step(records: list[dict[str, Any]], prefix: str) -> int:
-    steps = [r["step"] for r in records if any(k.startswith(prefix) for k in r["metrics"])]
-    return max(steps) + 1 if steps else 0
-
-
 def sync(spool_dir: str | Path, timeout_s: float = 120.0) -> tuple[str | None, int, int]:
     """Send whatever a spool still holds; returns (run id, records sent, records left)."""
     spool = Spool(spool_dir)
@@ -492,119 +378,3 @@ def sync(spool_dir: str | Path, timeout_s: float = 120.0) -> tuple[str | None, i
     while tracker.spool.pending() and time.monotonic() < deadline and tracker.last_error is None:
         sent += tracker.send_pending()
     return tracker.run_id, sent, len(tracker.spool.pending())
-
-
-def client_for(uri: str = "") -> MlflowClient:
-    """A plain MLflow client for read-only questions (tests, resume lookups)."""
-    uri = resolve_tracking_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
-def run_output_dir(run_id: str, uri: str = "") -> str | None:
-    """The training folder recorded on a run (tag ``pipeline.output_dir``), if the run has one."""
-    return client_for(uri).get_run(run_id).data.tags.get("pipeline.output_dir")
-
-
-def load_model(model_uri: str, tracking_uri: str = "") -> Any:
-    """Load a logged model back as a pyfunc (``runs:/<id>/model``, ``models:/<name>@<alias>``, ...)."""
-    with _using_tracking_uri(resolve_tracking_uri(tracking_uri)):
-        return mlflow.pyfunc.load_model(model_uri)
-
-
-def model_run_id(model_uri: str, tracking_uri: str = "") -> str | None:
-    """The run a model URI's model came from: ``runs:/<id>/...`` itself, or the registry's record for
-    ``models:/<name>@<alias>`` and ``models:/<name>/<version>``; None when it cannot be told."""
-    if model_uri.startswith("runs:/"):
-        return model_uri.removeprefix("runs:/").split("/", 1)[0] or None
-    if not model_uri.startswith("models:/"):
-        return None
-    name, sep, version = model_uri.removeprefix("models:/").partition("/")
-    client = client_for(resolve_tracking_uri(tracking_uri))
-    try:
-        if "@" in name:
-            name, alias = name.split("@", 1)
-            return client.get_model_version_by_alias(name, alias).run_id
-        return client.get_model_version(name, version).run_id if sep and version.isdigit() else None
-    except MlflowException:
-        return None
-
-
-@contextmanager
-def _using_tracking_uri(uri: str) -> Iterator[None]:
-    """mlflow's global tracking URI for a moment; it also sets $MLFLOW_TRACKING_URI, which is put back after."""
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
-    saved = os.environ.get("MLFLOW_TRACKING_URI")
-    try:
-        with _use_tracking_uri(uri):
-            yield
-    finally:
-        if saved is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = saved
-
-
-def log_prediction(
-    summary: dict[str, Any],
-    params: dict[str, Any],
-    files: list[Path],
-    experiment: str = "predictions",
-    tracking_uri: str = "",
-    model_run_id: str | None = None,
-) -> str:
-    """One finished run holding a prediction's summary: ``params``, numeric ``summary`` values as metrics,
-    ``files`` as artifacts, tagged with the model's run (``pipeline.model_run_id``) when it came from one."""
-    uri = resolve_tracking_uri(tracking_uri)
-    client = client_for(uri)
-    experiment_id = _experiment_id(client, experiment, uri)
-    tags = {"pipeline.kind": "prediction"}
-    if model_run_id:
-        tags["pipeline.model_run_id"] = model_run_id
-    run = client.create_run(experiment_id, tags=tags, run_name=f"predict {params.get('source', '')}"[:250])
-    run_id = run.info.run_id
-    metrics = [Metric(k, float(v), _now_ms(), 0) for k, v in summary.items() if isinstance(v, (int, float))]
-    client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)[:6000]) for k, v in params.items()], tags=[])
-    for path in files:
-        if path.exists():
-            client.log_artifact(run_id, str(path))
-    client.set_terminated(run_id, "FINISHED")
-    return run_id
-
-
-def best_run(
-    experiment: str, metric: str, tracking_uri: str = "", lowest: bool = False
-) -> tuple[str, float, list[str]]:
-    """The finished training run of ``experiment`` with the highest (or lowest) ``metric``:
-    (run id, its value, the ids of every run compared). Prediction runs and runs without the metric are left out."""
-    client = client_for(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise LookupError(f"experiment {experiment!r}: no such experiment at {resolve_tracking_uri(tracking_uri)}")
-    runs = client.search_runs([found.experiment_id], filter_string="attributes.status = 'FINISHED'", max_results=5000)
-    trainings = [run for run in runs if run.data.tags.get("pipeline.kind") != "prediction"]
-    scored = [(run.info.run_id, run.data.metrics[metric]) for run in trainings if metric in run.data.metrics]
-    scored = [(run_id, value) for run_id, value in scored if value == value]  # NaN never wins
-    if not scored:
-        raise LookupError(f"experiment {experiment!r}: no finished run has the metric {metric!r}")
-    run_id, value = (min if lowest else max)(scored, key=lambda pair: pair[1])
-    return run_id, value, [run_id for run_id, _ in scored]
-
-
-def register_model(run_id: str, name: str, alias: str, reason: dict[str, str], tracking_uri: str = "") -> str:
-    """Register the model logged by ``run_id`` as a new version of ``name``, point ``alias`` at it, and tag
-    the version with ``reason`` (``pipeline.*`` keys); returns the version."""
-    uri = resolve_tracking_uri(tracking_uri)
-    with _using_tracking_uri(uri), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # MLflow's notes on registry URIs and model signatures
-        version = mlflow.register_model(f"runs:/{run_id}/model", name)
-    client = client_for(uri)
-    for key, value in reason.items():
-        client.set_model_version_tag(name, version.version, key, value)
-    client.set_registered_model_alias(name, alias, version.version)
-    return str(version.version)
-
-
-def run_metric(run_id: str, metric: str, tracking_uri: str = "") -> float | None:
-    """The latest value of ``metric`` on a run, None when it has none."""
-    return client_for(tracking_uri).get_run(run_id).data.metrics.get(metric)

@@ -1,0 +1,32 @@
+"""MLflow tracking: the only package that imports mlflow.
+
+- `tracker`: one training's run, journaled to disk and sent in the background (lossless when the server is away);
+- `store`: the tracking URI, clients, experiments;
+- `pyfunc`, `system_metrics`: the model flavour and system metrics a training logs;
+- `registry`: models by URI, choosing and registering the best;
+- `runs`: runs written in one go (prediction summaries, sweep parents) and runs read back for comparison.
+"""
+
+from pipeline.tracking.pyfunc import YoloPyfuncModel
+from pipeline.tracking.registry import best_run, load_model, model_run_id, register_model, run_metric, run_output_dir
+from pipeline.tracking.runs import log_prediction
+from pipeline.tracking.store import client_for, resolve_tracking_uri
+from pipeline.tracking.system_metrics import SystemMetricsSampler
+from pipeline.tracking.tracker import MODEL_NAME, Tracker, sync
+
+__all__ = [
+    "MODEL_NAME",
+    "SystemMetricsSampler",
+    "Tracker",
+    "YoloPyfuncModel",
+    "best_run",
+    "client_for",
+    "load_model",
+    "log_prediction",
+    "model_run_id",
+    "register_model",
+    "resolve_tracking_uri",
+    "run_metric",
+    "run_output_dir",
+    "sync",
+]

@@ -1,0 +1,60 @@
+"""Where tracking goes: the URI (configured, environment, or a SQLite file), clients and experiments."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+
+def resolve_tracking_uri(uri: str = "") -> str:
+    """The configured URI, else $MLFLOW_TRACKING_URI, else a SQLite file ``mlflow.db`` in the working folder."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if uri:
+        return uri
+    return f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
+
+
+def _local_artifact_root(uri: str) -> str | None:
+    """For a SQLite store, artifacts go to ``mlruns/`` beside the database (MLflow 3's layout), by absolute path."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlruns").resolve().as_uri()
+    return None
+
+
+def get_or_create_experiment(client: MlflowClient, name: str, uri: str) -> str:
+    """The experiment called ``name``, created (artifacts beside a SQLite store) when there is none."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(name, artifact_location=_local_artifact_root(uri))
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def client_for(uri: str = "") -> MlflowClient:
+    """A plain MLflow client for read-only questions (tests, resume lookups)."""
+    uri = resolve_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@contextmanager
+def using_tracking_uri(uri: str) -> Iterator[None]:
+    """mlflow's global tracking URI for a moment; it also sets $MLFLOW_TRACKING_URI, which is put back after."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved

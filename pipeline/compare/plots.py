@@ -44,6 +44,12 @@ def _save(figure, path: Path) -> None:
     _pyplot().close(figure)
 
 
+def _whole_epochs(axes) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _drawn(axes) -> list[str]:
     """The labels of the lines and bar groups on ``axes`` (matplotlib's own record of what was drawn)."""
     labels = [line.get_label() for line in axes.get_lines()]
@@ -61,6 +67,7 @@ def metric_by_epoch(runs: Sequence[RunRecord], key: str, path: Path, title: str)
             steps, values = zip(*points, strict=True)
             axes.plot(steps, values, marker="o", markersize=3, color=_colour(index), label=run_label(run))
     axes.set(xlabel="epoch", ylabel=key, title=title)
+    _whole_epochs(axes)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     drawn = _drawn(axes)
@@ -81,6 +88,7 @@ def losses(runs: Sequence[RunRecord], path: Path) -> list[str]:
                 steps, values = zip(*points, strict=True)
                 axes.plot(steps, values, marker="o", markersize=2, color=_colour(index), label=run_label(run))
         axes.set_title(key, fontsize=10)
+        _whole_epochs(axes)
         axes.grid(alpha=0.3)
     for axes in grid[1]:
         axes.set_xlabel("epoch")

@@ -130,17 +130,17 @@ def _as_number(value: Any) -> float | None:
         return None
 
 
-def cell(value: Any) -> str:
+def cell(value: Any, column: str = "") -> str:
     """How a value reads in a table: 4 decimals for scores, 1 for seconds, '-' for nothing."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+        return f"{value:.1f}" if column == "train_time_s" or abs(value) >= 10 else f"{value:.4f}"
     return str(value)
 
 
 def _short(row: dict[str, Any], column: str) -> str:
-    return row["run_id"][:8] if column == "run_id" else cell(row[column])
+    return row["run_id"][:8] if column == "run_id" else cell(row[column], column)
 
 
 def to_text(table: Table) -> str:

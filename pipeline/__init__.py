@@ -2,7 +2,7 @@
 
 The public API is imported lazily, so ``import pipeline`` is cheap and has no side effects:
 
-    from pipeline import load_config, train, resume, sync, synthesize, predict
+    from pipeline import load_config, train, resume, sync, synthesize, predict, sweep, compare, evaluate, promote
 """
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ _EXPORTS = {
     "synthesize": "pipeline.data.synth",
     "predict": "pipeline.inference",
     "PredictResult": "pipeline.inference",
-    "promote": "pipeline.promote",
+    "promote": "pipeline.promotion",
+    "compare": "pipeline.comparison",
+    "sweep": "pipeline.grid_sweep",
+    "evaluate": "pipeline.evaluation",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -9,12 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.cli_experiments import add_commands
-from pipeline.compare import CompareError
+from pipeline.comparison import CompareError
 from pipeline.config import ConfigError, load_config
 from pipeline.data.dataset import DatasetError
-from pipeline.evaluate import EvaluateError
+from pipeline.evaluation import EvaluateError
 from pipeline.inference.errors import ModelError, ResultsError, SourceError
-from pipeline.promote import PromoteError
+from pipeline.promotion import PromoteError
 from pipeline.train.errors import NonFiniteGradients
 from pipeline.train.run import ResumeError
 from pipeline.train.weights import WeightsError

@@ -11,13 +11,13 @@ import json
 import math
 from pathlib import Path
 
-from pipeline.promote import PromoteError
+from pipeline.promotion import PromoteError
 
 _TRACKING_HELP = "MLflow server (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)"
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from pipeline.compare import compare
+    from pipeline.comparison import compare
 
     done = compare(
         args.experiment,
@@ -46,7 +46,7 @@ def _score(value: float | None) -> str:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from pipeline.sweep import sweep
+    from pipeline.grid_sweep import sweep
 
     def report(child: object) -> None:
         outcome = child.status if child.status != "FINISHED" else f"best.mAP50_95 {_score(child.score)}"
@@ -66,7 +66,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pipeline.evaluate import evaluate
+    from pipeline.evaluation import evaluate
 
     result = evaluate(
         args.model,
@@ -103,7 +103,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from pipeline.promote import promote
+    from pipeline.promotion import promote
 
     if args.target == "best" and not (args.experiment or args.parent):
         raise PromoteError("promote best: --experiment (or --parent) names the runs to choose from")

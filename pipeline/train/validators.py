@@ -1,8 +1,8 @@
-"""A detection validator for `pipeline.evaluate`: COCO-format predictions keyed by image path, scored elsewhere.
+"""A detection validator for `pipeline.evaluation`: COCO-format predictions keyed by image path, scored elsewhere.
 
 Ultralytics keys its JSON predictions by file stem (two ``0001.jpg`` in different folders collide) and
 scores custom datasets with faster-coco-eval, which it would try to install. This validator records
-each prediction's full image path instead and leaves COCO scoring to pycocotools in `pipeline.evaluate`.
+each prediction's full image path instead and leaves COCO scoring to pycocotools in `pipeline.evaluation`.
 """
 
 from __future__ import annotations
@@ -23,4 +23,4 @@ class PathKeyedValidator(DetectionValidator):
             record["file_name"] = str(pbatch["im_file"])
 
     def eval_json(self, stats: dict[str, Any]) -> dict[str, Any]:
-        return stats  # COCO metrics come from pycocotools, in pipeline.evaluate
+        return stats  # COCO metrics come from pycocotools, in pipeline.evaluation

@@ -260,7 +260,8 @@ def test_flat_keys() -> None:
     assert all(key.count(".") == 1 for key in flat)
     sections = {key.split(".")[0] for key in flat}
     assert sections == {"data", "model", "train", "augment", "gradients", "tracking"}
-    assert len(flat) == sum(
+    assert "tracking.tags" not in flat  # tags go on the run as tags
+    assert len(flat) + 1 == sum(
         len(type(s).model_fields)
         for s in (DataConfig(), ModelConfig(), TrainConfig(), AugmentConfig(), GradientsConfig(), TrackingConfig())
     )

@@ -14,9 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.compare import plots
-from pipeline.compare.report import write_report
-from pipeline.compare.table import DEFAULT_SORT, HISTORY_KEYS, Table, build_table, to_csv, to_html, to_markdown, to_text
+from pipeline.comparison import plots
+from pipeline.comparison.report import write_report
+from pipeline.comparison.table import (
+    DEFAULT_SORT,
+    HISTORY_KEYS,
+    Table,
+    build_table,
+    to_csv,
+    to_html,
+    to_markdown,
+    to_text,
+)
 
 if TYPE_CHECKING:
     from pipeline.tracking.runs import RunRecord

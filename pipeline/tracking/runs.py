@@ -26,6 +26,13 @@ class RunQueryError(LookupError):
     """Runs that cannot be found or read; the message is one line."""
 
 
+def _log_in_batches(client: Any, run_id: str, metrics: list[Metric], params: dict[str, Any]) -> None:
+    """Metrics and params in as many log_batch calls as the REST API's limits (100 params a call) need."""
+    param_list = [Param(k, str(v)[:6000]) for k, v in params.items()]  # MLflow's longest param value
+    for start in range(0, max(len(metrics), len(param_list), 1), 100):
+        client.log_batch(run_id, metrics=metrics[start : start + 100], params=param_list[start : start + 100])
+
+
 def log_summary_run(
     kind: str,
     summary: dict[str, Any],
@@ -44,9 +51,7 @@ def log_summary_run(
     run = client.create_run(experiment_id, tags={KIND_TAG: kind, **(tags or {})}, run_name=run_name[:250])
     run_id = run.info.run_id
     metrics = [Metric(k, float(v), now_ms(), 0) for k, v in summary.items() if isinstance(v, (int, float))]
-    params_ = [Param(k, str(v)[:6000]) for k, v in params.items()]
-    for start in range(0, max(len(metrics), len(params_)), 100):  # the REST API's log_batch limits
-        client.log_batch(run_id, metrics=metrics[start : start + 100], params=params_[start : start + 100])
+    _log_in_batches(client, run_id, metrics, params)
     for path in files:
         if path.exists():
             client.log_artifact(run_id, str(path))
@@ -81,7 +86,7 @@ def start_parent_run(
     run = client.create_run(
         get_or_create_experiment(client, experiment, uri), tags={KIND_TAG: "sweep", **tags}, run_name=run_name[:250]
     )
-    client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+    _log_in_batches(client, run.info.run_id, [], params)
     return run.info.run_id
 
 
@@ -117,9 +122,7 @@ def record_failed_child(
     client = client_for(tracking_uri)
     experiment_id = client.get_run(parent_run_id).info.experiment_id
     run = client.create_run(experiment_id, tags={PARENT_TAG: parent_run_id, **tags}, run_name=run_name[:250])
-    params_ = [Param(k, str(v)[:6000]) for k, v in params.items()]
-    for start in range(0, len(params_), 100):
-        client.log_batch(run.info.run_id, params=params_[start : start + 100])
+    _log_in_batches(client, run.info.run_id, [], params)
     finish_run(run.info.run_id, "FAILED", {}, {"pipeline.error": error}, tracking_uri)
     return run.info.run_id
 

@@ -39,6 +39,7 @@ BASE_CONFIG = {
 }
 MODEL_NAME = "neu-det-defects"
 ALIAS = "champion"
+PREDICT_CONF = 0.05  # a few minutes of training from scratch scores low; raise it with pretrained weights
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,7 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--work", default="recipe", help="where data, runs, MLflow and results go (default: recipe)")
     parser.add_argument("--images", type=int, default=300, help="images in the subset (default: 300 of 1,800)")
     parser.add_argument("--imgsz", type=int, default=128, help="training size (default: 128)")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per sweep child (default: 3)")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs per sweep child (default: 10)")
     parser.add_argument("--workers", type=int, default=2, help="data loader workers")
     parser.add_argument("--tracking-uri", default="", help="MLflow server (default: <work>/mlflow.db)")
     return parser.parse_args(argv)
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     config_file.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     swept = sweep(config_file, GRID, name="neu-det-sweep")
     for child in swept.children:
-        print(f"    {' '.join(child.overrides)}: {child.status} best.mAP50_95={child.score}")
+        score = "-" if child.score is None else f"{child.score:.4f}"
+        print(f"    {' '.join(child.overrides)}: {child.status} best.mAP50_95 {score}")
     if len(swept.failed) == len(swept.children):
         print("every sweep child failed; see the errors above", file=sys.stderr)
         return 1
@@ -92,11 +94,13 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"4/5 promote the best child as models:/{MODEL_NAME}@{ALIAS}")
     promoted = promote("best", parent=swept.parent_run_id, name=MODEL_NAME, alias=ALIAS, tracking_uri=uri)
-    print(f"    version {promoted.version} from run {promoted.run_id} ({promoted.metric} {promoted.value})")
+    print(f"    version {promoted.version} from run {promoted.run_id} ({promoted.metric} {promoted.value:.4f})")
 
     val_images = imported.out / "images" / "val"
     print(f"5/5 predict {val_images} with {promoted.uri}")
-    predicted = predict(val_images, promoted.uri, work / "predictions", tracking_uri=uri, progress=False)
+    predicted = predict(
+        val_images, promoted.uri, work / "predictions", conf=PREDICT_CONF, tracking_uri=uri, progress=False
+    )
     print(f"    {predicted.images} images, {sum(predicted.detections.values())} detections -> {work / 'predictions'}")
     print(f"MLflow: mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else f"MLflow: {uri}")
     return 1 if predicted.total_errors or swept.failed else 0

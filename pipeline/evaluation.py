@@ -23,7 +23,6 @@ import numpy as np
 import yaml
 
 from pipeline.data.dataset import DatasetError, read_data_yaml
-from pipeline.inference.errors import ModelError
 
 COCO_KEYS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
 # pycocotools' stats[0..5] are the six above; -1 means "no object of that size in the split".
@@ -163,7 +162,7 @@ def evaluate(
     ``out``: a folder for ``evaluation.json``, ``predictions.json`` (COCO results) and ``ground_truth.json``
     (COCO). ``track``: log the numbers and files as an MLflow run tagged ``pipeline.kind=evaluation``."""
     from pipeline.devices import resolve_device
-    from pipeline.inference.model import load_yolo
+    from pipeline.inference.model import load_yolo, trained_imgsz
 
     if split not in {"train", "val", "test"}:
         raise EvaluateError(f"--split: must be train, val or test, got {split!r}")
@@ -180,12 +179,11 @@ def evaluate(
             )
         from pipeline.train.validators import PathKeyedValidator
 
-        trained = int(((yolo.ckpt or {}).get("train_args") or {}).get("imgsz", 0) or 640)
         yolo.val(
             validator=PathKeyedValidator,
             data=str(data_yaml),
             split=split,
-            imgsz=imgsz or trained,
+            imgsz=imgsz or trained_imgsz(yolo),
             batch=batch,
             conf=conf,
             iou=iou,
@@ -292,4 +290,4 @@ def _log(result: Evaluation, experiment: str, tracking_uri: str) -> str:
     return log_summary_run("evaluation", summary, params, files, experiment, name, tracking_uri, tags)
 
 
-__all__ = ["Evaluation", "EvaluateError", "evaluate", "coco_scores", "coco_ground_truth", "ModelError"]
+__all__ = ["Evaluation", "EvaluateError", "evaluate", "coco_scores", "coco_ground_truth"]

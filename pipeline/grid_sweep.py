@@ -98,8 +98,9 @@ def _short(overrides: list[str]) -> str:
 
 def plan(
     config_path: str | Path, grid: Mapping[str, Sequence[Any]], overrides: Sequence[str] = (), name: str = ""
-) -> tuple[Config, list[tuple[Child, Config]]]:
-    """The base config and each child's config, all validated (a bad value stops here, before any training)."""
+) -> tuple[Config, str, list[tuple[Child, Config]]]:
+    """The base config, the sweep's name and each child's config, all validated (a bad value stops here,
+    before any training)."""
     raw = load_raw(config_path) or {}
     base = build_config(raw, str(config_path), list(overrides))
     if not base.tracking.enabled:
@@ -113,7 +114,7 @@ def plan(
         except ConfigError as exc:
             raise ConfigError(str(exc).replace(" (with overrides)", "")) from None
         children.append((child, config))
-    return base, children
+    return base, sweep_name, children
 
 
 def _child_config(config: Config, child: Child, parent_run_id: str, sweep_name: str) -> Config:
@@ -150,8 +151,7 @@ def sweep(
 
     if not isinstance(grid, Mapping):
         grid = parse_grid(list(grid))
-    base, planned = plan(config_path, grid, overrides, name)
-    sweep_name = name or base.tracking.run_name or f"sweep-{Path(config_path).stem}"
+    base, sweep_name, planned = plan(config_path, grid, overrides, name)
     uri = resolve_tracking_uri(base.tracking.uri)
     params = {f"grid.{key}": ",".join(map(str, values)) for key, values in grid.items()}
     params.update({"config": str(config_path), "children": len(planned)})

@@ -100,7 +100,7 @@ def load_detector(
 
     yolo, run_id = load_yolo(source, tracking_uri)
     names = {int(k): str(v) for k, v in yolo.names.items()}
-    trained = int(((yolo.ckpt or {}).get("train_args") or {}).get("imgsz", 0) or yolo.overrides.get("imgsz", 640))
+    trained = trained_imgsz(yolo)
     torch_device = select_device(resolve_device(device), verbose=False)
     size = imgsz or trained
     chosen, note, network = "torch", "", yolo.model
@@ -120,6 +120,11 @@ def load_detector(
     # take any shape: the ONNX export has dynamic axes).
     detector._letterbox = LetterBox(size, auto=True, stride=int(backend.stride))
     return detector
+
+
+def trained_imgsz(yolo: Any) -> int:
+    """The image size a loaded YOLO was trained at (its checkpoint's train_args), else 640."""
+    return int(((yolo.ckpt or {}).get("train_args") or {}).get("imgsz", 0) or yolo.overrides.get("imgsz", 640))
 
 
 def load_yolo(source: str, tracking_uri: str = "") -> tuple[Any, str | None]:

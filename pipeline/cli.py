@@ -12,6 +12,7 @@ from pipeline.cli_experiments import add_commands
 from pipeline.comparison import CompareError
 from pipeline.config import ConfigError, load_config
 from pipeline.data.dataset import DatasetError
+from pipeline.destinations import DestinationError
 from pipeline.evaluation import EvaluateError
 from pipeline.inference.errors import ModelError, ResultsError, SourceError
 from pipeline.promotion import PromoteError
@@ -23,6 +24,7 @@ from pipeline.train.weights import WeightsError
 _USER_ERRORS = (
     ConfigError,
     DatasetError,
+    DestinationError,
     ResumeError,
     WeightsError,
     FileNotFoundError,

@@ -27,6 +27,9 @@ def configure_ultralytics() -> None:
         os.environ["YOLO_CONFIG_DIR"] = folder
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
     os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    from pipeline.checkpoints import apply_load_policy
+
+    apply_load_policy()  # checkpoints are pickles: safe loading unless the user trusts them
     from ultralytics.utils import SETTINGS
 
     # dict.update, not SETTINGS.update: change this process only, never write the user's settings file.

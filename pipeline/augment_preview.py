@@ -3,11 +3,15 @@
 The samples come out of the real training dataset (mosaic, affine, the configured albumentations
 block, HSV, flips), so a box that a transform moved wrongly, or a preset too strong for the data,
 shows up here before any GPU time is spent.
+
+The PNG carries a text chunk (``Software``) saying this command made it: an existing ``--out`` file is
+overwritten only when it carries that chunk, so a mistyped path never replaces someone's image.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
 import tempfile
 from dataclasses import dataclass
@@ -20,6 +24,9 @@ import torch
 from pipeline.augment import serialize
 from pipeline.config import Config
 from pipeline.data.training_data import prepare_training_data
+from pipeline.destinations import DestinationError
+
+SOFTWARE = "yolo-pipeline augment preview"  # the PNG text chunk that marks a preview as this tool's
 
 _COLOURS = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72)]
 
@@ -60,6 +67,7 @@ def preview(config: Config, out: str | Path, samples: int = 16, seed: int = 0) -
     """Draw ``samples`` augmented training images of the config's dataset into ``out`` (PNG)."""
     from pipeline.train.loader import training_dataset
 
+    out = check_preview_path(out)
     augmentations = serialize(config.augment)
     with tempfile.TemporaryDirectory(prefix="augment-preview-") as tmp:
         data = prepare_training_data(config.data, Path(tmp))
@@ -74,8 +82,49 @@ def preview(config: Config, out: str | Path, samples: int = 16, seed: int = 0) -
             image = item["img"].permute(1, 2, 0).numpy()
             tiles.append(draw_sample(image, item["bboxes"].numpy(), item["cls"].numpy().ravel(), data.dataset.names))
             boxes += len(item["cls"])
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out), grid(tiles, columns=math.ceil(math.sqrt(len(tiles))))):
-        raise OSError(f"{out}: could not write the preview image")
+    write_png(grid(tiles, columns=math.ceil(math.sqrt(len(tiles)))), out)
     return Preview(out, len(tiles), boxes, len(augmentations))
+
+
+def made_here(path: Path) -> bool:
+    """Whether ``path`` is a PNG whose ``Software`` text chunk says this command wrote it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.format == "PNG" and image.text.get("Software") == SOFTWARE
+    except (OSError, ValueError, SyntaxError):  # not an image, truncated, or a broken chunk
+        return False
+
+
+def check_preview_path(out: str | Path) -> Path:
+    """``out`` if a preview may be written there: a new .png file, or one an earlier preview wrote."""
+    out = Path(out).expanduser()
+    if out.suffix.lower() != ".png":
+        raise DestinationError(f"--out {out}: a preview is a PNG file; give a name ending in .png")
+    if out.is_dir():
+        raise DestinationError(f"--out {out}: is a folder; give a .png file name, e.g. {out / 'preview.png'}")
+    if out.exists() and not made_here(out):
+        raise DestinationError(
+            f"--out {out}: exists and was not made by yolo-pipeline augment preview; choose another --out "
+            "or remove it yourself"
+        )
+    return out
+
+
+def write_png(image_bgr: np.ndarray, out: Path) -> Path:
+    """Write the PNG with its ``Software`` chunk under a temporary name, then rename it over ``out``."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("Software", SOFTWARE)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.ascontiguousarray(image_bgr[..., ::-1])).save(tmp, format="PNG", pnginfo=info)
+        os.replace(tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise DestinationError(f"--out {out}: could not write the preview ({exc.strerror or exc})") from None
+    return out

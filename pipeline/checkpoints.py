@@ -4,15 +4,22 @@ Safe loading is ultralytics' own restricted mode (``torch.load(weights_only=True
 of its model classes, no ``eval`` while building): it loads every checkpoint this pipeline writes and
 refuses a pickle that would run code. ``YOLO_PIPELINE_TRUST_CHECKPOINTS=1`` (or the commands'
 ``--trust-checkpoint``) turns it off for a file the user trusts, e.g. one holding classes of its own.
+Every load goes through ultralytics (``YOLO(path)``, the trainer, `read_checkpoint`), so the policy set
+here by `pipeline.yolo_env.configure_ultralytics` covers them all; MLflow models are loaded from their
+``weights`` artifact the same way, never by unpickling the pyfunc wrapper.
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 TRUST_ENV = "YOLO_PIPELINE_TRUST_CHECKPOINTS"
+TRUST_OPTION = "--trust-checkpoint"
 
 
 class CheckpointError(ValueError):
@@ -28,15 +35,56 @@ def apply_load_policy() -> None:
     """Make ultralytics load checkpoints safely in this process, unless the user trusts them.
 
     The environment variable reaches ultralytics when it is first imported (and any worker process it
-    starts); the module flags cover a process where it was imported already.
+    starts); the module flags cover a process where it was imported already. Cheap: call it before
+    every load, so a change of $YOLO_PIPELINE_TRUST_CHECKPOINTS in this process takes effect.
     """
     safe = not trusted()
     os.environ["ULTRALYTICS_SAFE_LOAD"] = "1" if safe else "0"
-    import sys
-
     for module in ("ultralytics.utils", "ultralytics.nn.tasks"):
         if module in sys.modules:
             sys.modules[module].SAFE_LOAD = safe
+
+
+class _Trust(argparse.Action):
+    """``--trust-checkpoint``: set the opt-out for this process as soon as it is parsed."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, *_: Any) -> None:
+        os.environ[TRUST_ENV] = "1"
+        setattr(namespace, self.dest, True)
+
+
+def add_trust_option(parser: argparse.ArgumentParser) -> None:
+    """The opt-out as a command's option (predict, evaluate)."""
+    parser.add_argument(
+        TRUST_OPTION,
+        action=_Trust,
+        nargs=0,
+        default=False,
+        help=f"load .pt files without safe unpickling (they can run code): only for files you trust (= {TRUST_ENV}=1)",
+    )
+
+
+def refusal(path: str | Path) -> str:
+    """Why a checkpoint was refused, and how to load it anyway: one line."""
+    return (
+        f"{path}: refused: the checkpoint references code outside the YOLO checkpoint format and could run it "
+        f"when loaded; if you trust the file, set {TRUST_ENV}=1 (predict, evaluate: {TRUST_OPTION})"
+    )
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """Whether ``exc`` is restricted loading refusing code (a global or call outside the allow-list).
+
+    Ultralytics words every restricted-load failure the same, a text file renamed ``.pt`` too; the
+    unpickler's own error, further down the chain, tells a refused global from bytes that are no pickle.
+    """
+    signs = ("unsupported global", "is blocked", "blocked during restricted", "unsafe getattr")
+    seen: BaseException | None = exc
+    while seen is not None:
+        if any(sign in str(seen).lower() for sign in signs):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any]:
@@ -50,22 +98,32 @@ def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any
     from ultralytics.nn.tasks import torch_safe_load
 
     try:
-        checkpoint, _ = torch_safe_load(str(path))
+        checkpoint, _ = torch_safe_load(str(path), safe_only=not trusted())
     except Exception as exc:  # noqa: BLE001 - torch and ultralytics report a bad file in many ways
-        raise CheckpointError(f"{what} {path}: {_reason(exc)}") from None
-    if not isinstance(checkpoint, dict) or (checkpoint.get("model") is None and checkpoint.get("ema") is None):
+        raise CheckpointError(f"{what} {load_error(exc, path)}") from None
+    from torch import nn
+
+    if not isinstance(checkpoint, dict) or not any(isinstance(checkpoint.get(k), nn.Module) for k in ("model", "ema")):
         raise CheckpointError(f"{what} {path}: not a YOLO checkpoint (it holds no model)")
     return checkpoint
 
 
-def _reason(exc: BaseException) -> str:
+def load_error(exc: BaseException, path: str | Path) -> str:
+    """One line for a failed load of ``path`` (by `read_checkpoint`, ``YOLO(path)`` or the trainer), naming the file."""
     text = str(exc).replace("ERROR ❌️ ", "").strip()
     first = text.splitlines()[0] if text else type(exc).__name__
-    if "outside the supported" in first or "blocked during restricted" in first or "Unsupported global" in first:
-        return (
-            "refused: the file references code outside the known YOLO checkpoint format (it could run code when "
-            f"loaded); if you trust it, set {TRUST_ENV}=1"
-        )
-    if "not a loadable checkpoint" in first or "PytorchStreamReader" in first or "invalid load key" in first:
-        return "not a PyTorch checkpoint (empty, truncated or another kind of file)"
-    return first[:200]
+    if is_refusal(exc):
+        return refusal(path)
+    damaged = ("not a loadable checkpoint", "PytorchStreamReader", "invalid load key", "outside the supported")
+    if any(sign in first for sign in damaged):
+        return f"{path}: not a PyTorch checkpoint (empty, truncated or another kind of file)"
+    return f"{path}: {first[:200]}"
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (a checkpoint's identity: a retrained model at the same path differs)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipeline.checkpoints import CheckpointError, add_trust_option
 from pipeline.cli_experiments import add_commands
 from pipeline.comparison import CompareError
 from pipeline.config import ConfigError, load_config
@@ -34,6 +35,7 @@ _USER_ERRORS = (
     PromoteError,
     CompareError,
     EvaluateError,
+    CheckpointError,
 )
 
 
@@ -63,6 +65,9 @@ def _metrics_table(epochs: list[dict[str, float]]) -> str:
 
 
 def _print_training(result: object) -> None:
+    from pipeline.redact import redact_uri
+
+    uri = redact_uri(result.tracking_uri) if result.tracking_uri else result.tracking_uri
     print()
     print(_metrics_table(result.epochs))
     print()
@@ -74,14 +79,14 @@ def _print_training(result: object) -> None:
     if result.gradient_health:
         print(f"gradients:       {result.gradient_health}  ({result.save_dir / 'gradients' / 'heatmaps.png'})")
     if result.run_id:
-        print(f"MLflow run:      {result.run_id}  ({result.tracking_uri})")
+        print(f"MLflow run:      {result.run_id}  ({uri})")
         print(f"model URI:       runs:/{result.run_id}/model")
     if result.pending_records:
         print(
             f"{result.pending_records} tracking records are still spooled in {result.spool_dir}; "
             f"send them with: yolo-pipeline sync {result.spool_dir}"
         )
-    if hint := _ui_hint(result.tracking_uri):
+    if hint := _ui_hint(uri):
         print(hint)
 
 
@@ -94,9 +99,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    from pipeline.credentials import strip_credentials
     from pipeline.train import resume
 
-    _print_training(resume(args.target, project=args.project, tracking_uri=args.tracking_uri))
+    # Credentials are never stored with a training: ones given here serve this process's requests only.
+    tracking_uri = strip_credentials(args.tracking_uri)
+    _print_training(resume(args.target, project=args.project, tracking_uri=tracking_uri))
     return 0
 
 
@@ -138,6 +146,8 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def _print_problems(report: object, limit: int) -> None:
+    for note in report.notes[:limit]:  # nothing lost, but the user must know (val is the train folder, a rename)
+        print(f"  {note}")
     errors = report.errors
     for problem in errors[:limit]:
         print(f"  {problem}")
@@ -162,17 +172,19 @@ def cmd_data_import(args: argparse.Namespace) -> int:
     from pipeline.data.importer import import_dataset, import_manifest
     from pipeline.data.manifest import load_manifest
     from pipeline.data.split import parse_ratios
+    from pipeline.destinations import check_name
 
     if args.manifest:
         manifest = load_manifest(args.manifest)
         result = import_manifest(manifest, args.src, policy=args.policy, images=args.images)
     else:
-        if not (args.src and args.name):
+        if not (args.src and args.name is not None):
             raise DatasetError("data import: give SRC and --name, or --manifest datasets/<name>.yaml")
         result = import_dataset(
             args.src,
             args.name,
-            Path(args.out) / args.name,
+            Path(args.out) / check_name(args.name, "--name"),
+            option="--name",
             fmt=args.format,
             splits=parse_ratios(args.split) if args.split else "source",
             seed=args.seed,
@@ -197,10 +209,11 @@ def _read_any(path: str, fmt: str) -> object:
 
 
 def cmd_data_validate(args: argparse.Namespace) -> int:
+    from pipeline.data.dataset import printable
     from pipeline.data.validate import validate
 
     report = validate(_read_any(args.path, args.format), "skip")
-    print(f"{args.path}: {report.summary()}")
+    print(printable(f"{args.path}: {report.summary()}"))
     _print_problems(report, args.show)
     if args.report:
         print(f"report: {report.write(args.report)}")
@@ -210,8 +223,14 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
 def cmd_data_stats(args: argparse.Namespace) -> int:
     from pipeline.data.card import build_card, card_markdown, write_card
     from pipeline.data.dataset import content_hash, read_data_yaml
+    from pipeline.data.importer import KIND as IMPORTED
+    from pipeline.data.synth import KIND as SYNTHETIC
     from pipeline.data.validate import validate
+    from pipeline.destinations import check_destination, claim
 
+    datasets = (IMPORTED, SYNTHETIC)  # card.json and card.md go into a new folder or one of this tool's datasets
+    if args.out:
+        check_destination(args.out, "data stats", "--out", also=datasets)
     report = validate(_read_any(args.path, args.format), "skip")
     path = Path(args.path).resolve()
     name = path.parent.name if path.suffix in {".yaml", ".yml", ".json"} else path.name
@@ -221,7 +240,7 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
         digest = ""
     card = build_card(report.collection, name, digest, source=str(args.path), validation=report.counts())
     if args.out:
-        json_path, md_path = write_card(card, args.out)
+        json_path, md_path = write_card(card, claim(args.out, "data stats", "--out", also=datasets))
         print(f"wrote {json_path} and {md_path}")
     else:
         print(card_markdown(card))
@@ -232,9 +251,16 @@ def cmd_data_split(args: argparse.Namespace) -> int:
     from pipeline.data.importer import import_dataset
     from pipeline.data.split import parse_ratios
 
-    out = Path(args.out)
+    out = Path(args.out).expanduser().resolve()
     result = import_dataset(
-        args.src, out.name, out, fmt=args.format, splits=parse_ratios(args.split), seed=args.seed, policy=args.policy
+        args.src,
+        out.name,
+        args.out,
+        fmt=args.format,
+        splits=parse_ratios(args.split),
+        seed=args.seed,
+        policy=args.policy,
+        command="data split",
     )
     _print_import(result, args.show)
     return 0
@@ -451,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="what runs the network (auto: ONNX Runtime on a CPU, exported once and cached; PyTorch on a GPU)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_trust_option(p)
     p.set_defaults(func=cmd_predict)
 
     add_commands(commands)

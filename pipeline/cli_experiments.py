@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from pathlib import Path
 
+from pipeline.checkpoints import add_trust_option
 from pipeline.promotion import PromoteError
 
 _TRACKING_HELP = "MLflow server (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)"
@@ -36,8 +36,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if done.best is not None:
         print(f"first by {done.sort}: {done.best['run']} ({done.best['run_id']})")
     if done.files:
-        print(f"wrote:  {args.out}/ ({', '.join(p.name for p in done.files)})")
-        print(f"report: {Path(args.out) / 'report.html'}")
+        folder = done.files[0].parent
+        print(f"wrote:  {folder}/ ({', '.join(p.name for p in done.files)})")
+        print(f"report: {folder / 'report.html'}")
     return 0
 
 
@@ -169,6 +170,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--track", action="store_true", help="log the metrics to MLflow as an evaluation run")
     p.add_argument("--experiment", default="evaluations", help="MLflow experiment for --track")
     p.add_argument("--tracking-uri", default="", help=_TRACKING_HELP)
+    add_trust_option(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = commands.add_parser("promote", help="register a run's model in the MLflow registry and point an alias at it")

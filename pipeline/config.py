@@ -7,22 +7,57 @@ type, a value out of range) stops with one line naming the file and the field, e
 
 from __future__ import annotations
 
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.augment_presets import with_preset_defaults
+from pipeline.credentials import strip_credentials
+from pipeline.yaml_load import read_yaml
 
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message is one line naming the file and the field."""
 
 
+def _types_in(annotation: Any) -> set[Any]:
+    """The plain types an annotation admits: ``int | list[int] | None`` -> {int, list, NoneType}."""
+    if typing.get_origin(annotation) in {typing.Union, types.UnionType}:
+        return set().union(*(_types_in(arg) for arg in typing.get_args(annotation)))
+    return {typing.get_origin(annotation) or annotation}
+
+
+def no_bool_for_number(value: Any, annotation: Any) -> Any:
+    """Refuse ``true``/``false`` where a number is expected (pydantic would read ``epochs: true`` as 1)."""
+    admits = _types_in(annotation)
+    if isinstance(value, bool) and bool not in admits and admits & {int, float}:
+        raise ValueError(f"must be a number, got {str(value).lower()}")
+    if isinstance(value, list) and list in admits and any(isinstance(v, bool) for v in value):
+        raise ValueError(f"must be numbers, got {yaml.safe_dump(value, default_flow_style=True).strip()}")
+    return value
+
+
 class _Section(BaseModel):
     # Unknown keys are errors (a typo must not silently fall back to a default); assignments are checked too.
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_not_bools(cls, value: Any, info: ValidationInfo) -> Any:
+        return no_bool_for_number(value, cls.model_fields[info.field_name].annotation)
 
 
 class DataConfig(_Section):
@@ -92,6 +127,11 @@ class TransformSpec(BaseModel):
     transform: str = Field(min_length=1, description="albumentations class name, e.g. RandomBrightnessContrast")
     p: float = Field(0.5, ge=0, le=1)
 
+    @field_validator("p", mode="before")
+    @classmethod
+    def _p_is_not_a_bool(cls, value: Any) -> Any:
+        return no_bool_for_number(value, float)
+
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
@@ -151,10 +191,17 @@ class TrackingConfig(_Section):
     request_timeout_s: int = Field(10, ge=1, description="timeout of one request to the server, in seconds")
     finish_timeout_s: float = Field(30.0, ge=0, description="how long the end of a training waits for the server")
 
+    @field_validator("uri")
+    @classmethod
+    def _no_credentials_kept(cls, value: str) -> str:
+        # user:password in the URI would be saved in config.yaml, session.json, the run's params and the spool:
+        # they move to MLflow's credential variables of this process, and the config keeps the bare URI.
+        return strip_credentials(value)
+
 
 class GradientsConfig(_Section):
     enabled: bool = Field(True, description="record per-layer gradient statistics in the optimizer step")
-    every: int = Field(1, ge=1, description="sample every N optimizer steps")
+    every: int = Field(1, ge=1, description="sample every N optimizer steps of an epoch, starting with its first")
     grouping: Literal["parameter", "layer", "block"] = Field(
         "layer", description="parameter (each tensor), layer (the module owning it: model.2.cv1.conv), block (model.2)"
     )
@@ -179,6 +226,17 @@ class Config(_Section):
     augment: AugmentConfig = AugmentConfig()
     gradients: GradientsConfig = GradientsConfig()
     tracking: TrackingConfig = TrackingConfig()
+    _source: str = PrivateAttr("<config>")  # the file it was read from, for messages
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    def __eq__(self, other: object) -> bool:
+        # Two configs with the same keys are equal wherever they were read from.
+        return isinstance(other, Config) and self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment] - mutable, as pydantic models are
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -263,27 +321,16 @@ def build_config(raw: dict[str, Any] | None, source: str = "<config>", overrides
         raw = apply_overrides(raw, overrides)
         source = f"{source} (with overrides)"
     try:
-        return Config.model_validate(raw)
+        config = Config.model_validate(raw)
     except ValidationError as exc:
         raise first_error(source, exc) from None
+    config._source = source
+    return config
 
 
 def load_raw(path: str | Path) -> dict[str, Any] | None:
     """An experiment YAML as written (no defaults, no validation), or a one-line ConfigError."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}:{where}: {problem}") from None
+    return read_yaml(path, ConfigError, "config file")
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:

@@ -66,11 +66,12 @@ def _is_empty_dir(folder: Path) -> bool:
         return False
 
 
-def check_destination(folder: str | Path, kind: str, option: str = "--out") -> Path:
+def check_destination(folder: str | Path, kind: str, option: str = "--out", also: tuple[str, ...] = ()) -> Path:
     """``folder`` resolved, if this ``kind`` of command may write into or replace it; else a DestinationError.
 
     Allowed: a path that does not exist, an empty folder, or a folder whose marker says the same kind
-    of command made it. Refused: a file, a folder with anything else in it, a folder of another kind.
+    of command made it (or one of the kinds in ``also``). Refused: a file, a folder with anything else
+    in it, a folder of another kind.
     """
     path = Path(folder).expanduser()
     resolved = path.resolve()
@@ -84,26 +85,37 @@ def check_destination(folder: str | Path, kind: str, option: str = "--out") -> P
         raise DestinationError(
             f"{option} {path}: exists and was not made by yolo-pipeline; choose another {option} or remove it yourself"
         )
-    if marker.get("kind") != kind:
+    if marker.get("kind") != kind and marker.get("kind") not in also:
         raise DestinationError(
             f"{option} {path}: was made by yolo-pipeline {marker.get('kind')}, not {kind}; choose another {option}"
         )
     return resolved
 
 
+def check_replaceable(folder: str | Path, kind: str, option: str = "--out") -> Path:
+    """`check_destination`, and not the current folder or one above it (replacing it would pull it from under us)."""
+    target = check_destination(folder, kind, option)
+    here = Path.cwd().resolve()
+    if target == here or target in here.parents:
+        raise DestinationError(f"{option} {folder}: is the current folder or one above it; choose another {option}")
+    return target
+
+
 @contextmanager
 def build_then_swap(folder: str | Path, kind: str, option: str = "--out", **info: Any) -> Iterator[Path]:
     """Yield a hidden staging folder beside ``folder``; once the block finishes, swap it in for ``folder``.
 
-    ``folder`` must pass `check_destination` first. The marker is written into the staging folder
+    ``folder`` must pass `check_replaceable` first (it is checked here). The marker is written into the staging folder
     last, so a folder with a marker is always a finished one. On any failure the staging folder is
     removed and ``folder`` is left exactly as it was.
     """
-    target = check_destination(folder, kind, option)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = check_replaceable(folder, kind, option)
     staging = target.with_name(f".{target.name}.staging-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    try:
+        staging.mkdir(parents=True)
+    except OSError as exc:
+        raise DestinationError(f"{option} {folder}: cannot write beside it ({exc.strerror or exc})") from None
     try:
         yield staging
         write_marker(staging, kind, **info)
@@ -128,9 +140,12 @@ def swap_in(staging: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def claim(folder: str | Path, kind: str, option: str = "--out", **info: Any) -> Path:
-    """Make (or reuse) ``folder`` for a command that writes into it in place (e.g. predict's resumable results)."""
-    target = check_destination(folder, kind, option)
+def claim(folder: str | Path, kind: str, option: str = "--out", also: tuple[str, ...] = (), **info: Any) -> Path:
+    """Make (or reuse) ``folder`` for a command that writes into it in place (e.g. predict's resumable results).
+
+    ``also``: other kinds of this tool's folders the command may add its files to (e.g. a card to a dataset).
+    """
+    target = check_destination(folder, kind, option, also)
     if marker_of(target) is None:
         write_marker(target, kind, **info)
     return target

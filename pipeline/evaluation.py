@@ -23,8 +23,10 @@ import numpy as np
 import yaml
 
 from pipeline.data.dataset import DatasetError, read_data_yaml
+from pipeline.destinations import build_then_swap, check_replaceable
 
 COCO_KEYS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
+KIND = "evaluate"  # the marker's kind of an --out folder: a rerun replaces it once the new files are whole
 # pycocotools' stats[0..5] are the six above; -1 means "no object of that size in the split".
 
 
@@ -166,6 +168,8 @@ def evaluate(
 
     if split not in {"train", "val", "test"}:
         raise EvaluateError(f"--split: must be train, val or test, got {split!r}")
+    if out is not None:
+        out = check_replaceable(out, KIND)  # before the model loads: a refused --out costs nothing
     yolo, model_run_id = load_yolo(model, tracking_uri)
     captured: dict[str, Any] = {}
     yolo.add_callback("on_val_end", lambda validator: captured.update(validator=validator))
@@ -270,12 +274,14 @@ def _per_class(
 
 
 def _write(result: Evaluation, truth: dict[str, Any], detections: list[dict[str, Any]], out: Path) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    files = [out / "evaluation.json", out / "predictions.json", out / "ground_truth.json"]
-    files[1].write_text(json.dumps(detections), encoding="utf-8")
-    files[2].write_text(json.dumps(truth), encoding="utf-8")
-    payload = {**asdict(result), "files": [str(p) for p in files]}
-    files[0].write_text(json.dumps(payload, indent=1, allow_nan=True), encoding="utf-8")
+    """The three files, built beside ``out`` and swapped in whole; their paths are the final ones."""
+    names = ["evaluation.json", "predictions.json", "ground_truth.json"]
+    files = [out / name for name in names]
+    with build_then_swap(out, KIND, "--out", model=result.model, data=result.data, split=result.split) as staging:
+        (staging / names[1]).write_text(json.dumps(detections), encoding="utf-8")
+        (staging / names[2]).write_text(json.dumps(truth), encoding="utf-8")
+        payload = {**asdict(result), "files": [str(p) for p in files]}
+        (staging / names[0]).write_text(json.dumps(payload, indent=1, allow_nan=True), encoding="utf-8")
     return files
 
 

@@ -22,6 +22,8 @@ def redact_uri(uri: str) -> str:
         user, sep, _ = userinfo.partition(":")
         netloc = f"{user}:{REDACTED}@{host}" if sep else f"{REDACTED}@{host}"
     query = _SECRET_QUERY.sub(lambda m: m.group(1) + REDACTED, "?" + parts.query)[1:] if parts.query else ""
+    if (netloc, query) == (parts.netloc, parts.query):
+        return uri  # nothing hidden: as given (urlunsplit would turn sqlite:////abs into sqlite://abs)
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 

@@ -17,8 +17,11 @@ _configured = False
 
 
 def configure_ultralytics() -> None:
-    """Idempotent; call before the first ``import ultralytics`` in a process."""
+    """Idempotent; call before the first ``import ultralytics`` in a process, and before each checkpoint load."""
     global _configured
+    from pipeline.checkpoints import apply_load_policy
+
+    apply_load_policy()  # checkpoints are pickles: safe loading unless the user trusts them (re-read each call)
     if _configured:
         return
     if "YOLO_CONFIG_DIR" not in os.environ:
@@ -27,9 +30,6 @@ def configure_ultralytics() -> None:
         os.environ["YOLO_CONFIG_DIR"] = folder
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
     os.environ.setdefault("YOLO_AUTOINSTALL", "false")
-    from pipeline.checkpoints import apply_load_policy
-
-    apply_load_policy()  # checkpoints are pickles: safe loading unless the user trusts them
     from ultralytics.utils import SETTINGS
 
     # dict.update, not SETTINGS.update: change this process only, never write the user's settings file.

@@ -97,14 +97,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"    version {promoted.version} from run {promoted.run_id} ({promoted.metric} {promoted.value:.4f})")
 
     val_images = imported.out / "images" / "val"
+    results = work / "predictions" / f"v{promoted.version}"  # a results folder pins its model: one per version
     print(f"5/5 predict {val_images} with {promoted.uri}")
-    predicted = predict(
-        val_images, promoted.uri, work / "predictions", conf=PREDICT_CONF, tracking_uri=uri, progress=False
-    )
-    print(f"    {predicted.images} images, {sum(predicted.detections.values())} detections -> {work / 'predictions'}")
+    predicted = predict(val_images, promoted.uri, results, conf=PREDICT_CONF, tracking_uri=uri, progress=False)
+    print(f"    {predicted.images} images, {sum(predicted.detections.values())} detections -> {results}")
     print(f"MLflow: mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else f"MLflow: {uri}")
     return 1 if predicted.total_errors or swept.failed else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except ValueError as exc:  # the library's one-line errors (a folder it did not make, a bad dataset, ...)
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -4,7 +4,8 @@
 search syntax; named run ids; or the children of a sweep's parent run), builds one table with the
 params that differ between them and their outcome (best and final mAP, per-class AP50, epochs,
 training time, gradient health) and, given ``out``, writes it as CSV and Markdown with four charts and
-one self-contained HTML report.
+one self-contained HTML report. ``out`` is built beside itself and swapped in once complete; an existing
+folder is replaced only when an earlier ``compare`` made it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pipeline.comparison.table import (
     to_markdown,
     to_text,
 )
+from pipeline.destinations import build_then_swap, check_replaceable
 
 if TYPE_CHECKING:
     from pipeline.tracking.runs import RunRecord
@@ -44,6 +46,7 @@ PLOTS = {
     "per_class": "ap50_per_class.png",
     "gradients": "grad_norm_per_layer.png",
 }
+KIND = "compare"  # the marker's kind of an --out folder
 
 
 class CompareError(ValueError):
@@ -82,6 +85,8 @@ def compare(
     """Compare the runs of ``experiment`` (filtered), or ``runs`` by id, or the children of sweep ``parent``."""
     if not (experiment or runs or parent):
         raise CompareError("compare: name the runs with --experiment, --runs or --parent")
+    if out is not None:
+        out = check_replaceable(out, KIND)  # before any query: a refused --out costs nothing
     from pipeline.tracking.runs import RunQueryError, add_histories, find_runs
 
     try:
@@ -95,7 +100,9 @@ def compare(
         raise CompareError(f"compare: no training runs in {where}" + (f" match {filter!r}" if filter else ""))
     comparison = Comparison(records, build_table(records, sort, ascending), sort)
     if out is not None:
-        _write(comparison, Path(out), _context(experiment, filter, runs, parent, sort, ascending))
+        with build_then_swap(out, KIND, "--out", runs=len(records)) as staging:
+            _write(comparison, staging, _context(experiment, filter, runs, parent, sort, ascending))
+        comparison.files = [out / path.name for path in comparison.files]  # where they are after the swap
     return comparison
 
 

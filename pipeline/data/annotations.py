@@ -7,10 +7,12 @@ or validating is a `Problem`: the file, the line where there is one, the reason 
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.data.dataset import printable
 from pipeline.data.images import ImageInfo
 
 # What happened to the input because of a problem. Errors lose something (an image, a box); notes do not.
@@ -20,6 +22,8 @@ DROPPED_LINE = "dropped line"
 IGNORED_FILE = "ignored file"
 CONVERTED = "converted"
 COUNTED = "counted"
+NOTE = "note"  # something the user should know that loses nothing (e.g. val is the train folder)
+RENAMED = "renamed"  # written under a safe file name (the source's is not UTF-8)
 ERROR_ACTIONS = {SKIPPED_IMAGE, DROPPED_BOX, DROPPED_LINE, IGNORED_FILE}
 
 
@@ -38,11 +42,19 @@ class Problem:
     def location(self) -> str:
         return f"{self.file}:{self.line}" if self.line is not None else str(self.file)
 
-    def __str__(self) -> str:
-        return f"{self.location}: {self.reason} ({self.action})"
+    def __str__(self) -> str:  # printable: a file name may hold bytes that are not UTF-8
+        return printable(f"{self.location}: {self.reason} ({self.action})")
 
     def to_dict(self) -> dict[str, object]:
-        return {"file": str(self.file), "line": self.line, "reason": self.reason, "action": self.action}
+        file, reason = printable(str(self.file)), printable(self.reason)
+        return {"file": file, "line": self.line, "reason": reason, "action": self.action}
+
+
+def short(value: float) -> str:
+    """A number for a message: one decimal for ordinary sizes, 4 significant digits for huge or tiny ones."""
+    if not math.isfinite(value) or abs(value) >= 1e6:
+        return f"{value:.4g}"
+    return f"{value:.1f}"
 
 
 @dataclass(frozen=True)

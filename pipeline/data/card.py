@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.data.annotations import Collection
+from pipeline.data.dataset import printable
 from pipeline.files import write_atomic
 
 TINY_AREA_PX = 32 * 32
@@ -140,7 +141,7 @@ def card_markdown(card: dict[str, Any]) -> str:
     ]
     if validation := card.get("validation"):
         lines += ["", "## Validation", "", ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in validation.items())]
-    return "\n".join(lines) + "\n"
+    return printable("\n".join(lines) + "\n")  # a source path may hold bytes that are not UTF-8
 
 
 def write_card(card: dict[str, Any], folder: str | Path) -> tuple[Path, Path]:

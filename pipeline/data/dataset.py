@@ -10,6 +10,8 @@ on the same bytes share a hash whatever the folder is called.
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,46 @@ SPLITS = ("train", "val", "test")
 
 class DatasetError(ValueError):
     """A dataset that cannot be used; the message is one line naming the file and the reason."""
+
+    def __str__(self) -> str:  # file names with undecodable bytes must not crash the print of the message
+        return printable(super().__str__())
+
+
+# Lone surrogates: os.fsdecode's escapes for a file name's non-UTF-8 bytes (U+DC80..U+DCFF), or JSON's "\\ud800".
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escape(char: str, prefix: str) -> str:
+    code = ord(char)
+    return f"{prefix}x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"{prefix}u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print or write as UTF-8: a file name's undecodable bytes shown as ``\\xff``."""
+    return _SURROGATE.sub(lambda m: _escape(m.group(), "\\"), text)
+
+
+def safe_name(name: str) -> str:
+    """A file name that is valid UTF-8: each undecodable byte becomes ``_xff``."""
+    return _SURROGATE.sub(lambda m: _escape(m.group(), "_"), name)
+
+
+def decode_error(data: bytes, exc: UnicodeDecodeError) -> str:
+    """Where a file stops being UTF-8, for a message: ``line 3: byte 0xff is not UTF-8``."""
+    line = data[: exc.start].count(b"\n") + 1
+    return f"line {line}: byte 0x{data[exc.start]:02x} is not UTF-8"
+
+
+def read_text(path: Path) -> str:
+    """A text file as UTF-8 (a BOM is dropped); unreadable or not UTF-8 is a one-line DatasetError."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: {decode_error(data, exc)} (save it as UTF-8)") from None
 
 
 @dataclass(frozen=True)
@@ -49,8 +91,9 @@ def _find_yaml(path: Path) -> Path:
 
 def load_yaml(path: Path) -> Any:
     """A YAML file's content; invalid YAML is a one-line DatasetError naming the file and line."""
+    text = read_text(path)
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise DatasetError(f"{path}:{f' line {mark.line + 1}:' if mark else ''} invalid YAML") from None
@@ -89,7 +132,7 @@ def content_hash(splits: dict[str, Path]) -> str:
             name = image.relative_to(folder).as_posix()
             for kind, file in (("image", image), ("label", label_for(image))):
                 if file.is_file():
-                    digest.update(f"{split}/{kind}/{name}\0".encode())
+                    digest.update(os.fsencode(f"{split}/{kind}/{name}\0"))  # a name's raw bytes, UTF-8 or not
                     digest.update(file.read_bytes())
     return digest.hexdigest()
 
@@ -112,6 +155,8 @@ def read_data_yaml(path: str | Path, require: tuple[str, ...] = ("train", "val")
     spec = load_yaml(source) or {}
     if not isinstance(spec, dict):
         raise DatasetError(f"{source}: expected a mapping with train, val and names")
+    if not isinstance(spec.get("path") or ".", str):
+        raise DatasetError(f"{source}: path: expected one folder path")
     root = Path(spec.get("path") or ".")
     root = root if root.is_absolute() else (source.parent / root).resolve()
     splits: dict[str, Path] = {}
@@ -121,7 +166,7 @@ def read_data_yaml(path: str | Path, require: tuple[str, ...] = ("train", "val")
         if not isinstance(spec[split], str):
             raise DatasetError(f"{source}: {split}: expected one folder path (lists are not supported)")
         folder = Path(spec[split])
-        folder = folder if folder.is_absolute() else root / folder
+        folder = Path(os.path.normpath(folder if folder.is_absolute() else root / folder))  # one spelling per folder
         if not folder.is_dir():
             raise DatasetError(f"{source}: {split}: folder {folder} does not exist")
         splits[split] = folder

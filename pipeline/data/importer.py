@@ -1,28 +1,29 @@
 """Import YOLO, COCO or Pascal VOC data into the YOLO layout ultralytics trains on, with a dataset card.
 
 read (any format) -> validate (skip or fail) -> split (the source's, or seeded stratified fractions)
--> write the YOLO layout into a temporary folder -> swap it in -> card and validation report.
-A failed import leaves the previous one untouched.
+-> write the YOLO layout, validation report and card into a hidden sibling folder -> swap it in.
+The destination is replaced only when this tool made it (`pipeline.destinations`), and only once the
+new import is complete: a failed import leaves the previous one untouched.
 """
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipeline.data.annotations import Collection
 from pipeline.data.card import build_card, write_card
 from pipeline.data.dataset import DatasetError, content_hash, read_data_yaml
-from pipeline.data.manifest import Manifest, fetch
+from pipeline.data.manifest import Manifest, download_sha256, fetch
 from pipeline.data.split import split_collection
 from pipeline.data.validate import Policy, ValidationReport, validate
 from pipeline.data.yolo import read_yolo, write_yolo
+from pipeline.destinations import MARKER, build_then_swap, check_replaceable
 
 DEFAULT_SPLIT = {"train": 0.8, "val": 0.2}
 REPORT_FILE = "validation.json"
+KIND = "dataset"  # the marker's kind for import and split: either may replace the other's folder
 
 
 @dataclass
@@ -45,7 +46,7 @@ def detect_format(src: Path) -> str:
     for child in src.iterdir() if src.is_dir() else ():
         if child.is_dir() and child.name.lower() == "annotations":
             return "coco" if any(child.glob("*.json")) else "voc"
-    if any(src.glob("*.json")):
+    if any(p.name != MARKER for p in src.glob("*.json")):
         return "coco"
     raise DatasetError(f"{src}: cannot tell the format (no data.yaml, Annotations/ or *.json); pass --format")
 
@@ -98,16 +99,6 @@ def subset(collection: Collection, images: int, seed: int) -> Collection:
     return Collection(collection.names, [s for s in collection.samples if s.image in keep], collection.problems)
 
 
-def _replace_folder(staging: Path, out: Path) -> None:
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(staging, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, out)
-
-
 def import_dataset(
     src: str | Path,
     name: str,
@@ -118,9 +109,15 @@ def import_dataset(
     seed: int = 0,
     policy: Policy = "skip",
     images: int = 0,
+    option: str = "--out",
+    command: str = "data import",
 ) -> ImportResult:
-    """Convert ``src`` into a YOLO layout at ``out`` and write its card and validation report there."""
-    src, out = Path(src).expanduser().resolve(), Path(out).expanduser().resolve()
+    """Convert ``src`` into a YOLO layout at ``out`` and write its card and validation report there.
+
+    ``out`` may exist only when empty or made by an earlier import or split (``option`` names it in
+    the error); it is replaced only once the new import, card and report are all written."""
+    src = Path(src).expanduser().resolve()
+    out = check_replaceable(out, KIND, option)
     if out == src or out in src.parents or src in out.parents:
         raise DatasetError(f"{out}: the import folder must not contain or be inside the source {src}")
     fmt = detect_format(src) if fmt == "auto" and src.exists() else fmt
@@ -136,29 +133,24 @@ def import_dataset(
         )
     if isinstance(splits, dict):
         usable = split_collection(usable, splits, seed)
-    staging = out.with_name(f".{out.name}.staging-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    with build_then_swap(out, KIND, option, command=command, source=str(src), format=fmt) as staging:
         write_yolo(usable, staging)
         report.write(staging / REPORT_FILE)
-        _replace_folder(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    data_yaml = out / "data.yaml"
-    layout = read_data_yaml(data_yaml, require=())
-    card = build_card(
-        usable, name, content_hash(layout.splits), source=str(src), format=fmt, validation=report.counts()
-    )
-    card_files = write_card(card, out)
-    return ImportResult(out, data_yaml, card, card_files, report, out / REPORT_FILE, notes)
+        layout = read_data_yaml(staging / "data.yaml", require=())  # relative paths: valid after the swap
+        card = build_card(
+            usable, name, content_hash(layout.splits), source=str(src), format=fmt, validation=report.counts()
+        )
+        card_files = tuple(out / path.name for path in write_card(card, staging))
+    return ImportResult(out, out / "data.yaml", card, card_files, report, out / REPORT_FILE, notes)
 
 
 def import_manifest(
     manifest: Manifest, src: str | Path | None = None, policy: Policy = "skip", images: int = 0
 ) -> ImportResult:
     """Import the data a manifest describes (or ``src`` in its place) into ``datasets/<name>/``."""
+    check_replaceable(manifest.out_dir, KIND, "name")  # before a download, not after it
     source = Path(src) if src else fetch(manifest)
-    return import_dataset(
+    result = import_dataset(
         source,
         manifest.name,
         manifest.out_dir,
@@ -168,4 +160,8 @@ def import_manifest(
         seed=manifest.seed,
         policy=policy,
         images=images,
+        option="name",
     )
+    if not src and not manifest.sha256 and (digest := download_sha256(source)):
+        result.notes.append(f"to check later downloads, add to {manifest.file.name}: sha256: {digest}")
+    return result

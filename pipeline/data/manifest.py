@@ -3,14 +3,20 @@
 A manifest names the dataset, its classes (in training order), the source format, where the data
 is (a local path, or a public URL fetched when the path is missing and the machine is online), how
 to split it, and its licence. Imported data lands beside it, in ``datasets/<name>/`` (git-ignored).
+
+A fetched archive is checked against the manifest's ``sha256`` (when given), unpacked member by
+member inside its folder only, and recorded (marker with url and sha256) only once fully unpacked, in
+``datasets/<name>.download/data/``; a folder there without that record is never reused.
 """
 
 from __future__ import annotations
 
-import shutil
+import hashlib
+import tarfile
 import tempfile
 import urllib.request
-from pathlib import Path
+import zipfile
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Literal
 
 import yaml
@@ -19,6 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from pipeline.config import first_error
 from pipeline.data.dataset import DatasetError, load_yaml
 from pipeline.data.split import check_ratios
+from pipeline.destinations import MARKER, NAME_PATTERN, build_then_swap, marker_of
+
+DOWNLOAD = "download"  # the marker's kind of a fetched archive's folder
 
 Format = Literal["auto", "yolo", "coco", "voc"]
 
@@ -26,11 +35,12 @@ Format = Literal["auto", "yolo", "coco", "voc"]
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=NAME_PATTERN)
     classes: list[str] = Field(default_factory=list, description="class names in training order; empty: the source's")
     format: Format = "auto"
     path: str = Field("", description="the source data, relative to this file or absolute")
     url: str = Field("", description="a public archive to fetch when `path` is missing")
+    sha256: str = Field("", pattern=r"^([0-9a-fA-F]{64})?$", description="the archive's SHA-256, checked on download")
     splits: Literal["source"] | dict[str, float] = Field("source", description="'source', or fractions per split")
     seed: int = Field(0, ge=0, description="seed of the split")
     licence: str = ""
@@ -94,17 +104,79 @@ def fetch(manifest: Manifest) -> Path:
     if not manifest.url:
         raise DatasetError(f"{manifest.file}: path: {missing} and there is no url to fetch it from")
     target = manifest.out_dir.with_name(f"{manifest.name}.download")
-    if target.is_dir():
-        return target
+    done = marker_of(target)
+    if done and done.get("kind") == DOWNLOAD and done.get("url") == manifest.url:
+        if manifest.sha256.lower() in ("", done.get("sha256")):
+            return target / "data"
+    elif target.exists() and done is None and any(target.iterdir()):
+        raise DatasetError(
+            f"{target}: an unfinished download (no {MARKER}); remove that folder yourself and run the import again"
+        )
+    with tempfile.TemporaryDirectory(prefix=f".{manifest.name}.archive-", dir=manifest.file.parent) as tmp:
+        archive = _download(manifest, Path(tmp), missing)
+        digest = _sha256(archive)
+        if manifest.sha256 and digest != manifest.sha256.lower():
+            raise DatasetError(
+                f"{manifest.file}: sha256: the archive from {manifest.url} has sha256 {digest}, not "
+                f"{manifest.sha256}; nothing unpacked"
+            )
+        # Recorded (the marker) only after the whole archive is unpacked: a half-unpacked one is never reused.
+        with build_then_swap(target, DOWNLOAD, "download folder", url=manifest.url, sha256=digest) as staging:
+            _unpack(archive, staging / "data", manifest)
+    return target / "data"
+
+
+def download_sha256(source: Path) -> str:
+    """The SHA-256 recorded for ``source`` when `fetch` downloaded it, else ''."""
+    done = marker_of(source.parent)
+    return str(done.get("sha256", "")) if done and done.get("kind") == DOWNLOAD else ""
+
+
+def _download(manifest: Manifest, folder: Path, missing: str) -> Path:
+    archive = folder / (Path(manifest.url.split("?")[0]).name or "archive")
     try:
-        with tempfile.TemporaryDirectory(dir=manifest.file.parent) as tmp:
-            archive = Path(tmp) / Path(manifest.url.split("?")[0]).name
-            urllib.request.urlretrieve(manifest.url, archive)  # noqa: S310 - a URL the manifest's author chose
-            shutil.unpack_archive(archive, Path(tmp) / "unpacked")
-            shutil.move(Path(tmp) / "unpacked", target)
-    except (OSError, ValueError, shutil.ReadError) as exc:
+        urllib.request.urlretrieve(manifest.url, archive)  # noqa: S310 - a URL the manifest's author chose
+    except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise DatasetError(
             f"{manifest.file}: url: cannot fetch {manifest.url} ({reason}); {missing}: give the data's folder as SRC"
         ) from None
-    return target
+    return archive
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _inside(name: str) -> bool:
+    """A member name that stays inside the folder it is unpacked into: relative, no ``..``, no drive."""
+    posix = name.replace("\\", "/")
+    return not posix.startswith("/") and ".." not in PurePosixPath(posix).parts and not PureWindowsPath(name).drive
+
+
+def _unpack(archive: Path, folder: Path, manifest: Manifest) -> None:
+    """Unpack a tar or zip archive into ``folder``; a member that would land outside it refuses the whole archive."""
+    where = f"{manifest.file}: url: {manifest.url}"
+    try:
+        if tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as tar:
+                _check_members(tar.getnames(), where)
+                tar.extractall(folder, filter="data")  # also refuses links leading outside, device files
+        elif zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zipped:
+                _check_members(zipped.namelist(), where)
+                zipped.extractall(folder)
+        else:
+            raise DatasetError(f"{where}: not a tar or zip archive; nothing unpacked")
+    except (tarfile.TarError, zipfile.BadZipFile, OSError) as exc:
+        raise DatasetError(f"{where}: cannot unpack ({exc}); nothing kept") from None
+
+
+def _check_members(names: list[str], where: str) -> None:
+    for name in names:
+        if not _inside(name):
+            raise DatasetError(f"{where}: archive member {name!r} points outside its folder; nothing unpacked")

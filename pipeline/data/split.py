@@ -8,6 +8,7 @@ Background images fill whichever split is furthest below its share of images.
 
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter, defaultdict
 from dataclasses import replace
@@ -44,10 +45,13 @@ def check_ratios(ratios: dict[str, float]) -> dict[str, float]:
 
 
 def _groups(samples: list[Sample]) -> list[list[Sample]]:
-    by_content: dict[str, list[Sample]] = defaultdict(list)
+    """Samples with the same bytes, each file once: a file the source listed in two splits (val is the train
+    folder) gets one new split, not two copies in one."""
+    by_content: dict[str, dict[str, Sample]] = defaultdict(dict)
     for sample in samples:
-        by_content[sample.digest or str(sample.image)].append(sample)
-    return sorted(by_content.values(), key=lambda group: str(group[0].image))  # independent of input order
+        by_content[sample.digest or str(sample.image)].setdefault(os.path.realpath(sample.image), sample)
+    groups = [list(files.values()) for files in by_content.values()]
+    return sorted(groups, key=lambda group: str(group[0].image))  # independent of input order
 
 
 def split_collection(collection: Collection, ratios: dict[str, float], seed: int = 0) -> Collection:

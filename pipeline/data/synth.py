@@ -16,7 +16,10 @@ import cv2
 import numpy as np
 import yaml
 
+from pipeline.destinations import build_then_swap
+
 CLASS_NAMES: tuple[str, ...] = ("scratch", "pit", "patch")
+KIND = "synthetic"  # the marker's kind: a rerun into its own folder replaces it, any other folder is refused
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,9 @@ def render(seed: int, index: int, size: int = 128) -> tuple[np.ndarray, list[Box
 def synthesize(
     out: str | Path, images: int = 200, seed: int = 0, size: int = 128, val_fraction: float = 0.2
 ) -> SynthSummary:
-    """Write ``images`` synthetic defect images in YOLO layout under ``out``, with a ``data.yaml``."""
+    """Write ``images`` synthetic defect images in YOLO layout under ``out``, with a ``data.yaml``.
+
+    ``out`` may exist only when empty or made by an earlier synthesis; it is replaced once the new set is whole."""
     if images < 2:
         raise ValueError(f"images: need at least 2 (one train, one val), got {images}")
     if not 0 < val_fraction < 1:
@@ -143,6 +148,21 @@ def synthesize(
     if size < 32:
         raise ValueError(f"size: must be >= 32 pixels, got {size}")
     out = Path(out)
+    with build_then_swap(out, KIND, "--out", images=images, seed=seed, size=size) as staging:
+        counts, box_counts = _draw_set(staging, images, seed, size, val_fraction)
+        # No `path` key: ultralytics then resolves the splits against this file's folder, wherever it moves.
+        spec = {"train": "images/train", "val": "images/val", "names": dict(enumerate(CLASS_NAMES))}
+        (staging / "data.yaml").write_text(
+            "# Synthetic surface defects; paths are relative to this file's folder.\n"
+            + yaml.safe_dump(spec, sort_keys=False)
+        )
+    return SynthSummary(out=out, data_yaml=out / "data.yaml", images=counts, boxes=box_counts)
+
+
+def _draw_set(
+    out: Path, images: int, seed: int, size: int, val_fraction: float
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Draw every image and label into ``out``; (images per split, boxes per class)."""
     n_val = max(1, round(images * val_fraction))
     counts = {"train": 0, "val": 0}
     box_counts = dict.fromkeys(CLASS_NAMES, 0)
@@ -152,17 +172,11 @@ def synthesize(
         stem = f"synth_{seed}_{index:06d}"
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
         (out / "labels" / split).mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(out / "images" / split / f"{stem}.png"), image)
+        if not cv2.imwrite(str(out / "images" / split / f"{stem}.png"), image):
+            raise OSError(f"{out}: could not write image {stem}.png")
         lines = [box.to_yolo(size, size) for box in boxes]
         (out / "labels" / split / f"{stem}.txt").write_text("".join(f"{line}\n" for line in lines))
         counts[split] += 1
         for box in boxes:
             box_counts[CLASS_NAMES[box.cls]] += 1
-    data_yaml = out / "data.yaml"
-    # No `path` key: ultralytics then resolves the splits against this file's folder, wherever it moves.
-    spec = {"train": "images/train", "val": "images/val", "names": dict(enumerate(CLASS_NAMES))}
-    data_yaml.write_text(
-        "# Synthetic surface defects; paths are relative to this file's folder.\n"
-        + yaml.safe_dump(spec, sort_keys=False)
-    )
-    return SynthSummary(out=out, data_yaml=data_yaml, images=counts, boxes=box_counts)
+    return counts, box_counts

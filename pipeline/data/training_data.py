@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import DataConfig
-from pipeline.data.annotations import DROPPED_BOX, DROPPED_LINE, SKIPPED_IMAGE
+from pipeline.data.annotations import DROPPED_BOX, DROPPED_LINE, RENAMED, SKIPPED_IMAGE
 from pipeline.data.card import build_card, write_card
-from pipeline.data.dataset import Dataset, read_data_yaml, resolve_dataset
+from pipeline.data.dataset import Dataset, DatasetError, DataYaml, read_data_yaml, resolve_dataset
 from pipeline.data.images import needs_copy
 from pipeline.data.manifest import is_manifest, load_manifest
 from pipeline.data.validate import ValidationReport, validate
@@ -56,8 +56,22 @@ def _locate(config: DataConfig) -> tuple[Path, str, list[str]]:
 
 
 def _must_clean(report: ValidationReport) -> bool:
-    lost = any(p.action in {SKIPPED_IMAGE, DROPPED_BOX, DROPPED_LINE} for p in report.problems)
+    """Whether the source cannot be trained on as it is: something left out, a 16-bit image, a file renamed."""
+    lost = any(p.action in {SKIPPED_IMAGE, DROPPED_BOX, DROPPED_LINE, RENAMED} for p in report.problems)
     return lost or any(needs_copy(s.mode) for s in report.collection.samples)
+
+
+def _check_splits_left(report: ValidationReport, spec: DataYaml) -> None:
+    """Train and val must keep images after validation; say why not, instead of ultralytics' missing-file error."""
+    for split in ("train", "val"):
+        if report.images[split]:
+            continue
+        lost = [p for p in report.errors if p.action == SKIPPED_IMAGE]
+        why = f"; first: {lost[0]}" if lost else ""
+        raise DatasetError(
+            f"{spec.source}: {split}: no usable images in {spec.splits[split]} after validation "
+            f"({len(lost)} images left out{why})"
+        )
 
 
 def prepare_training_data(config: DataConfig, save_dir: Path) -> TrainingData:
@@ -65,6 +79,7 @@ def prepare_training_data(config: DataConfig, save_dir: Path) -> TrainingData:
     source, name, notes = _locate(config)
     spec = read_data_yaml(source)  # train and val must exist before anything is read
     report = validate(read_yolo(source), config.policy)
+    _check_splits_left(report, spec)
     folder = save_dir / DATA_FOLDER
     cleaned = _must_clean(report)
     train_from = write_yolo(report.collection, folder, link=True) if cleaned else source
@@ -78,6 +93,8 @@ def prepare_training_data(config: DataConfig, save_dir: Path) -> TrainingData:
         notes.append(
             f"data: {report.summary()}; trained on a cleaned view in {folder} (details: {folder / 'validation.json'})"
         )
+    for problem in report.notes:
+        notes.append(f"data: {problem}")
     for problem in report.errors[:5]:
         LOG.warning("data: %s", problem)
     if len(report.errors) > 5:

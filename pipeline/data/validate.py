@@ -8,6 +8,8 @@ line naming the first problem. Nothing is dropped without a `Problem` saying so.
 from __future__ import annotations
 
 import json
+import math
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +21,16 @@ from pipeline.data.annotations import (
     DROPPED_BOX,
     DROPPED_LINE,
     IGNORED_FILE,
+    NOTE,
+    RENAMED,
     SKIPPED_IMAGE,
     Box,
     Collection,
     Problem,
     Sample,
+    short,
 )
-from pipeline.data.dataset import DatasetError
+from pipeline.data.dataset import DatasetError, safe_name
 from pipeline.files import write_atomic
 
 Policy = Literal["skip", "fail"]
@@ -43,6 +48,11 @@ class ValidationReport:
     @property
     def errors(self) -> list[Problem]:
         return [p for p in self.problems if p.is_error]
+
+    @property
+    def notes(self) -> list[Problem]:
+        """What the user should know though nothing was lost: a split that is another's folder, a renamed file."""
+        return [p for p in self.problems if p.action in {NOTE, RENAMED}]
 
     @property
     def converted(self) -> int:
@@ -97,12 +107,19 @@ def _check_box(box: Box, sample: Sample, class_count: int) -> tuple[Box | None, 
         return None, f"{_where(box)}class id {box.cls} is out of range (the dataset has classes 0..{class_count - 1})"
     w, h = sample.width, sample.height
     corners = (box.x1, box.y1, box.x2, box.y2)
-    if box.width <= 0 or box.height <= 0:
-        return None, f"{_where(box)}zero-area box ({box.width:.1f} x {box.height:.1f} px)"
-    if box.x1 < -TOLERANCE_PX or box.y1 < -TOLERANCE_PX or box.x2 > w + TOLERANCE_PX or box.y2 > h + TOLERANCE_PX:
-        shown = ", ".join(f"{v:.1f}" for v in corners)
+    shown = ", ".join(short(v) for v in corners)
+    if not all(math.isfinite(v) for v in corners):  # whatever the reader: NaN passes every comparison below
+        return None, f"{_where(box)}box ({shown}) has a coordinate that is not a finite number"
+    if box.width < 0 or box.height < 0:
+        return None, f"{_where(box)}negative-size box ({short(box.width)} x {short(box.height)} px)"
+    outside = box.x1 < -TOLERANCE_PX or box.y1 < -TOLERANCE_PX or box.x2 > w + TOLERANCE_PX or box.y2 > h + TOLERANCE_PX
+    if outside:  # before the area: far out, float rounding can make a box's size 0
         return None, f"{_where(box)}box ({shown}) lies outside the {w}x{h} image"
+    if box.width == 0 or box.height == 0:
+        return None, f"{_where(box)}zero-area box ({short(box.width)} x {short(box.height)} px)"
     clipped = Box(box.cls, max(box.x1, 0.0), max(box.y1, 0.0), min(box.x2, w), min(box.y2, h), box.line, box.ref)
+    if clipped.width <= 0 or clipped.height <= 0:  # it lay just beyond an edge, within the tolerance
+        return None, f"{_where(box)}box ({shown}) has no area inside the {w}x{h} image"
     return clipped, ""
 
 
@@ -128,18 +145,43 @@ def _check_boxes(sample: Sample, class_count: int) -> list[Problem]:
     return problems
 
 
-def _cross_split_duplicates(samples: list[Sample]) -> list[Problem]:
-    """The same bytes in two splits leak evaluation data into training: keep the earliest split's copy."""
-    first: dict[str, Sample] = {}
-    problems = []
+def _shared_note(split: str, other: str, files: list[str], total: int) -> Problem:
+    """One note for the files ``split`` shares with ``other``: kept in both, and what that means for scores."""
+    folder = Path(os.path.commonpath(files)) if len(files) > 1 else Path(files[0])
+    scored = "validation will score training images" if other == "train" else f"{split} repeats {other} images"
+    if len(files) == total:
+        reason = f"{split} is the {other} folder ({total} images, the same files): kept in both; {scored}"
+    else:
+        reason = f"{len(files)} of {total} {split} images are the same files as in {other}: kept in both; {scored}"
+    return Problem(folder, reason, NOTE)
+
+
+def _cross_split(samples: list[Sample]) -> tuple[list[Problem], set[int]]:
+    """Problems and the samples (by id) to leave out for images in two splits.
+
+    The same bytes in two files leak evaluation data into training: the earliest split's copy is kept. The
+    same file reached by the same path in two splits (val: the train folder) is one image: kept in both.
+    """
+    seen: dict[str, tuple[Sample, set[str]]] = {}  # digest -> first sample, real paths of every kept file
+    problems: list[Problem] = []
+    dropped: set[int] = set()
+    shared: dict[tuple[str, str], list[str]] = {}
     for sample in sorted(samples, key=lambda s: SPLIT_ORDER.get(s.split, 3)):
         if not sample.digest:
             continue
-        kept = first.setdefault(sample.digest, sample)
-        if kept is not sample and kept.split != sample.split:
+        real = os.path.realpath(sample.image)
+        kept, files = seen.setdefault(sample.digest, (sample, set()))
+        if kept.split == sample.split:
+            files.add(real)
+        elif real in files:
+            shared.setdefault((sample.split, kept.split), []).append(real)
+        else:
             reason = f"same image as {kept.image} in {kept.split}; kept there only"
             problems.append(Problem(sample.image, reason, SKIPPED_IMAGE))
-    return problems
+            dropped.add(id(sample))
+    for (split, other), files in shared.items():
+        problems.append(_shared_note(split, other, files, sum(s.split == split for s in samples)))
+    return problems, dropped
 
 
 def validate(collection: Collection, policy: Policy = "skip") -> ValidationReport:
@@ -154,15 +196,16 @@ def validate(collection: Collection, policy: Policy = "skip") -> ValidationRepor
             problems.append(Problem(sample.image, sample.convert, CONVERTED))
         if not sample.labelled:
             problems.append(Problem(sample.image, "image without a label file: a background image", COUNTED))
+        if (name := safe_name(sample.image.name)) != sample.image.name:
+            problems.append(Problem(sample.image, f"file name is not UTF-8: written as {name}", RENAMED))
         problems += _check_boxes(sample, len(collection.names))
         usable.append(sample)
-    duplicates = _cross_split_duplicates(usable)
-    skipped = {p.file for p in duplicates}
-    usable = [s for s in usable if s.image not in skipped]
+    duplicates, dropped = _cross_split(usable)
+    usable = [s for s in usable if id(s) not in dropped]
     problems += duplicates
     report = ValidationReport(
         Collection(collection.names, usable),
-        problems,
+        list(dict.fromkeys(problems)),  # a file in two splits is checked twice, reported once
         images=Counter(s.split for s in usable),
         backgrounds=Counter(s.split for s in usable if not s.labelled),
     )

@@ -9,6 +9,8 @@ is also found by the XML's own name. Coordinates are used as written, without VO
 
 from __future__ import annotations
 
+import math
+import os
 import re
 import shutil
 import xml.etree.ElementTree as ET
@@ -16,8 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from pipeline.data.annotations import CONVERTED, DROPPED_BOX, IGNORED_FILE, Box, Collection, Problem, Sample
-from pipeline.data.dataset import IMAGE_SUFFIXES, SPLITS, DatasetError
+from pipeline.data.annotations import (
+    CONVERTED,
+    DROPPED_BOX,
+    IGNORED_FILE,
+    NOTE,
+    Box,
+    Collection,
+    Problem,
+    Sample,
+)
+from pipeline.data.dataset import IMAGE_SUFFIXES, SPLITS, DatasetError, safe_name
 from pipeline.data.images import ImageInfo, inspect_images
 
 _ANNOTATION_FOLDERS = ("Annotations", "ANNOTATIONS", "annotations")
@@ -33,7 +44,7 @@ class _Record:
     image: Path
     width: float | None
     height: float | None
-    objects: list[tuple[int, str, tuple[float, float, float, float]]] = field(default_factory=list)
+    objects: list[tuple[str, str, tuple[float, float, float, float]]] = field(default_factory=list)  # ref, name, box
 
 
 def _subfolder(root: Path, candidates: tuple[str, ...]) -> Path | None:
@@ -46,11 +57,13 @@ def _subfolder(root: Path, candidates: tuple[str, ...]) -> Path | None:
 
 
 def _number(element: ET.Element | None, tag: str) -> float | None:
+    """A finite number, or None: missing, not a number, nan or inf (NaN would pass every range check)."""
     text = element.findtext(tag) if element is not None else None
     try:
-        return float(text) if text is not None else None
+        value = float(text) if text is not None else None
     except ValueError:
         return None
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _bndbox(obj: ET.Element) -> tuple[float, float, float, float] | str:
@@ -67,12 +80,18 @@ def _bndbox(obj: ET.Element) -> tuple[float, float, float, float] | str:
 
 
 def _find_image(filename: str, xml: Path, by_stem: dict[str, list[Path]], image_dir: Path) -> Path | None:
-    if filename and (image_dir / filename).is_file():
-        return image_dir / filename
+    """The image an XML means: its ``filename`` in the image folder, else one with the XML's or filename's stem."""
+    if filename and _inside(image_dir / filename, image_dir) and (image_dir / filename).is_file():
+        return Path(os.path.normpath(image_dir / filename))
     for stem in dict.fromkeys([xml.stem, Path(filename).stem if filename else xml.stem]):
         if by_stem.get(stem):
             return by_stem[stem][0]
     return None
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` as written (``..`` applied) stays in ``folder``: a ``<filename>`` must not lead out."""
+    return Path(os.path.normpath(path)).is_relative_to(os.path.normpath(folder))
 
 
 def _parse(xml: Path, by_stem: dict[str, list[Path]], image_dir: Path) -> tuple[_Record | None, list[Problem]]:
@@ -85,14 +104,18 @@ def _parse(xml: Path, by_stem: dict[str, list[Path]], image_dir: Path) -> tuple[
     except OSError as exc:
         return None, [Problem(xml, f"unreadable XML ({exc.strerror})", IGNORED_FILE)]
     filename = (root.findtext("filename") or "").strip()
+    problems = []
+    if filename and not _inside(image_dir / filename, image_dir):
+        reason = f"filename {filename!r} points outside {image_dir}: refused; looking for {xml.stem}.* instead"
+        problems.append(Problem(xml, reason, NOTE))
+        filename = ""
     image = _find_image(filename, xml, by_stem, image_dir)
     if image is None:
         looked = f"{image_dir / filename} and " if filename else ""
         reason = f"annotation without an image (looked for {looked}{image_dir / xml.stem}.*)"
-        return None, [Problem(xml, reason, IGNORED_FILE)]
+        return None, [*problems, Problem(xml, reason, IGNORED_FILE)]
     size = root.find("size")
     record = _Record(xml, image, _number(size, "width"), _number(size, "height"))
-    problems = []
     for k, obj in enumerate(root.findall("object"), start=1):
         name = (obj.findtext("name") or "").strip()
         corners = _bndbox(obj)
@@ -101,8 +124,17 @@ def _parse(xml: Path, by_stem: dict[str, list[Path]], image_dir: Path) -> tuple[
         elif isinstance(corners, str):
             problems.append(Problem(xml, f"object {k}: malformed bndbox ({corners})", DROPPED_BOX))
         else:
-            record.objects.append((k, name, corners))
+            record.objects.append((f"object {k}", name, corners))
     return record, problems
+
+
+def _read_ids(listing: Path) -> list[str]:
+    """An ImageSets list's lines, decoded as the file system decodes names, so a non-UTF-8 file stem matches."""
+    try:
+        data = listing.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"{listing}: unreadable ({exc.strerror or exc})") from None
+    return data.removeprefix(b"\xef\xbb\xbf").decode("utf-8", "surrogateescape").splitlines()
 
 
 def _split_lists(root: Path) -> dict[str, str] | None:
@@ -114,7 +146,7 @@ def _split_lists(root: Path) -> dict[str, str] | None:
     for split in SPLITS:  # trainval adds nothing: its ids are train unless val lists them
         listing = main / f"{split}.txt"
         if listing.is_file():
-            for line in listing.read_text(encoding="utf-8").splitlines():
+            for line in _read_ids(listing):
                 if line.split():
                     splits[line.split()[0]] = split
     return splits
@@ -135,13 +167,27 @@ def _folders(root: Path) -> tuple[Path, Path]:
 def _sample(record: _Record, classes: dict[str, int], split: str) -> tuple[Sample, list[Problem]]:
     sample = Sample(record.image, split=split, label=record.xml)
     problems = []
-    for k, name, corners in record.objects:
+    for ref, name, corners in record.objects:
         if name in classes:
-            sample.boxes.append(Box(classes[name], *corners, ref=f"object {k}"))
+            sample.boxes.append(Box(classes[name], *corners, ref=ref))
         else:
-            reason = f"object {k}: class {name!r} is not in the class list"
+            reason = f"{ref}: class {name!r} is not in the class list"
             problems.append(Problem(record.xml, reason, DROPPED_BOX))
     return sample, problems
+
+
+def _one_record_per_image(records: list[_Record]) -> tuple[list[_Record], list[Problem]]:
+    """XMLs naming the same image become one record with every object, so the image is not split into copies
+    that each teach the other's boxes as background."""
+    first: dict[Path, _Record] = {}
+    problems = []
+    for record in records:
+        kept = first.setdefault(record.image, record)
+        if kept is not record:
+            kept.objects += [(f"{record.xml.name} {ref}", name, box) for ref, name, box in record.objects]
+            reason = f"names the same image {record.image.name} as {kept.xml.name}: one image with the objects of both"
+            problems.append(Problem(record.xml, reason, NOTE))
+    return list(first.values()), problems
 
 
 def _size_note(sample: Sample, record: _Record | None, info: ImageInfo) -> Problem | None:
@@ -172,6 +218,8 @@ def read_voc(path: str | Path, names: list[str] | None = None, workers: int = 8)
         record, found = _parse(xml, by_stem, image_dir)
         problems += found
         records += [record] if record is not None else []
+    records, merged = _one_record_per_image(records)
+    problems += merged
     # VOC has no class order: without a class list, sorted names at least make it reproducible.
     names = list(names) if names is not None else sorted({name for r in records for _, name, _ in r.objects})
     classes = {name: index for index, name in enumerate(names)}
@@ -181,7 +229,8 @@ def read_voc(path: str | Path, names: list[str] | None = None, workers: int = 8)
         sample, found = _sample(record, classes, splits.get(record.xml.stem, "train"))
         samples.append(sample)
         problems += found
-    # An image whose XML exists but could not be read is not known to be background: it is left out.
+    # An image whose XML exists but could not be used is not known to be background: it is left out (the XML's
+    # problem names it: same stem).
     claimed = {r.image for r in records} | {p for xml in xmls for p in by_stem.get(xml.stem, [])}
     for image in (p for p in image_files if p not in claimed):
         samples.append(Sample(image, split=splits.get(image.stem, "train"), labelled=False))
@@ -212,9 +261,10 @@ def write_voc(collection: Collection, out_dir: str | Path) -> Path:
     ids: dict[str, list[str]] = {}
     used: set[str] = set()
     for sample in (s for s in collection.samples if not s.image_problem):
-        stem, count = sample.image.stem, 1
+        base = safe_name(sample.image.stem)
+        stem, count = base, 1
         while stem in used:  # VOC ids are unique across splits, YOLO names only within one
-            stem, count = f"{sample.image.stem}_{count}", count + 1
+            stem, count = f"{base}_{count}", count + 1
         used.add(stem)
         file_name = f"{stem}{sample.image.suffix}"
         shutil.copy2(sample.image, out / "JPEGImages" / file_name)

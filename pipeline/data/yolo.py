@@ -7,15 +7,32 @@ Reading keeps every line's number, so a problem found later names ``file:line``.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
 from pipeline.data.annotations import DROPPED_LINE, IGNORED_FILE, Box, Collection, Problem, Sample
-from pipeline.data.dataset import DatasetError, images_in, label_for, read_data_yaml
+from pipeline.data.dataset import DatasetError, images_in, label_for, read_data_yaml, safe_name
 from pipeline.data.images import inspect_images, save_8bit
+
+MAX_CLASS_ID = 1_000_000  # far above any real class count; bigger "ids" are garbage, not classes
+
+
+def _class_id(text: str) -> int | str:
+    """The class id a YOLO line's first field names, or why it is none (``1.0`` is 1; nan, inf, 1.5 are not)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return f"class id {text[:20]!r} is not a number"
+    if not math.isfinite(value) or value != int(value):
+        return f"class id {text[:20]} is not an integer"
+    if abs(value) > MAX_CLASS_ID:  # validate names ids out of the class range; this keeps the message short
+        return f"class id {text[:20]} is out of range"
+    return int(value)
 
 
 def parse_label_line(text: str, number: int, label: Path, width: int, height: int) -> Box | Problem | None:
@@ -28,14 +45,17 @@ def parse_label_line(text: str, number: int, label: Path, width: int, height: in
         return Problem(label, reason, DROPPED_LINE, number)
     try:
         values = [float(v) for v in fields[1:]]
-        cls = float(fields[0])
     except ValueError:
         return Problem(label, f"malformed line: not numbers: {text.strip()[:60]!r}", DROPPED_LINE, number)
-    if cls != int(cls):
-        return Problem(label, f"malformed line: class id {fields[0]} is not an integer", DROPPED_LINE, number)
+    cls = _class_id(fields[0])
+    if isinstance(cls, str):
+        return Problem(label, f"malformed line: {cls}", DROPPED_LINE, number)
+    if not all(math.isfinite(v) for v in values):  # NaN compares false with every bound: stop it here
+        shown = " ".join(fields[1:])[:60]
+        return Problem(label, f"malformed line: coordinates must be finite numbers, got {shown}", DROPPED_LINE, number)
     cx, cy, w, h = values
     return Box(
-        int(cls),
+        cls,
         (cx - w / 2) * width,
         (cy - h / 2) * height,
         (cx + w / 2) * width,
@@ -44,17 +64,39 @@ def parse_label_line(text: str, number: int, label: Path, width: int, height: in
     )
 
 
+def _decode_labels(data: bytes, label: Path) -> tuple[str, list[Problem]]:
+    """A label file's text (a UTF-8 or UTF-16 BOM is honoured) and a problem per line that is not UTF-8."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16"), []
+        except UnicodeDecodeError:
+            pass
+    try:
+        return data.decode("utf-8-sig"), []
+    except UnicodeDecodeError:
+        pass
+    lines, problems = [], []
+    for number, raw in enumerate(data.removeprefix(b"\xef\xbb\xbf").split(b"\n"), start=1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:  # this line's boxes are unknown: report it, keep the readable lines
+            lines.append("")
+            reason = f"malformed line: not UTF-8 text (byte 0x{raw[exc.start]:02x})"
+            problems.append(Problem(label, reason, DROPPED_LINE, number))
+    return "\n".join(lines), problems
+
+
 def _read_labels(sample: Sample) -> list[Problem]:
     """Fill ``sample.boxes`` from its label file; malformed lines come back as problems."""
     if sample.label is None or not sample.label.is_file():
         sample.labelled = False
         return []
-    problems = []
     try:
-        text = sample.label.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        sample.labelled = False
-        return [Problem(sample.label, f"unreadable label file ({exc})", IGNORED_FILE)]
+        data = sample.label.read_bytes()
+    except OSError as exc:  # its boxes are unknown, so it is not a background either: leave the image out
+        sample.image_problem = f"label file {sample.label.name} unreadable ({exc.strerror or exc})"
+        return []
+    text, problems = _decode_labels(data, sample.label)
     for number, line in enumerate(text.splitlines(), start=1):
         parsed = parse_label_line(line, number, sample.label, sample.width or 1, sample.height or 1)
         if isinstance(parsed, Box):
@@ -90,11 +132,24 @@ def read_yolo(path: str | Path, workers: int = 8) -> Collection:
         found = [Sample(image, split=split, label=label_for(image)) for image in images_in(folder)]
         problems += _orphan_labels(folder, found)
         samples += found
-    for sample, info in zip(samples, inspect_images([s.image for s in samples], workers)):
+    first: dict[str, Sample] = {}
+    for sample in samples:
+        first.setdefault(os.path.realpath(sample.image), sample)
+    unique = list(first.values())
+    for sample, info in zip(unique, inspect_images([s.image for s in unique], workers)):
         sample.take_info(info)
         if not info.problem:
             problems += _read_labels(sample)
+    # A file in two splits (val: the train folder) is read once, so its problems are told once.
+    samples = [_in_split(first[os.path.realpath(s.image)], s) for s in samples]
     return Collection([spec.names[i] for i in ids], samples, problems)
+
+
+def _in_split(read: Sample, listed: Sample) -> Sample:
+    """``listed`` with what reading the same file as ``read`` found (itself when it is that sample)."""
+    if read is listed:
+        return listed
+    return replace(read, image=listed.image, split=listed.split, label=listed.label, boxes=list(read.boxes))
 
 
 def _place_image(sample: Sample, target_dir: Path, stem: str, link: bool) -> None:
@@ -111,14 +166,17 @@ def _place_image(sample: Sample, target_dir: Path, stem: str, link: bool) -> Non
 
 
 def unique_names(samples: list[Sample]) -> dict[int, str]:
-    """A file stem per sample, unique within its split (sources with sub-folders can repeat a name)."""
-    seen: dict[tuple[str, str], int] = {}
+    """A file stem per sample, unique within its split (sources with sub-folders can repeat a name), and valid
+    UTF-8 (`safe_name`: a name's undecodable bytes would break every tool that prints or stores it)."""
+    used: set[tuple[str, str]] = set()
     stems = {}
     for index, sample in enumerate(samples):
-        key = (sample.split, sample.image.stem)
-        count = seen.get(key, 0)
-        seen[key] = count + 1
-        stems[index] = sample.image.stem if count == 0 else f"{sample.image.stem}_{count}"
+        base = safe_name(sample.image.stem)
+        stem, count = base, 1
+        while (sample.split, stem) in used:
+            stem, count = f"{base}_{count}", count + 1
+        used.add((sample.split, stem))
+        stems[index] = stem
     return stems
 
 

@@ -20,9 +20,12 @@ def output_name(path: str) -> Path:
 
 def _write(path: Path, image: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")  # cv2 picks the encoder by the suffix
-    if not cv2.imwrite(str(tmp), image):
-        raise OSError(f"{path}: could not be written")
+    # Encoded here and written by Python: a name that is not UTF-8 is the file system's business, not OpenCV's.
+    ok, data = cv2.imencode(path.suffix, image)
+    if not ok:
+        raise OSError(f"{path}: could not be encoded")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data.tobytes())
     os.replace(tmp, path)
 
 

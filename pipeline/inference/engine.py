@@ -14,6 +14,7 @@ writes through the same code.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import time
@@ -27,10 +28,18 @@ from typing import Any
 import numpy as np
 
 from pipeline.inference.decode import ImageError, read_image
-from pipeline.inference.discover import iter_images
+from pipeline.inference.discover import IMAGE_SUFFIXES, iter_images, printable
 from pipeline.inference.draw import write_annotated, write_crops
-from pipeline.inference.errors import ResultsError
-from pipeline.inference.model import Detector, load_detector
+from pipeline.inference.errors import ResultsError, SourceError
+from pipeline.inference.model import (
+    MLFLOW_SCHEMES,
+    Detector,
+    OpenedModel,
+    build_detector,
+    check_runtime,
+    open_model,
+    trained_imgsz,
+)
 from pipeline.inference.results import (
     ERRORS,
     PREDICTIONS,
@@ -39,7 +48,10 @@ from pipeline.inference.results import (
     AppendLog,
     DoneSet,
     Verdict,
+    check_out,
     check_settings,
+    claim_out,
+    recorded_settings,
     write_summary,
 )
 from pipeline.inference.tiling import merge_tiles, tile_grid
@@ -139,12 +151,27 @@ def predict(
     ``engine``: ``local`` (threads and batches in this process) or ``ray`` (`pipeline.inference.ray_engine`:
     the same steps in Ray actors, the same files).
     """
-    if batch < 1:
-        raise ValueError(f"batch: must be >= 1, got {batch}")
+    _check_numbers(batch=batch, conf=conf, iou=iou, imgsz=imgsz, workers=workers, max_det=max_det)
     if engine not in {"local", "ray"}:
         raise ResultsError(f"engine: must be local or ray, got {engine!r}")
+    if tile and not (tile >= 32 and 0 <= overlap < 1):
+        raise ResultsError(f"tile {tile}, overlap {overlap}: the tile must be >= 32 px and the overlap in [0, 1)")
+    check_runtime(runtime)
+    # Cheap checks first: a refused folder or an empty source costs no model load and no export.
+    out = check_out(out)
+    before = recorded_settings(out)
+    where = _walk_from(source, before)
+    images = _first_checked(iter_images(where, exclude=out), source)
+    opened = open_model(model, tracking_uri)
+    names = [opened.names[i] for i in sorted(opened.names)]
+    verdict = _verdict(thresholds or {}, names, conf)
+    size = imgsz or trained_imgsz(opened.yolo)
+    settings = _settings(opened, where, names, verdict, size, conf, iou, max_det)
+    settings |= {"tile": tile, "overlap": overlap if tile else 0}
+    claim_out(out, source=settings["source"], model=settings["model"])
+    check_settings(out, settings)  # before the export: a refused rerun costs no more than the model's load
     model_args = {
-        "source": model,
+        "source": opened.pinned,  # Ray actors load the same model, even if an alias moves meanwhile
         "device": device,
         "half": half,
         "imgsz": imgsz,
@@ -154,14 +181,8 @@ def predict(
         "tracking_uri": tracking_uri,
         "runtime": runtime,
     }
-    detector = load_detector(**model_args)
-    names = [detector.names[i] for i in sorted(detector.names)]
-    verdict = _verdict(thresholds or {}, names, conf)
-    out = Path(out)
-    if tile and not (tile >= 32 and 0 <= overlap < 1):
-        raise ResultsError(f"tile {tile}, overlap {overlap}: the tile must be >= 32 px and the overlap in [0, 1)")
-    settings = _settings(detector, names, verdict) | {"tile": tile, "overlap": overlap if tile else 0}
-    check_settings(out, settings)
+    detector_args = {k: v for k, v in model_args.items() if k not in {"source", "tracking_uri"}}
+    detector = build_detector(opened, **detector_args)
     result = PredictResult(out, model, run_id=detector.run_id, runtime=detector.runtime, note=detector.note)
     done = DoneSet.of(out)
     predictions, errors = AppendLog(out / PREDICTIONS), AppendLog(out / ERRORS)
@@ -194,7 +215,7 @@ def predict(
 
     start = time.perf_counter()
     try:
-        todo = _not_done(iter_images(source, exclude=out), done, result)
+        todo = _not_done(images, done, result)
         bar = _progress(progress)
         if engine == "ray":
             from pipeline.inference.ray_engine import ray_outcomes
@@ -225,7 +246,7 @@ def predict(
     )
     result.total_errors = errors.lines
     if track:
-        params = {**settings, "source": str(source), "out": str(out), "batch": batch, "runtime": result.runtime}
+        params = {**settings, "out": str(out), "batch": batch, "runtime": result.runtime}
         _track(result, params, experiment, tracking_uri)
     return result
 
@@ -252,6 +273,17 @@ def _track(result: PredictResult, params: dict[str, Any], experiment: str, track
         result.note = f"tracking: could not log the summary ({type(exc).__name__}: {str(exc)[:150]}); the files hold it"
 
 
+def _check_numbers(**values: float) -> None:
+    """The numeric options, in range (NaN is in no range): one line naming the option, before anything loads."""
+    ranges = {"batch": (1, None), "conf": (0, 1), "iou": (0, 1), "imgsz": (0, None), "workers": (0, None)}
+    ranges["max_det"] = (1, None)
+    for name, value in values.items():
+        low, high = ranges[name]
+        if not (value >= low and (high is None or value <= high)):
+            bound = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise ResultsError(f"--{name.replace('_', '-')}: must be {bound}, got {value}")
+
+
 def _verdict(thresholds: dict[str, float], names: list[str], conf: float) -> Verdict:
     unknown = sorted(set(thresholds) - set(names) - {"default"})
     if unknown:
@@ -263,17 +295,54 @@ def _verdict(thresholds: dict[str, float], names: list[str], conf: float) -> Ver
     return Verdict({k: v for k, v in thresholds.items() if k != "default"}, default)
 
 
-def _settings(detector: Detector, names: list[str], verdict: Verdict) -> dict[str, Any]:
-    """What the results in a folder depend on: a rerun must match them to add to it."""
+def _settings(
+    opened: OpenedModel,
+    source: str,
+    names: list[str],
+    verdict: Verdict,
+    imgsz: int,
+    conf: float,
+    iou: float,
+    max_det: int,
+) -> dict[str, Any]:
+    """What the results in a folder depend on: a rerun must match them to add to it.
+
+    The model is pinned by its bytes (SHA-256) and, from MLflow, its run and registry version: a
+    retrained model at the same path, or an alias moved to another version, is another model.
+    """
+    local = not opened.source.startswith(MLFLOW_SCHEMES) and Path(opened.source).is_file()
     return {
-        "model": detector.source,
+        "source": source,
+        "model": os.path.abspath(opened.source) if local else opened.source,
+        **opened.identity,
         "classes": names,
-        "imgsz": detector.imgsz,
-        "conf": detector.conf,
-        "iou": detector.iou,
-        "max_det": detector.max_det,
+        "imgsz": imgsz,
+        "conf": conf,
+        "iou": iou,
+        "max_det": max_det,
         "thresholds": {**verdict.thresholds, "default": verdict.default},
     }
+
+
+def normalised_source(source: str | Path) -> str:
+    """The source as an absolute path (or pattern): the same images however the folder was named."""
+    return os.path.abspath(os.path.expanduser(os.fspath(source)))
+
+
+def _walk_from(source: str | Path, before: dict[str, Any] | None) -> str:
+    """What to walk: the normalised source, so recorded paths are absolute and a rerun from another folder
+    finds them done; a folder of an earlier version (no recorded source) is walked as it was, as given."""
+    if before is not None and "source" not in before:
+        return os.fspath(source)
+    return normalised_source(source)
+
+
+def _first_checked(paths: Iterator[Path], source: str | Path) -> Iterator[Path]:
+    """``paths``, once it is known to hold at least one: no image at all is an error, not an empty pass."""
+    first = next(paths, None)
+    if first is None:
+        raise SourceError(f"{printable(source)}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return itertools.chain([first], paths)
 
 
 def _not_done(paths: Iterable[Path], done: DoneSet, result: PredictResult) -> Iterator[str]:

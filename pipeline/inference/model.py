@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.checkpoints import file_sha256, is_refusal, load_error
 from pipeline.devices import resolve_device
 from pipeline.inference.errors import ModelError
 from pipeline.inference.onnx_export import onnx_available, onnx_model
@@ -74,6 +75,22 @@ class Detector:
         return out
 
 
+@dataclass
+class OpenedModel:
+    """A model loaded for prediction, and what identifies it: a result folder pins the identity."""
+
+    yolo: Any  # ultralytics YOLO
+    source: str  # as given
+    weights: Path  # the local checkpoint (for the ONNX export)
+    run_id: str | None = None  # the MLflow run, when it came from MLflow
+    pinned: str = ""  # the same model by a source that cannot move (a models:/ alias resolved to its version)
+    identity: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def names(self) -> dict[int, str]:
+        return {int(k): str(v) for k, v in self.yolo.names.items()}
+
+
 def load_detector(
     source: str,
     *,
@@ -86,36 +103,57 @@ def load_detector(
     tracking_uri: str = "",
     runtime: str = "auto",
 ) -> Detector:
-    """The detector from a ``.pt`` path, an MLflow model URI or an ultralytics model name.
+    """The detector from a ``.pt`` path, an MLflow model URI or an ultralytics model name (see `build_detector`)."""
+    check_runtime(runtime)
+    opened = open_model(source, tracking_uri)
+    return build_detector(
+        opened, device=device, half=half, imgsz=imgsz, conf=conf, iou=iou, max_det=max_det, runtime=runtime
+    )
+
+
+def check_runtime(runtime: str) -> None:
+    if runtime not in {"auto", "torch", "onnx"}:
+        raise ModelError(f"runtime: must be auto, torch or onnx, got {runtime!r}")
+
+
+def build_detector(
+    opened: OpenedModel,
+    *,
+    device: str = "auto",
+    half: bool | None = None,
+    imgsz: int = 0,
+    conf: float = 0.25,
+    iou: float = 0.7,
+    max_det: int = 300,
+    runtime: str = "auto",
+) -> Detector:
+    """The network of an opened model on its device, ready for batches: the expensive step (ONNX export, fuse).
 
     ``runtime``: ``torch``, ``onnx`` (CPU only), or ``auto``: ONNX Runtime on a CPU when it is
     installed, else PyTorch. An export that fails falls back to PyTorch, with a note saying why.
     """
-    if runtime not in {"auto", "torch", "onnx"}:
-        raise ModelError(f"runtime: must be auto, torch or onnx, got {runtime!r}")
+    check_runtime(runtime)
     configure_ultralytics()
     from ultralytics.data.augment import LetterBox
     from ultralytics.nn.autobackend import AutoBackend
     from ultralytics.utils.torch_utils import select_device
 
-    yolo, run_id = load_yolo(source, tracking_uri)
-    names = {int(k): str(v) for k, v in yolo.names.items()}
-    trained = trained_imgsz(yolo)
+    yolo = opened.yolo
     torch_device = select_device(resolve_device(device), verbose=False)
-    size = imgsz or trained
+    size = imgsz or trained_imgsz(yolo)
     chosen, note, network = "torch", "", yolo.model
     on_cpu = torch_device.type == "cpu"
     if runtime == "onnx" and not on_cpu:
         raise ModelError(f"runtime onnx: runs on the CPU only, not on {torch_device}")
     if runtime == "onnx" or (runtime == "auto" and on_cpu and onnx_available()):
         try:
-            network, chosen = str(onnx_model(Path(yolo.ckpt_path), size)), "onnx"
+            network, chosen = str(onnx_model(opened.weights, size)), "onnx"
         except Exception as exc:  # noqa: BLE001 - any exporter failure leaves PyTorch, which always works
             note = f"ONNX export failed ({type(exc).__name__}: {_first_line(exc)}); running in PyTorch"
     use_half = not on_cpu if half is None else half and not on_cpu
     backend = AutoBackend(model=network, device=torch_device, fp16=use_half, fuse=True, verbose=False)
     backend.eval()
-    detector = Detector(backend, names, size, source, chosen, run_id, note, conf, iou, max_det)
+    detector = Detector(backend, opened.names, size, opened.source, chosen, opened.run_id, note, conf, iou, max_det)
     # Padded only to the stride, as ultralytics' predictor pads a batch of equal images (both runtimes
     # take any shape: the ONNX export has dynamic axes).
     detector._letterbox = LetterBox(size, auto=True, stride=int(backend.stride))
@@ -129,30 +167,70 @@ def trained_imgsz(yolo: Any) -> int:
 
 def load_yolo(source: str, tracking_uri: str = "") -> tuple[Any, str | None]:
     """An ultralytics YOLO from a .pt path, an MLflow model URI or a model name, with the MLflow run it came from."""
-    from ultralytics import YOLO
+    opened = open_model(source, tracking_uri)
+    return opened.yolo, opened.run_id
 
+
+def open_model(source: str, tracking_uri: str = "") -> OpenedModel:
+    """The model of ``source`` loaded (safely: `pipeline.checkpoints`), with its identity; ModelError in one line.
+
+    An MLflow model is its ``weights`` artifact, downloaded and loaded as a local checkpoint: the
+    pickled pyfunc wrapper is never loaded. A path that does not exist fails here, before any
+    download is tried; only ultralytics' own release names (``yolo11n.pt``) are fetched.
+    """
+    configure_ultralytics()
     if source.startswith(MLFLOW_SCHEMES):
-        from pipeline.tracking import load_model, model_run_id
-
-        try:
-            python_model = load_model(source, tracking_uri).unwrap_python_model()
-        except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds; the user needs the one line
-            raise ModelError(f"{source}: cannot load the model ({type(exc).__name__}: {_first_line(exc)})") from None
-        return python_model.model, model_run_id(source, tracking_uri)
+        return _open_mlflow(source, tracking_uri)
     path = Path(source)
     if path.suffix in {".yaml", ".yml"}:
         raise ModelError(f"{source}: an architecture without weights cannot predict; give a trained .pt")
-    if path.exists() and path.suffix != ".pt":
-        raise ModelError(f"{source}: not a .pt checkpoint, an MLflow model URI or an ultralytics model name")
+    if path.exists() and (path.suffix != ".pt" or not path.is_file()):
+        raise ModelError(f"{source}: not a .pt checkpoint file, an MLflow model URI or an ultralytics model name")
+    if not path.exists():
+        _check_release_name(source)
+    yolo = _yolo(source)
+    weights = Path(yolo.ckpt_path or source)
+    return OpenedModel(yolo, source, weights, pinned=source, identity={"model_sha256": file_sha256(weights)})
+
+
+def _check_release_name(source: str) -> None:
+    """A missing file is an error at once, unless it is one of ultralytics' release assets (downloaded)."""
+    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
+
+    path = Path(source)
+    name = path.name if path.suffix else f"{path.name}.pt"
+    if path.parent != Path(".") or name not in GITHUB_ASSETS_NAMES:
+        raise ModelError(f"{source}: no such model file")
+
+
+def _yolo(source: str) -> Any:
+    from ultralytics import YOLO
+
     try:
-        return YOLO(source, task="detect"), None
+        return YOLO(source, task="detect")
     except FileNotFoundError:
         raise ModelError(f"{source}: no such model file") from None
-    except Exception as exc:  # noqa: BLE001 - a hub name offline fails deep in a download
-        reason = _first_line(exc)
-        if not path.exists():
-            reason = f"not found locally and could not be downloaded ({reason})"
-        raise ModelError(f"{source}: {reason}") from None
+    except Exception as exc:  # noqa: BLE001 - a refused pickle, a damaged file, a download that failed
+        if is_refusal(exc) or Path(source).exists():
+            raise ModelError(load_error(exc, source)) from None
+        raise ModelError(f"{source}: not found locally and could not be downloaded ({_first_line(exc)})") from None
+
+
+def _open_mlflow(source: str, tracking_uri: str) -> OpenedModel:
+    from pipeline.tracking.registry import StoreUnavailable, model_weights
+
+    try:
+        found = model_weights(source, tracking_uri)
+    except StoreUnavailable as exc:
+        raise ModelError(f"{source}: {exc}" if not str(exc).startswith(source) else str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds; the user needs the one line
+        raise ModelError(f"{source}: cannot load the model ({type(exc).__name__}: {_first_line(exc)})") from None
+    try:
+        yolo = _yolo(str(found.path))
+    except ModelError as exc:
+        raise ModelError(f"{source}: {exc}") from None
+    identity = {"model_sha256": file_sha256(found.path), "model_run_id": found.run_id, "model_version": found.version}
+    return OpenedModel(yolo, source, found.path, found.run_id, found.pinned, identity)
 
 
 def _first_line(exc: BaseException) -> str:

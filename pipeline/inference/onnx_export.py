@@ -9,12 +9,13 @@ under the hash of the weights, so a retrained model never meets a stale export.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from pipeline.checkpoints import file_sha256
 
 CACHE_ENV = "YOLO_PIPELINE_CACHE"
 
@@ -33,11 +34,7 @@ def onnx_available() -> bool:
 
 
 def _digest(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()[:20]
+    return file_sha256(path)[:20]
 
 
 def onnx_model(weights: Path, imgsz: int) -> Path:

@@ -1,6 +1,8 @@
 """The same prediction as a Ray Data pipeline, for folders larger than one machine should take on.
 
-Ray starts on demand: the cluster in ``$RAY_ADDRESS`` when set, else a local one. Paths stream in
+Ray starts on demand: the cluster in ``$RAY_ADDRESS`` when set (the user's choice), else a local one
+whose services (GCS, raylet, workers; no dashboard) listen on 127.0.0.1 only: they take no
+authentication, so nothing else on the network may reach them. Paths stream in
 chunks into ``ray.data``; ``map_batches`` hands each batch to a pool of actors, each holding the
 detector (loaded once per actor, from the same model source) and running the local engine's own
 steps on it: decode, letterbox or tile, one model call per input shape, merge. Rows come back to
@@ -37,11 +39,11 @@ class _PredictActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from pipeline.inference.engine import _prepare, _run_batches, outcome_of
 
-        items = (_prepare(str(path), self.detector, False, self.tiling) for path in batch["path"])
+        items = (_prepare(os.fsdecode(path), self.detector, False, self.tiling) for path in batch["path"])
         rows: dict[str, list[Any]] = {"path": [], "height": [], "width": [], "detections": [], "error": []}
         for item in _run_batches(items, self.detector, len(batch["path"])):
             outcome = outcome_of(item, self.detector)
-            rows["path"].append(outcome.path)
+            rows["path"].append(os.fsencode(outcome.path))  # bytes: Arrow strings must be UTF-8, names need not be
             rows["height"].append(outcome.shape[0])
             rows["width"].append(outcome.shape[1])
             rows["detections"].append(json.dumps(outcome.detections))
@@ -56,19 +58,40 @@ def _start_ray() -> Any:
         raise ResultsError('--engine ray: Ray is not installed (pip install -e ".[ray]")') from None
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS") or None
-        # Workers on this machine find the same caches (ONNX exports) and ultralytics settings folder.
+        # Workers on this machine find the same caches (ONNX exports), ultralytics settings folder and
+        # checkpoint policy ($YOLO_PIPELINE_TRUST_CHECKPOINTS).
         env = {k: v for k, v in os.environ.items() if k.startswith(("YOLO_PIPELINE_", "YOLO_CONFIG_DIR"))}
-        ray.init(
-            address=address,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-            runtime_env={"env_vars": env},
-            **({} if address else {"object_store_memory": 256 * 1024 * 1024}),
-        )
+        options: dict[str, Any] = {
+            "address": address,
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "configure_logging": False,
+            "runtime_env": {"env_vars": env},
+        }
+        if address:
+            ray.init(**options)
+        else:
+            _init_on_loopback(ray, options | {"object_store_memory": 256 * 1024 * 1024})
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     ray.data.DataContext.get_current().enable_progress_bars = False
     return ray
+
+
+def _init_on_loopback(ray: Any, options: dict[str, Any]) -> None:
+    """Start a local Ray whose services listen on 127.0.0.1 only.
+
+    Ray listens on all interfaces unless its node address is the loopback one, and it swaps an asked-for
+    127.0.0.1 for the machine's address unless it runs as a single-machine cluster (its switch for
+    laptops, ``ray_constants.ENABLE_RAY_CLUSTER``, read at that moment). Both are set for the start only.
+    """
+    from ray._private import ray_constants
+
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(_node_ip_address="127.0.0.1", **options)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 def ray_outcomes(
@@ -85,7 +108,7 @@ def ray_outcomes(
 
     ray = _start_ray()
     while chunk := list(islice(paths, CHUNK)):
-        dataset = ray.data.from_items([{"path": path} for path in chunk]).map_batches(
+        dataset = ray.data.from_items([{"path": os.fsencode(path)} for path in chunk]).map_batches(
             _PredictActor,
             fn_constructor_kwargs={
                 "model_args": model_args,
@@ -98,7 +121,7 @@ def ray_outcomes(
         )
         for row in dataset.iter_rows():
             yield Outcome(
-                str(row["path"]),
+                os.fsdecode(row["path"]),
                 (int(row["height"]), int(row["width"])),
                 json.loads(str(row["detections"])),
                 str(row["error"]),

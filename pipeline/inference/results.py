@@ -5,8 +5,11 @@ be read) grow by whole lines, each written with one ``write`` call on a file ope
 a kill leaves every line that was written whole, and at worst an unfinished last line, which the
 next run cuts off before it appends. An image is done when its line is in either file, so a rerun
 skips exactly those. ``summary.csv`` and ``coco_results.json`` are derived from the logs at the end
-of every run and replaced atomically. ``run.json`` holds the settings the results depend on; a
-rerun with other settings into the same folder stops rather than mixing results.
+of every run and replaced atomically. ``run.json`` holds the settings the results depend on (the
+source, the model's SHA-256 and MLflow identity, thresholds, sizes); a rerun with other settings into
+the same folder stops rather than mixing results. The folder is predict's own (its marker): any other
+existing folder with files in it is refused. Lines are ASCII JSON: a file name that is not UTF-8 is
+written with escapes that read back as the same name, so it never breaks a rerun.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.destinations import MARKER, DestinationError, check_destination, claim, write_marker
 from pipeline.files import write_atomic
 from pipeline.inference.errors import ResultsError
 
@@ -30,6 +34,7 @@ ERRORS = "errors.jsonl"
 SUMMARY = "summary.csv"
 COCO_RESULTS = "coco_results.json"
 SETTINGS = "run.json"
+KIND = "predict"  # the marker's kind: only predict adds to a results folder
 
 
 def path_key(path: str) -> int:
@@ -46,7 +51,8 @@ class AppendLog:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def append(self, record: dict[str, Any]) -> None:
-        data = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
+        # ASCII: a name that is not UTF-8 (surrogates, as os.fsdecode gives it) is escaped, and reads back the same.
+        data = (json.dumps(record, separators=(",", ":"), ensure_ascii=True) + "\n").encode("ascii")
         view = memoryview(data)
         while view:  # a regular file takes it all at once; loop in case it does not
             view = view[os.write(self._fd, view) :]
@@ -124,21 +130,67 @@ class Verdict:
         return any(d["score"] >= self.threshold(d["class"]) for d in detections)
 
 
-def check_settings(folder: Path, settings: dict[str, Any]) -> None:
-    """Record ``settings`` in ``run.json``, or stop if the folder holds results made with other ones."""
+def recorded_settings(folder: Path) -> dict[str, Any] | None:
+    """What ``run.json`` in ``folder`` holds, None when there is none; ResultsError when it is unreadable."""
     path = folder / SETTINGS
-    if path.exists():
+    if not path.exists():
+        return None
+    try:
         before = json.loads(path.read_text(encoding="utf-8"))
-        changed = sorted(k for k in settings if before.get(k) != settings[k])
+    except (OSError, ValueError) as exc:
+        raise ResultsError(f"{path}: unreadable ({exc}); use another --out") from None
+    if not isinstance(before, dict):
+        raise ResultsError(f"{path}: not the settings of a prediction; use another --out")
+    return before
+
+
+def is_legacy(folder: Path) -> bool:
+    """A results folder of an earlier version (run.json and a log, no marker): predict's own, resumable."""
+    return (
+        not (folder / MARKER).exists()
+        and (folder / SETTINGS).is_file()
+        and any((folder / name).is_file() for name in (PREDICTIONS, ERRORS))
+    )
+
+
+def check_out(out: str | Path) -> Path:
+    """``--out`` resolved, if predict may add results to it (absent, empty, or predict's own); nothing is made."""
+    folder = Path(out).expanduser()
+    if folder.is_dir() and not folder.is_symlink() and is_legacy(folder):
+        return folder.resolve()
+    return check_destination(folder, KIND, "--out")
+
+
+def claim_out(out: Path, **info: Any) -> Path:
+    """Make (or adopt) the results folder, once everything it depends on has been checked."""
+    try:
+        if is_legacy(out):
+            write_marker(out, KIND, **info)
+            return out
+        return claim(out, KIND, "--out", **info)
+    except DestinationError:
+        raise
+    except OSError as exc:  # a path under a file, a read-only disk
+        raise DestinationError(f"--out {out}: cannot create ({exc.strerror or exc})") from None
+
+
+def check_settings(folder: Path, settings: dict[str, Any]) -> None:
+    """Record ``settings`` in ``run.json``, or stop if the folder holds results made with other ones.
+
+    A folder of an earlier version recorded fewer settings: those it lacks cannot be compared.
+    """
+    before = recorded_settings(folder)
+    if before is not None:
+        changed = sorted(k for k in settings if k in before and before[k] != settings[k])
         if changed:
             key = changed[0]
             raise ResultsError(
-                f"{folder}: holds results made with {key}={before.get(key)!r}, not {settings[key]!r}; "
+                f"{folder}: holds results made with {key}={before[key]!r}, not {settings[key]!r}; "
                 "use another --out (or delete the folder) to predict with other settings"
             )
         return
     folder.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(settings, indent=2) + "\n")
+    write_atomic(folder / SETTINGS, json.dumps(settings, indent=2) + "\n")
 
 
 def write_summary(folder: Path, names: list[str], verdict: Verdict) -> dict[str, Any]:
@@ -148,7 +200,9 @@ def write_summary(folder: Path, names: list[str], verdict: Verdict) -> dict[str,
     images = fails = 0
     coco_tmp, table_tmp = folder / f".{COCO_RESULTS}.tmp", folder / f".{SUMMARY}.tmp"
     # Both are streamed to temporary files and renamed: whole or absent, and never held in memory.
-    with open(coco_tmp, "w", encoding="utf-8") as coco, open(table_tmp, "w", encoding="utf-8", newline="") as table:
+    # A name that is not UTF-8 shows its bytes as escapes in the table, which stays valid UTF-8 for any reader.
+    table_file = open(table_tmp, "w", encoding="utf-8", errors="backslashreplace", newline="")  # noqa: SIM115
+    with open(coco_tmp, "w", encoding="utf-8") as coco, table_file as table:
         writer = csv.writer(table, lineterminator="\n")
         writer.writerow(["path", "width", "height", "detections", *names, "max_score", "verdict"])
         coco.write("[")

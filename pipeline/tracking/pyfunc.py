@@ -1,4 +1,9 @@
-"""YOLO weights as an MLflow pyfunc model (what ``runs:/<id>/model`` loads)."""
+"""YOLO weights as an MLflow pyfunc model (what ``runs:/<id>/model`` loads).
+
+MLflow's own loader (``mlflow.pyfunc.load_model``, ``mlflow models serve``) unpickles this class from
+``python_model.pkl``, so load models from a store you trust that way. The pipeline itself never does:
+it downloads the ``weights`` artifact and loads it under safe loading (`pipeline.tracking.registry.model_weights`).
+"""
 
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ class YoloPyfuncModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from pipeline.yolo_env import configure_ultralytics
 
-        configure_ultralytics()
+        configure_ultralytics()  # the checkpoint itself loads under the safe-loading policy
         from ultralytics import YOLO
 
         self.model = YOLO(context.artifacts["weights"], task="detect")

@@ -14,6 +14,7 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
+from pipeline.redact import redact_text, redact_uri
 from pipeline.tracking.store import client_for, get_or_create_experiment, now_ms, resolve_tracking_uri
 
 # Runs that are not trainings: a comparison or a choice of the best leaves them out.
@@ -175,7 +176,7 @@ def find_runs(
             else:
                 found = client.get_experiment_by_name(experiment)
                 if found is None:
-                    raise RunQueryError(f"experiment {experiment!r}: no such experiment at {uri}")
+                    raise RunQueryError(f"experiment {experiment!r}: no such experiment at {redact_uri(uri)}")
                 experiment_ids, clauses = [found.experiment_id], []
             if filter_string:
                 clauses.append(filter_string)  # MLflow's search has AND only: no OR, no parentheses
@@ -184,7 +185,7 @@ def find_runs(
             )
     except MlflowException as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RunQueryError(first[:300]) from None
+        raise RunQueryError(redact_text(first)[:300]) from None
     records = [_record(run) for run in runs]
     if trainings_only and not run_ids:
         records = [r for r in records if r.tags.get(KIND_TAG, "training") not in NOT_TRAINING]

@@ -34,6 +34,37 @@ def get_or_create_experiment(client: MlflowClient, name: str, uri: str) -> str:
     return client.create_experiment(name, artifact_location=_local_artifact_root(uri))
 
 
+@contextmanager
+def first_use_lock(uri: str) -> Iterator[None]:
+    """For a SQLite store, an exclusive lock on ``<db>.lock`` beside it; for any other store, nothing.
+
+    MLflow creates a new SQLite file's schema when a client first connects, with no lock: two processes
+    starting at once on a new ``mlflow.db`` both create the tables, and one fails (``table runs already
+    exists``). Holding this lock around the first connection makes the second wait and find the tables made.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, as MLflow itself does there
+        yield
+        return
+    database = Path(uri.removeprefix("sqlite:///"))
+    with open(database.with_name(database.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def new_client(uri: str) -> MlflowClient:
+    """A client on ``uri`` (resolved already) whose store is made under `first_use_lock`."""
+    with first_use_lock(uri):  # the tracking store makes the whole schema, the registry's tables too
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 

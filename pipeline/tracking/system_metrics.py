@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
+from mlflow.system_metrics.metrics.cpu_monitor import CPUMonitor
+from mlflow.system_metrics.metrics.disk_monitor import DiskMonitor
+from mlflow.system_metrics.metrics.network_monitor import NetworkMonitor
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
 from pipeline.tracking.tracker import Tracker
@@ -17,7 +21,15 @@ class SystemMetricsSampler(SystemMetricsMonitor):
     """
 
     def __init__(self, tracker: Tracker, interval_s: float = 10.0):
-        super().__init__(run_id=tracker.run_id or "", sampling_interval=interval_s, tracking_uri=tracker.uri)
+        # Not MLflow's __init__: it opens a client on the store (to log by itself), which at a training's start
+        # could fail or race another process creating a new SQLite store. Only the collectors are taken.
+        self.monitors = [CPUMonitor(), DiskMonitor(), NetworkMonitor()]
+        if gpu_monitor := self._initialize_gpu_monitor():
+            self.monitors.append(gpu_monitor)
+        self.sampling_interval = interval_s
+        self._shutdown_event = threading.Event()
+        self._process: threading.Thread | None = None
+        self._metrics_prefix = "system/"
         self._tracker = tracker
         self._logging_step = _next_step(tracker.spool.records("metrics"), self._metrics_prefix)
 

@@ -26,9 +26,11 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelOutput, 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from pipeline.credentials import AUTH_HINT, is_auth_failure, strip_credentials
+from pipeline.redact import redact_text
 from pipeline.spool import REFUSED, Spool, original_name
 from pipeline.tracking.pyfunc import YoloPyfuncModel
-from pipeline.tracking.store import get_or_create_experiment, now_ms, resolve_tracking_uri
+from pipeline.tracking.store import get_or_create_experiment, new_client, now_ms, resolve_tracking_uri
 
 LOG = logging.getLogger("pipeline.tracking")
 
@@ -56,8 +58,9 @@ class Tracker:
     ):
         self.spool = Spool(spool_dir)
         saved = self.spool.state
-        # A resumed or replayed spool keeps the server and experiment it was made for.
-        self.uri = saved.get("uri") or resolve_tracking_uri(uri)
+        # A resumed or replayed spool keeps the server and experiment it was made for. The URI kept (and
+        # printed, and spooled) has no credentials: they go to this process's environment only.
+        self.uri = strip_credentials(saved.get("uri") or resolve_tracking_uri(uri))
         self.experiment = saved.get("experiment") or experiment
         self.spool.update_state(uri=self.uri, experiment=self.experiment)
         self.run_name = run_name
@@ -67,7 +70,7 @@ class Tracker:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         whole_seconds = max(1, math.ceil(request_timeout_s))  # mlflow reads this variable as an int
         os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(whole_seconds)
-        self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        self._client_made: MlflowClient | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._send_lock = threading.Lock()
@@ -75,6 +78,13 @@ class Tracker:
         self._offline_since: float | None = None
         self._next_try = 0.0
         self.last_error: str | None = None
+
+    @property
+    def _client(self) -> MlflowClient:
+        """Made on first send, in the worker, where a failure (a store that cannot open) only delays records."""
+        if self._client_made is None:
+            self._client_made = new_client(self.uri)
+        return self._client_made
 
     # ---- the training side: journal and return ------------------------------------------------------
 
@@ -182,7 +192,7 @@ class Tracker:
             return sent
 
     def _went_offline(self, exc: Exception) -> None:
-        self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+        self.last_error = redact_text(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")[:300]
         self._next_try = time.monotonic() + self.retry_interval_s
         if self._offline_since is None:
             self._offline_since = time.monotonic()
@@ -193,6 +203,8 @@ class Tracker:
                 self.spool.dir,
                 self.retry_interval_s,
             )
+            if is_auth_failure(self.last_error):
+                LOG.warning("tracking: %s refused the credentials; %s", self.uri, AUTH_HINT)
 
     def _send_group(self, pending: list[dict[str, Any]]) -> int:
         """Send the first record, or the longest run of batchable records that fits one log_batch call."""

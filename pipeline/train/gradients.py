@@ -172,7 +172,7 @@ class GradientMonitor:
         self.groups = ParameterGroups.of(model, grouping)
         self.every = every
         self.clip_norm = clip_norm
-        self.steps_seen = 0  # optimizer steps so far
+        self.steps_seen = 0  # optimizer steps so far in this epoch
         self.sampling = False  # whether the current optimizer step is sampled
         self._before: list[Tensor] | None = None  # the weights before the step, for ||dw||
         self._pending: Tensor | None = None  # this step's gradient rows, completed by observe_update
@@ -184,7 +184,8 @@ class GradientMonitor:
         return self.groups.params
 
     def reset(self) -> None:
-        """Start a new accumulation interval (an epoch)."""
+        """Start a new accumulation interval (an epoch), whose first optimizer step is always sampled."""
+        self.steps_seen = 0  # so no epoch goes without statistics, however large ``every`` is
         shape, like = (len(STATS), len(self.groups)), self.groups.numel
         self._sum = torch.zeros(shape, device=like.device, dtype=like.dtype)
         self._count = torch.zeros(shape, device=like.device, dtype=like.dtype)
@@ -196,7 +197,7 @@ class GradientMonitor:
         )
 
     def due(self) -> bool:
-        """Whether this optimizer step is sampled (every ``every``-th step, counting from the first)."""
+        """Whether this optimizer step is sampled (every ``every``-th step of the epoch, counting from its first)."""
         self.sampling = self.steps_seen % self.every == 0
         self.steps_seen += 1
         return self.sampling

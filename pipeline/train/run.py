@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import shutil
@@ -15,12 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.augment import serialize, write_augment_spec
-from pipeline.config import Config, save_config
+from pipeline.config import Config, ConfigError, save_config
 from pipeline.data.training_data import TrainingData, prepare_training_data
-from pipeline.devices import resolve_device
+from pipeline.devices import DeviceError, check_device
+from pipeline.redact import redact_text
 from pipeline.train.session import SESSION_FILE, Session
-from pipeline.train.weights import resolve_weights
+from pipeline.train.weights import ResolvedWeights, WeightsError, resolve_weights
 from pipeline.yolo_env import configure_ultralytics
+
+LOG = logging.getLogger("pipeline.train")
 
 
 class ResumeError(ValueError):
@@ -183,21 +187,60 @@ class PreparedTraining:
     notes: list[str]
 
 
+def _check_project(config: Config) -> None:
+    """``train.project`` can hold a new training folder: its nearest existing ancestor is a writable folder."""
+    project = Path(config.train.project).expanduser().absolute()
+    existing = project
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    problem = (
+        f"{existing} is a file, not a folder"
+        if not existing.is_dir()
+        else f"{existing} is not writable"
+        if not os.access(existing, os.W_OK | os.X_OK)
+        else ""
+    )
+    if problem:
+        raise ConfigError(f"{config.source}: train.project: {config.train.project}: {problem}")
+
+
+def _check_inputs(config: Config) -> tuple[ResolvedWeights, str]:
+    """Everything a user can get wrong in the config itself, checked before a folder or a run is made."""
+    if not config.data.path.strip():
+        raise ConfigError(
+            f"{config.source}: data.path: not set; name the dataset to train on "
+            "(a data.yaml, a folder in YOLO layout, or a manifest datasets/<name>.yaml)"
+        )
+    try:
+        weights = resolve_weights(config.model.weights)
+        device = check_device(config.train.device, "train.device")
+    except (WeightsError, DeviceError) as exc:
+        raise type(exc)(f"{config.source}: {exc}") from None
+    _check_project(config)
+    return weights, device
+
+
+def _make_folder(save_dir: Path, config: Config) -> None:
+    try:
+        save_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a read-only file system, a race with another process making a file there
+        raise ConfigError(f"{config.source}: train.project: cannot create {save_dir} ({exc.strerror})") from None
+
+
 def prepare_training(config: Config) -> PreparedTraining:
-    """Check the data and weights, make the training folder, save the config and journal the run's start."""
+    """Check the config, data and weights, make the training folder, save the config and journal the run's start."""
     configure_ultralytics()
+    weights, device = _check_inputs(config)
+    augmentations = serialize(config.augment)
     save_dir = _new_save_dir(config)
     fresh = not save_dir.exists()
-    save_dir.mkdir(parents=True, exist_ok=True)
+    _make_folder(save_dir, config)
     try:
-        augmentations = serialize(config.augment)
         data = prepare_training_data(config.data, save_dir)
-        weights = resolve_weights(config.model.weights)
-    except ValueError:
+    except BaseException:
         if fresh:  # bad input leaves no half-made training folder behind
             shutil.rmtree(save_dir, ignore_errors=True)
         raise
-    device = resolve_device(config.train.device)
     save_config(config, save_dir / "config.yaml")
     augment_file = write_augment_spec(config.augment, augmentations, save_dir / "augment.yaml")
     dataset = data.dataset
@@ -208,7 +251,12 @@ def prepare_training(config: Config) -> PreparedTraining:
     )
     session_file = session.save()
     if config.tracking.enabled:
-        _journal_run_start(session, data, device, weights.note, augment_file)
+        try:
+            _journal_run_start(session, data, device, weights.note, augment_file)
+        except Exception as exc:  # noqa: BLE001 - tracking must never cost the training; the trainer tries again
+            LOG.warning(
+                "tracking: could not journal the run's start (%s: %s)", type(exc).__name__, redact_text(str(exc))
+            )
     args = ultralytics_args(config, weights.model, dataset.data_yaml, save_dir, device, augmentations)
     notes = data.notes + ([weights.note] if weights.note else [])
     return PreparedTraining(session, session_file, args, notes=notes)
@@ -239,12 +287,15 @@ def find_training(target: str, project: str = "runs/train", tracking_uri: str = 
         spool_dir = session_file.parent / "tracking"
         if Spool.exists(spool_dir) and Spool(spool_dir).state.get("run_id") == target:
             return session_file.parent.resolve()
-    try:
-        from pipeline.tracking import run_output_dir
+    from pipeline.tracking.registry import StoreUnavailable, run_output_dir
 
+    try:  # a lookup only: a store that is not there is not created, a server that does not answer fails fast
         recorded = run_output_dir(target, tracking_uri)
-    except Exception as exc:  # noqa: BLE001 - unknown run, unreachable server: same answer for the user
-        raise ResumeError(f"{target}: no training folder under {project} and MLflow cannot say ({exc})") from None
+    except StoreUnavailable as exc:
+        raise ResumeError(f"{target}: no training folder under {project}, and {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - unknown run, a server error: same answer for the user
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ResumeError(f"{target}: no training folder under {project} and MLflow cannot say ({reason})") from None
     if recorded and (Path(recorded) / SESSION_FILE).is_file():
         return Path(recorded)
     raise ResumeError(f"{target}: run has no training folder on this machine")
@@ -253,18 +304,17 @@ def find_training(target: str, project: str = "runs/train", tracking_uri: str = 
 def resume(target: str, project: str = "runs/train", tracking_uri: str = "") -> TrainResult:
     """Continue an interrupted training from its last checkpoint, into the same MLflow run."""
     configure_ultralytics()
-    from ultralytics.nn.tasks import load_checkpoint
-
+    from pipeline.checkpoints import CheckpointError, read_checkpoint
     from pipeline.train.trainer import PipelineTrainer
 
     save_dir = find_training(target, project, tracking_uri)
     last = save_dir / "weights" / "last.pt"
     if not last.is_file():
         raise ResumeError(f"{save_dir}: no weights/last.pt; the training stopped before its first epoch ended")
-    try:
-        _, checkpoint = load_checkpoint(last)
-    except Exception as exc:  # noqa: BLE001 - torch reports a damaged file in many ways
-        raise ResumeError(f"{last}: unreadable checkpoint ({str(exc).splitlines()[0]})") from None
+    try:  # under the safe-loading policy: a last.pt that would run code stops here
+        checkpoint = read_checkpoint(last, "resume:")
+    except CheckpointError as exc:
+        raise ResumeError(str(exc)) from None
     if checkpoint.get("optimizer") is None or checkpoint.get("epoch", -1) < 0:
         raise ResumeError(f"{save_dir}: this training already finished; nothing to resume")
     epochs = int(checkpoint.get("train_args", {}).get("epochs", 0))

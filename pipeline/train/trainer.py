@@ -8,13 +8,15 @@ process) tracks; the DDP parent only launches.
 Each epoch's record is made exactly once: ``save_metrics`` (before the checkpoint) writes it to
 ``pending_epoch.json``; ``save_model`` (the checkpoint) then journals it. A kill between the two
 leaves a pending record that a resume keeps only if the checkpoint it resumes from includes that
-epoch, so the epochs in MLflow are 1..N with none missing and none twice.
+epoch, so the epochs in MLflow are 1..N with none missing and none twice. ``results.csv`` follows the
+same rule: a redone epoch's row replaces the one the kill left.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -35,6 +37,7 @@ from ultralytics.utils.torch_utils import unwrap_model  # noqa: E402
 # training with no albumentations step at all (ultralytics logs the error and goes on).
 import pipeline.fast_transforms  # noqa: E402, F401
 from pipeline.files import write_atomic  # noqa: E402
+from pipeline.redact import redact_text  # noqa: E402
 from pipeline.train.artifacts import log_final_artifacts  # noqa: E402
 from pipeline.train.epoch_metrics import epoch_metrics, per_class_ap  # noqa: E402
 from pipeline.train.errors import NonFiniteGradients  # noqa: E402
@@ -83,15 +86,30 @@ class PipelineTrainer(DetectionTrainer):
         self._close_tracking("FINISHED")
 
     def _open_tracking(self) -> None:
+        """Start the tracker and the system metrics; a failure here costs the tracking, never the training."""
         if self.session is None or not self.session.tracking_enabled:
             return
-        self.tracker = self.session.tracker()
-        self.tracker.start(tags={"pipeline.resumed": "true"} if self.resume else None)
+        try:
+            self.tracker = self.session.tracker()
+            self.tracker.start(tags={"pipeline.resumed": "true"} if self.resume else None)
+        except Exception as exc:  # noqa: BLE001 - whatever broke, the journal so far stays in the spool for `sync`
+            LOG.warning(
+                "tracking: could not start (%s); training goes on untracked; what was journaled is in %s",
+                redact_text(f"{type(exc).__name__}: {exc}".splitlines()[0]),
+                self.session.spool_dir,
+            )
+            self.tracker = None
+            return
         if self.session.config.tracking.system_metrics:
-            from pipeline.tracking import SystemMetricsSampler
+            try:
+                from pipeline.tracking import SystemMetricsSampler
 
-            self.sampler = SystemMetricsSampler(self.tracker, self.session.config.tracking.system_metrics_interval_s)
-            self.sampler.start()
+                interval = self.session.config.tracking.system_metrics_interval_s
+                self.sampler = SystemMetricsSampler(self.tracker, interval)
+                self.sampler.start()
+            except Exception as exc:  # noqa: BLE001 - system metrics are a nicety
+                LOG.warning("tracking: no system metrics (%s: %s)", type(exc).__name__, exc)
+                self.sampler = None
 
     def _close_tracking(self, status: str) -> None:
         if self.tracker is None:
@@ -126,6 +144,7 @@ class PipelineTrainer(DetectionTrainer):
             )
 
     def save_metrics(self, metrics: dict[str, float]) -> None:
+        _drop_rows_from(Path(self.csv), self.epoch + 1)  # a redone epoch replaces the row a kill left
         super().save_metrics(metrics)
         if self.tracker is None:
             return
@@ -226,3 +245,20 @@ class PipelineTrainer(DetectionTrainer):
             self.gradients.finish()
         except Exception as exc:  # noqa: BLE001 - the report must not hide how the training ended
             LOG.warning("gradients: could not write the report (%s: %s)", type(exc).__name__, exc)
+
+
+def _drop_rows_from(csv: Path, epoch: int) -> None:
+    """Remove the rows of ``epoch`` and later from ultralytics' ``results.csv`` (rewritten only when needed)."""
+    if not csv.exists():
+        return
+    header, *rows = csv.read_text(encoding="utf-8").splitlines(keepends=True)
+
+    def epoch_of(row: str) -> float:
+        try:
+            return float(row.split(",", 1)[0])
+        except ValueError:  # a row torn by a kill: it is redone
+            return math.inf
+
+    kept = [row for row in rows if row.endswith("\n") and epoch_of(row) < epoch]
+    if len(kept) != len(rows):
+        write_atomic(csv, header + "".join(kept))

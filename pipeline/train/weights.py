@@ -11,6 +11,10 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from pipeline.checkpoints import CheckpointError, read_checkpoint
+from pipeline.yaml_load import read_yaml
 
 LOG = logging.getLogger("pipeline.train")
 
@@ -31,32 +35,56 @@ def weights_cache() -> Path:
 
 
 def _architecture_exists(yaml_name: str) -> bool:
-    """True for a YAML file, or a name ultralytics ships (``yolo11n.yaml`` is ``yolo11.yaml`` at scale n)."""
+    """True for a name ultralytics ships (``yolo11n.yaml`` is ``yolo11.yaml`` at scale n)."""
     from ultralytics.nn.tasks import yaml_model_load
 
     try:
-        yaml_model_load(yaml_name)
-        return True
+        return _is_architecture(yaml_model_load(yaml_name))
     except Exception:  # noqa: BLE001 - ultralytics raises several kinds for "not found"
         return False
+
+
+def _is_architecture(document: Any) -> bool:
+    """What ultralytics' model builder needs: a mapping with ``backbone`` and ``head`` layer lists."""
+    return isinstance(document, dict) and all(isinstance(document.get(key), list) for key in ("backbone", "head"))
+
+
+def _architecture_file(path: Path) -> ResolvedWeights:
+    document = read_yaml(path, WeightsError, "architecture file")
+    if not _is_architecture(document):
+        raise WeightsError(
+            f"model.weights: {path}: not a model architecture (an ultralytics model YAML has backbone: and head: lists)"
+        )
+    return ResolvedWeights(str(path.resolve()), pretrained=False)
+
+
+def _checkpoint(path: Path) -> ResolvedWeights:
+    """A local .pt, read once under the safe-loading policy: a text file or a code-running pickle stops here."""
+    try:
+        read_checkpoint(path, "model.weights")
+    except CheckpointError as exc:
+        raise WeightsError(str(exc)) from None
+    return ResolvedWeights(str(path.resolve()), pretrained=True)
 
 
 def resolve_weights(spec: str) -> ResolvedWeights:
     spec = spec.strip()
     path = Path(spec).expanduser()
     if path.suffix in {".yaml", ".yml"}:
-        if path.is_file() or _architecture_exists(spec):
-            return ResolvedWeights(str(path.resolve()) if path.is_file() else spec, pretrained=False)
+        if path.is_file():
+            return _architecture_file(path)
+        if path.parent == Path(".") and _architecture_exists(spec):
+            return ResolvedWeights(spec, pretrained=False)
         raise WeightsError(f"model.weights: {spec}: no such architecture file or ultralytics model YAML")
     if path.suffix != ".pt":
         raise WeightsError(f"model.weights: {spec}: expected a .pt checkpoint or an architecture .yaml")
     if path.is_file():
-        return ResolvedWeights(str(path.resolve()), pretrained=True)
+        return _checkpoint(path)
     if path.parent != Path("."):
         raise WeightsError(f"model.weights: {spec}: no such file")
     cached = weights_cache() / path.name
     if cached.is_file():
-        return ResolvedWeights(str(cached), pretrained=True)
+        return _checkpoint(cached)
     fallback = path.with_suffix(".yaml").name
     try:
         from ultralytics.utils import is_online
@@ -67,7 +95,7 @@ def resolve_weights(spec: str) -> ResolvedWeights:
         cached.parent.mkdir(parents=True, exist_ok=True)
         downloaded = Path(attempt_download_asset(str(cached)))
         if downloaded.is_file():
-            return ResolvedWeights(str(downloaded), pretrained=True)
+            return _checkpoint(downloaded)
         reason = "the download produced no file"
     except Exception as exc:  # noqa: BLE001 - offline, blocked or unknown: all mean "no weights"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -43,5 +43,6 @@ def test_recipe_imports_sweeps_compares_promotes_and_predicts(mlflow_server, tmp
     assert all(len(labels) == 4 for name, labels in series.items())
     assert (work / "compare" / "report.html").stat().st_size > 10_000
     val_images = sorted((work / "data" / "images" / "val").iterdir())
-    lines = (work / "predictions" / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    results = work / "predictions" / f"v{champion.version}"
+    lines = (results / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(val_images) >= 10 and len(lines) == len(val_images)

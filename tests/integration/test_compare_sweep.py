@@ -197,4 +197,6 @@ def test_sweep_command_records_children_that_fail_before_training(
     for child in children:
         weights = child.data.params["model.weights"]
         assert child.info.status == "FAILED" and child.data.params["train.seed"] == "3"
-        assert child.data.tags["pipeline.error"].startswith(f"WeightsError: model.weights: {weights}: ")
+        error = child.data.tags["pipeline.error"]  # one line naming the config (the sweep's child) and the field
+        assert error.startswith("WeightsError: ") and f"sweep.yaml (sweep model.weights={weights})" in error
+        assert f": model.weights: {weights}: " in error

@@ -29,6 +29,21 @@ def network_attempts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return attempts
 
 
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The bytes of a real (untrained) YOLO checkpoint, as ultralytics saves one."""
+    import torch
+
+    from pipeline.yolo_env import configure_ultralytics
+
+    configure_ultralytics()
+    from ultralytics.nn.tasks import DetectionModel
+
+    path = tmp_path_factory.mktemp("checkpoint") / "c.pt"
+    torch.save({"model": DetectionModel("yolo11n.yaml", nc=1, verbose=False).half(), "epoch": -1}, path)
+    return path.read_bytes()
+
+
 def weights_error(spec: str) -> str:
     with pytest.raises(WeightsError) as info:
         resolve_weights(spec)
@@ -66,18 +81,18 @@ def test_unknown_architecture() -> None:
     )
 
 
-def test_local_checkpoint_absolute_path(tmp_path: Path) -> None:
-    (tmp_path / "best.pt").write_bytes(b"not really a checkpoint")
+def test_local_checkpoint_absolute_path(tmp_path: Path, checkpoint: bytes) -> None:
+    (tmp_path / "best.pt").write_bytes(checkpoint)
     resolved = resolve_weights("best.pt")  # relative to the working folder, which is tmp_path
     assert resolved == ResolvedWeights(str((tmp_path / "best.pt").resolve()), pretrained=True)
     assert Path(resolved.model).is_absolute()
     assert resolved.note == ""
 
 
-def test_local_checkpoint_in_a_folder(tmp_path: Path) -> None:
+def test_local_checkpoint_in_a_folder(tmp_path: Path, checkpoint: bytes) -> None:
     path = tmp_path / "runs" / "w" / "last.pt"
     path.parent.mkdir(parents=True)
-    path.write_bytes(b"x")
+    path.write_bytes(checkpoint)
     assert resolve_weights(str(path)) == ResolvedWeights(str(path.resolve()), pretrained=True)
 
 
@@ -85,10 +100,10 @@ def test_missing_checkpoint_in_a_folder() -> None:
     assert weights_error("missing/dir/x.pt") == "model.weights: missing/dir/x.pt: no such file"
 
 
-def test_cached_checkpoint_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cached_checkpoint_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checkpoint: bytes) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()
-    (cache / "yolo11n.pt").write_bytes(b"x")
+    (cache / "yolo11n.pt").write_bytes(checkpoint)
     monkeypatch.setenv("YOLO_PIPELINE_WEIGHTS_DIR", str(cache))
     assert resolve_weights("yolo11n.pt") == ResolvedWeights(str(cache / "yolo11n.pt"), pretrained=True)
 

@@ -17,6 +17,7 @@ from pipeline.destinations import DestinationError
 from pipeline.evaluation import EvaluateError
 from pipeline.inference.errors import ModelError, ResultsError, SourceError
 from pipeline.promotion import PromoteError
+from pipeline.redact import redact_text
 from pipeline.train.errors import NonFiniteGradients
 from pipeline.train.run import ResumeError
 from pipeline.train.weights import WeightsError
@@ -499,6 +500,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except NonFiniteGradients as exc:  # the training stopped itself; its checkpoint is kept
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - nothing foreseen: still one line for the user, the traceback behind -v
+        if args.verbose:
+            raise
+        lines = str(exc).strip().splitlines()
+        reason = redact_text(lines[0][:300]) if lines else ""
+        print(f"error: {type(exc).__name__}: {reason} (run with -v for the traceback)", file=sys.stderr)
         return 1
 
 

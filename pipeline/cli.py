@@ -78,7 +78,10 @@ def _print_training(result: object) -> None:
     if result.best_weights:
         print(f"best weights:    {result.best_weights}")
     if result.gradient_health:
-        print(f"gradients:       {result.gradient_health}  ({result.save_dir / 'gradients' / 'heatmaps.png'})")
+        print(f"gradients:       {result.gradient_health}  ({result.save_dir / 'gradients' / 'diagnosis.json'})")
+        for finding in getattr(result, "gradient_findings", []):  # worst first: severity: cause (evidence; remedy)
+            what = f"{finding['cause']} ({finding['message']}; {finding['remedy']})"
+            print(f"gradients:       {finding['severity']}: {what}")
     if result.run_id:
         print(f"MLflow run:      {result.run_id}  ({uri})")
         print(f"model URI:       runs:/{result.run_id}/model")

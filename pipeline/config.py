@@ -7,6 +7,7 @@ type, a value out of range) stops with one line naming the file and the field, e
 
 from __future__ import annotations
 
+import logging
 import types
 import typing
 from pathlib import Path
@@ -27,6 +28,8 @@ from pydantic import (
 from pipeline.augment_presets import with_preset_defaults
 from pipeline.credentials import strip_credentials
 from pipeline.yaml_load import read_yaml
+
+LOG = logging.getLogger("pipeline.config")
 
 
 class ConfigError(ValueError):
@@ -199,24 +202,37 @@ class TrackingConfig(_Section):
         return strip_credentials(value)
 
 
+RETIRED_GRADIENT_KEYS = ("vanish_abs", "vanish_rel", "vanish_epochs", "explode_norm")
+
+
 class GradientsConfig(_Section):
     enabled: bool = Field(True, description="record per-layer gradient statistics in the optimizer step")
     every: int = Field(1, ge=1, description="sample every N optimizer steps of an epoch, starting with its first")
+    detail: Literal["block", "layer"] = Field(
+        "block",
+        description="what MLflow gets per epoch: block (gradient norm and update ratio per block and head level) "
+        "or layer (every statistic of every group); gradients/table.parquet always holds every group",
+    )
     grouping: Literal["parameter", "layer", "block"] = Field(
-        "layer", description="parameter (each tensor), layer (the module owning it: model.2.cv1.conv), block (model.2)"
+        "layer",
+        description="the rows of gradients/table.parquet and of detail: layer: parameter (each tensor), "
+        "layer (the module owning it: model.2.cv1.conv), block (model.2)",
     )
     reductions: list[Literal["mean", "max", "last"]] = Field(
         ["mean", "max", "last"], min_length=1, description="how an epoch's samples are reduced before logging"
     )
-    vanish_abs: float = Field(1e-8, ge=0, description="a layer whose gradient norm stays below this is vanishing")
-    vanish_rel: float = Field(1e-4, ge=0, description="... or below this fraction of the median layer's norm")
-    vanish_epochs: int = Field(3, ge=1, description="epochs in a row a layer must stay below before it is reported")
-    # Ultralytics' loss is summed over the batch, so healthy total norms grow with the batch (~1e3 at batch 16).
-    explode_norm: float = Field(
-        1e5, gt=0, description="a total gradient norm above this (before clipping) is exploding"
-    )
     stop_on_nonfinite: bool = Field(False, description="stop training at the first epoch with non-finite gradients")
     heatmaps: bool = Field(True, description="draw the layers x epochs heatmaps each epoch")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired_keys(cls, raw: Any) -> Any:
+        """Fixed thresholds the gradient doctor replaced (it judges a run against itself): said once, then ignored,
+        so older configs and the sessions of trainings to resume still load."""
+        if isinstance(raw, dict) and (retired := [key for key in RETIRED_GRADIENT_KEYS if key in raw]):
+            LOG.warning("config: gradients.%s: no longer used (the gradient doctor needs no thresholds)", retired[0])
+            raw = {key: value for key, value in raw.items() if key not in RETIRED_GRADIENT_KEYS}
+        return raw
 
 
 class Config(_Section):

@@ -69,12 +69,12 @@ def _epochs(run: RunRecord) -> int | None:
 
 
 def _gradients(run: RunRecord) -> str:
-    """The run's gradient-health flags: ok, or the problems found (with how many layers vanished)."""
+    """The run's gradient diagnosis: ``ok``, or its worst severity and the causes found (``info: idle-level,frozen``)."""
     health = run.tags.get("gradients.health")
     if not health:
         return "-"
-    vanishing = [layer for layer in run.tags.get("gradients.vanishing_layers", "").split(",") if layer]
-    return health.replace("vanishing", f"vanishing({len(vanishing)})") if vanishing else health
+    causes = run.tags.get("gradients.causes", "")
+    return f"{health}: {causes}" if causes and health != "ok" else health
 
 
 def outcome(run: RunRecord, classes: Sequence[str]) -> dict[str, Any]:

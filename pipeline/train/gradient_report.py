@@ -1,4 +1,5 @@
-"""Pictures and the report of a training's gradients: layers x epochs heatmaps and one JSON file."""
+"""Pictures, the table and the report of a training's gradients: layers x epochs heatmaps, one Parquet table
+(every statistic, reduction and epoch of every layer) and one JSON file."""
 
 from __future__ import annotations
 
@@ -6,18 +7,21 @@ import functools
 import json
 import logging
 import math
+import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline.files import write_atomic
-from pipeline.train.gradients import EpochGradients
+from pipeline.train.gradients import EpochGradients, group_name
 
 LOG = logging.getLogger("pipeline.train")
 HEATMAP = "heatmaps.png"
+TABLE = "table.parquet"
 DPI = 100
 PANELS = {
     "grad_norm": "log10 gradient L2 norm",
@@ -25,9 +29,46 @@ PANELS = {
 }
 
 
-def log10_matrix(history: list[EpochGradients], stat: str) -> np.ndarray:
-    """[groups, epochs] of log10 of the epoch means; NaN where a value is zero, negative or not finite."""
+@dataclass(frozen=True)
+class Row:
+    """One row of the heatmaps: a layer, its part (block or head level), its section, whether it is frozen."""
+
+    layer: str
+    part: str
+    section: str
+    frozen: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.layer} (frozen)" if self.frozen else self.layer
+
+
+def heatmap_rows(epoch: EpochGradients) -> list[Row]:
+    """The layers in model order, grouped by part (blocks, then each head branch and level), frozen ones with
+    their part (they have no statistics: a grey row, never a red one)."""
+    parts = epoch.group_parts if len(epoch.group_parts) == len(epoch.groups) else [""] * len(epoch.groups)
+    rows = [Row(g, p, epoch.sections.get(p, "")) for g, p in zip(epoch.groups, parts, strict=True)]
+    rows += [Row(g, p, epoch.sections.get(p, ""), frozen=True) for g, p in epoch.frozen.items()]
+    first: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        first.setdefault(row.part, i)
+    # Blocks by number (a frozen block goes back to its place); within a block, parts as they come; stable.
+    return sorted(rows, key=lambda row: (_block_number(row.part or row.layer), first[row.part]))
+
+
+def _block_number(name: str) -> int:
+    number = group_name(name + ".x", "block").rpartition(".")[2]
+    return int(number) if number.isdigit() else -1
+
+
+def log10_matrix(history: list[EpochGradients], stat: str, rows: list[Row] | None = None) -> np.ndarray:
+    """[groups, epochs] of log10 of the epoch means (or [rows, epochs], frozen rows all NaN); NaN where a value
+    is zero, negative or not finite."""
     values = np.array([epoch.values[stat]["mean"] for epoch in history], dtype=float).T
+    if rows is not None:
+        position = {g: i for i, g in enumerate(history[-1].groups)}
+        padded = np.vstack([values, np.full((1, values.shape[1]), np.nan)])  # the last row: a frozen layer's
+        values = padded[[position.get(row.layer, len(position)) if not row.frozen else len(position) for row in rows]]
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.log10(values)
     out[~np.isfinite(out)] = np.nan
@@ -35,19 +76,25 @@ def log10_matrix(history: list[EpochGradients], stat: str) -> np.ndarray:
 
 
 def draw_heatmaps(history: list[EpochGradients], path: Path) -> Path:
-    """One panel per statistic in PANELS: rows are layers in model order (input at the top), columns epochs,
-    colour the log10 of the epoch mean. Red cells: zero or not finite."""
+    """One panel per statistic in PANELS: rows are layers in model order (input at the top) grouped by part
+    (thin white lines between blocks and head levels, black between backbone, neck and head), columns epochs,
+    colour the log10 of the epoch mean. Red cells: zero or not finite; grey rows: frozen layers."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
 
-    groups = history[-1].groups
+    rows = heatmap_rows(history[-1])
+    labels = tuple(row.label for row in rows)
+    frozen = np.array([[row.frozen] * len(history) for row in rows], dtype=bool)
     epochs = [epoch.epoch for epoch in history]
     # Tall enough to label every layer; margins fixed in inches (tight_layout would draw the figure twice).
-    row_in = 0.11 if len(groups) <= 500 else 55.0 / len(groups)
+    row_in = 0.11 if len(rows) <= 500 else 55.0 / len(rows)
     font = max(2.0, min(7.0, 0.75 * 72 * row_in))
-    left = 0.3 + 0.55 * font / 72 * max(len(g) for g in groups)
+    starts = [i for i, row in enumerate(rows) if row.section and (i == 0 or row.section != rows[i - 1].section)]
+    sections = tuple((i, rows[i].section) for i in starts)
+    left = 0.3 + 0.55 * font / 72 * max(len(label) for label in labels) + (0.6 * (font + 1) / 72 * 8 if sections else 0)
     top, bottom, gap, bar_w = 0.45, 0.55, 0.9, 0.15
-    panel_w, panel_h = min(max(2.5, 0.25 * len(epochs)), 16.0), max(row_in * len(groups), 2.0)
+    panel_w, panel_h = min(max(2.5, 0.25 * len(epochs)), 16.0), max(row_in * len(rows), 2.0)
     width = left + len(PANELS) * (panel_w + bar_w + gap)
     height = bottom + panel_h + top
     figure = Figure(figsize=(width, height), dpi=DPI)  # a figure of its own: no pyplot state, thread-safe
@@ -56,9 +103,16 @@ def draw_heatmaps(history: list[EpochGradients], path: Path) -> Path:
     x = left
     for stat, title in PANELS.items():
         axes = figure.add_axes((x / width, bottom / height, panel_w / width, panel_h / height))
-        image = axes.imshow(
-            np.ma.masked_invalid(log10_matrix(history, stat)), aspect="auto", interpolation="nearest", cmap=_colormap()
-        )
+        matrix = log10_matrix(history, stat, rows)
+        image = axes.imshow(np.ma.masked_invalid(matrix), aspect="auto", interpolation="nearest", cmap=_colormap())
+        if frozen.any():  # grey over red: no statistics by the config's choice, not a fault
+            grey = ListedColormap(["#bbbbbb"])
+            axes.imshow(np.ma.masked_where(~frozen, frozen), aspect="auto", interpolation="nearest", cmap=grey)
+        for i in range(1, len(rows)):
+            if rows[i].section != rows[i - 1].section:
+                axes.axhline(i - 0.5, color="black", linewidth=1.0)
+            elif rows[i].part != rows[i - 1].part:
+                axes.axhline(i - 0.5, color="white", linewidth=0.4)
         axes.set_xticks(range(0, len(epochs), every), [str(e) for e in epochs[::every]], fontsize=7)
         axes.set_yticks([])
         axes.set_xlabel("epoch", fontsize=8)
@@ -67,7 +121,7 @@ def draw_heatmaps(history: list[EpochGradients], path: Path) -> Path:
         figure.colorbar(image, cax=bar).ax.tick_params(labelsize=7)
         x += panel_w + bar_w + gap
     # The layer names are the same every epoch: rendered once, then pasted as pixels (text is most of the cost).
-    figure.figimage(_layer_labels(tuple(groups), font, left, bottom, panel_h, height, DPI), xo=0, yo=0)
+    figure.figimage(_layer_labels(labels, sections, font, left, bottom, panel_h, height, DPI), xo=0, yo=0)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}")
     figure.savefig(tmp, format="png")
@@ -77,9 +131,17 @@ def draw_heatmaps(history: list[EpochGradients], path: Path) -> Path:
 
 @functools.lru_cache(maxsize=4)
 def _layer_labels(
-    groups: tuple[str, ...], font: float, width: float, bottom: float, panel_h: float, height: float, dpi: int
+    groups: tuple[str, ...],
+    sections: tuple[tuple[int, str], ...],
+    font: float,
+    width: float,
+    bottom: float,
+    panel_h: float,
+    height: float,
+    dpi: int,
 ) -> np.ndarray:
-    """The column of layer names left of the panels, one per row, as RGBA pixels (``width`` x ``height`` inches)."""
+    """The column of layer names left of the panels, one per row, and the section names (backbone, neck,
+    head) at the left edge where each begins, as RGBA pixels (``width`` x ``height`` inches)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -92,6 +154,17 @@ def _layer_labels(
     right = (width - 0.05) / width
     for row, group in enumerate(groups):
         axes.text(right, row, group, ha="right", va="center", fontsize=font, transform=axes.get_yaxis_transform())
+    for row, section in sections:
+        axes.text(
+            0.02,
+            row,
+            section,
+            ha="left",
+            va="top",
+            fontsize=font + 1,
+            weight="bold",
+            transform=axes.get_yaxis_transform(),
+        )
     canvas.draw()
     return np.asarray(canvas.buffer_rgba()).copy()
 
@@ -179,3 +252,43 @@ def report(history: list[EpochGradients], events: list[dict[str, Any]], summary:
 def write_report(path: Path, payload: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_atomic(path, json.dumps(payload, indent=1))
+
+
+def table_columns(history: list[EpochGradients]) -> dict[str, list[Any]]:
+    """One row per epoch x group: ``epoch``, ``layer``, ``part`` (its block or head level), then
+    ``<stat>_<reduction>`` for every statistic and reduction, then the epoch's run-wide totals."""
+    if not history:
+        return {"epoch": [], "layer": [], "part": []}
+    latest = history[-1]  # the groups never change within a training (a resume keeps only matching epochs)
+    parts = latest.group_parts or [""] * len(latest.groups)
+    columns: dict[str, list[Any]] = {"epoch": [], "layer": [], "part": []}
+    cells = [(stat, reduction) for stat, by_reduction in latest.values.items() for reduction in by_reduction]
+    columns.update({f"{stat}_{reduction}": [] for stat, reduction in cells})
+    columns.update({key: [] for key in latest.totals})
+    for epoch in history:
+        n = len(epoch.groups)
+        columns["epoch"] += [epoch.epoch] * n
+        columns["layer"] += epoch.groups
+        columns["part"] += parts if len(parts) == n else [""] * n
+        for stat, reduction in cells:
+            columns[f"{stat}_{reduction}"] += epoch.values[stat][reduction]
+        for key in latest.totals:
+            columns[key] += [epoch.totals.get(key, math.nan)] * n
+    return columns
+
+
+def write_table(history: list[EpochGradients], path: Path) -> Path:
+    """The whole table as one Parquet file, replaced whole (a reader, or the upload, never sees half of it).
+    Read it with ``pandas.read_parquet(path)``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = table_columns(history)
+    types = {"epoch": pa.int32(), "layer": pa.string(), "part": pa.string()}
+    table = pa.table({k: pa.array(v, type=types.get(k, pa.float64())) for k, v in columns.items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    # Layer and part names repeat every epoch: dictionary encoding plus zstd keep the file small.
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+    return path

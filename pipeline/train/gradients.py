@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,11 @@ REDUCTIONS = ("mean", "max", "last")
 # Run-wide statistics of the total (all-parameter) gradient norm, before clipping.
 TOTALS = ("grad_total_norm", "grad_total_norm_max", "grad_total_norm_last", "grad_clipped_fraction")
 COUNTS = ("grad_steps", "grad_nonfinite_steps")
+# What the compact record (``gradients.detail: block``) sends per part: how big the gradient is, how fast it learns.
+PART_STATS = ("grad_norm", "update_ratio")
+DETAILS = ("block", "layer")
+# A detection head's per-level branches: cv2 (box), cv3 (class), cv4 (masks, keypoints, angles); YOLO26's one2one_*.
+_HEAD_BRANCH = re.compile(r"(one2one_)?cv\d+")
 
 
 def group_name(param_name: str, grouping: str) -> str:
@@ -41,6 +47,45 @@ def group_name(param_name: str, grouping: str) -> str:
     return parts[0]
 
 
+def part_name(param_name: str, heads: frozenset[str] = frozenset()) -> str:
+    """The part a parameter belongs to: its block (``model.2``), or in a detection head (a block in ``heads``) its
+    branch and level, ``model.23.cv2.0`` (box branch of level 0, stride 8), ``model.23.one2one_cv3.2``; other head
+    modules by their first name (``model.23.proto``)."""
+    block = group_name(param_name, "block")
+    if block not in heads:
+        return block
+    rest = param_name[len(block) + 1 :].split(".")
+    if len(rest) > 2 and _HEAD_BRANCH.fullmatch(rest[0]) and rest[1].isdigit():
+        return f"{block}.{rest[0]}.{rest[1]}"
+    return f"{block}.{rest[0]}" if len(rest) > 1 else block
+
+
+def head_blocks(model: nn.Module) -> frozenset[str]:
+    """Names of the modules that are ultralytics detection heads (Detect and its Segment, Pose, OBB, v10/26 kin)."""
+    try:
+        from ultralytics.nn.modules.head import Detect
+    except ImportError:  # pragma: no cover - ultralytics is a dependency; a plain model has no head to split
+        return frozenset()
+    return frozenset(name for name, module in model.named_modules() if isinstance(module, Detect))
+
+
+def _sections(model: nn.Module, parts: list[str], heads: frozenset[str]) -> dict[str, str]:
+    """backbone, neck or head for each part of an ultralytics model (its YAML lists the backbone's blocks first)."""
+    spec = getattr(model, "yaml", None)
+    backbone = len(spec.get("backbone", [])) if isinstance(spec, dict) else 0
+    if not backbone:
+        return {}
+    out = {}
+    for part in parts:
+        block = group_name(part + ".x", "block")
+        number = block.rpartition(".")[2]
+        if block in heads:
+            out[part] = "head"
+        elif number.isdigit():
+            out[part] = "backbone" if int(number) < backbone else "neck"
+    return out
+
+
 def metric_key(stat: str, reduction: str, group: str) -> str:
     """``grad_norm.model.2.cv1.conv`` for the epoch mean, ``grad_norm_max.model.2.cv1.conv`` for the max."""
     return f"{stat}.{group}" if reduction == "mean" else f"{stat}_{reduction}.{group}"
@@ -48,12 +93,24 @@ def metric_key(stat: str, reduction: str, group: str) -> str:
 
 @dataclass(frozen=True)
 class ParameterGroups:
-    """The trainable parameters and, for each, the index of the group it belongs to."""
+    """The trainable parameters and, for each, the index of the group it belongs to and of its part.
+
+    Every statistic is folded into ``columns``: the G groups (the table's rows, ``gradients.grouping``),
+    then the parts (blocks and head levels, the compact MLflow record), both in one ``index_add_`` over the
+    per-parameter values written twice, so the parts cost no extra kernel and are exact per step (a block's
+    norm is the sqrt of the sum of its layers' squared norms, its update ratio ||dw_block|| / ||w_block||).
+    """
 
     names: list[str]
     params: list[nn.Parameter]
     index: Tensor  # [P] group of each parameter
     numel: Tensor  # [G] elements per group
+    parts: list[str] = field(default_factory=list)
+    group_parts: list[str] = field(default_factory=list)  # [G] the part of each group ("" if it spans several)
+    fold: Tensor | None = None  # [2P] column of each parameter's group, then of its part (G + part)
+    columns_numel: Tensor | None = None  # [G + parts] elements per column
+    frozen: dict[str, str] = field(default_factory=dict)  # groups with no trainable parameter -> their part
+    sections: dict[str, str] = field(default_factory=dict)  # part -> backbone | neck | head (ultralytics models)
 
     @classmethod
     def of(cls, model: nn.Module, grouping: str = "layer") -> ParameterGroups:
@@ -62,28 +119,72 @@ class ParameterGroups:
             raise ValueError("gradients: the model has no trainable parameters")
         groups = [group_name(name, grouping) for name, _ in named]
         names = list(dict.fromkeys(groups))  # in model order
+        heads = head_blocks(model)
+        of_param = [part_name(name, heads) for name, _ in named]
+        parts = list(dict.fromkeys(of_param))
         position = {name: i for i, name in enumerate(names)}
+        part_position = {name: len(names) + i for i, name in enumerate(parts)}
         device = named[0][1].device
         # Statistics in float32, or float64 for a float64 model (half-precision values are widened, never narrowed).
         dtype = functools.reduce(torch.promote_types, (p.dtype for _, p in named), torch.float32)
         index = torch.tensor([position[g] for g in groups], device=device)
+        fold = torch.cat([index, torch.tensor([part_position[part] for part in of_param], device=device)])
         sizes = torch.tensor([float(p.numel()) for _, p in named], device=device, dtype=dtype)
         numel = torch.zeros(len(names), device=device, dtype=dtype).index_add_(0, index, sizes)
-        return cls(names, [p for _, p in named], index, numel)
+        columns_numel = torch.zeros(len(names) + len(parts), device=device, dtype=dtype).index_add_(
+            0, fold, sizes.repeat(2)
+        )
+        spans: dict[str, set[str]] = {}
+        for group, part in zip(groups, of_param, strict=True):
+            spans.setdefault(group, set()).add(part)
+        group_parts = [next(iter(spans[g])) if len(spans[g]) == 1 else "" for g in names]
+        frozen: dict[str, str] = {}  # requires_grad=False (the config's freeze, ultralytics' .dfl), in model order
+        for name, p in model.named_parameters():
+            if not p.requires_grad and group_name(name, grouping) not in position:
+                frozen.setdefault(group_name(name, grouping), part_name(name, heads))
+        sections = _sections(model, [*parts, *frozen.values()], heads)
+        return cls(
+            names,
+            [p for _, p in named],
+            index,
+            numel,
+            parts,
+            group_parts,
+            fold,
+            columns_numel,
+            frozen,
+            sections,
+        )
 
     def __len__(self) -> int:
         return len(self.names)
 
+    @property
+    def width(self) -> int:
+        """Columns of the folded statistics: the groups, then the parts."""
+        return len(self.names) + len(self.parts)
+
+    def _fold(self) -> tuple[Tensor, Tensor, int]:
+        if self.fold is None or self.columns_numel is None:  # groups made by hand, without parts
+            return self.index, self.numel, 1
+        return self.fold, self.columns_numel, 2
+
     def norm(self, per_param: Tensor) -> Tensor:
-        """Group L2 norms from per-parameter L2 norms: sqrt of the sum of squares within each group."""
-        return torch.zeros_like(self.numel).index_add_(0, self.index, per_param.square()).sqrt()
+        """Column L2 norms from per-parameter L2 norms: sqrt of the sum of squares within each group and part."""
+        index, numel, copies = self._fold()
+        return torch.zeros_like(numel).index_add_(0, index, per_param.square().repeat(copies)).sqrt()
 
     def amax(self, per_param: Tensor) -> Tensor:
-        out = torch.full_like(self.numel, -math.inf)
-        return out.scatter_reduce_(0, self.index, per_param, "amax", include_self=True)
+        index, numel, copies = self._fold()
+        out = torch.full_like(numel, -math.inf)
+        return out.scatter_reduce_(0, index, per_param.repeat(copies), "amax", include_self=True)
 
     def total(self, per_param: Tensor) -> Tensor:
-        return torch.zeros_like(self.numel).index_add_(0, self.index, per_param)
+        index, numel, copies = self._fold()
+        return torch.zeros_like(numel).index_add_(0, index, per_param.repeat(copies))
+
+    def columns_size(self) -> Tensor:
+        return self._fold()[1]
 
 
 def _norms(tensors: list[Tensor], dtype: torch.dtype, order: float = 2.0) -> Tensor:
@@ -92,25 +193,38 @@ def _norms(tensors: list[Tensor], dtype: torch.dtype, order: float = 2.0) -> Ten
 
 @dataclass
 class GradientStats:
-    """One step's gradient statistics, per group, still on the device."""
+    """One step's gradient statistics, per column (groups, then parts), still on the device."""
 
-    grad_norm: Tensor  # [G] L2 norm
-    grad_max: Tensor  # [G] max |g|
-    grad_nonfinite: Tensor  # [G] fraction of NaN/inf values
+    columns: Tensor  # [3, G + parts]: L2 norm, max |g|, fraction of NaN/inf values
+    groups: int  # G
     total_norm: Tensor  # [] L2 norm over every parameter, as clip_grad_norm_ computes it
+
+    @property
+    def grad_norm(self) -> Tensor:  # [G]
+        return self.columns[0, : self.groups]
+
+    @property
+    def grad_max(self) -> Tensor:  # [G]
+        return self.columns[1, : self.groups]
+
+    @property
+    def grad_nonfinite(self) -> Tensor:  # [G]
+        return self.columns[2, : self.groups]
 
 
 def gradient_stats(grads: list[Tensor], groups: ParameterGroups) -> GradientStats:
-    """Per-group statistics of ``grads`` (one tensor per parameter of ``groups``), without leaving the device."""
+    """Per-group (and per-part) statistics of ``grads`` (one tensor per parameter of ``groups``), on the device."""
     dtype = groups.numel.dtype
     norms = _norms(grads, dtype)
     maxes = _max_magnitudes(grads, dtype)
-    return GradientStats(
-        grad_norm=groups.norm(norms),
-        grad_max=groups.amax(maxes),
-        grad_nonfinite=groups.total(_nonfinite_counts(grads, maxes)) / groups.numel,
-        total_norm=torch.linalg.vector_norm(norms),
+    columns = torch.stack(
+        [
+            groups.norm(norms),
+            groups.amax(maxes),
+            groups.total(_nonfinite_counts(grads, maxes)) / groups.columns_size(),
+        ]
     )
+    return GradientStats(columns=columns, groups=len(groups), total_norm=torch.linalg.vector_norm(norms))
 
 
 def on_host(tensor: Tensor) -> bool:
@@ -140,29 +254,63 @@ def _nonfinite_counts(grads: list[Tensor], maxes: Tensor) -> Tensor:
 
 @dataclass
 class EpochGradients:
-    """An epoch's statistics on the host: ``values[stat][reduction]`` is one number per group."""
+    """An epoch's statistics on the host: ``values[stat][reduction]`` is one number per group (layer), and
+    ``part_values[stat][reduction]`` one per part (block ``model.N``, or head branch and level ``model.23.cv2.0``)."""
 
     epoch: int  # 1-based, the MLflow step
     groups: list[str]
     values: dict[str, dict[str, list[float]]]
     totals: dict[str, float] = field(default_factory=dict)
+    parts: list[str] = field(default_factory=list)
+    part_values: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    group_parts: list[str] = field(default_factory=list)  # the part of each group, "" if it spans several
+    frozen: dict[str, str] = field(default_factory=dict)  # frozen groups (no statistics) -> their part
+    sections: dict[str, str] = field(default_factory=dict)  # part -> backbone | neck | head
 
-    def metrics(self, reductions: tuple[str, ...] | list[str] = REDUCTIONS) -> dict[str, float]:
+    def metrics(self, reductions: tuple[str, ...] | list[str] = REDUCTIONS, detail: str = "block") -> dict[str, float]:
+        """The epoch's MLflow record: per part (``block``, the default: gradient norm and update ratio) or per
+        group with every statistic (``layer``), for each of ``reductions``; then the run-wide totals."""
+        if detail == "layer" or not self.parts:  # an epoch read from an old history has only its groups
+            names, values, stats = self.groups, self.values, tuple(self.values)
+        elif detail == "block":
+            names, values, stats = self.parts, self.part_values, PART_STATS
+        else:
+            raise ValueError(f"gradients: detail must be one of {', '.join(DETAILS)}, got {detail!r}")
         out = {
-            metric_key(stat, reduction, group): value
-            for stat, by_reduction in self.values.items()
+            metric_key(stat, reduction, name): value
+            for stat in stats
             for reduction in reductions
-            for group, value in zip(self.groups, by_reduction[reduction], strict=True)
+            for name, value in zip(names, values[stat][reduction], strict=True)
         }
         out.update(self.totals)
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "groups": self.groups, "values": self.values, "totals": self.totals}
+        return {
+            "epoch": self.epoch,
+            "groups": self.groups,
+            "values": self.values,
+            "totals": self.totals,
+            "parts": self.parts,
+            "part_values": self.part_values,
+            "group_parts": self.group_parts,
+            "frozen": self.frozen,
+            "sections": self.sections,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EpochGradients:
-        return cls(data["epoch"], data["groups"], data["values"], data.get("totals", {}))
+        return cls(
+            data["epoch"],
+            data["groups"],
+            data["values"],
+            data.get("totals", {}),
+            data.get("parts", []),
+            data.get("part_values", {}),
+            data.get("group_parts", []),
+            data.get("frozen", {}),
+            data.get("sections", {}),
+        )
 
 
 class GradientMonitor:
@@ -186,7 +334,7 @@ class GradientMonitor:
     def reset(self) -> None:
         """Start a new accumulation interval (an epoch), whose first optimizer step is always sampled."""
         self.steps_seen = 0  # so no epoch goes without statistics, however large ``every`` is
-        shape, like = (len(STATS), len(self.groups)), self.groups.numel
+        shape, like = (len(STATS), self.groups.width), self.groups.numel
         self._sum = torch.zeros(shape, device=like.device, dtype=like.dtype)
         self._count = torch.zeros(shape, device=like.device, dtype=like.dtype)
         self._max = torch.full(shape, -math.inf, device=like.device, dtype=like.dtype)
@@ -216,7 +364,7 @@ class GradientMonitor:
     def observe_gradients(self) -> Tensor:
         """Record this step's gradients (unscaled, not yet clipped); returns the total norm for clipping."""
         stats = gradient_stats(self.gradients(), self.groups)
-        self._pending = torch.stack([stats.grad_norm, stats.grad_max, stats.grad_nonfinite])
+        self._pending = stats.columns
         self._total = stats.total_norm
         weights = [p.detach() for p in self.params]
         if self._before is None:
@@ -232,7 +380,7 @@ class GradientMonitor:
         torch._foreach_sub_(self._before, weights)  # now -dw, in place: no second copy of the model
         # One call for both norms: ||w|| and ||dw|| per parameter.
         both = _norms(weights + self._before, self.groups.numel.dtype)
-        weight_norm, update_norm = (self.groups.norm(half) for half in both.split(len(weights)))
+        weight_norm, update_norm = (self.groups.norm(half) for half in both.split(len(weights)))  # [G + parts]
         update_ratio = torch.where(weight_norm > 0, update_norm / weight_norm, torch.zeros_like(weight_norm))
         self._accumulate(torch.cat([self._pending, weight_norm[None], update_ratio[None]]), self._total)
         self._pending = self._total = None
@@ -263,7 +411,7 @@ class GradientMonitor:
             [self._sum.flatten(), self._count.flatten(), self._max.flatten(), self._last.flatten(), self._totals]
         )
         host = packed.cpu().tolist()
-        n = len(STATS) * len(self.groups)
+        n = len(STATS) * self.groups.width
         sums, counts, maxes, lasts, totals = (
             host[:n],
             host[n : 2 * n],
@@ -274,15 +422,18 @@ class GradientMonitor:
         steps = int(totals[6])
         if steps == 0:
             return None
-        g = len(self.groups)
+        g, width = len(self.groups), self.groups.width
         values: dict[str, dict[str, list[float]]] = {}
+        part_values: dict[str, dict[str, list[float]]] = {}
         for row, stat in enumerate(STATS):
-            cells = slice(row * g, (row + 1) * g)
-            values[stat] = {
+            cells = slice(row * width, (row + 1) * width)
+            reduced = {
                 "mean": [s / c if c else math.nan for s, c in zip(sums[cells], counts[cells], strict=True)],
                 "max": [m if m != -math.inf else math.nan for m in maxes[cells]],
                 "last": lasts[cells],
             }
+            values[stat] = {reduction: column[:g] for reduction, column in reduced.items()}
+            part_values[stat] = {reduction: column[g:] for reduction, column in reduced.items()}
         total_sum, total_count, total_max, total_last, clipped, nonfinite = totals[:6]
         return EpochGradients(
             epoch=epoch,
@@ -296,4 +447,9 @@ class GradientMonitor:
                 "grad_steps": float(steps),
                 "grad_nonfinite_steps": nonfinite,
             },
+            parts=list(self.groups.parts),
+            part_values=part_values,
+            group_parts=list(self.groups.group_parts),
+            frozen=dict(self.groups.frozen),
+            sections=dict(self.groups.sections),
         )

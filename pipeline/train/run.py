@@ -41,7 +41,9 @@ class TrainResult:
     best_weights: Path | None
     epochs: list[dict[str, float]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    gradient_health: str | None = None  # ok, or the kinds of gradient trouble found (vanishing, exploding, nonfinite)
+    gradient_health: str | None = None  # the diagnosis' worst severity (ok, info, warning, error); None if not recorded
+    # The latest finding of each cause, worst first: cause, severity, message, remedy, layers, evidence (diagnosis.py).
+    gradient_findings: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _device_description(device: str) -> str:
@@ -342,8 +344,8 @@ def _result(session: Session, notes: list[str]) -> TrainResult:
         with open(results, newline="", encoding="utf-8") as f:
             epochs = [{k.strip(): float(v) for k, v in row.items()} for row in csv.DictReader(f)]
     best = session.save_dir / "weights" / "best.pt"
-    report = session.save_dir / "gradients" / "report.json"
-    health = json.loads(report.read_text(encoding="utf-8")).get("health") if report.exists() else None
+    diagnosis_file = session.save_dir / "gradients" / "diagnosis.json"
+    diagnosis = json.loads(diagnosis_file.read_text(encoding="utf-8")) if diagnosis_file.exists() else {}
     return TrainResult(
         save_dir=session.save_dir,
         run_id=spool.state.get("run_id") if spool else None,
@@ -353,5 +355,6 @@ def _result(session: Session, notes: list[str]) -> TrainResult:
         best_weights=best if best.exists() else None,
         epochs=epochs,
         notes=notes,
-        gradient_health=health,
+        gradient_health=diagnosis.get("health"),
+        gradient_findings=diagnosis.get("findings", []),
     )

@@ -39,6 +39,7 @@ import pipeline.fast_transforms  # noqa: E402, F401
 from pipeline.files import write_atomic  # noqa: E402
 from pipeline.redact import redact_text  # noqa: E402
 from pipeline.train.artifacts import log_final_artifacts  # noqa: E402
+from pipeline.train.assignment import AssignmentCounter  # noqa: E402
 from pipeline.train.epoch_metrics import epoch_metrics, per_class_ap  # noqa: E402
 from pipeline.train.errors import NonFiniteGradients  # noqa: E402
 from pipeline.train.gradient_recorder import GradientRecorder  # noqa: E402
@@ -61,6 +62,7 @@ class PipelineTrainer(DetectionTrainer):
         self.tracker = None
         self.sampler = None
         self.gradients: GradientRecorder | None = None
+        self.assignment = AssignmentCounter()  # positives per head level, for the diagnosis (idle-level)
         # Registered here, in the class, so a trainer rebuilt by the multi-GPU relaunch has them too.
         self.add_callback("on_train_epoch_start", PipelineTrainer._begin_gradient_epoch)
         self.add_callback("on_train_epoch_end", PipelineTrainer._end_gradient_epoch)
@@ -217,13 +219,31 @@ class PipelineTrainer(DetectionTrainer):
     def _begin_gradient_epoch(self) -> None:
         if self.gradients is not None:
             self.gradients.begin_epoch()
+            self._count_assignments()
+
+    def _count_assignments(self) -> None:
+        """Hook the training loss's assigners (the criterion ultralytics would build at the first batch, built now)."""
+        try:
+            model = unwrap_model(self.model)
+            if getattr(model, "criterion", None) is None and hasattr(model, "init_criterion"):
+                model.criterion = model.init_criterion()
+            self.assignment.attach(getattr(model, "criterion", None))
+            self.assignment.begin_epoch()
+        except Exception as exc:  # noqa: BLE001 - the counts serve the diagnosis; the training goes on without them
+            LOG.warning("gradients: positives per level not counted (%s: %s)", type(exc).__name__, exc)
+
+    def _epoch_loss(self) -> float | None:
+        """The epoch's mean train loss (the sum of its items), one read per epoch."""
+        items = self.tloss.values() if isinstance(self.tloss, dict) else [self.tloss]  # a dict of running means
+        tensors = [torch.as_tensor(v, dtype=torch.float32).sum().cpu() for v in items if v is not None]
+        return float(torch.stack(tensors).sum()) if tensors else None
 
     def _end_gradient_epoch(self) -> None:
         """Reduce the epoch's gradients (before validation); stop here if they went non-finite and that is asked."""
         fatal = None
         if self.gradients is not None:
             try:
-                self.gradients.end_epoch(self.epoch + 1)
+                self.gradients.end_epoch(self.epoch + 1, self._epoch_loss(), self.assignment.end_epoch())
             except NonFiniteGradients as exc:
                 kept = (
                     f"the last good checkpoint is {self.last} (epoch {self.epoch})"

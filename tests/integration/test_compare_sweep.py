@@ -69,8 +69,9 @@ def test_compare_three_runs_table_files_and_charts(synth_data: Path, mlflow_serv
     first = done.table.rows[0]
     assert first["model.freeze"] == "10" and first["train.lr0"] == "0.002" and first["epochs"] == 2
     assert set(done.table.classes) == {"AP50.scratch", "AP50.pit", "AP50.patch"}
-    health = client.get_run(runs[1]).data.tags["gradients.health"]  # each run's own verdict, layer count added
-    assert first["gradients"].split("(")[0] == health and first["gradients"] != "-"
+    tags = client.get_run(runs[1]).data.tags  # each run's own verdict: its worst severity and the causes named
+    assert tags["gradients.health"] == "info" and "frozen" in tags["gradients.causes"].split(",")  # freeze 10
+    assert first["gradients"] == f"{tags['gradients.health']}: {tags['gradients.causes']}"
     assert first["train_time_s"] > 0
 
     with open(out / "runs.csv", newline="", encoding="utf-8") as f:

@@ -89,7 +89,7 @@ def test_import_reruns_into_its_own_folder(source: Path, tmp_path: Path, capsys)
 
 @pytest.mark.parametrize("step", ["write_yolo", "build_card", "write_card", "report"])
 def test_a_failed_import_leaves_the_previous_one_identical(
-    step: str, source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    step: str, source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     import pipeline.data.importer as importer
 
@@ -107,8 +107,9 @@ def test_a_failed_import_leaves_the_previous_one_identical(
         monkeypatch.setattr(importer.ValidationReport, "write", half_then_crash(importer.ValidationReport.write))
     else:
         monkeypatch.setattr(importer, step, half_then_crash(getattr(importer, step)))
-    with pytest.raises(UnicodeEncodeError):
-        cli.main(["data", "import", str(source), "--name", "parts", "--images", "4"])
+    capsys.readouterr()
+    assert cli.main(["data", "import", str(source), "--name", "parts", "--images", "4"]) == 1
+    assert capsys.readouterr().err.startswith("error: UnicodeEncodeError: ")  # one line, no traceback
     assert snapshot(tmp_path / "datasets") == before
 
 
@@ -257,8 +258,9 @@ def test_compare_reruns_into_its_own_folder_and_a_failure_keeps_the_previous(
         raise RuntimeError("halfway through the charts")
 
     monkeypatch.setattr(plots, "per_class_ap50", crash)
-    with pytest.raises(RuntimeError):
-        cli.main(["compare", "--experiment", "x", "--out", "cmp"])
+    capsys.readouterr()
+    assert cli.main(["compare", "--experiment", "x", "--out", "cmp"]) == 1
+    assert "error: RuntimeError: halfway through the charts" in capsys.readouterr().err
     assert snapshot(tmp_path / "cmp") == before and leftovers(tmp_path) == []
 
 

@@ -37,7 +37,7 @@ RUNS = [
             "AP50.scratch": 0.3,
         },
         {"mAP50_95": [(1, 0.1), (2, 0.25), (3, 0.2)], "mAP50": [(1, 0.2), (2, 0.45), (3, 0.4)]},
-        {"gradients.health": "vanishing", "gradients.vanishing_layers": "model.0.conv,model.1.conv"},
+        {"gradients.health": "warning", "gradients.causes": "vanishing,idle-level"},
     ),
     run(
         "b",
@@ -64,7 +64,7 @@ def test_outcomes_prefer_the_best_checkpoint_and_read_histories() -> None:
     assert a["AP50.pit"] == 0.6 and a["AP50.scratch"] == 0.3 and b["AP50.pit"] is None
     assert a["epochs"] == 3 and b["epochs"] == 2 and c["epochs"] is None
     assert b["train_time_s"] == 22.5 and a["train_time_s"] == 90.0  # epoch times, else the run's wall time
-    assert a["gradients"] == "vanishing(2)" and b["gradients"] == "ok" and c["gradients"] == "-"
+    assert a["gradients"] == "warning: vanishing,idle-level" and b["gradients"] == "ok" and c["gradients"] == "-"
     assert table.classes == ["AP50.pit", "AP50.scratch"]
     assert table.columns[:6] == ["run", "run_id", "status", "augment.preset", "model.freeze", "train.lr0"]
 

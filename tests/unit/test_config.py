@@ -286,7 +286,6 @@ def test_gradients_section_defaults_and_overrides() -> None:
             "gradients.reductions=[median]",
             "gradients.reductions.0: must be one of 'mean', 'max' or 'last', got 'median'",
         ),
-        ("gradients.explode_norm=0", "gradients.explode_norm: must be > 0, got 0"),
     ],
 )
 def test_gradients_section_errors_name_the_field(override: str, message: str) -> None:
@@ -304,3 +303,12 @@ def test_assignment_is_validated() -> None:
 def test_empty_section_is_defaults(tmp_path: Path) -> None:
     path = write(tmp_path / "x.yaml", "train:\n  # epochs: 3\n")
     assert load_config(path).train == TrainConfig()
+
+
+def test_retired_gradient_thresholds_are_said_and_ignored(caplog) -> None:
+    with caplog.at_level("WARNING", logger="pipeline.config"):
+        config = build_config({"gradients": {"explode_norm": 1e5, "vanish_abs": 1e-8, "every": 2}})
+    assert config.gradients.every == 2 and "explode_norm" not in config.gradients.model_dump()
+    assert [r.getMessage() for r in caplog.records] == [
+        "config: gradients.vanish_abs: no longer used (the gradient doctor needs no thresholds)"
+    ]

@@ -1,4 +1,4 @@
-"""Vanishing/exploding detection, the recorder's files, the heatmaps and the report."""
+"""The model facts and messages of the diagnosis, the recorder's files (diagnosis.json among them), heatmaps, report."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 
 from pipeline.config import GradientsConfig
+from pipeline.train.diagnosis import DEAD_LAYER, FROZEN, NONFINITE, EpochRecord, Finding, ModelFacts, diagnose
 from pipeline.train.errors import NonFiniteGradients
-from pipeline.train.gradient_health import EXPLODING, NONFINITE, VANISHING, GradientHealth
+from pipeline.train.gradient_health import message, model_facts
 from pipeline.train.gradient_recorder import GradientRecorder
 from pipeline.train.gradient_report import HeatmapPainter, draw_heatmaps, log10_matrix
 from pipeline.train.gradients import STATS, EpochGradients
@@ -39,43 +40,29 @@ def epoch_of(
     return EpochGradients(n, list(GROUPS), values, totals)
 
 
-def test_a_layer_is_vanishing_after_k_epochs_below_the_relative_floor() -> None:
-    health = GradientHealth(GradientsConfig(vanish_rel=1e-3, vanish_epochs=2))
-    assert health.check(epoch_of(1, [1.0, 2.0, 1e-5, 3.0])) == []  # one epoch below is not yet a trend
-    events = health.check(epoch_of(2, [1.0, 2.0, 1e-5, 3.0]))
-    assert [(e.kind, e.layers, e.epoch) for e in events] == [(VANISHING, ["model.2.conv"], 2)]
-    assert health.check(epoch_of(3, [1.0, 2.0, 1e-5, 3.0])) == []  # reported once, not every epoch
-    assert health.tags()["gradients.vanishing_layers"] == "model.2.conv"
-    health.check(epoch_of(4, [1.0, 2.0, 0.5, 3.0]))  # it recovered
-    assert health.vanishing == set() and health.status() == VANISHING  # ... but it did happen
+def test_model_facts_list_frozen_detached_and_the_head_in_the_recorders_names() -> None:
+    model = Tiny()
+    model.model[0].conv.weight.requires_grad_(False)  # the config froze block 0's conv
+    facts = model_facts(model, "layer", amp=True)
+    assert facts.frozen == {"model.0.conv": "config"} and facts.detached == [] and facts.amp
+    assert model_facts(model, "block").frozen == {}  # block 0 still trains its norm: not frozen as a whole
+
+    from ultralytics.nn.tasks import DetectionModel
+
+    yolo26 = model_facts(DetectionModel("yolo26n.yaml", verbose=False), "layer")
+    assert yolo26.head == "model.23" and yolo26.frozen == {}
+    assert "model.23.one2one_cv2.0.0.conv" in yolo26.detached and all(".one2one_" in g for g in yolo26.detached)
+    yolo11 = model_facts(DetectionModel("yolo11n.yaml", verbose=False), "layer")
+    assert yolo11.frozen == {"model.23.dfl.conv": "dfl"} and yolo11.detached == []
 
 
-def test_the_absolute_floor_applies_when_every_layer_is_tiny() -> None:
-    health = GradientHealth(GradientsConfig(vanish_abs=1e-6, vanish_rel=0.0, vanish_epochs=1))
-    events = health.check(epoch_of(1, [1e-9, 1e-9, 1e-9, 1.0]))
-    assert events[0].layers == ["model.0.conv", "model.1.conv", "model.2.conv"]
-    assert "model.0.conv" in events[0].message() and "epoch 1" in events[0].message()
-
-
-def test_a_total_norm_above_the_threshold_is_exploding_largest_layers_first() -> None:
-    health = GradientHealth(GradientsConfig(explode_norm=100.0))
-    assert health.check(epoch_of(1, [1.0, 2.0, 3.0, 4.0], total_max=99.0)) == []
-    events = health.check(epoch_of(2, [1.0, 900.0, 3.0, 40.0], total_max=1e3))
-    assert events[0].kind == EXPLODING and events[0].layers[:2] == ["model.1.conv", "model.3.conv"]
-    assert health.tags() == {
-        "gradients.health": EXPLODING,
-        "gradients.vanishing_layers": "",
-        "gradients.exploding_epochs": "2",
-    }
-
-
-def test_nonfinite_gradients_are_an_event_and_under_amp_only_when_most_steps_had_them() -> None:
-    plain = GradientHealth(GradientsConfig())
-    events = plain.check(epoch_of(1, [1.0] * 4, nonfinite_steps=1))
-    assert [(e.kind, e.layers) for e in events] == [(NONFINITE, ["model.1.conv"])]
-    amp = GradientHealth(GradientsConfig(), amp=True)
-    assert amp.check(epoch_of(1, [1.0] * 4, nonfinite_steps=3)) == []  # the GradScaler finding its scale
-    assert amp.check(epoch_of(2, [1.0] * 4, nonfinite_steps=8))[0].kind == NONFINITE
+def test_a_finding_reads_as_one_line_with_cause_epoch_evidence_remedy_and_layers() -> None:
+    finding = diagnose([EpochRecord(epoch_of(3, [1.0] * 4, nonfinite_steps=1), loss=2.0)], ModelFacts())[0]
+    text = message(finding)
+    assert text.startswith("gradients: nonfinite in epoch 3: 1 of 10 sampled steps had NaN/inf gradients;")
+    assert finding.remedy in text and text.endswith("layers: model.1.conv") and "\n" not in text
+    many = Finding(1, DEAD_LAYER, "warning", [f"model.{i}.conv" for i in range(11)], {}, "r", "m")
+    assert message(many).endswith("model.7.conv and 3 more")
 
 
 def test_heatmap_is_an_image_of_layers_by_epochs(tmp_path: Path) -> None:
@@ -123,12 +110,16 @@ def test_recorder_writes_history_heatmaps_events_and_report(tmp_path: Path) -> N
     train_epochs(recorder, model, range(1, 3), poison=2)
     report = json.loads(recorder.finish().read_text())
 
-    assert {p.name for p in tmp_path.iterdir()} == {
-        "history.jsonl", "events.jsonl", "heatmaps.png", "report.json",
-    }  # fmt: skip
+    assert {"history.jsonl", "events.jsonl", "heatmaps.png", "report.json", "diagnosis.json"} <= {
+        p.name for p in tmp_path.iterdir()
+    }
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
-    assert [(e["epoch"], e["kind"], e["layers"]) for e in events] == [(2, NONFINITE, ["model.1.conv"])]
-    assert report["epochs"] == [1, 2] and report["health"] == NONFINITE and report["exploding_epochs"] == [2]
+    assert [(e["epoch"], e["cause"], e["layers"]) for e in events] == [(2, NONFINITE, ["model.1.conv"])]
+    assert report["epochs"] == [1, 2] and report["health"] == "error" and report["causes"] == [NONFINITE]
+    diagnosis = json.loads((tmp_path / "diagnosis.json").read_text())
+    assert diagnosis["health"] == "error" and diagnosis["causes"] == [NONFINITE]
+    assert diagnosis["epochs"] == {"1": [], "2": [events[0]]} and diagnosis["findings"][0]["first_epoch"] == 2
+    assert recorder.tags() == {"gradients.health": "error", "gradients.causes": NONFINITE}
     assert list(report["groups"]) == recorder.monitor.groups.names
     assert len(report["groups"]["model.0.conv"]["grad_norm"]["mean"]) == 2
     assert report["groups"]["model.1.conv"]["grad_nonfinite"]["max"][1] == pytest.approx(1 / (4 * 4 * 9))
@@ -139,29 +130,35 @@ def test_stop_on_nonfinite_raises_one_line(tmp_path: Path) -> None:
     model = Tiny()
     recorder = GradientRecorder(model, GradientsConfig(stop_on_nonfinite=True), tmp_path)
     with pytest.raises(
-        NonFiniteGradients, match=r"^gradients: nonfinite in epoch 1: .*model\.1\.conv.*stop_on_nonfinite"
+        NonFiniteGradients, match=r"^gradients: nonfinite in epoch 1: .*model\.1\.conv.*stop_on_nonfinite\)$"
     ):
         train_epochs(recorder, model, range(1, 2), poison=1)
 
 
 def test_a_resumed_recorder_keeps_the_epochs_its_checkpoint_covers(tmp_path: Path) -> None:
     model = Tiny()
-    first = GradientRecorder(model, GradientsConfig(vanish_epochs=2), tmp_path)
+    first = GradientRecorder(model, GradientsConfig(), tmp_path)
     train_epochs(first, model, range(1, 4))  # epochs 1-3 recorded; say the checkpoint holds epoch 2
-    resumed = GradientRecorder(model, GradientsConfig(vanish_epochs=2), tmp_path, resumed_epochs=2)
-    assert sorted(resumed.history) == [1, 2]
+    first.end_epoch(4, loss=1.0)  # nothing sampled since the last epoch: no record
+    resumed = GradientRecorder(model, GradientsConfig(), tmp_path, resumed_epochs=2)
+    assert sorted(resumed.history) == [1, 2] and sorted(resumed.records) == [1, 2]
     train_epochs(resumed, model, range(3, 5))
     assert sorted(resumed.history) == [1, 2, 3, 4]
     fresh = GradientRecorder(model, GradientsConfig(), tmp_path, resumed_epochs=0)  # a new training, same folder
     assert fresh.history == {} and not (tmp_path / "history.jsonl").exists()
 
 
-def test_a_redone_epoch_counts_once_in_the_streaks() -> None:
-    health = GradientHealth(GradientsConfig(vanish_rel=1e-3, vanish_epochs=3))
-    history = [epoch_of(1, [1.0, 2.0, 1e-5, 3.0])]
-    health.check(history[0])
-    health.check(epoch_of(2, [1.0, 2.0, 1e-5, 3.0], nonfinite_steps=1))  # then ultralytics redoes epoch 2
-    health.rewind(history)
-    assert health.check(epoch_of(2, [1.0, 2.0, 1e-5, 3.0])) == []  # a streak of 2, not 3
-    assert health.check(epoch_of(3, [1.0, 2.0, 1e-5, 3.0]))[0].kind == VANISHING
-    assert health.status() == "nonfinite,vanishing"  # the redo does not erase what happened
+def test_a_redone_epoch_is_read_once_and_what_its_first_attempt_found_stays(tmp_path: Path) -> None:
+    model = Tiny()
+    model.model[2].requires_grad_(False)
+    recorder = GradientRecorder(model, GradientsConfig(), tmp_path)
+    train_epochs(recorder, model, range(1, 2))
+    last = {k: v.clone() for k, v in model.state_dict().items()}
+    train_epochs(recorder, model, range(2, 3), poison=2)
+    model.load_state_dict(last)  # ultralytics reloads last.pt and redoes epoch 2
+    train_epochs(recorder, model, range(2, 3))
+    assert sorted(recorder.records) == [1, 2]
+    diagnosis = recorder.diagnosis()
+    assert [f["cause"] for f in diagnosis["epochs"]["2"]] == [NONFINITE]  # the redo was clean; the NaN happened
+    assert diagnosis["causes"] == [NONFINITE, FROZEN] and diagnosis["health"] == "error"
+    assert [f["cause"] for f in diagnosis["epochs"]["1"]] == [FROZEN]  # model.2's weight, said once

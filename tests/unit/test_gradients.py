@@ -158,10 +158,17 @@ def test_epoch_reduction_is_mean_max_and_last_of_the_steps() -> None:
     assert epoch.totals["grad_total_norm_max"] == pytest.approx(max(totals), rel=1e-5)
     assert epoch.totals["grad_clipped_fraction"] == pytest.approx(sum(t > 10.0 for t in totals) / 3)
 
+    # The default, compact record: per block, gradient norm and update ratio, for each reduction asked for.
     metrics = epoch.metrics(["mean", "last"])
-    assert len(metrics) == 2 * 5 * len(epoch.groups) + 6
-    assert metrics["grad_norm.model.2"] == epoch.values["grad_norm"]["mean"][-1]
-    assert "grad_norm_max.model.2" not in metrics
+    assert epoch.parts == ["model.0", "model.1", "model.2"]
+    assert len(metrics) == 2 * 2 * len(epoch.parts) + 6
+    assert metrics["grad_norm.model.2"] == epoch.values["grad_norm"]["mean"][-1]  # a block of one layer
+    assert "grad_norm_max.model.2" not in metrics and "grad_max.model.2" not in metrics
+    # detail: layer, every statistic of every layer.
+    layers = epoch.metrics(["mean", "last"], detail="layer")
+    assert len(layers) == 2 * 5 * len(epoch.groups) + 6
+    assert layers["grad_norm.model.2"] == epoch.values["grad_norm"]["mean"][-1]
+    assert "grad_norm_max.model.2" not in layers
 
     monitor.reset()
     assert monitor.end_epoch(epoch=2) is None  # nothing sampled, nothing to log

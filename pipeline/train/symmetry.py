@@ -20,11 +20,16 @@ import random
 from typing import Any
 
 import numpy as np
-from ultralytics.data.dataset import YOLODataset
-from ultralytics.utils import LOGGER, colorstr
-from ultralytics.utils.instance import Instances
 
-from pipeline.fast_transforms import transform_image
+from pipeline.yolo_env import configure_ultralytics
+
+configure_ultralytics()  # before ultralytics' first import: its settings file stays out of the user's home
+
+from ultralytics.data.dataset import YOLODataset  # noqa: E402
+from ultralytics.utils import LOGGER, colorstr  # noqa: E402
+from ultralytics.utils.instance import Instances  # noqa: E402
+
+from pipeline.fast_transforms import transform_image  # noqa: E402
 
 # cv2.flip codes: None (no flip), 0 vertical, 1 horizontal, -1 both; as (vertical, horizontal) bits.
 _FLIP_CODES = (None, 0, 1, -1)

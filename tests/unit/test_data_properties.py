@@ -35,7 +35,9 @@ from pipeline.data.dataset import DatasetError, safe_name
 from pipeline.data.importer import import_dataset, read_source
 from pipeline.data.validate import ValidationReport, validate
 
-SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+SETTINGS = settings(
+    max_examples=100, deadline=None, database=None, suppress_health_check=list(HealthCheck), derandomize=True
+)
 SIZE = (40, 30)  # every generated image: width, height
 SUMMARY: Counter[tuple[str, str]] = Counter()  # (format, outcome) -> bad inputs
 

@@ -14,6 +14,7 @@ os.environ["YOLO_AUTOINSTALL"] = "false"
 os.environ["YOLO_PIPELINE_WEIGHTS_DIR"] = str(_HOME / "weights")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = str(_HOME / "hypothesis")  # not .hypothesis/ in the repo
 
 import pytest  # noqa: E402
 

@@ -25,27 +25,7 @@ from pipeline.train.gradients import (
     metric_key,
     part_name,
 )
-
-
-class Block(nn.Module):
-    def __init__(self, c_in: int, c_out: int):
-        super().__init__()
-        self.conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
-        self.bn = nn.BatchNorm2d(c_out)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.bn(self.conv(x)))
-
-
-class Tiny(nn.Module):
-    """Named like an ultralytics model: model.<i>.<layer>; blocks of two layers and one of one."""
-
-    def __init__(self):
-        super().__init__()
-        self.model = nn.Sequential(Block(3, 4), Block(4, 4), nn.Conv2d(4, 2, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+from tests.unit.test_gradients import Tiny  # noqa: E402 - the same tiny model: blocks of two layers and one of one
 
 
 def batch(seed: int) -> torch.Tensor:

@@ -16,6 +16,7 @@ from pipeline.data.dataset import DatasetError
 from pipeline.destinations import DestinationError
 from pipeline.evaluation import EvaluateError
 from pipeline.inference.errors import ModelError, ResultsError, SourceError
+from pipeline.messages import first_line
 from pipeline.promotion import PromoteError
 from pipeline.redact import redact_text
 from pipeline.train.errors import NonFiniteGradients
@@ -507,8 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - nothing foreseen: still one line for the user, the traceback behind -v
         if args.verbose:
             raise
-        lines = str(exc).strip().splitlines()
-        reason = redact_text(lines[0][:300]) if lines else ""
+        reason = redact_text(first_line(exc, 300)) if str(exc).strip() else ""
         print(f"error: {type(exc).__name__}: {reason} (run with -v for the traceback)", file=sys.stderr)
         return 1
 

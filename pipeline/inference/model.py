@@ -21,6 +21,7 @@ from pipeline.checkpoints import file_sha256, is_refusal, load_error
 from pipeline.devices import resolve_device
 from pipeline.inference.errors import ModelError
 from pipeline.inference.onnx_export import onnx_available, onnx_model
+from pipeline.messages import first_line
 from pipeline.yolo_env import configure_ultralytics
 
 MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
@@ -91,26 +92,6 @@ class OpenedModel:
         return {int(k): str(v) for k, v in self.yolo.names.items()}
 
 
-def load_detector(
-    source: str,
-    *,
-    device: str = "auto",
-    half: bool | None = None,
-    imgsz: int = 0,
-    conf: float = 0.25,
-    iou: float = 0.7,
-    max_det: int = 300,
-    tracking_uri: str = "",
-    runtime: str = "auto",
-) -> Detector:
-    """The detector from a ``.pt`` path, an MLflow model URI or an ultralytics model name (see `build_detector`)."""
-    check_runtime(runtime)
-    opened = open_model(source, tracking_uri)
-    return build_detector(
-        opened, device=device, half=half, imgsz=imgsz, conf=conf, iou=iou, max_det=max_det, runtime=runtime
-    )
-
-
 def check_runtime(runtime: str) -> None:
     if runtime not in {"auto", "torch", "onnx"}:
         raise ModelError(f"runtime: must be auto, torch or onnx, got {runtime!r}")
@@ -149,7 +130,7 @@ def build_detector(
         try:
             network, chosen = str(onnx_model(opened.weights, size)), "onnx"
         except Exception as exc:  # noqa: BLE001 - any exporter failure leaves PyTorch, which always works
-            note = f"ONNX export failed ({type(exc).__name__}: {_first_line(exc)}); running in PyTorch"
+            note = f"ONNX export failed ({type(exc).__name__}: {first_line(exc)}); running in PyTorch"
     use_half = not on_cpu if half is None else half and not on_cpu
     backend = AutoBackend(model=network, device=torch_device, fp16=use_half, fuse=True, verbose=False)
     backend.eval()
@@ -213,7 +194,7 @@ def _yolo(source: str) -> Any:
     except Exception as exc:  # noqa: BLE001 - a refused pickle, a damaged file, a download that failed
         if is_refusal(exc) or Path(source).exists():
             raise ModelError(load_error(exc, source)) from None
-        raise ModelError(f"{source}: not found locally and could not be downloaded ({_first_line(exc)})") from None
+        raise ModelError(f"{source}: not found locally and could not be downloaded ({first_line(exc)})") from None
 
 
 def _open_mlflow(source: str, tracking_uri: str) -> OpenedModel:
@@ -224,15 +205,10 @@ def _open_mlflow(source: str, tracking_uri: str) -> OpenedModel:
     except StoreUnavailable as exc:
         raise ModelError(f"{source}: {exc}" if not str(exc).startswith(source) else str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds; the user needs the one line
-        raise ModelError(f"{source}: cannot load the model ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise ModelError(f"{source}: cannot load the model ({type(exc).__name__}: {first_line(exc)})") from None
     try:
         yolo = _yolo(str(found.path))
     except ModelError as exc:
         raise ModelError(f"{source}: {exc}") from None
     identity = {"model_sha256": file_sha256(found.path), "model_run_id": found.run_id, "model_version": found.version}
     return OpenedModel(yolo, source, found.path, found.run_id, found.pinned, identity)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__

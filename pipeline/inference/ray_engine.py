@@ -31,9 +31,10 @@ class _PredictActor:
 
     def __init__(self, model_args: dict[str, Any], tile: int, overlap: float):
         from pipeline.inference.engine import _Tiling
-        from pipeline.inference.model import load_detector
+        from pipeline.inference.model import build_detector, open_model
 
-        self.detector = load_detector(**model_args)
+        args = dict(model_args)  # the engine's: the model's source and tracking URI, and the detector's settings
+        self.detector = build_detector(open_model(args.pop("source"), args.pop("tracking_uri")), **args)
         self.tiling = _Tiling(tile, overlap)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

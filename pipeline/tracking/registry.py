@@ -23,6 +23,7 @@ import mlflow
 import yaml
 from mlflow.exceptions import MlflowException
 
+from pipeline.messages import first_line
 from pipeline.redact import redact_uri
 from pipeline.tracking.runs import find_runs
 from pipeline.tracking.store import client_for, resolve_tracking_uri, using_tracking_uri
@@ -149,7 +150,7 @@ def _artifact_base(model_uri: str, uri: str) -> str:
         experiment_id = client.get_run(run_id).info.experiment_id
         models = client.search_logged_models([experiment_id], filter_string=f"name = '{name}'")
     except MlflowException as exc:
-        raise StoreUnavailable(f"{model_uri}: {_first_line(exc)}") from None
+        raise StoreUnavailable(f"{model_uri}: {first_line(exc)}") from None
     found = next((m for m in models if m.source_run_id == run_id), None)
     return found.artifact_location.rstrip("/") if found else base
 
@@ -186,13 +187,8 @@ def _model_version(model_uri: str, uri: str) -> tuple[str | None, str | None]:
         else:
             return None, None
     except MlflowException as exc:
-        raise StoreUnavailable(f"{model_uri}: {_first_line(exc)}") from None
+        raise StoreUnavailable(f"{model_uri}: {first_line(exc)}") from None
     return found.run_id, str(found.version)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:200] if lines else type(exc).__name__
 
 
 def _remove_at_exit(folder: Path) -> None:

@@ -22,10 +22,10 @@ _EXPORTS = {
     "synthesize": "pipeline.data.synth",
     "predict": "pipeline.inference",
     "PredictResult": "pipeline.inference",
-    "promote": "pipeline.promotion",
-    "compare": "pipeline.comparison",
-    "sweep": "pipeline.grid_sweep",
-    "evaluate": "pipeline.evaluation",
+    "promote": "pipeline.selection.promotion",
+    "compare": "pipeline.selection.comparison",
+    "sweep": "pipeline.selection.sweep",
+    "evaluate": "pipeline.selection.evaluation",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -26,9 +26,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no version check over 
 
 
 def transform_specs(augment: AugmentConfig) -> list[tuple[str, TransformSpec]]:
-    """The preset's transforms then the config's own, each with the config field it came from."""
-    if augment.preset not in PRESETS:
-        raise ConfigError(f"augment.preset: must be one of {', '.join(PRESETS)}, got {augment.preset!r}")
+    """The preset's transforms then the config's own, each with the config field it came from (the config
+    validates the preset's name)."""
     specs = [
         (f"augment.preset ({augment.preset}) transform {i + 1}", TransformSpec.model_validate(raw))
         for i, raw in enumerate(PRESETS[augment.preset].albumentations)

@@ -4,9 +4,9 @@ Safe loading is ultralytics' own restricted mode (``torch.load(weights_only=True
 of its model classes, no ``eval`` while building): it loads every checkpoint this pipeline writes and
 refuses a pickle that would run code. ``YOLO_PIPELINE_TRUST_CHECKPOINTS=1`` (or the commands'
 ``--trust-checkpoint``) turns it off for a file the user trusts, e.g. one holding classes of its own.
-Every load goes through ultralytics (``YOLO(path)``, the trainer, `read_checkpoint`), so the policy set
-here by `pipeline.yolo_env.configure_ultralytics` covers them all; MLflow models are loaded from their
-``weights`` artifact the same way, never by unpickling the pyfunc wrapper.
+Every load goes through ultralytics (``YOLO(path)``, the trainer, `read_checkpoint`), so the policy
+(`pipeline.load_policy`, applied by `pipeline.yolo_env.configure_ultralytics`) covers them all; MLflow
+models are loaded from their ``weights`` artifact the same way, never by unpickling the pyfunc wrapper.
 """
 
 from __future__ import annotations
@@ -14,35 +14,17 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-TRUST_ENV = "YOLO_PIPELINE_TRUST_CHECKPOINTS"
+from pipeline.load_policy import TRUST_ENV, trusted
+from pipeline.messages import UserError
+
 TRUST_OPTION = "--trust-checkpoint"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be (safely) loaded; the message is one line naming the file."""
-
-
-def trusted() -> bool:
-    """Whether the user opted out of safe loading for this process."""
-    return os.environ.get(TRUST_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def apply_load_policy() -> None:
-    """Make ultralytics load checkpoints safely in this process, unless the user trusts them.
-
-    The environment variable reaches ultralytics when it is first imported (and any worker process it
-    starts); the module flags cover a process where it was imported already. Cheap: call it before
-    every load, so a change of $YOLO_PIPELINE_TRUST_CHECKPOINTS in this process takes effect.
-    """
-    safe = not trusted()
-    os.environ["ULTRALYTICS_SAFE_LOAD"] = "1" if safe else "0"
-    for module in ("ultralytics.utils", "ultralytics.nn.tasks"):
-        if module in sys.modules:
-            sys.modules[module].SAFE_LOAD = safe
 
 
 class _Trust(argparse.Action):

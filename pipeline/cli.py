@@ -8,37 +8,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.checkpoints import CheckpointError, add_trust_option
-from pipeline.cli_experiments import add_commands
-from pipeline.comparison import CompareError
+from pipeline.checkpoints import add_trust_option
 from pipeline.config import ConfigError, load_config
 from pipeline.data.dataset import DatasetError
-from pipeline.destinations import DestinationError
-from pipeline.evaluation import EvaluateError
-from pipeline.inference.errors import ModelError, ResultsError, SourceError
-from pipeline.messages import first_line
-from pipeline.promotion import PromoteError
+from pipeline.messages import UserError, first_line
+from pipeline.quiet import set_verbose
 from pipeline.redact import redact_text
+from pipeline.selection.commands import add_commands
 from pipeline.train.errors import NonFiniteGradients
-from pipeline.train.run import ResumeError
-from pipeline.train.weights import WeightsError
-
-# Errors whose message is already the one line a user needs.
-_USER_ERRORS = (
-    ConfigError,
-    DatasetError,
-    DestinationError,
-    ResumeError,
-    WeightsError,
-    FileNotFoundError,
-    SourceError,
-    ModelError,
-    ResultsError,
-    PromoteError,
-    CompareError,
-    EvaluateError,
-    CheckpointError,
-)
 
 
 def _ui_hint(uri: str | None) -> str:
@@ -114,16 +91,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from pipeline.spool import Spool
-    from pipeline.tracking import sync
+    from pipeline.tracking import is_spool, sync
 
-    folders = [Path(p) for p in args.spools] or sorted(
-        p.parent for p in Path(args.project).glob("*/tracking/state.json")
-    )
+    folders = [Path(p) for p in args.spools] or sorted(p for p in Path(args.project).glob("*/tracking") if is_spool(p))
     left_total = 0
     for folder in folders:
-        folder = folder / "tracking" if (folder / "tracking" / "state.json").exists() else folder
-        if not Spool.exists(folder):
+        folder = folder / "tracking" if is_spool(folder / "tracking") else folder
+        if not is_spool(folder):
             raise FileNotFoundError(f"{folder}: not a tracking spool (no state.json)")
         run_id, sent, left = sync(folder, timeout_s=args.timeout)
         left_total += left
@@ -497,9 +471,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     logger.propagate = False
+    set_verbose(args.verbose)
     try:
         return args.func(args)
-    except _USER_ERRORS as exc:
+    except (UserError, FileNotFoundError) as exc:  # the message is already the one line a user needs
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except NonFiniteGradients as exc:  # the training stopped itself; its checkpoint is kept

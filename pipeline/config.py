@@ -1,6 +1,7 @@
 """Experiment configuration: typed sections, YAML loading, ``section.key=value`` overrides.
 
-Every key has a default, so a config file can be a few lines. Anything wrong (an unknown key, a wrong
+Every key has a default, so a config file can be a few lines; a text key left blank (``uri:``) is
+unset, as ``""`` is, where that is its default. Anything wrong (an unknown key, a wrong
 type, a value out of range) stops with one line naming the file and the field, e.g.
 ``configs/x.yaml: train.epochs: must be > 0, got -3``.
 """
@@ -25,14 +26,15 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.augment_presets import with_preset_defaults
+from pipeline.augment_presets import PRESETS, with_preset_defaults
 from pipeline.credentials import strip_credentials
+from pipeline.messages import UserError
 from pipeline.yaml_load import read_yaml
 
 LOG = logging.getLogger("pipeline.config")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config that cannot be used; the message is one line naming the file and the field."""
 
 
@@ -61,6 +63,12 @@ class _Section(BaseModel):
     @classmethod
     def _numbers_are_not_bools(cls, value: Any, info: ValidationInfo) -> Any:
         return no_bool_for_number(value, cls.model_fields[info.field_name].annotation)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _null_text_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
+        # `uri:` with nothing after it reads as null; where the default is "" (not set), null means the same.
+        return "" if value is None and cls.model_fields[info.field_name].default == "" else value
 
 
 class DataConfig(_Section):
@@ -143,7 +151,7 @@ class AugmentConfig(_Section):
     """Ultralytics' own augmentation hyperparameters (mosaic and friends) and the albumentations pipeline."""
 
     mosaic: float = Field(1.0, ge=0, le=1)
-    close_mosaic: int = Field(10, ge=0, description="turn mosaic off for the last N epochs")
+    close_mosaic: int = Field(2, ge=0, description="turn mosaic off for the last N epochs")
     mixup: float = Field(0.0, ge=0, le=1)
     fliplr: float = Field(0.5, ge=0, le=1)
     flipud: float = Field(0.0, ge=0, le=1)
@@ -172,6 +180,13 @@ class AugmentConfig(_Section):
     @classmethod
     def _preset_defaults(cls, raw: Any) -> Any:
         return with_preset_defaults(raw) if isinstance(raw, dict) else raw
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        if value not in PRESETS:
+            raise ValueError(f"must be one of {', '.join(PRESETS)}, got {value!r}")
+        return value
 
     def ultralytics_hyp(self) -> dict[str, Any]:
         """The keys ultralytics itself takes (the albumentations pipeline travels separately; symmetry is ours)."""
@@ -265,6 +280,29 @@ class Config(_Section):
             for key, value in keys.items()
             if (section, key) != ("tracking", "tags")
         }
+
+
+def warn_ineffective_settings(config: Config, device: str) -> None:
+    """One warning line for each setting that would silently do nothing in this training (``device`` resolved)."""
+    # Only a workers count the user chose: the default suits a GPU and is no news on a CPU.
+    if "workers" in config.train.model_fields_set and config.train.workers > 0 and device in {"cpu", "mps"}:
+        # ultralytics' trainer sets workers to 0 on cpu and mps (engine/trainer.py), whatever the config says.
+        LOG.warning(
+            "config: train.workers: %d does nothing on %s: ultralytics loads the data in the training process "
+            "there (0 workers)",
+            config.train.workers,
+            "the CPU" if device == "cpu" else "MPS",
+        )
+    augment = config.augment
+    if augment.mosaic > 0 and augment.close_mosaic >= config.train.epochs:
+        # ultralytics turns mosaic off once epoch >= epochs - close_mosaic, so here from the first epoch on.
+        LOG.warning(
+            "config: augment.close_mosaic: %d >= train.epochs (%d), so no epoch uses mosaic "
+            "(augment.mosaic: %s does nothing); set close_mosaic below epochs, or mosaic: 0",
+            augment.close_mosaic,
+            config.train.epochs,
+            augment.mosaic,
+        )
 
 
 def _describe(error: dict[str, Any]) -> str:

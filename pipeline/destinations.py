@@ -19,13 +19,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pipeline.messages import UserError
+
 MARKER = ".yolo-pipeline.json"
 # A dataset or folder name: no separators, no "." or "..", nothing hidden. Manifests use the same rule.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _NAME = re.compile(NAME_PATTERN)
 
 
-class DestinationError(ValueError):
+class DestinationError(UserError, ValueError):
     """A destination this tool must not write to or replace; the message is one line naming it."""
 
 

@@ -1,6 +1,10 @@
-"""How an exception from a library becomes part of one line for the user."""
+"""One-line errors for the user: their common base, and how a library's exception becomes one line."""
 
 from __future__ import annotations
+
+
+class UserError(Exception):
+    """An error whose message is already the one line a user needs (the command line prints it, exit 2)."""
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:

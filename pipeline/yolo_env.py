@@ -19,7 +19,7 @@ _configured = False
 def configure_ultralytics() -> None:
     """Idempotent; call before the first ``import ultralytics`` in a process, and before each checkpoint load."""
     global _configured
-    from pipeline.checkpoints import apply_load_policy
+    from pipeline.load_policy import apply_load_policy
 
     apply_load_policy()  # checkpoints are pickles: safe loading unless the user trusts them (re-read each call)
     if _configured:

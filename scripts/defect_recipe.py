@@ -20,11 +20,11 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.comparison import compare
 from pipeline.data.importer import import_dataset
-from pipeline.grid_sweep import sweep
 from pipeline.inference import predict
-from pipeline.promotion import promote
+from pipeline.selection.comparison import compare
+from pipeline.selection.promotion import promote
+from pipeline.selection.sweep import sweep
 
 # ---- what to try: edit here --------------------------------------------------------------------------
 GRID = {

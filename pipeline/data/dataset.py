@@ -18,11 +18,13 @@ from typing import Any
 
 import yaml
 
+from pipeline.messages import UserError
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 SPLITS = ("train", "val", "test")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset that cannot be used; the message is one line naming the file and the reason."""
 
     def __str__(self) -> str:  # file names with undecodable bytes must not crash the print of the message

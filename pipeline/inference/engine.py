@@ -5,11 +5,11 @@ window ahead of the model, so the model never waits for a disk and memory holds 
 whatever the folder's size. Images are batched in the order they are found; equally sized images
 share a batch (a change of size closes one), so each batch is padded only to the model's stride.
 With tiling, an image is its tiles, which share batches with other images' tiles, and its
-detections are merged once its last tile is done (`pipeline.inference.tiling`). Results are
-written in the order the images were found, as each is finished (`pipeline.inference.results`):
-a killed run loses at most the batch in flight, and the same command again carries on where it
-stopped. ``engine="ray"`` runs the same steps in Ray actors (`pipeline.inference.ray_engine`) and
-writes through the same code.
+detections are merged once its last tile is done (`pipeline.inference.tiling`). These steps live
+in `pipeline.inference.batching`, shared with the Ray engine. Results are written in the order
+the images were found, as each is finished (`pipeline.inference.results`): a killed run loses at
+most the batch in flight, and the same command again carries on where it stopped. ``engine="ray"``
+runs the same steps in Ray actors (`pipeline.inference.ray_engine`) and writes through the same code.
 """
 
 from __future__ import annotations
@@ -18,22 +18,19 @@ import itertools
 import os
 import sys
 import time
-from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from pipeline.inference.decode import ImageError, read_image
+from pipeline.inference.batching import Outcome, Tiling, outcome_of, prepare_ahead, run_batches
+from pipeline.inference.decode import read_image
 from pipeline.inference.discover import IMAGE_SUFFIXES, iter_images, printable
 from pipeline.inference.draw import write_annotated, write_crops
 from pipeline.inference.errors import ResultsError, SourceError
 from pipeline.inference.model import (
     MLFLOW_SCHEMES,
-    Detector,
     OpenedModel,
     build_detector,
     check_runtime,
@@ -54,7 +51,6 @@ from pipeline.inference.results import (
     recorded_settings,
     write_summary,
 )
-from pipeline.inference.tiling import merge_tiles, tile_grid
 
 
 @dataclass
@@ -77,48 +73,6 @@ class PredictResult:
     @property
     def images_per_s(self) -> float:
         return (self.images + self.errors) / self.seconds if self.seconds > 0 else 0.0
-
-
-@dataclass
-class Outcome:
-    """What became of one image: its detections (as written to predictions.jsonl), or why it failed."""
-
-    path: str
-    shape: tuple[int, int] = (0, 0)
-    detections: list[dict[str, Any]] = field(default_factory=list)
-    error: str = ""
-    image: np.ndarray | None = None  # when the engine still has it (annotated images, crops)
-
-
-@dataclass(frozen=True)
-class _Tiling:
-    size: int = 0  # 0: whole images
-    overlap: float = 0.2
-
-
-@dataclass
-class _Prepared:
-    """One image on its way through: its network inputs (one per tile) and, as batches finish, their detections."""
-
-    path: str
-    shape: tuple[int, int] = (0, 0)
-    image: np.ndarray | None = None  # kept only when annotated images or crops are asked for
-    inputs: list[np.ndarray] = field(default_factory=list)
-    offsets: list[tuple[int, int]] = field(default_factory=list)  # each input's top-left corner in the image
-    sizes: list[tuple[int, int]] = field(default_factory=list)  # each input's (height, width) in the image
-    error: str = ""
-    found: dict[int, np.ndarray] = field(default_factory=dict)  # input index -> (N, 6) in image pixels
-
-    @property
-    def finished(self) -> bool:
-        return bool(self.error) or len(self.found) == len(self.inputs)
-
-    def merged(self, iou: float, max_det: int) -> np.ndarray:
-        if len(self.found) == 1:
-            return self.found[0]
-        tiles = [(x, y, x + w, y + h) for (x, y), (h, w) in zip(self.offsets, self.sizes, strict=True)]
-        height, width = self.shape
-        return merge_tiles([(self.found[k], tiles[k]) for k in sorted(self.found)], width, height, iou, max_det=max_det)
 
 
 def predict(
@@ -187,7 +141,7 @@ def predict(
     done = DoneSet.of(out)
     predictions, errors = AppendLog(out / PREDICTIONS), AppendLog(out / ERRORS)
     keep_images = save_images or save_crops
-    tiling = _Tiling(tile, overlap)
+    tiling = Tiling(tile, overlap)
 
     def finish(outcome: Outcome) -> None:
         """Write one image's results (or its error), in the order the images were found."""
@@ -229,8 +183,8 @@ def predict(
             # Images prepared ahead of the model: enough to fill two batches; a few when each is many tiles.
             window = threads + (2 if tiling.size else 2 * batch)
             with ThreadPoolExecutor(threads, thread_name_prefix="decode") as pool:
-                prepared = _prepare_ahead(pool, todo, detector, keep_images, tiling, window)
-                for finished in _run_batches(prepared, detector, batch):
+                prepared = prepare_ahead(pool, todo, detector, keep_images, tiling, window)
+                for finished in run_batches(prepared, detector, batch):
                     finish(outcome_of(finished, detector))
                     bar.update(1)
         bar.close()
@@ -352,98 +306,6 @@ def _not_done(paths: Iterable[Path], done: DoneSet, result: PredictResult) -> It
             result.skipped += 1
         else:
             yield text
-
-
-def _prepare(path: str, detector: Detector, keep_image: bool, tiling: _Tiling) -> _Prepared:
-    try:
-        image = read_image(Path(path))
-    except ImageError as exc:
-        return _Prepared(path, error=str(exc))
-    height, width = image.shape[:2]
-    if tiling.size and max(height, width) > tiling.size:
-        grid = tile_grid(width, height, tiling.size, tiling.overlap)
-    else:
-        grid = [(0, 0, width, height)]
-    inputs = [detector.prepare(image[y1:y2, x1:x2]) for x1, y1, x2, y2 in grid]
-    offsets = [(x1, y1) for x1, y1, _, _ in grid]
-    sizes = [(y2 - y1, x2 - x1) for x1, y1, x2, y2 in grid]
-    return _Prepared(path, (height, width), image if keep_image else None, inputs, offsets, sizes)
-
-
-def _prepare_ahead(
-    pool: ThreadPoolExecutor,
-    paths: Iterator[str],
-    detector: Detector,
-    keep_images: bool,
-    tiling: _Tiling,
-    window: int,
-) -> Iterator[_Prepared]:
-    """Prepared images in the order of ``paths``, with up to ``window`` being prepared ahead."""
-    ahead: deque[Future[_Prepared]] = deque()
-    for path in paths:
-        ahead.append(pool.submit(_prepare, path, detector, keep_images, tiling))
-        if len(ahead) >= window:
-            yield ahead.popleft().result()
-    while ahead:
-        yield ahead.popleft().result()
-
-
-def _run_batches(items: Iterator[_Prepared], detector: Detector, size: int) -> Iterator[_Prepared]:
-    """Every item, finished (its detections found, or its error), in the order given.
-
-    Inputs go to the model in runs of at most ``size`` of one shape (a change of shape closes a
-    run), so a batch may hold the tiles of several images, or part of one image's tiles.
-    """
-    waiting: deque[_Prepared] = deque()  # items not yet handed back, in order
-    units: list[tuple[_Prepared, int]] = []  # (item, input index) for the next model call
-
-    def run() -> None:
-        sizes = [unit.sizes[k] for unit, k in units]
-        found = detector.detect(np.stack([unit.inputs[k] for unit, k in units]), sizes)
-        for (unit, k), boxes in zip(units, found, strict=True):
-            x, y = unit.offsets[k]
-            boxes[:, [0, 2]] += x
-            boxes[:, [1, 3]] += y
-            unit.found[k] = boxes
-        units.clear()
-
-    for item in items:
-        waiting.append(item)
-        for k, network_input in enumerate(item.inputs):
-            if units and (len(units) == size or network_input.shape != units[0][0].inputs[units[0][1]].shape):
-                run()
-            units.append((item, k))
-        while waiting and waiting[0].finished:
-            yield _release(waiting.popleft())
-    if units:
-        run()
-    while waiting:
-        yield _release(waiting.popleft())
-
-
-def outcome_of(item: _Prepared, detector: Detector) -> Outcome:
-    """A finished item's detections (its tiles merged with the detector's IoU and max_det), or its error."""
-    if item.error:
-        return Outcome(item.path, error=item.error)
-    found = item.merged(detector.iou, detector.max_det)
-    return Outcome(item.path, item.shape, _detections(found, detector.names), image=item.image)
-
-
-def _release(item: _Prepared) -> _Prepared:
-    item.inputs.clear()  # the network inputs are done with; the item goes on to be written
-    return item
-
-
-def _detections(boxes: np.ndarray, names: dict[int, str]) -> list[dict[str, Any]]:
-    return [
-        {
-            "class_id": int(c),
-            "class": names[int(c)],
-            "score": round(float(s), 6),
-            "box": [round(float(v), 3) for v in (x1, y1, x2, y2)],
-        }
-        for x1, y1, x2, y2, s, c in boxes
-    ]
 
 
 class _NoBar:

@@ -5,10 +5,10 @@ whose services (GCS, raylet, workers; no dashboard) listen on 127.0.0.1 only: th
 authentication, so nothing else on the network may reach them. Paths stream in
 chunks into ``ray.data``; ``map_batches`` hands each batch to a pool of actors, each holding the
 detector (loaded once per actor, from the same model source) and running the local engine's own
-steps on it: decode, letterbox or tile, one model call per input shape, merge. Rows come back to
-this process in order (``preserve_order``), where they are written exactly as the local engine
-writes them, so the files, the resume and the summary are the same. Ray is an optional extra:
-``pip install -e ".[ray]"``.
+steps on it (`pipeline.inference.batching`): decode, letterbox or tile, one model call per input
+shape, merge. Rows come back to this process in order (``preserve_order``), where they are written
+exactly as the local engine writes them, so the files, the resume and the summary are the same.
+Ray is an optional extra: ``pip install -e ".[ray]"``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.inference.batching import Outcome, Tiling, outcome_of, prepare, run_batches
 from pipeline.inference.errors import ResultsError
 
 CHUNK = 4096  # paths per Ray dataset: memory holds one chunk's paths and rows, whatever the folder's size
@@ -30,19 +31,16 @@ class _PredictActor:
     """A Ray actor: the detector, loaded once, applied to batches of paths."""
 
     def __init__(self, model_args: dict[str, Any], tile: int, overlap: float):
-        from pipeline.inference.engine import _Tiling
         from pipeline.inference.model import build_detector, open_model
 
         args = dict(model_args)  # the engine's: the model's source and tracking URI, and the detector's settings
         self.detector = build_detector(open_model(args.pop("source"), args.pop("tracking_uri")), **args)
-        self.tiling = _Tiling(tile, overlap)
+        self.tiling = Tiling(tile, overlap)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from pipeline.inference.engine import _prepare, _run_batches, outcome_of
-
-        items = (_prepare(os.fsdecode(path), self.detector, False, self.tiling) for path in batch["path"])
+        items = (prepare(os.fsdecode(path), self.detector, False, self.tiling) for path in batch["path"])
         rows: dict[str, list[Any]] = {"path": [], "height": [], "width": [], "detections": [], "error": []}
-        for item in _run_batches(items, self.detector, len(batch["path"])):
+        for item in run_batches(items, self.detector, len(batch["path"])):
             outcome = outcome_of(item, self.detector)
             rows["path"].append(os.fsencode(outcome.path))  # bytes: Arrow strings must be UTF-8, names need not be
             rows["height"].append(outcome.shape[0])
@@ -103,10 +101,8 @@ def ray_outcomes(
     tile: int,
     overlap: float,
     actors: int,
-) -> Iterator[Any]:
+) -> Iterator[Outcome]:
     """Each path's `Outcome`, in the order of ``paths``, computed by Ray actors."""
-    from pipeline.inference.engine import Outcome
-
     ray = _start_ray()
     while chunk := list(islice(paths, CHUNK)):
         dataset = ray.data.from_items([{"path": os.fsencode(path)} for path in chunk]).map_batches(

@@ -1,6 +1,7 @@
-"""MLflow tracking: the only package that imports mlflow.
+"""MLflow tracking: the only package that imports mlflow, and the only one that reads or writes the journal.
 
 - `tracker`: one training's run, journaled to disk and sent in the background (lossless when the server is away);
+- `spool`: the write-ahead journal behind the tracker; `spool_status` tells others what a spool holds;
 - `store`: the tracking URI, clients, experiments;
 - `pyfunc`, `system_metrics`: the model flavour and system metrics a training logs;
 - `registry`: models by URI, choosing and registering the best;
@@ -10,17 +11,20 @@
 from pipeline.tracking.pyfunc import YoloPyfuncModel
 from pipeline.tracking.registry import best_run, load_model, model_run_id, register_model, run_metric, run_output_dir
 from pipeline.tracking.runs import log_prediction
+from pipeline.tracking.spool import SpoolStatus, is_spool, spool_status
 from pipeline.tracking.store import client_for, resolve_tracking_uri
 from pipeline.tracking.system_metrics import SystemMetricsSampler
 from pipeline.tracking.tracker import MODEL_NAME, Tracker, sync
 
 __all__ = [
     "MODEL_NAME",
+    "SpoolStatus",
     "SystemMetricsSampler",
     "Tracker",
     "YoloPyfuncModel",
     "best_run",
     "client_for",
+    "is_spool",
     "load_model",
     "log_prediction",
     "model_run_id",
@@ -28,5 +32,6 @@ __all__ = [
     "resolve_tracking_uri",
     "run_metric",
     "run_output_dir",
+    "spool_status",
     "sync",
 ]

@@ -1,4 +1,4 @@
-"""MLflow tracking: the only module that imports mlflow.
+"""The Tracker: one training's MLflow run, lossless when the server is away; and `sync`, which replays a spool.
 
 A `Tracker` journals every record to its `Spool` on disk first and returns at once; a background
 worker sends what is pending in batches. When the server is unreachable (at start or mid-run) the
@@ -28,8 +28,8 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.credentials import AUTH_HINT, is_auth_failure, strip_credentials
 from pipeline.redact import redact_text
-from pipeline.spool import REFUSED, Spool, original_name
 from pipeline.tracking.pyfunc import YoloPyfuncModel
+from pipeline.tracking.spool import REFUSED, Spool, original_name
 from pipeline.tracking.store import get_or_create_experiment, new_client, now_ms, resolve_tracking_uri
 
 LOG = logging.getLogger("pipeline.tracking")

@@ -2,7 +2,9 @@
 
 ``metrics/mAP50-95(B)`` becomes ``mAP50_95``, ``val/box_loss`` becomes ``val.box_loss``, ``lr/pg0``
 becomes ``lr.pg0``, and per-class AP is ``AP50.<class>`` / ``AP50_95.<class>``: names that MLflow's
-search (``metrics.AP50.scratch > 0.5``) and UI take without quoting.
+search (``metrics.AP50.scratch > 0.5``) and UI take without quoting. A class name keeps its ``-``
+(``AP50.pin-hole``; MLflow allows it, search quotes it: ``metrics.`AP50.pin-hole` > 0.5``); what MLflow
+forbids, or what would split the key, becomes ``_``.
 """
 
 from __future__ import annotations
@@ -11,18 +13,22 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.]+")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def _safe(name: str) -> str:
+    return _UNSAFE.sub("_", name).strip("_.-")
 
 
 def metric_key(name: str) -> str:
-    """An ultralytics metric or class name as an MLflow-search-safe key."""
+    """An ultralytics metric name as an MLflow-search-safe key (``mAP50-95`` is ``mAP50_95``)."""
     name = name.removeprefix("metrics/").replace("(B)", "")
-    return _UNSAFE.sub("_", name.replace("/", ".").replace("-", "_")).strip("_.")
+    return _safe(name.replace("/", ".").replace("-", "_"))
 
 
 def class_key(name: str) -> str:
-    """A class name as one key segment (no dots, so ``AP50.<class>`` stays two segments)."""
-    return metric_key(name).replace(".", "_") or "unnamed"
+    """A class name as one key segment: no dots or slashes, so ``AP50.<class>`` stays two segments."""
+    return _safe(name.replace(".", "_")) or "unnamed"
 
 
 def per_class_ap(

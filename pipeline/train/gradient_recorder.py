@@ -147,7 +147,7 @@ class GradientRecorder:
 
     def _publish(self, found: list[Finding]) -> None:
         if self.painter is not None:
-            self.painter.request(self._ordered())
+            self.painter.request(self._ordered(), self.findings)
         tags = self.tags()
         if self.tracker is not None and tags != self._tags_sent:  # journal the tags when they change, not every epoch
             self.tracker.set_tags(tags)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.files import write_atomic
+from pipeline.train.diagnosis import FROZEN, IDLE_LEVEL, Finding
 from pipeline.train.gradients import EpochGradients, group_name
 
 LOG = logging.getLogger("pipeline.train")
@@ -27,6 +28,8 @@ PANELS = {
     "grad_norm": "log10 gradient L2 norm",
     "update_ratio": "log10 update ratio ||dw|| / ||w||",
 }
+FROZEN_GREY, IDLE_BLUE = "#bbbbbb", "#c6dbef"  # no statistics by choice; no targets at that level that epoch
+LEGEND = "red: zero or not finite   grey: frozen   pale blue: idle head level (no targets)   x: named by a finding"
 
 
 @dataclass(frozen=True)
@@ -37,17 +40,32 @@ class Row:
     part: str
     section: str
     frozen: bool = False
+    causes: tuple[str, ...] = ()  # the findings that name this layer (frozen ones say so by their grey)
 
     @property
     def label(self) -> str:
-        return f"{self.layer} (frozen)" if self.frozen else self.layer
+        causes = ((FROZEN,) if self.frozen else ()) + tuple(c for c in self.causes if c != FROZEN)
+        return f"{self.layer} ({', '.join(causes)})" if causes else self.layer
 
 
-def heatmap_rows(epoch: EpochGradients) -> list[Row]:
+def _causes_by_layer(findings: dict[int, list[Finding]]) -> dict[str, tuple[str, ...]]:
+    named: dict[str, list[str]] = {}
+    for epoch in sorted(findings):
+        for finding in findings[epoch]:
+            for layer in finding.layers:
+                if finding.cause not in named.setdefault(layer, []):
+                    named[layer].append(finding.cause)
+    return {layer: tuple(causes) for layer, causes in named.items()}
+
+
+def heatmap_rows(epoch: EpochGradients, findings: dict[int, list[Finding]] | None = None) -> list[Row]:
     """The layers in model order, grouped by part (blocks, then each head branch and level), frozen ones with
-    their part (they have no statistics: a grey row, never a red one)."""
+    their part (they have no statistics: a grey row, never a red one), each labelled with the causes that name it."""
+    named = _causes_by_layer(findings or {})
     parts = epoch.group_parts if len(epoch.group_parts) == len(epoch.groups) else [""] * len(epoch.groups)
-    rows = [Row(g, p, epoch.sections.get(p, "")) for g, p in zip(epoch.groups, parts, strict=True)]
+    rows = [
+        Row(g, p, epoch.sections.get(p, ""), causes=named.get(g, ())) for g, p in zip(epoch.groups, parts, strict=True)
+    ]
     rows += [Row(g, p, epoch.sections.get(p, ""), frozen=True) for g, p in epoch.frozen.items()]
     first: dict[str, int] = {}
     for i, row in enumerate(rows):
@@ -75,25 +93,56 @@ def log10_matrix(history: list[EpochGradients], stat: str, rows: list[Row] | Non
     return out
 
 
-def draw_heatmaps(history: list[EpochGradients], path: Path) -> Path:
+def cell_marks(rows: list[Row], epochs: list[int], findings: dict[int, list[Finding]]) -> tuple[np.ndarray, np.ndarray]:
+    """[rows, epochs] masks: the cells of an idle level's box branch in that epoch (no targets: pale blue, not
+    red), and the cells a warning or error names (marked with an x)."""
+    index = {row.layer: i for i, row in enumerate(rows)}
+    idle = np.zeros((len(rows), len(epochs)), dtype=bool)
+    flagged = np.zeros_like(idle)
+    for column, epoch in enumerate(epochs):
+        for finding in findings.get(epoch, []):
+            target = idle if finding.cause == IDLE_LEVEL else flagged if finding.severity != "info" else None
+            if target is not None:
+                for layer in finding.layers:
+                    if layer in index:
+                        target[index[layer], column] = True
+    return idle, flagged
+
+
+def _warnings_by_epoch(epochs: list[int], findings: dict[int, list[Finding]]) -> list[tuple[int, str]]:
+    """(column, "cause, cause") for each epoch with a warning or error, the causes of the run as a whole."""
+    out = []
+    for column, epoch in enumerate(epochs):
+        causes = sorted({f.cause for f in findings.get(epoch, []) if f.severity != "info"})
+        if causes:
+            out.append((column, ", ".join(causes)))
+    return out
+
+
+def draw_heatmaps(history: list[EpochGradients], path: Path, findings: dict[int, list[Finding]] | None = None) -> Path:
     """One panel per statistic in PANELS: rows are layers in model order (input at the top) grouped by part
     (thin white lines between blocks and head levels, black between backbone, neck and head), columns epochs,
-    colour the log10 of the epoch mean. Red cells: zero or not finite; grey rows: frozen layers."""
+    colour the log10 of the epoch mean. Red cells: zero or not finite; grey rows: frozen layers; pale blue
+    cells: an idle head level's box branch; x: a cell a warning or error names, whose causes are written above
+    its epoch; each layer's label lists the causes that named it."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
 
-    rows = heatmap_rows(history[-1])
+    findings = findings or {}
+    rows = heatmap_rows(history[-1], findings)
     labels = tuple(row.label for row in rows)
     frozen = np.array([[row.frozen] * len(history) for row in rows], dtype=bool)
     epochs = [epoch.epoch for epoch in history]
+    idle, flagged = cell_marks(rows, epochs, findings)
+    warnings = _warnings_by_epoch(epochs, findings)
     # Tall enough to label every layer; margins fixed in inches (tight_layout would draw the figure twice).
     row_in = 0.11 if len(rows) <= 500 else 55.0 / len(rows)
     font = max(2.0, min(7.0, 0.75 * 72 * row_in))
     starts = [i for i, row in enumerate(rows) if row.section and (i == 0 or row.section != rows[i - 1].section)]
     sections = tuple((i, rows[i].section) for i in starts)
     left = 0.3 + 0.55 * font / 72 * max(len(label) for label in labels) + (0.6 * (font + 1) / 72 * 8 if sections else 0)
-    top, bottom, gap, bar_w = 0.45, 0.55, 0.9, 0.15
+    top, bottom, gap, bar_w = 0.45 + (0.12 * max(len(text) for _, text in warnings) if warnings else 0), 0.75, 0.9, 0.15
     panel_w, panel_h = min(max(2.5, 0.25 * len(epochs)), 16.0), max(row_in * len(rows), 2.0)
     width = left + len(PANELS) * (panel_w + bar_w + gap)
     height = bottom + panel_h + top
@@ -105,9 +154,15 @@ def draw_heatmaps(history: list[EpochGradients], path: Path) -> Path:
         axes = figure.add_axes((x / width, bottom / height, panel_w / width, panel_h / height))
         matrix = log10_matrix(history, stat, rows)
         image = axes.imshow(np.ma.masked_invalid(matrix), aspect="auto", interpolation="nearest", cmap=_colormap())
-        if frozen.any():  # grey over red: no statistics by the config's choice, not a fault
-            grey = ListedColormap(["#bbbbbb"])
-            axes.imshow(np.ma.masked_where(~frozen, frozen), aspect="auto", interpolation="nearest", cmap=grey)
+        for mask, colour in ((frozen, FROZEN_GREY), (idle, IDLE_BLUE)):  # over red: not faults
+            if mask.any():
+                cmap = ListedColormap([colour])
+                axes.imshow(np.ma.masked_where(~mask, mask), aspect="auto", interpolation="nearest", cmap=cmap)
+        if flagged.any():
+            y, x_cells = np.nonzero(flagged)
+            axes.scatter(x_cells, y, marker="x", s=max(4.0, font * 2), c="black", linewidths=0.6)
+        for column, text in warnings:
+            axes.text(column, -0.6, text, rotation=90, ha="center", va="bottom", fontsize=6, color="#b00000")
         for i in range(1, len(rows)):
             if rows[i].section != rows[i - 1].section:
                 axes.axhline(i - 0.5, color="black", linewidth=1.0)
@@ -120,6 +175,7 @@ def draw_heatmaps(history: list[EpochGradients], path: Path) -> Path:
         bar = figure.add_axes(((x + panel_w + 0.08) / width, bottom / height, bar_w / width, panel_h / height))
         figure.colorbar(image, cax=bar).ax.tick_params(labelsize=7)
         x += panel_w + bar_w + gap
+    figure.text(0.5 / width, 0.08 / height, LEGEND, fontsize=7, ha="left", va="bottom")
     # The layer names are the same every epoch: rendered once, then pasted as pixels (text is most of the cost).
     figure.figimage(_layer_labels(labels, sections, font, left, bottom, panel_h, height, DPI), xo=0, yo=0)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,14 +236,15 @@ class HeatmapPainter:
         self.path = path
         self.on_drawn = on_drawn
         self._wake = threading.Condition()
-        self._pending: list[EpochGradients] | None = None
+        self._pending: tuple[list[EpochGradients], dict[int, list[Finding]]] | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="gradient-heatmaps", daemon=True)
         self._thread.start()
 
-    def request(self, history: list[EpochGradients]) -> None:
+    def request(self, history: list[EpochGradients], findings: dict[int, list[Finding]] | None = None) -> None:
         with self._wake:
-            self._pending = list(history)  # the epochs are never changed once made, so sharing them is safe
+            # The epochs and findings are never changed once made, so sharing them is safe.
+            self._pending = (list(history), dict(findings or {}))
             self._wake.notify()
 
     def close(self, timeout_s: float = 60.0) -> None:
@@ -201,11 +258,11 @@ class HeatmapPainter:
             with self._wake:
                 while self._pending is None and not self._closed:
                     self._wake.wait()
-                history, self._pending = self._pending, None
-            if history is None:
+                pending, self._pending = self._pending, None
+            if pending is None:
                 return
             try:
-                draw_heatmaps(history, self.path)
+                draw_heatmaps(pending[0], self.path, pending[1])
                 if self.on_drawn is not None:
                     self.on_drawn(self.path)
             except Exception as exc:  # noqa: BLE001 - a picture must never stop a training

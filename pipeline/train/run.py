@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.augment import serialize, write_augment_spec
-from pipeline.config import Config, ConfigError, save_config
+from pipeline.config import Config, ConfigError, save_config, warn_ineffective_settings
 from pipeline.data.training_data import TrainingData, prepare_training_data
 from pipeline.devices import DeviceError, check_device
+from pipeline.messages import UserError
 from pipeline.redact import redact_text
 from pipeline.train.session import SESSION_FILE, Session
 from pipeline.train.weights import ResolvedWeights, WeightsError, resolve_weights
@@ -27,7 +28,7 @@ from pipeline.yolo_env import configure_ultralytics
 LOG = logging.getLogger("pipeline.train")
 
 
-class ResumeError(ValueError):
+class ResumeError(UserError, ValueError):
     """Nothing to resume; the message says why in one line."""
 
 
@@ -243,6 +244,7 @@ def prepare_training(config: Config) -> PreparedTraining:
         if fresh:  # bad input leaves no half-made training folder behind
             shutil.rmtree(save_dir, ignore_errors=True)
         raise
+    warn_ineffective_settings(config, device)  # only for a training that will start
     save_config(config, save_dir / "config.yaml")
     augment_file = write_augment_spec(config.augment, augmentations, save_dir / "augment.yaml")
     dataset = data.dataset
@@ -283,11 +285,11 @@ def find_training(target: str, project: str = "runs/train", tracking_uri: str = 
         if not (path / SESSION_FILE).is_file():
             raise ResumeError(f"{path}: not a training folder of this pipeline (no {SESSION_FILE})")
         return path.resolve()
-    from pipeline.spool import Spool
+    from pipeline.tracking import spool_status
 
     for session_file in sorted(Path(project).glob(f"*/{SESSION_FILE}")):
-        spool_dir = session_file.parent / "tracking"
-        if Spool.exists(spool_dir) and Spool(spool_dir).state.get("run_id") == target:
+        status = spool_status(session_file.parent / "tracking")
+        if status is not None and status.run_id == target:
             return session_file.parent.resolve()
     from pipeline.tracking.registry import StoreUnavailable, run_output_dir
 
@@ -335,9 +337,9 @@ def resume(target: str, project: str = "runs/train", tracking_uri: str = "") -> 
 def _result(session: Session, notes: list[str]) -> TrainResult:
     import csv
 
-    from pipeline.spool import Spool
+    from pipeline.tracking import spool_status
 
-    spool = Spool(session.spool_dir) if session.tracking_enabled else None
+    status = spool_status(session.spool_dir) if session.tracking_enabled else None
     results = session.save_dir / "results.csv"
     epochs = []
     if results.exists():
@@ -348,10 +350,10 @@ def _result(session: Session, notes: list[str]) -> TrainResult:
     diagnosis = json.loads(diagnosis_file.read_text(encoding="utf-8")) if diagnosis_file.exists() else {}
     return TrainResult(
         save_dir=session.save_dir,
-        run_id=spool.state.get("run_id") if spool else None,
-        tracking_uri=spool.state.get("uri") if spool else None,
+        run_id=status.run_id if status else None,
+        tracking_uri=status.uri if status else None,
         spool_dir=session.spool_dir,
-        pending_records=len(spool.pending()) if spool else 0,
+        pending_records=status.pending if status else 0,
         best_weights=best if best.exists() else None,
         epochs=epochs,
         notes=notes,

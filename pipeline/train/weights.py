@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.checkpoints import CheckpointError, read_checkpoint
+from pipeline.messages import UserError
 from pipeline.yaml_load import read_yaml
 
 LOG = logging.getLogger("pipeline.train")
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError, ValueError):
     """``model.weights`` names nothing usable; the message is one line."""
 
 

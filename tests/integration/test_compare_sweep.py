@@ -13,8 +13,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from pipeline.comparison import CompareError, compare
-from pipeline.grid_sweep import sweep
+from pipeline.selection.comparison import CompareError, compare
+from pipeline.selection.sweep import sweep
 from pipeline.train.run import train
 from pipeline.train.trainer import PipelineTrainer
 from tests.conftest import tiny_config

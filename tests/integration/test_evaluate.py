@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline.data.synth import synthesize
-from pipeline.evaluation import evaluate
+from pipeline.selection.evaluation import evaluate
 from pipeline.train.run import train
 from tests.conftest import tiny_config
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from pipeline.spool import Spool
+from pipeline.tracking.spool import Spool
 from pipeline.train.errors import NonFiniteGradients
 from pipeline.train.run import prepare_training, session_env
 from tests.conftest import tiny_config

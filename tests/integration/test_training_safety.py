@@ -51,7 +51,7 @@ def test_two_processes_create_a_new_sqlite_store_at_once(tmp_path: Path) -> None
 def test_a_tracking_that_cannot_start_costs_nothing(synth_data: Path, tmp_path: Path) -> None:
     """The store cannot even be opened: the training trains, every record waits in the spool.
     With gradients.every far above an epoch's steps, every epoch still has its gradient statistics."""
-    from pipeline.spool import Spool
+    from pipeline.tracking.spool import Spool
     from pipeline.train import train
 
     config = tiny_config(

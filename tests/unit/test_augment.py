@@ -120,8 +120,8 @@ def test_bad_transforms_stop_with_the_config_field(spec: dict, message: str) -> 
 def test_bad_probability_and_preset_are_config_errors() -> None:
     with pytest.raises(ConfigError, match=r"augment.albumentations.0.p: must be <= 1, got 2"):
         build_config({"augment": {"albumentations": [{"transform": "VerticalFlip", "p": 2}]}})
-    with pytest.raises(ConfigError, match="augment.preset: must be one of none, surface"):
-        build_transforms(AugmentConfig(preset="metal"))
+    with pytest.raises(ConfigError, match="^x.yaml: augment.preset: must be one of none, surface"):
+        build_config({"augment": {"preset": "metal"}}, "x.yaml")
 
 
 def _quiet_dataset(synth_data: Path, tmp_path: Path, augment: dict, augmentations: object = "config"):

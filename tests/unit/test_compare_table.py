@@ -6,7 +6,7 @@ import csv
 import io
 import math
 
-from pipeline.comparison.table import build_table, differing_params, to_csv, to_html, to_markdown, to_text
+from pipeline.selection.comparison.table import build_table, differing_params, to_csv, to_html, to_markdown, to_text
 from pipeline.tracking.runs import RunRecord
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -159,11 +161,31 @@ def test_device_list_string() -> None:
         ("augment:\n  mosaic: 1.5\n", "augment.mosaic: must be <= 1, got 1.5"),
         ("train: 5\n", "train: must be a mapping of keys, got 5"),
         ("train:\n  epochs: -3\n  batch: 0\n", "train.epochs: must be > 0, got -3 (and 1 more)"),
+        (
+            "augment:\n  preset: surfce\n",
+            "augment.preset: must be one of none, surface, surface-light, ultralytics, got 'surfce'",
+        ),
+        # null is "not set" only where the default is "": a name with a default of its own still needs a value
+        ("tracking:\n  experiment:\n", "tracking.experiment: must be a string, got None"),
     ],
 )
 def test_bad_value_names_file_and_field(tmp_path: Path, content: str, expected: str) -> None:
     path = write(tmp_path / "x.yaml", content)
     assert config_error(path) == f"{path}: {expected}"
+
+
+def test_preset_typo_is_found_before_ultralytics_is_imported(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.yaml", "augment:\n  preset: surfce\n")
+    code = (
+        "import sys\nfrom pipeline.config import ConfigError, load_config\n"
+        f"try:\n    load_config({str(path)!r})\nexcept ConfigError as exc:\n"
+        "    print(exc)\n    print('ultralytics' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == [
+        f"{path}: augment.preset: must be one of none, surface, surface-light, ultralytics, got 'surfce'",
+        "False",
+    ]
 
 
 def test_error_from_override_mentions_overrides(tmp_path: Path) -> None:
@@ -298,6 +320,14 @@ def test_assignment_is_validated() -> None:
     config = Config()
     with pytest.raises(ValueError):
         config.train.epochs = -1
+
+
+def test_null_text_means_not_set_like_empty(tmp_path: Path) -> None:
+    # `uri:` with nothing after it (a value deleted, a template left blank) reads as null in YAML.
+    blank = write(tmp_path / "blank.yaml", "data:\n  path:\n  name:\ntrain:\n  name:\ntracking:\n  uri:\n  run_name:\n")
+    empty = 'data: {path: "", name: ""}\ntrain: {name: ""}\ntracking: {uri: "", run_name: ""}\n'
+    assert load_config(blank) == load_config(write(tmp_path / "empty.yaml", empty)) == Config()
+    assert load_config(None, ["tracking.uri=null"]).tracking.uri == ""
 
 
 def test_empty_section_is_defaults(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import pytest
 from pipeline.train.epoch_metrics import class_key, epoch_metrics, metric_key, per_class_ap
 
 SAFE = re.compile(r"^[A-Za-z0-9_.]+$")
+MLFLOW_SAFE = re.compile(r"^[/\w.\- :]*$")  # what MLflow accepts in a metric name (mlflow/utils/validation.py)
 
 
 @pytest.mark.parametrize(
@@ -40,21 +41,30 @@ def test_metric_key_replaces_unsafe_characters() -> None:
 @pytest.mark.parametrize(
     ("name", "key"),
     [
-        ("rolled-in_scale", "rolled_in_scale"),
+        ("rolled-in_scale", "rolled-in_scale"),
+        ("pin-hole", "pin-hole"),
         ("crazing", "crazing"),
         ("pitted_surface", "pitted_surface"),
         ("a.b/c", "a_b_c"),
         ("two words", "two_words"),
+        ("-edge-", "edge"),
+        ("50%: cut", "50_cut"),
     ],
 )
 def test_class_key(name: str, key: str) -> None:
     assert class_key(name) == key
-    assert "." not in class_key(name)
+    assert "." not in class_key(name) and "/" not in class_key(name)
+    assert MLFLOW_SAFE.match(f"AP50.{class_key(name)}")
 
 
 def test_class_key_of_nothing_usable() -> None:
     assert class_key("") == "unnamed"
     assert class_key("---") == "unnamed"
+
+
+def test_metric_names_still_turn_dashes_into_underscores() -> None:
+    # Only class names keep "-": ultralytics' own names keep their documented form (mAP50_95).
+    assert metric_key("train/x-y") == "train.x_y"
 
 
 def test_per_class_ap_every_class_nan_when_missing() -> None:
@@ -65,13 +75,13 @@ def test_per_class_ap_every_class_nan_when_missing() -> None:
         "AP50_95.scratch",
         "AP50.pit",
         "AP50_95.pit",
-        "AP50.rolled_in_scale",
-        "AP50_95.rolled_in_scale",
+        "AP50.rolled-in_scale",
+        "AP50_95.rolled-in_scale",
     }
     assert out["AP50.scratch"] == pytest.approx(0.9)
     assert out["AP50_95.scratch"] == pytest.approx(0.6)
-    assert out["AP50.rolled_in_scale"] == pytest.approx(0.5)
-    assert out["AP50_95.rolled_in_scale"] == pytest.approx(0.25)
+    assert out["AP50.rolled-in_scale"] == pytest.approx(0.5)
+    assert out["AP50_95.rolled-in_scale"] == pytest.approx(0.25)
     assert math.isnan(out["AP50.pit"]) and math.isnan(out["AP50_95.pit"])
     assert all(isinstance(v, float) for v in out.values())
     assert all(key.count(".") == 1 for key in out)

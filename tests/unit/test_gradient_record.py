@@ -12,8 +12,9 @@ import torch
 from torch import nn
 
 from pipeline.config import GradientsConfig, load_config
+from pipeline.train.diagnosis import DEAD_LAYER, IDLE_LEVEL, Finding
 from pipeline.train.gradient_recorder import GradientRecorder
-from pipeline.train.gradient_report import TABLE, draw_heatmaps, heatmap_rows, write_table
+from pipeline.train.gradient_report import TABLE, cell_marks, draw_heatmaps, heatmap_rows, write_table
 from pipeline.train.gradients import (
     COUNTS,
     PART_STATS,
@@ -263,3 +264,29 @@ def test_heatmap_rows_are_grouped_by_part_with_frozen_layers_in_their_place(tmp_
 
 def _block(layer: str) -> int:
     return int(layer.split(".")[1])
+
+
+def test_the_heatmap_marks_idle_levels_and_labels_what_the_findings_name(tmp_path: Path) -> None:
+    epoch = one_step_epoch("yolo11n.yaml")
+    idle_layers = [g for g in epoch.groups if g.startswith("model.23.cv2.2.")]
+    findings = {
+        1: [
+            Finding(1, IDLE_LEVEL, "info", idle_layers, {"idle_strides": [32]}, "r", "stride 32: no targets"),
+            Finding(1, DEAD_LAYER, "warning", ["model.6.cv1.conv"], {"layers": 1}, "r", "zero"),
+        ]
+    }
+    rows = heatmap_rows(epoch, findings)
+    labels = {row.layer: row.label for row in rows}
+    assert len(idle_layers) == 5 and all(labels[g] == f"{g} (idle-level)" for g in idle_layers)
+    assert labels["model.6.cv1.conv"] == "model.6.cv1.conv (dead-layer)"
+    assert labels["model.23.dfl.conv"] == "model.23.dfl.conv (frozen)" and labels["model.5.conv"] == "model.5.conv"
+    idle, flagged = cell_marks(rows, [1], findings)
+    assert idle.sum() == 5 and flagged.sum() == 1  # info marks no cell with an x; the idle level's cells go blue
+    assert [rows[i].layer for i in np.nonzero(flagged[:, 0])[0]] == ["model.6.cv1.conv"]
+
+    from PIL import Image
+
+    with Image.open(draw_heatmaps([epoch], tmp_path / "heatmaps.png", findings)) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    blue = (pixels == np.array([0xC6, 0xDB, 0xEF])).all(axis=-1)
+    assert blue.sum() > 100  # the idle rows are pale blue, not red: no targets is not a fault

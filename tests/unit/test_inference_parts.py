@@ -10,9 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
+from pipeline.inference.batching import Prepared, run_batches
 from pipeline.inference.decode import ImageError, read_image
 from pipeline.inference.discover import iter_images
-from pipeline.inference.engine import _Prepared, _run_batches, _verdict
+from pipeline.inference.engine import _verdict
 from pipeline.inference.errors import ResultsError, SourceError
 from pipeline.inference.results import AppendLog, DoneSet, Verdict, check_settings, read_log, write_summary
 
@@ -140,16 +141,16 @@ class _CountingDetector:
 
 
 def test_batches_hold_one_input_shape_tiles_included_and_images_come_back_in_order() -> None:
-    def item(name: str, *shapes: tuple[int, ...], offsets: list | None = None) -> _Prepared:
+    def item(name: str, *shapes: tuple[int, ...], offsets: list | None = None) -> Prepared:
         if not shapes:
-            return _Prepared(name, error="bad")
+            return Prepared(name, error="bad")
         offsets = offsets or [(0, 0)] * len(shapes)
-        return _Prepared(name, (8, 8), None, [np.zeros(s) for s in shapes], offsets, [(8, 8)] * len(shapes))
+        return Prepared(name, (8, 8), None, [np.zeros(s) for s in shapes], offsets, [(8, 8)] * len(shapes))
 
     tiled = item("t", (3, 8, 8), (3, 8, 8), (3, 8, 8), offsets=[(0, 0), (100, 0), (0, 50)])
     items = [item("a", (3, 8, 8)), item("x"), tiled, item("b", (3, 4, 8)), item("c", (3, 4, 8))]
     detector = _CountingDetector()
-    released = list(_run_batches(iter(items), detector, size=2))
+    released = list(run_batches(iter(items), detector, size=2))
     assert [i.path for i in released] == ["a", "x", "t", "b", "c"]
     assert [len(call) for call in detector.calls] == [2, 2, 2]  # a+t0, t1+t2, then b+c (a new shape)
     assert released[1].error == "bad"

@@ -1,11 +1,11 @@
-"""pipeline/spool.py: the write-ahead journal of tracking records."""
+"""pipeline/tracking/spool.py: the write-ahead journal of tracking records."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from pipeline.spool import FILES, JOURNAL, STATE, Spool
+from pipeline.tracking.spool import FILES, JOURNAL, STATE, Spool
 
 
 def test_new_spool_layout_and_state(tmp_path: Path) -> None:

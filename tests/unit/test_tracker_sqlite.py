@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.spool import STATE, Spool
 from pipeline.tracking import Tracker, resolve_tracking_uri
+from pipeline.tracking.spool import STATE, Spool
 
 CLOSED_PORT_URI = "http://127.0.0.1:9"
 _CLIENT_ENV = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")

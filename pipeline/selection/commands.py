@@ -11,13 +11,13 @@ import json
 import math
 
 from pipeline.checkpoints import add_trust_option
-from pipeline.promotion import PromoteError
+from pipeline.selection.promotion import PromoteError
 
 _TRACKING_HELP = "MLflow server (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)"
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from pipeline.comparison import compare
+    from pipeline.selection.comparison import compare
 
     done = compare(
         args.experiment,
@@ -47,7 +47,7 @@ def _score(value: float | None) -> str:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from pipeline.grid_sweep import sweep
+    from pipeline.selection.sweep import sweep
 
     def report(child: object) -> None:
         outcome = child.status if child.status != "FINISHED" else f"best.mAP50_95 {_score(child.score)}"
@@ -67,7 +67,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pipeline.evaluation import evaluate
+    from pipeline.selection.evaluation import evaluate
 
     result = evaluate(
         args.model,
@@ -104,7 +104,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from pipeline.promotion import promote
+    from pipeline.selection.promotion import promote
 
     if args.target == "best" and not (args.experiment or args.parent):
         raise PromoteError("promote best: --experiment (or --parent) names the runs to choose from")

@@ -1,8 +1,8 @@
-"""A detection validator for `pipeline.evaluation`: COCO-format predictions keyed by image path, scored elsewhere.
+"""The detection validator `evaluate` runs: COCO-format predictions keyed by image path, scored elsewhere.
 
 Ultralytics keys its JSON predictions by file stem (two ``0001.jpg`` in different folders collide) and
 scores custom datasets with faster-coco-eval, which it would try to install. This validator records
-each prediction's full image path instead and leaves COCO scoring to pycocotools in `pipeline.evaluation`.
+each prediction's full image path instead and leaves COCO scoring to pycocotools in `pipeline.selection.evaluation`.
 """
 
 from __future__ import annotations
@@ -23,4 +23,4 @@ class PathKeyedValidator(DetectionValidator):
             record["file_name"] = str(pbatch["im_file"])
 
     def eval_json(self, stats: dict[str, Any]) -> dict[str, Any]:
-        return stats  # COCO metrics come from pycocotools, in pipeline.evaluation
+        return stats  # COCO metrics come from pycocotools, in pipeline.selection.evaluation

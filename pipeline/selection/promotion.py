@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipeline.messages import UserError
 
-class PromoteError(ValueError):
+
+class PromoteError(UserError, ValueError):
     """A promotion that cannot be done; the message is one line."""
 
 

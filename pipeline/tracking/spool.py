@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,28 @@ REFUSED = "refused.jsonl"
 def original_name(spooled: Path) -> str:
     """A spooled file's own name, without the ``<seq>-`` prefix `Spool.append` gives it."""
     return spooled.name.split("-", 1)[1]
+
+
+@dataclass(frozen=True)
+class SpoolStatus:
+    """What a spool folder says about its run, for those outside tracking."""
+
+    run_id: str | None  # None until the server has created the run
+    uri: str | None  # the tracking URI the records go to, without credentials
+    pending: int  # records not yet acknowledged by the server
+
+
+def is_spool(directory: str | Path) -> bool:
+    """True when ``directory`` holds a tracking spool (its state has been saved)."""
+    return Spool.exists(directory)
+
+
+def spool_status(directory: str | Path) -> SpoolStatus | None:
+    """The run id, tracking URI and pending record count of the spool in ``directory``; None when it has none."""
+    if not Spool.exists(directory):
+        return None
+    spool = Spool(directory)
+    return SpoolStatus(spool.state.get("run_id"), spool.state.get("uri"), len(spool.pending()))
 
 
 class Spool:

@@ -24,13 +24,14 @@ import yaml
 
 from pipeline.data.dataset import DatasetError, read_data_yaml
 from pipeline.destinations import build_then_swap, check_replaceable
+from pipeline.messages import UserError
 
 COCO_KEYS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
 KIND = "evaluate"  # the marker's kind of an --out folder: a rerun replaces it once the new files are whole
 # pycocotools' stats[0..5] are the six above; -1 means "no object of that size in the split".
 
 
-class EvaluateError(ValueError):
+class EvaluateError(UserError, ValueError):
     """An evaluation that cannot run; the message is one line."""
 
 
@@ -181,7 +182,7 @@ def evaluate(
                 f"{data}: {len(names)} classes {list(names.values())}, but the model has {len(model_names)} "
                 f"{list(model_names.values())}"
             )
-        from pipeline.train.validators import PathKeyedValidator
+        from pipeline.selection.validators import PathKeyedValidator
 
         yolo.val(
             validator=PathKeyedValidator,

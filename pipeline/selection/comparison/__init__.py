@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.comparison import plots
-from pipeline.comparison.report import write_report
-from pipeline.comparison.table import (
+from pipeline.destinations import build_then_swap, check_replaceable
+from pipeline.messages import UserError
+from pipeline.selection.comparison import plots
+from pipeline.selection.comparison.report import write_report
+from pipeline.selection.comparison.table import (
     DEFAULT_SORT,
     HISTORY_KEYS,
     Table,
@@ -27,7 +29,6 @@ from pipeline.comparison.table import (
     to_markdown,
     to_text,
 )
-from pipeline.destinations import build_then_swap, check_replaceable
 
 if TYPE_CHECKING:
     from pipeline.tracking.runs import RunRecord
@@ -49,7 +50,7 @@ PLOTS = {
 KIND = "compare"  # the marker's kind of an --out folder
 
 
-class CompareError(ValueError):
+class CompareError(UserError, ValueError):
     """Runs that cannot be compared as asked; the message is one line."""
 
 

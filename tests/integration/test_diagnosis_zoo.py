@@ -1,0 +1,36 @@
+"""The failure zoo's cheap part: real tiny trainings with a fault put in, each named by the gradient doctor
+(scripts/benchmarks/diagnosis_zoo.py runs the whole zoo at 128 px)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from scripts.benchmarks.diagnosis_zoo import CASES, judge, train_case
+
+pytestmark = pytest.mark.slow
+CHEAP = ("dead-layer", "nan-in-one-layer", "lr-far-too-low", "frozen-backbone")
+
+
+@pytest.mark.parametrize("name", CHEAP)
+def test_a_fault_of_the_zoo_is_named_with_its_cause(name: str, synth_data: Path, tmp_path: Path) -> None:
+    case = next(case for case in CASES if case.name == name)
+    args = argparse.Namespace(epochs=2, imgsz=64, device="cpu")
+    diagnosis, failure = train_case(case, synth_data, tmp_path, args)
+
+    passed, verdict, named = judge(case, diagnosis)
+    assert passed, (verdict, named, failure)
+    expected = next(iter(case.expect))
+    assert named[expected]["first_epoch"] <= 2
+    finding = next(f for f in diagnosis["findings"] if f["cause"] == expected)
+    assert finding["remedy"] and finding["message"] and finding["evidence"]
+    if name == "dead-layer":  # exactly the block whose gradient was cut, and nothing else
+        assert finding["layers"] and all(layer.startswith("model.6.") for layer in finding["layers"])
+        assert diagnosis["health"] == "warning"
+    if name == "nan-in-one-layer":  # injected in epoch 2 only: epoch 1 was clean
+        assert finding["epoch"] == 2 and finding["severity"] == "error" and diagnosis["health"] == "error"
+        assert not any(f["cause"] == "nonfinite" for f in diagnosis["epochs"]["1"])
+    if name == "frozen-backbone":  # the frozen layers are listed, never judged
+        assert finding["evidence"]["config"] > 0 and diagnosis["health"] == "info"

@@ -22,6 +22,7 @@ _EXPORTS = {
     "synthesize": "pipeline.data.synth",
     "predict": "pipeline.inference",
     "PredictResult": "pipeline.inference",
+    "PredictOptions": "pipeline.inference",
     "promote": "pipeline.selection.promotion",
     "compare": "pipeline.selection.comparison",
     "sweep": "pipeline.selection.sweep",

@@ -23,12 +23,11 @@ import torch
 
 from pipeline.augment import serialize
 from pipeline.config import Config
+from pipeline.data.palette import class_colour
 from pipeline.data.training_data import prepare_training_data
 from pipeline.destinations import DestinationError
 
 SOFTWARE = "yolo-pipeline augment preview"  # the PNG text chunk that marks a preview as this tool's
-
-_COLOURS = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72)]
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ def draw_sample(image: np.ndarray, boxes_xywhn: np.ndarray, classes: np.ndarray,
     canvas = np.ascontiguousarray(image[..., ::-1])
     h, w = canvas.shape[:2]
     for (cx, cy, bw, bh), cls in zip(boxes_xywhn, classes):
-        colour = _COLOURS[int(cls) % len(_COLOURS)]
+        colour = class_colour(int(cls))
         x1, y1 = int(round((cx - bw / 2) * w)), int(round((cy - bh / 2) * h))
         x2, y2 = int(round((cx + bw / 2) * w)), int(round((cy + bh / 2) * h))
         cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, 1)

@@ -109,3 +109,8 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def trained_imgsz(yolo: Any) -> int:
+    """The image size a loaded YOLO was trained at (its checkpoint's train_args), else 640."""
+    return int(((yolo.ckpt or {}).get("train_args") or {}).get("imgsz", 0) or yolo.overrides.get("imgsz", 640))

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from pipeline.checkpoints import add_trust_option
-from pipeline.config import ConfigError, load_config
+from pipeline.config import Config, ConfigError, load_config
 from pipeline.data.dataset import DatasetError
+from pipeline.inference.options import PredictOptions
 from pipeline.messages import UserError, first_line
 from pipeline.quiet import set_verbose
 from pipeline.redact import redact_text
@@ -72,11 +76,30 @@ def _print_training(result: object) -> None:
         print(hint)
 
 
+def _train_config(args: argparse.Namespace) -> Config:
+    """The config file (or, with ``--data``, none: the defaults) with ``--data`` and the overrides applied."""
+    config_file, overrides = args.config, list(args.overrides)
+    if config_file is not None and "=" in config_file and not Path(config_file).exists():
+        config_file, overrides = None, [config_file, *overrides]  # `train --data PATH train.epochs=5`: no file
+    if config_file is None and args.data is None:
+        raise ConfigError("train: give an experiment config (yolo-pipeline init writes one) or --data PATH")
+    if args.data is not None:  # JSON is quoted YAML: the path is read as text, whatever it looks like
+        overrides.insert(0, f"data.path={json.dumps(args.data)}")
+    return load_config(config_file, overrides)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from pipeline.train import train
 
-    config = load_config(args.config, args.overrides)
-    _print_training(train(config))
+    _print_training(train(_train_config(args)))
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from pipeline.starter_config import write_starter_config
+
+    path = write_starter_config(args.file)
+    print(f"wrote {path}: every key at its default; set data.path, then: yolo-pipeline train {path}")
     return 0
 
 
@@ -148,12 +171,14 @@ def _print_import(result: object, show: int) -> None:
 
 
 def cmd_data_import(args: argparse.Namespace) -> int:
-    from pipeline.data.importer import import_dataset, import_manifest
+    from pipeline.data.importer import import_dataset, import_manifest, parse_classes
     from pipeline.data.manifest import load_manifest
     from pipeline.data.split import parse_ratios
     from pipeline.destinations import check_name
 
     if args.manifest:
+        if args.classes:
+            raise DatasetError("data import: --classes goes with SRC and --name; a manifest lists its `classes:`")
         manifest = load_manifest(args.manifest)
         result = import_manifest(manifest, args.src, policy=args.policy, images=args.images)
     else:
@@ -165,6 +190,7 @@ def cmd_data_import(args: argparse.Namespace) -> int:
             Path(args.out) / check_name(args.name, "--name"),
             option="--name",
             fmt=args.format,
+            classes=parse_classes(args.classes) if args.classes else None,
             splits=parse_ratios(args.split) if args.split else "source",
             seed=args.seed,
             policy=args.policy,
@@ -274,30 +300,9 @@ def _thresholds(pairs: list[str]) -> dict[str, float]:
 def cmd_predict(args: argparse.Namespace) -> int:
     from pipeline.inference import predict
 
-    result = predict(
-        args.source,
-        args.model,
-        args.out,
-        batch=args.batch,
-        conf=args.conf,
-        iou=args.iou,
-        imgsz=args.imgsz,
-        device=args.device,
-        half=args.half,
-        workers=args.workers,
-        thresholds=_thresholds(args.threshold),
-        save_images=args.save_images,
-        save_crops=args.save_crops,
-        max_det=args.max_det,
-        tracking_uri=args.tracking_uri,
-        runtime=args.runtime,
-        tile=args.tile,
-        overlap=args.overlap,
-        track=args.track,
-        experiment=args.experiment,
-        engine=args.engine,
-        progress=not args.no_progress,
-    )
+    values = {name: getattr(args, name) for name in PredictOptions.model_fields if name != "thresholds"}
+    options = PredictOptions.checked(**values, thresholds=_thresholds(args.threshold))
+    result = predict(args.source, args.model, args.out, options)
     if result.note:
         print(f"note: {result.note}")
     done_before = f", {result.skipped} done by an earlier run" if result.skipped else ""
@@ -319,15 +324,47 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_predict_options(parser: argparse.ArgumentParser) -> None:
+    """One option per field of `PredictOptions`, with its type, default and description (a switch that is on
+    by default is turned off by ``--no-NAME``); its thresholds are ``--threshold CLASS=SCORE``, repeated."""
+    for name, field in PredictOptions.model_fields.items():
+        flag, kind = f"--{name.replace('_', '-')}", field.annotation
+        default = field.get_default(call_default_factory=True)
+        if name == "thresholds":
+            parser.add_argument(
+                "--threshold",
+                action="append",
+                default=[],
+                metavar="CLASS=SCORE",
+                help="an image fails when a detection of CLASS reaches SCORE; default=SCORE for the other classes "
+                "(default: --conf)",
+            )
+        elif kind == bool | None:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=field.description)
+        elif kind is bool:
+            off = default is True
+            flag, help_text = (f"--no-{flag[2:]}", f"no {field.description}") if off else (flag, field.description)
+            parser.add_argument(flag, dest=name, action="store_false" if off else "store_true", help=help_text)
+        elif typing.get_origin(kind) is Literal:
+            parser.add_argument(flag, choices=typing.get_args(kind), default=default, help=field.description)
+        else:
+            parser.add_argument(flag, type=kind, default=default, help=field.description)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yolo-pipeline", description="Fine-tune YOLO detectors, tracked in MLflow.")
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    p = commands.add_parser("train", help="train a detector from an experiment config")
-    p.add_argument("config", help="experiment YAML, e.g. configs/demo.yaml")
+    p = commands.add_parser("train", help="train a detector from an experiment config (or the defaults and --data)")
+    p.add_argument("config", nargs="?", help="experiment YAML, e.g. configs/demo.yaml (optional with --data)")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=5")
+    p.add_argument("--data", help="the dataset (sets data.path); without a config, every other key is its default")
     p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser("init", help="write a commented starter config with every key at its default")
+    p.add_argument("file", nargs="?", default="experiment.yaml", help="the new file (default: experiment.yaml)")
+    p.set_defaults(func=cmd_init)
 
     p = commands.add_parser("resume", help="continue an interrupted training into the same MLflow run")
     p.add_argument("target", help="MLflow run id, training folder, or its weights/last.pt")
@@ -359,6 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="dataset name (the folder under --out)")
     p.add_argument("--manifest", help="import what datasets/<name>.yaml describes (SRC, if given, replaces its path)")
     p.add_argument("--format", choices=formats, default="auto")
+    p.add_argument(
+        "--classes",
+        default="",
+        help="class names in training order, e.g. scratch,pit,patch (default: the source's; VOC has none, so "
+        "sorted names); VOC boxes of other classes are dropped and reported, YOLO and COCO ids renumbered",
+    )
     p.add_argument("--out", default="datasets", help="where imported datasets go (default: datasets)")
     p.add_argument("--split", default="", help="re-split, e.g. train=0.8,val=0.2 (default: keep the source's splits)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and of --images")
@@ -412,50 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", required=True, help="a .pt file, runs:/<id>/model, models:/<name>@<alias> or models:/<name>/<n>"
     )
     p.add_argument("--out", required=True, help="results folder; the same command again skips the images done")
-    p.add_argument("--batch", type=int, default=16, help="images per model call")
-    p.add_argument("--conf", type=float, default=0.25, help="lowest score kept")
-    p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold")
-    p.add_argument("--imgsz", type=int, default=0, help="inference size (default: the model's training size)")
-    p.add_argument("--device", default="auto", help="auto, cpu, 0, ...")
-    p.add_argument(
-        "--half", action=argparse.BooleanOptionalAction, default=None, help="half precision (default: on with CUDA)"
-    )
-    p.add_argument(
-        "--workers", type=int, default=0, help="decoding threads (default: min(8, CPU cores)); with Ray: actors (1)"
-    )
-    p.add_argument(
-        "--threshold",
-        action="append",
-        default=[],
-        metavar="CLASS=SCORE",
-        help="an image fails when a detection of CLASS reaches SCORE; default=SCORE for the other classes "
-        "(default: --conf)",
-    )
-    p.add_argument("--save-images", action="store_true", help="also write annotated images under OUT/annotated/")
-    p.add_argument("--save-crops", action="store_true", help="also write each detection's crop under OUT/crops/")
-    p.add_argument("--max-det", type=int, default=300, help="most detections per image")
-    p.add_argument(
-        "--tile", type=int, default=0, help="cut images larger than SIZE px into SIZE-px tiles (0: whole images)"
-    )
-    p.add_argument("--overlap", type=float, default=0.2, help="overlap of neighbouring tiles, as a fraction")
-    p.add_argument(
-        "--track", action="store_true", help="log the summary to MLflow (--tracking-uri), tagged with the model's run"
-    )
-    p.add_argument("--experiment", default="predictions", help="MLflow experiment for --track")
-    p.add_argument(
-        "--engine",
-        choices=["local", "ray"],
-        default="local",
-        help="local: threads in this process; ray: Ray actors ($RAY_ADDRESS, else a local Ray), same files",
-    )
-    p.add_argument("--tracking-uri", default="", help="MLflow server for runs:/ and models:/ URIs")
-    p.add_argument(
-        "--runtime",
-        choices=["auto", "torch", "onnx"],
-        default="auto",
-        help="what runs the network (auto: ONNX Runtime on a CPU, exported once and cached; PyTorch on a GPU)",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_predict_options(p)
     add_trust_option(p)
     p.set_defaults(func=cmd_predict)
 

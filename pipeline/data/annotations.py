@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.data.dataset import printable
+from pipeline.data.dataset import printable, split_rank
 from pipeline.data.images import ImageInfo
 
 # What happened to the input because of a problem. Errors lose something (an image, a box); notes do not.
@@ -111,8 +111,7 @@ class Collection:
     problems: list[Problem] = field(default_factory=list)
 
     def splits(self) -> list[str]:
-        order = {"train": 0, "val": 1, "test": 2}
-        return sorted({s.split for s in self.samples}, key=lambda s: (order.get(s, 3), s))
+        return sorted({s.split for s in self.samples}, key=lambda s: (split_rank(s), s))
 
     def box_counts(self) -> Counter[int]:
         return Counter(box.cls for sample in self.samples for box in sample.boxes)

@@ -26,7 +26,7 @@ from pipeline.data.annotations import (
     Problem,
     Sample,
 )
-from pipeline.data.dataset import DatasetError, read_text
+from pipeline.data.dataset import SPLITS, DatasetError, read_text
 from pipeline.data.images import ImageInfo, inspect_images
 from pipeline.data.yolo import unique_names
 
@@ -35,7 +35,7 @@ _REQUIRED = ("images", "annotations", "categories")
 
 def _split_of(json_path: Path, single: bool) -> str:
     name = json_path.name.lower()
-    for split in ("train", "val", "test"):  # "train" first: "trainval" is training data
+    for split in SPLITS:  # "train" first: "trainval" is training data
         if split in name:
             return split
     if not single:

@@ -20,8 +20,15 @@ import yaml
 
 from pipeline.messages import UserError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-SPLITS = ("train", "val", "test")
+# Shared by the data formats and by predict's sources.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+SPLITS = ("train", "val", "test")  # in this order wherever splits are listed
+TRAINING_SPLITS = SPLITS[:2]  # what a training needs; test is optional
+
+
+def split_rank(name: str) -> int:
+    """Where a split sorts: in the order of `SPLITS`, any other name after them."""
+    return SPLITS.index(name) if name in SPLITS else len(SPLITS)
 
 
 class DatasetError(UserError, ValueError):
@@ -149,7 +156,7 @@ class DataYaml:
     names: dict[int, str]
 
 
-def read_data_yaml(path: str | Path, require: tuple[str, ...] = ("train", "val")) -> DataYaml:
+def read_data_yaml(path: str | Path, require: tuple[str, ...] = TRAINING_SPLITS) -> DataYaml:
     """Find and read a data.yaml (or the one in a folder), with every split resolved to an existing folder."""
     if not str(path).strip():
         raise DatasetError("data.path: empty; give a data.yaml or a folder in YOLO layout")

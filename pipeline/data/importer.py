@@ -69,17 +69,27 @@ def read_source(src: str | Path, fmt: str, classes: list[str] | None = None) -> 
     raise DatasetError(f"format {fmt!r}: must be yolo, coco or voc")
 
 
-def _in_class_order(collection: Collection, classes: list[str], src: Path) -> tuple[Collection, list[str]]:
-    """Renumber to the manifest's class order; the same names in another order are fine, other names are not."""
+def parse_classes(text: str, option: str = "--classes") -> list[str]:
+    """``scratch,pit,patch`` -> the class names in training order; empty or repeated names are errors."""
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise DatasetError(f"{option}: {text!r}: an empty class name; expected names separated by commas")
+    if repeated := sorted({name for name in names if names.count(name) > 1}):
+        raise DatasetError(f"{option}: {', '.join(repeated)} given twice")
+    return names
+
+
+def _in_class_order(collection: Collection, classes: list[str], src: Path, given: str) -> tuple[Collection, list[str]]:
+    """Renumber to the given class order; the same names in another order are fine, other names are not."""
     if not classes or collection.names == classes:
         return collection, []
     if sorted(collection.names) != sorted(classes):
-        raise DatasetError(f"{src}: classes {collection.names} do not match the manifest's classes {classes}")
+        raise DatasetError(f"{src}: classes {collection.names} do not match {given} {classes}")
     new_id = {i: classes.index(name) for i, name in enumerate(collection.names)}
     for sample in collection.samples:
         sample.boxes = [replace(box, cls=new_id.get(box.cls, box.cls + len(classes))) for box in sample.boxes]
     return Collection(classes, collection.samples, collection.problems), [
-        "class ids renumbered to the manifest's order"
+        f"class ids renumbered to the order of {given}"
     ]
 
 
@@ -111,18 +121,21 @@ def import_dataset(
     images: int = 0,
     option: str = "--out",
     command: str = "data import",
+    classes_from: str = "--classes",
 ) -> ImportResult:
     """Convert ``src`` into a YOLO layout at ``out`` and write its card and validation report there.
 
-    ``out`` may exist only when empty or made by an earlier import or split (``option`` names it in
-    the error); it is replaced only once the new import, card and report are all written."""
+    ``classes`` fixes the class order (VOC has none of its own; another format's names are renumbered);
+    ``classes_from`` names where it came from in messages. ``out`` may exist only when empty or made by an
+    earlier import or split (``option`` names it in the error); it is replaced only once the new import,
+    card and report are all written."""
     src = Path(src).expanduser().resolve()
     out = check_replaceable(out, KIND, option)
     if out == src or out in src.parents or src in out.parents:
         raise DatasetError(f"{out}: the import folder must not contain or be inside the source {src}")
     fmt = detect_format(src) if fmt == "auto" and src.exists() else fmt
     collection = read_source(src, fmt, classes)
-    collection, notes = _in_class_order(collection, classes or [], src)
+    collection, notes = _in_class_order(collection, classes or [], src, classes_from)
     collection = subset(collection, images, seed)
     report = validate(collection, policy)
     usable = report.collection
@@ -161,6 +174,7 @@ def import_manifest(
         policy=policy,
         images=images,
         option="name",
+        classes_from="the manifest's classes",
     )
     if not src and not manifest.sha256 and (digest := download_sha256(source)):
         result.notes.append(f"to check later downloads, add to {manifest.file.name}: sha256: {digest}")

@@ -14,9 +14,7 @@ from collections import Counter, defaultdict
 from dataclasses import replace
 
 from pipeline.data.annotations import Collection, Sample
-from pipeline.data.dataset import DatasetError
-
-SPLIT_NAMES = ("train", "val", "test")
+from pipeline.data.dataset import SPLITS, DatasetError
 
 
 def parse_ratios(text: str) -> dict[str, float]:
@@ -33,8 +31,8 @@ def parse_ratios(text: str) -> dict[str, float]:
 
 def check_ratios(ratios: dict[str, float]) -> dict[str, float]:
     for name, value in ratios.items():
-        if name not in SPLIT_NAMES:
-            raise DatasetError(f"split {name!r}: must be one of {', '.join(SPLIT_NAMES)}")
+        if name not in SPLITS:
+            raise DatasetError(f"split {name!r}: must be one of {', '.join(SPLITS)}")
         if not 0 < value <= 1:
             raise DatasetError(f"split {name}={value}: must be a fraction in (0, 1]")
     if "train" not in ratios:

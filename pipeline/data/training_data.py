@@ -17,7 +17,7 @@ from typing import Any
 from pipeline.config import DataConfig
 from pipeline.data.annotations import DROPPED_BOX, DROPPED_LINE, RENAMED, SKIPPED_IMAGE
 from pipeline.data.card import build_card, write_card
-from pipeline.data.dataset import Dataset, DatasetError, DataYaml, read_data_yaml, resolve_dataset
+from pipeline.data.dataset import TRAINING_SPLITS, Dataset, DatasetError, DataYaml, read_data_yaml, resolve_dataset
 from pipeline.data.images import needs_copy
 from pipeline.data.manifest import is_manifest, load_manifest
 from pipeline.data.validate import ValidationReport, validate
@@ -63,7 +63,7 @@ def _must_clean(report: ValidationReport) -> bool:
 
 def _check_splits_left(report: ValidationReport, spec: DataYaml) -> None:
     """Train and val must keep images after validation; say why not, instead of ultralytics' missing-file error."""
-    for split in ("train", "val"):
+    for split in TRAINING_SPLITS:
         if report.images[split]:
             continue
         lost = [p for p in report.errors if p.action == SKIPPED_IMAGE]

@@ -30,12 +30,11 @@ from pipeline.data.annotations import (
     Sample,
     short,
 )
-from pipeline.data.dataset import DatasetError, safe_name
+from pipeline.data.dataset import DatasetError, safe_name, split_rank
 from pipeline.files import write_atomic
 
 Policy = Literal["skip", "fail"]
 TOLERANCE_PX = 1.0  # label writers round; a box this close to the border is clipped, not reported
-SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
 
 
 @dataclass
@@ -166,7 +165,7 @@ def _cross_split(samples: list[Sample]) -> tuple[list[Problem], set[int]]:
     problems: list[Problem] = []
     dropped: set[int] = set()
     shared: dict[tuple[str, str], list[str]] = {}
-    for sample in sorted(samples, key=lambda s: SPLIT_ORDER.get(s.split, 3)):
+    for sample in sorted(samples, key=lambda s: split_rank(s.split)):
         if not sample.digest:
             continue
         real = os.path.realpath(sample.image)

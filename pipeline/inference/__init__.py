@@ -5,14 +5,15 @@
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
-__all__ = ["PredictResult", "predict"]
+_EXPORTS = {"PredictOptions": "options", "PredictResult": "engine", "predict": "engine"}
+
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    if name not in __all__:
+    if name not in _EXPORTS:
         raise AttributeError(f"module 'pipeline.inference' has no attribute {name!r}")
-    from pipeline.inference import engine
-
-    return getattr(engine, name)
+    return getattr(import_module(f"pipeline.inference.{_EXPORTS[name]}"), name)

@@ -15,9 +15,9 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from pipeline.data.dataset import IMAGE_SUFFIXES
 from pipeline.inference.errors import SourceError
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 _MAGIC = re.compile(r"[*?[]")
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-_COLOURS = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72)]
+from pipeline.data.palette import class_colour
 
 
 def output_name(path: str) -> Path:
@@ -34,7 +34,7 @@ def write_annotated(folder: Path, path: str, image: np.ndarray, detections: list
     thickness = max(1, round(sum(image.shape[:2]) / 600))
     for d in detections:
         x1, y1, x2, y2 = (round(v) for v in d["box"])
-        colour = _COLOURS[d["class_id"] % len(_COLOURS)]
+        colour = class_colour(d["class_id"])
         cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness)
         label = f"{d['class']} {d['score']:.2f}"
         cv2.putText(canvas, label, (x1, max(y1 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness, colour, thickness)

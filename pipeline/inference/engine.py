@@ -24,19 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.checkpoints import trained_imgsz
+from pipeline.data.dataset import IMAGE_SUFFIXES
 from pipeline.inference.batching import Outcome, Tiling, outcome_of, prepare_ahead, run_batches
 from pipeline.inference.decode import read_image
-from pipeline.inference.discover import IMAGE_SUFFIXES, iter_images, printable
+from pipeline.inference.discover import iter_images, printable
 from pipeline.inference.draw import write_annotated, write_crops
 from pipeline.inference.errors import ResultsError, SourceError
-from pipeline.inference.model import (
-    MLFLOW_SCHEMES,
-    OpenedModel,
-    build_detector,
-    check_runtime,
-    open_model,
-    trained_imgsz,
-)
+from pipeline.inference.model import MLFLOW_SCHEMES, OpenedModel, build_detector, open_model
+from pipeline.inference.options import PredictOptions
 from pipeline.inference.results import (
     ERRORS,
     PREDICTIONS,
@@ -76,72 +72,33 @@ class PredictResult:
 
 
 def predict(
-    source: str | Path,
-    model: str,
-    out: str | Path,
-    *,
-    batch: int = 16,
-    conf: float = 0.25,
-    iou: float = 0.7,
-    imgsz: int = 0,
-    device: str = "auto",
-    half: bool | None = None,
-    workers: int = 0,
-    thresholds: dict[str, float] | None = None,
-    save_images: bool = False,
-    save_crops: bool = False,
-    max_det: int = 300,
-    tracking_uri: str = "",
-    runtime: str = "auto",
-    tile: int = 0,
-    overlap: float = 0.2,
-    track: bool = False,
-    experiment: str = "predictions",
-    engine: str = "local",
-    progress: bool = True,
+    source: str | Path, model: str, out: str | Path, options: PredictOptions | None = None, **values: Any
 ) -> PredictResult:
     """Run ``model`` over the images of ``source`` and write the results to ``out`` (see the module doc).
 
-    ``engine``: ``local`` (threads and batches in this process) or ``ray`` (`pipeline.inference.ray_engine`:
-    the same steps in Ray actors, the same files).
+    ``options``: a `PredictOptions`, or its fields as keywords (``conf=0.5, engine="ray"``); keywords
+    given with ``options`` replace its fields. ``engine``: ``local`` (threads and batches in this process)
+    or ``ray`` (`pipeline.inference.ray_engine`: the same steps in Ray actors, the same files).
     """
-    _check_numbers(batch=batch, conf=conf, iou=iou, imgsz=imgsz, workers=workers, max_det=max_det)
-    if engine not in {"local", "ray"}:
-        raise ResultsError(f"engine: must be local or ray, got {engine!r}")
-    if tile and not (tile >= 32 and 0 <= overlap < 1):
-        raise ResultsError(f"tile {tile}, overlap {overlap}: the tile must be >= 32 px and the overlap in [0, 1)")
-    check_runtime(runtime)
+    if options is None or values:
+        options = PredictOptions.checked(**{**(options.model_dump() if options else {}), **values})
     # Cheap checks first: a refused folder or an empty source costs no model load and no export.
     out = check_out(out)
     before = recorded_settings(out)
     where = _walk_from(source, before)
     images = _first_checked(iter_images(where, exclude=out), source)
-    opened = open_model(model, tracking_uri)
+    opened = open_model(model, options.tracking_uri)
     names = [opened.names[i] for i in sorted(opened.names)]
-    verdict = _verdict(thresholds or {}, names, conf)
-    size = imgsz or trained_imgsz(opened.yolo)
-    settings = _settings(opened, where, names, verdict, size, conf, iou, max_det)
-    settings |= {"tile": tile, "overlap": overlap if tile else 0}
+    verdict = _verdict(options.thresholds, names, options.conf)
+    settings = _settings(opened, where, names, verdict, options.imgsz or trained_imgsz(opened.yolo), options)
     claim_out(out, source=settings["source"], model=settings["model"])
     check_settings(out, settings)  # before the export: a refused rerun costs no more than the model's load
-    model_args = {
-        "source": opened.pinned,  # Ray actors load the same model, even if an alias moves meanwhile
-        "device": device,
-        "half": half,
-        "imgsz": imgsz,
-        "conf": conf,
-        "iou": iou,
-        "max_det": max_det,
-        "tracking_uri": tracking_uri,
-        "runtime": runtime,
-    }
-    detector_args = {k: v for k, v in model_args.items() if k not in {"source", "tracking_uri"}}
-    detector = build_detector(opened, **detector_args)
+    detector = build_detector(opened, options)
     result = PredictResult(out, model, run_id=detector.run_id, runtime=detector.runtime, note=detector.note)
     done = DoneSet.of(out)
     predictions, errors = AppendLog(out / PREDICTIONS), AppendLog(out / ERRORS)
-    keep_images = save_images or save_crops
-    tiling = Tiling(tile, overlap)
+    save_images, save_crops = options.save_images, options.save_crops
+    tiling = Tiling(options.tile, options.overlap)
 
     def finish(outcome: Outcome) -> None:
         """Write one image's results (or its error), in the order the images were found."""
@@ -170,21 +127,21 @@ def predict(
     start = time.perf_counter()
     try:
         todo = _not_done(images, done, result)
-        bar = _progress(progress)
-        if engine == "ray":
+        bar = _progress(options.progress)
+        if options.engine == "ray":
             from pipeline.inference.ray_engine import ray_outcomes
 
-            outcomes = ray_outcomes(todo, model_args, batch=batch, tile=tile, overlap=overlap, actors=workers)
-            for outcome in outcomes:
+            # Ray actors load the same model, even if an alias moves meanwhile.
+            for outcome in ray_outcomes(todo, opened.pinned, options):
                 finish(outcome)
                 bar.update(1)
         else:
-            threads = workers or min(8, os.cpu_count() or 1)
+            threads = options.workers or min(8, os.cpu_count() or 1)
             # Images prepared ahead of the model: enough to fill two batches; a few when each is many tiles.
-            window = threads + (2 if tiling.size else 2 * batch)
+            window = threads + (2 if tiling.size else 2 * options.batch)
             with ThreadPoolExecutor(threads, thread_name_prefix="decode") as pool:
-                prepared = prepare_ahead(pool, todo, detector, keep_images, tiling, window)
-                for finished in run_batches(prepared, detector, batch):
+                prepared = prepare_ahead(pool, todo, detector, save_images or save_crops, tiling, window)
+                for finished in run_batches(prepared, detector, options.batch):
                     finish(outcome_of(finished, detector))
                     bar.update(1)
         bar.close()
@@ -199,9 +156,9 @@ def predict(
         totals["failed_verdicts"],
     )
     result.total_errors = errors.lines
-    if track:
-        params = {**settings, "out": str(out), "batch": batch, "runtime": result.runtime}
-        _track(result, params, experiment, tracking_uri)
+    if options.track:
+        params = {**settings, "out": str(out), "batch": options.batch, "runtime": result.runtime}
+        _track(result, params, options.experiment, options.tracking_uri)
     return result
 
 
@@ -227,17 +184,6 @@ def _track(result: PredictResult, params: dict[str, Any], experiment: str, track
         result.note = f"tracking: could not log the summary ({type(exc).__name__}: {str(exc)[:150]}); the files hold it"
 
 
-def _check_numbers(**values: float) -> None:
-    """The numeric options, in range (NaN is in no range): one line naming the option, before anything loads."""
-    ranges = {"batch": (1, None), "conf": (0, 1), "iou": (0, 1), "imgsz": (0, None), "workers": (0, None)}
-    ranges["max_det"] = (1, None)
-    for name, value in values.items():
-        low, high = ranges[name]
-        if not (value >= low and (high is None or value <= high)):
-            bound = f"between {low} and {high}" if high is not None else f">= {low}"
-            raise ResultsError(f"--{name.replace('_', '-')}: must be {bound}, got {value}")
-
-
 def _verdict(thresholds: dict[str, float], names: list[str], conf: float) -> Verdict:
     unknown = sorted(set(thresholds) - set(names) - {"default"})
     if unknown:
@@ -250,14 +196,7 @@ def _verdict(thresholds: dict[str, float], names: list[str], conf: float) -> Ver
 
 
 def _settings(
-    opened: OpenedModel,
-    source: str,
-    names: list[str],
-    verdict: Verdict,
-    imgsz: int,
-    conf: float,
-    iou: float,
-    max_det: int,
+    opened: OpenedModel, source: str, names: list[str], verdict: Verdict, imgsz: int, options: PredictOptions
 ) -> dict[str, Any]:
     """What the results in a folder depend on: a rerun must match them to add to it.
 
@@ -271,10 +210,12 @@ def _settings(
         **opened.identity,
         "classes": names,
         "imgsz": imgsz,
-        "conf": conf,
-        "iou": iou,
-        "max_det": max_det,
+        "conf": options.conf,
+        "iou": options.iou,
+        "max_det": options.max_det,
         "thresholds": {**verdict.thresholds, "default": verdict.default},
+        "tile": options.tile,
+        "overlap": options.overlap if options.tile else 0,
     }
 
 

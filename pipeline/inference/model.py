@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.checkpoints import file_sha256, is_refusal, load_error
+from pipeline.checkpoints import file_sha256, is_refusal, load_error, trained_imgsz
 from pipeline.devices import resolve_device
 from pipeline.inference.errors import ModelError
 from pipeline.inference.onnx_export import onnx_available, onnx_model
+from pipeline.inference.options import PredictOptions
 from pipeline.messages import first_line
 from pipeline.yolo_env import configure_ultralytics
 
@@ -92,36 +93,20 @@ class OpenedModel:
         return {int(k): str(v) for k, v in self.yolo.names.items()}
 
 
-def check_runtime(runtime: str) -> None:
-    if runtime not in {"auto", "torch", "onnx"}:
-        raise ModelError(f"runtime: must be auto, torch or onnx, got {runtime!r}")
-
-
-def build_detector(
-    opened: OpenedModel,
-    *,
-    device: str = "auto",
-    half: bool | None = None,
-    imgsz: int = 0,
-    conf: float = 0.25,
-    iou: float = 0.7,
-    max_det: int = 300,
-    runtime: str = "auto",
-) -> Detector:
+def build_detector(opened: OpenedModel, options: PredictOptions) -> Detector:
     """The network of an opened model on its device, ready for batches: the expensive step (ONNX export, fuse).
 
-    ``runtime``: ``torch``, ``onnx`` (CPU only), or ``auto``: ONNX Runtime on a CPU when it is
+    ``options.runtime``: ``torch``, ``onnx`` (CPU only), or ``auto``: ONNX Runtime on a CPU when it is
     installed, else PyTorch. An export that fails falls back to PyTorch, with a note saying why.
     """
-    check_runtime(runtime)
     configure_ultralytics()
     from ultralytics.data.augment import LetterBox
     from ultralytics.nn.autobackend import AutoBackend
     from ultralytics.utils.torch_utils import select_device
 
-    yolo = opened.yolo
-    torch_device = select_device(resolve_device(device), verbose=False)
-    size = imgsz or trained_imgsz(yolo)
+    yolo, runtime = opened.yolo, options.runtime
+    torch_device = select_device(resolve_device(options.device), verbose=False)
+    size = options.imgsz or trained_imgsz(yolo)
     chosen, note, network = "torch", "", yolo.model
     on_cpu = torch_device.type == "cpu"
     if runtime == "onnx" and not on_cpu:
@@ -131,19 +116,15 @@ def build_detector(
             network, chosen = str(onnx_model(opened.weights, size)), "onnx"
         except Exception as exc:  # noqa: BLE001 - any exporter failure leaves PyTorch, which always works
             note = f"ONNX export failed ({type(exc).__name__}: {first_line(exc)}); running in PyTorch"
-    use_half = not on_cpu if half is None else half and not on_cpu
+    use_half = not on_cpu if options.half is None else options.half and not on_cpu
     backend = AutoBackend(model=network, device=torch_device, fp16=use_half, fuse=True, verbose=False)
     backend.eval()
-    detector = Detector(backend, opened.names, size, opened.source, chosen, opened.run_id, note, conf, iou, max_det)
+    nms = {"conf": options.conf, "iou": options.iou, "max_det": options.max_det}  # applied to each batch's output
+    detector = Detector(backend, opened.names, size, opened.source, chosen, opened.run_id, note, **nms)
     # Padded only to the stride, as ultralytics' predictor pads a batch of equal images (both runtimes
     # take any shape: the ONNX export has dynamic axes).
     detector._letterbox = LetterBox(size, auto=True, stride=int(backend.stride))
     return detector
-
-
-def trained_imgsz(yolo: Any) -> int:
-    """The image size a loaded YOLO was trained at (its checkpoint's train_args), else 640."""
-    return int(((yolo.ckpt or {}).get("train_args") or {}).get("imgsz", 0) or yolo.overrides.get("imgsz", 640))
 
 
 def load_yolo(source: str, tracking_uri: str = "") -> tuple[Any, str | None]:

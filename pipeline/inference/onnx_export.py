@@ -3,8 +3,8 @@
 On CPUs, ONNX Runtime runs a YOLO11n about twice as fast as PyTorch (53 against 117 ms per 640-px
 image on two EPYC cores, batch 16), with the same results to within 1e-4. Each weights file is
 exported once per image size, through ultralytics' own exporter with dynamic batch and image
-shapes, and kept in the cache folder (``$YOLO_PIPELINE_CACHE``, else ``~/.cache/yolo-pipeline``)
-under the hash of the weights, so a retrained model never meets a stale export.
+shapes, and kept in this tool's cache folder (`pipeline.files.cache_dir`) under the hash of the
+weights, so a retrained model never meets a stale export.
 """
 
 from __future__ import annotations
@@ -16,12 +16,7 @@ import tempfile
 from pathlib import Path
 
 from pipeline.checkpoints import file_sha256
-
-CACHE_ENV = "YOLO_PIPELINE_CACHE"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "yolo-pipeline")
+from pipeline.files import cache_dir
 
 
 def onnx_available() -> bool:

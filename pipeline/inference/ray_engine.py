@@ -23,6 +23,7 @@ import numpy as np
 
 from pipeline.inference.batching import Outcome, Tiling, outcome_of, prepare, run_batches
 from pipeline.inference.errors import ResultsError
+from pipeline.inference.options import PredictOptions
 
 CHUNK = 4096  # paths per Ray dataset: memory holds one chunk's paths and rows, whatever the folder's size
 
@@ -30,12 +31,11 @@ CHUNK = 4096  # paths per Ray dataset: memory holds one chunk's paths and rows, 
 class _PredictActor:
     """A Ray actor: the detector, loaded once, applied to batches of paths."""
 
-    def __init__(self, model_args: dict[str, Any], tile: int, overlap: float):
+    def __init__(self, source: str, options: PredictOptions):
         from pipeline.inference.model import build_detector, open_model
 
-        args = dict(model_args)  # the engine's: the model's source and tracking URI, and the detector's settings
-        self.detector = build_detector(open_model(args.pop("source"), args.pop("tracking_uri")), **args)
-        self.tiling = Tiling(tile, overlap)
+        self.detector = build_detector(open_model(source, options.tracking_uri), options)
+        self.tiling = Tiling(options.tile, options.overlap)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         items = (prepare(os.fsdecode(path), self.detector, False, self.tiling) for path in batch["path"])
@@ -93,28 +93,16 @@ def _init_on_loopback(ray: Any, options: dict[str, Any]) -> None:
         ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
-def ray_outcomes(
-    paths: Iterator[str],
-    model_args: dict[str, Any],
-    *,
-    batch: int,
-    tile: int,
-    overlap: float,
-    actors: int,
-) -> Iterator[Outcome]:
-    """Each path's `Outcome`, in the order of ``paths``, computed by Ray actors."""
+def ray_outcomes(paths: Iterator[str], source: str, options: PredictOptions) -> Iterator[Outcome]:
+    """Each path's `Outcome`, in the order of ``paths``, computed by Ray actors running the model of ``source``."""
     ray = _start_ray()
     while chunk := list(islice(paths, CHUNK)):
         dataset = ray.data.from_items([{"path": os.fsencode(path)} for path in chunk]).map_batches(
             _PredictActor,
-            fn_constructor_kwargs={
-                "model_args": model_args,
-                "tile": tile,
-                "overlap": overlap,
-            },
-            batch_size=batch,
+            fn_constructor_kwargs={"source": source, "options": options},
+            batch_size=options.batch,
             batch_format="numpy",
-            concurrency=max(1, actors),
+            concurrency=max(1, options.workers),
         )
         for row in dataset.iter_rows():
             yield Outcome(

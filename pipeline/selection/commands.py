@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 
 from pipeline.checkpoints import add_trust_option
+from pipeline.data.dataset import SPLITS
 from pipeline.selection.promotion import PromoteError
 
 _TRACKING_HELP = "MLflow server (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)"
@@ -32,12 +34,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(done.text)
     print()
     params = ", ".join(done.table.params) or "none (every param is the same)"
-    print(f"{len(done.runs)} runs; params that differ: {params}")
+    print(f"{len(done.runs)} run{'s' if len(done.runs) != 1 else ''}; params that differ: {params}")
     if done.best is not None:
         print(f"first by {done.sort}: {done.best['run']} ({done.best['run_id']})")
+    if done.caution:
+        print(done.caution)
     if done.files:
         folder = done.files[0].parent
-        print(f"wrote:  {folder}/ ({', '.join(p.name for p in done.files)})")
+        print(f"wrote: {os.path.join(folder, '')} ({', '.join(p.name for p in done.files)})")  # never two separators
         print(f"report: {folder / 'report.html'}")
     return 0
 
@@ -159,7 +163,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("evaluate", help="ultralytics and COCO (pycocotools) metrics of a model on a split")
     p.add_argument("--model", required=True, help="a .pt file, runs:/<id>/model or models:/<name>@<alias>")
     p.add_argument("--data", required=True, help="a data.yaml, a folder in YOLO layout, or an imported manifest")
-    p.add_argument("--split", default="val", choices=["train", "val", "test"])
+    p.add_argument("--split", default="val", choices=SPLITS)
     p.add_argument("--imgsz", type=int, default=0, help="image size (default: the model's training size)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--conf", type=float, default=0.001, help="lowest score kept (low, as for any AP)")

@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import math
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,10 +166,12 @@ def evaluate(
 
     ``out``: a folder for ``evaluation.json``, ``predictions.json`` (COCO results) and ``ground_truth.json``
     (COCO). ``track``: log the numbers and files as an MLflow run tagged ``pipeline.kind=evaluation``."""
+    from pipeline.checkpoints import trained_imgsz
+    from pipeline.data.dataset import SPLITS
     from pipeline.devices import resolve_device
-    from pipeline.inference.model import load_yolo, trained_imgsz
+    from pipeline.inference.model import load_yolo
 
-    if split not in {"train", "val", "test"}:
+    if split not in SPLITS:
         raise EvaluateError(f"--split: must be train, val or test, got {split!r}")
     if out is not None:
         out = check_replaceable(out, KIND)  # before the model loads: a refused --out costs nothing
@@ -184,22 +188,23 @@ def evaluate(
             )
         from pipeline.selection.validators import PathKeyedValidator
 
-        yolo.val(
-            validator=PathKeyedValidator,
-            data=str(data_yaml),
-            split=split,
-            imgsz=imgsz or trained_imgsz(yolo),
-            batch=batch,
-            conf=conf,
-            iou=iou,
-            device=resolve_device(device),
-            save_json=True,
-            plots=False,
-            verbose=False,
-            project=tmp,
-            name="val",
-            exist_ok=True,
-        )
+        with _lines_naming_hidden(tmp):  # "Results saved to <tmp>": a folder gone when this returns
+            yolo.val(
+                validator=PathKeyedValidator,
+                data=str(data_yaml),
+                split=split,
+                imgsz=imgsz or trained_imgsz(yolo),
+                batch=batch,
+                conf=conf,
+                iou=iou,
+                device=resolve_device(device),
+                save_json=True,
+                plots=False,
+                verbose=False,
+                project=tmp,
+                name="val",
+                exist_ok=True,
+            )
     validator = captured["validator"]
     labels = [{**label, "shape": _image_shape(label["im_file"])} for label in validator.dataloader.dataset.labels]
     truth = coco_ground_truth(labels, names)
@@ -221,6 +226,26 @@ def evaluate(
     if track:
         result.run_id = _log(result, experiment, tracking_uri)
     return result
+
+
+class _Naming(logging.Filter):
+    def __init__(self, folder: str) -> None:
+        super().__init__()
+        self.folder = folder
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.folder not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _lines_naming_hidden(folder: str) -> Iterator[None]:
+    """Ultralytics' log lines that name the temporary ``folder`` left out while the block runs."""
+    logger, naming = logging.getLogger("ultralytics"), _Naming(Path(folder).name)  # unique, however resolved
+    logger.addFilter(naming)
+    try:
+        yield
+    finally:
+        logger.removeFilter(naming)
 
 
 def _image_shape(path: str) -> tuple[int, int]:

@@ -31,13 +31,14 @@ class YoloPyfuncModel(mlflow.pyfunc.PythonModel):
         )
 
     def load_context(self, context):
+        from pipeline.checkpoints import trained_imgsz
         from pipeline.yolo_env import configure_ultralytics
 
         configure_ultralytics()  # the checkpoint itself loads under the safe-loading policy
         from ultralytics import YOLO
 
         self.model = YOLO(context.artifacts["weights"], task="detect")
-        self.imgsz = int((self.model.ckpt or {}).get("train_args", {}).get("imgsz", 640))
+        self.imgsz = trained_imgsz(self.model)
 
     def predict(self, context, model_input, params=None):  # no type hints: MLflow would build a schema from them
         import numpy as np

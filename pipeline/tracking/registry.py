@@ -223,11 +223,31 @@ def best_run(
     return run_id, value, [run_id for run_id, _ in scored]
 
 
+class _LoggedModelNotice(logging.Filter):
+    """MLflow 3 keeps a run's model as a logged model, not among the run's artifacts; registering
+    ``runs:/<id>/model`` then warns "Run with id ... has no artifacts at artifact path 'model'" and
+    registers that logged model, which is the one meant: the warning would only mislead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "has no artifacts at artifact path" not in record.getMessage()
+
+
+@contextmanager
+def _no_logged_model_notice() -> Iterator[None]:
+    # The logger of the module that defines register_model: the one that logs the warning.
+    logger, notice = logging.getLogger(mlflow.register_model.__module__), _LoggedModelNotice()
+    logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notice)
+
+
 def register_model(run_id: str, name: str, alias: str, reason: dict[str, str], tracking_uri: str = "") -> str:
     """Register the model logged by ``run_id`` as a new version of ``name``, point ``alias`` at it, and tag
     the version with ``reason`` (``pipeline.*`` keys); returns the version."""
     uri = resolve_tracking_uri(tracking_uri)
-    with using_tracking_uri(uri), warnings.catch_warnings():
+    with using_tracking_uri(uri), warnings.catch_warnings(), _no_logged_model_notice():
         warnings.simplefilter("ignore")  # MLflow's notes on registry URIs and model signatures
         version = mlflow.register_model(f"runs:/{run_id}/model", name)
     client = client_for(uri)

@@ -2,11 +2,13 @@
 
 Written: prediction and evaluation summaries, sweep parents and the record of a sweep child that
 failed before its training could open a run. Read: the runs of an experiment (or of a sweep parent)
-with their params, latest metrics, tags and the per-epoch histories a comparison draws.
+with their params, latest metrics, tags, the class names of the data they trained on and the
+per-epoch histories a comparison draws.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from pipeline.tracking.store import client_for, get_or_create_experiment, now_ms
 NOT_TRAINING = ("prediction", "evaluation", "sweep")
 KIND_TAG = "pipeline.kind"
 PARENT_TAG = "mlflow.parentRunId"
+CONTEXT_TAG = "mlflow.data.context"  # a dataset input's role; a training logs its data as "training"
 
 
 class RunQueryError(LookupError):
@@ -144,6 +147,7 @@ class RunRecord:
     metrics: dict[str, float]  # latest value of each metric
     tags: dict[str, str]
     histories: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # metric -> [(step, value)]
+    classes: list[str] = field(default_factory=list)  # the training data's class names in its order; [] if unknown
 
 
 def find_runs(
@@ -203,7 +207,23 @@ def _record(run: Any) -> RunRecord:
         params=dict(data.params),
         metrics=dict(data.metrics),
         tags=dict(data.tags),
+        classes=_training_classes(run),
     )
+
+
+def _training_classes(run: Any) -> list[str]:
+    """The class names, in the dataset's order, from the schema of the run's training dataset input."""
+    inputs = run.inputs.dataset_inputs if run.inputs else []
+    for dataset_input in inputs:
+        if {tag.key: tag.value for tag in dataset_input.tags}.get(CONTEXT_TAG) != "training":
+            continue
+        try:
+            classes = json.loads(dataset_input.dataset.schema or "{}").get("classes")
+        except (ValueError, AttributeError):  # a schema some other tool wrote: not JSON, or not an object
+            continue
+        if isinstance(classes, list):
+            return [str(name) for name in classes]
+    return []
 
 
 def add_histories(records: list[RunRecord], keys: list[str], tracking_uri: str = "") -> None:

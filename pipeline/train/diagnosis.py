@@ -49,7 +49,8 @@ class Thresholds:
     loss_flat: float = 0.01  # the loss fell by less than this fraction since the previous epoch
     diverge_loss: float = 1.10  # loss rose by 10% ...
     diverge_norm: float = 1.5  # ... while the mean total norm grew by half, or ...
-    diverge_jump: float = 1.5  # ... the loss jumped by half in one epoch; and either ...
+    diverge_jump: float = 1.5  # ... the loss jumped by half in one epoch, or the steps are huge (next); and either ...
+    diverge_huge_step: float = 1e-2  # (median ||dw||/||w||, ten times the largest a healthy training shows)
     diverge_update_ratio: float = 3e-3  # ... the steps are too big (median ||dw||/||w||; healthy 3e-5..1e-3) ...
     diverge_blowup: float = 3.0  # ... or the loss is this many times the run's best. (From scratch, ultralytics'
     # loss rises in the first epochs of a healthy training, and its gradient norm with it: that alone is no sign.)
@@ -252,11 +253,15 @@ def _diverging(now: EpochRecord, before: list[EpochRecord], limits: Thresholds) 
     norm, previous_norm = (e.gradients.totals.get("grad_total_norm", math.nan) for e in (now, before[-1]))
     if not all(math.isfinite(v) and v > 0 for v in (loss, previous, norm, previous_norm)):
         return []
-    growing = norm > limits.diverge_norm * previous_norm or loss > limits.diverge_jump * previous
-    if loss <= limits.diverge_loss * previous or not growing:
-        return []
     ratios = [r for r in now.gradients.values["update_ratio"]["mean"] if math.isfinite(r)]
     step = statistics.median(ratios) if ratios else math.nan
+    growing = (
+        norm > limits.diverge_norm * previous_norm
+        or loss > limits.diverge_jump * previous
+        or step > limits.diverge_huge_step
+    )
+    if loss <= limits.diverge_loss * previous or not growing:
+        return []
     best = min(e.loss for e in before if e.loss is not None and math.isfinite(e.loss)) if before else loss
     if not (step > limits.diverge_update_ratio or loss > limits.diverge_blowup * best):
         return []

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.checkpoints import CheckpointError, read_checkpoint
+from pipeline.files import cache_dir
 from pipeline.messages import UserError
 from pipeline.yaml_load import read_yaml
 
@@ -32,7 +33,7 @@ class ResolvedWeights:
 
 
 def weights_cache() -> Path:
-    return Path(os.environ.get("YOLO_PIPELINE_WEIGHTS_DIR", Path.home() / ".cache" / "yolo-pipeline" / "weights"))
+    return Path(os.environ.get("YOLO_PIPELINE_WEIGHTS_DIR") or cache_dir() / "weights")
 
 
 def _architecture_exists(yaml_name: str) -> bool:

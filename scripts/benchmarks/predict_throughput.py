@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing the tests package
 
 from pipeline.data.synth import synthesize  # noqa: E402
+from pipeline.files import CACHE_ENV  # noqa: E402
 from pipeline.inference import predict  # noqa: E402
-from pipeline.inference.onnx_export import CACHE_ENV  # noqa: E402
 from scripts.benchmarks.common import quiet_ultralytics, save_report  # noqa: E402
 
 TARGET = 1.5

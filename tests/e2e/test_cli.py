@@ -20,6 +20,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
     [
         [],
         ["train"],
+        ["init"],
         ["resume"],
         ["sync"],
         ["data", "synth"],
@@ -180,4 +181,129 @@ def test_augment_preview_reports_a_bad_transform_in_one_line(synth_data: Path, t
     assert (
         result.stderr.strip()
         == "error: augment.albumentations[0]: transform: 'Blurr' is not an albumentations transform"
+    )
+
+
+def test_init_writes_a_starter_config_once(tmp_path: Path) -> None:
+    from pipeline.config import Config, load_config
+
+    result = run("init")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("wrote experiment.yaml: every key at its default")
+    written = (tmp_path / "experiment.yaml").read_text()
+    assert load_config("experiment.yaml") == Config()
+    again = run("init")
+    assert again.returncode == 2
+    assert (
+        again.stderr.strip() == "error: experiment.yaml: already exists; init writes only a new file (name another one)"
+    )
+    assert (tmp_path / "experiment.yaml").read_text() == written
+
+
+def _trained_with(monkeypatch, *argv: str):
+    import pipeline.train as train_package
+    from pipeline import cli
+
+    seen = []  # the config a training would have run with
+    monkeypatch.setattr(train_package, "train", seen.append)
+    monkeypatch.setattr(cli, "_print_training", lambda result: None)
+    assert cli.main(["train", *argv]) == 0
+    return seen[0]
+
+
+def test_train_without_a_config_uses_the_defaults_with_data(monkeypatch, tmp_path: Path) -> None:
+    from pipeline.config import Config
+
+    config = _trained_with(monkeypatch, "--data", "my data: 1/data.yaml", "train.epochs=3")
+    assert config.data.path == "my data: 1/data.yaml" and config.train.epochs == 3  # a path is text, always
+    config.train.epochs = 10
+    config.data.path = ""
+    assert config == Config()
+
+    (tmp_path / "c.yaml").write_text("data:\n  path: elsewhere\ntrain:\n  epochs: 2\n")
+    config = _trained_with(monkeypatch, "c.yaml", "--data", "here")
+    assert (config.data.path, config.train.epochs) == ("here", 2)
+
+
+def test_train_without_a_config_or_data_says_what_to_give(capsys) -> None:
+    from pipeline import cli
+
+    assert cli.main(["train", "train.epochs=3"]) == 2
+    assert capsys.readouterr().err == (
+        "error: train: give an experiment config (yolo-pipeline init writes one) or --data PATH\n"
+    )
+
+
+def test_promote_registers_the_logged_model_without_mlflow_warning_of_missing_artifacts(tmp_path: Path) -> None:
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("promote")
+    run_id = client.create_run(experiment).info.run_id
+    model = client.create_logged_model(experiment, name="model", source_run_id=run_id)  # as the tracker logs it
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "MLmodel").write_text("flavors: {}\n")
+    client.log_model_artifacts(model.model_id, str(tmp_path / "model"))
+    client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    client.log_outputs(run_id, [LoggedModelOutput(model.model_id, 0)])
+    client.set_terminated(run_id)
+
+    result = run("promote", run_id, "--name", "defects", "--tracking-uri", uri)
+    assert result.returncode == 0, result.stderr
+    assert f"registered defects version 1 from run {run_id}" in result.stdout
+    assert "artifact path" not in result.stdout + result.stderr and "WARNING" not in result.stderr
+    version = client.get_model_version_by_alias("defects", "champion")
+    # The registry took the path that warns: the run's logged model, found although the run has no model artifacts.
+    assert (version.run_id, version.source) == (run_id, f"models:/{model.model_id}")
+
+
+@pytest.fixture
+def untrained_checkpoint(tmp_path: Path) -> Path:
+    """A 3-class YOLO11n checkpoint with random weights: enough for `evaluate` to run end to end."""
+    import torch
+
+    from pipeline.yolo_env import configure_ultralytics
+
+    configure_ultralytics()
+    from ultralytics.nn.tasks import DetectionModel
+
+    model = DetectionModel("yolo11n.yaml", nc=3, verbose=False)
+    model.names = {0: "scratch", 1: "pit", 2: "patch"}
+    path = tmp_path / "untrained.pt"
+    torch.save({"epoch": -1, "model": model.half(), "train_args": {"imgsz": 64}}, path)
+    return path
+
+
+def test_evaluate_names_no_temporary_folder(untrained_checkpoint: Path, synth_data: Path) -> None:
+    result = run("evaluate", "--model", str(untrained_checkpoint), "--data", str(synth_data), "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"on {synth_data} [val]: 24 images" in result.stdout
+    output = result.stdout + result.stderr
+    assert "yolo-pipeline-evaluate-" not in output and "Results saved to" not in output and "Saving " not in output
+
+
+def test_data_import_takes_the_class_order_of_a_voc_source_from_classes(synth_data: Path, tmp_path: Path) -> None:
+    from pipeline.data.voc import write_voc
+    from pipeline.data.yolo import read_yolo
+
+    source = read_yolo(synth_data)
+    write_voc(source, tmp_path / "voc")
+    order = ["pit", "scratch", "patch"]  # neither the synthetic set's order nor sorted
+    result = run("data", "import", "voc", "--name", "parts", "--classes", ",".join(order), "--format", "voc")
+    assert result.returncode == 0, result.stderr
+    assert "boxes: pit " in result.stdout and "validation: 120 images" in result.stdout
+    imported = read_yolo(tmp_path / "datasets" / "parts" / "data.yaml")
+    assert imported.names == order
+
+    def named_boxes(collection) -> dict[str, list[str]]:
+        return {s.image.stem: sorted(collection.names[b.cls] for b in s.boxes) for s in collection.samples}
+
+    assert named_boxes(imported) == named_boxes(source)
+
+    with_manifest = run("data", "import", "--manifest", "m.yaml", "--classes", "pit")
+    assert with_manifest.returncode == 2
+    assert with_manifest.stderr.strip() == (
+        "error: data import: --classes goes with SRC and --name; a manifest lists its `classes:`"
     )

@@ -68,7 +68,8 @@ def test_compare_three_runs_table_files_and_charts(synth_data: Path, mlflow_serv
     assert [row["mAP50_95.best"] for row in done.table.rows] == [0.52, 0.44, 0.31]
     first = done.table.rows[0]
     assert first["model.freeze"] == "10" and first["train.lr0"] == "0.002" and first["epochs"] == 2
-    assert set(done.table.classes) == {"AP50.scratch", "AP50.pit", "AP50.patch"}
+    assert done.table.classes == ["AP50.scratch", "AP50.pit", "AP50.patch"]  # the dataset's order, not sorted
+    assert done.caution == ""  # the same epochs on the same data
     tags = client.get_run(runs[1]).data.tags  # each run's own verdict: its worst severity and the causes named
     assert tags["gradients.health"] == "info" and "frozen" in tags["gradients.causes"].split(",")  # freeze 10
     assert first["gradients"] == f"{tags['gradients.health']}: {tags['gradients.causes']}"
@@ -83,9 +84,12 @@ def test_compare_three_runs_table_files_and_charts(synth_data: Path, mlflow_serv
     series = json.loads((out / "plots.json").read_text(encoding="utf-8"))
     assert set(series) == {"map50_95_by_epoch.png", "losses.png", "ap50_per_class.png", "grad_norm_per_layer.png"}
     for name, drawn in series.items():
-        assert drawn == labels, name  # one series per run, in the table's order
+        assert [run["label"] for run in drawn] == labels, name  # one entry per run, in the table's order
         image = cv2.imread(str(out / name))
         assert image is not None and image.shape[0] > 200 and image.shape[1] > 300, name
+    steps, values = zip(*sorted((m.step, m.value) for m in client.get_metric_history(runs[1], "mAP50_95")), strict=True)
+    assert series["map50_95_by_epoch.png"][0]["panels"]["mAP50-95"] == {"x": list(steps), "y": list(values)}
+    assert series["ap50_per_class.png"][0]["panels"]["AP50 per class"]["x"] == ["scratch", "pit", "patch"]
     report = (out / "report.html").read_text(encoding="utf-8")
     assert report.count("data:image/png;base64,") == 4 and "http://" not in report and "https://" not in report
     assert report.count('class="best"') == 1 and runs[1] in report

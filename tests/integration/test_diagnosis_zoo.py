@@ -11,19 +11,28 @@ import pytest
 from scripts.benchmarks.diagnosis_zoo import CASES, judge, train_case
 
 pytestmark = pytest.mark.slow
-CHEAP = ("dead-layer", "nan-in-one-layer", "lr-far-too-low", "frozen-backbone")
+CHEAP = (
+    "dead-layer",
+    "nan-in-one-layer",
+    "lr-far-too-low",
+    "lr-far-too-high",
+    "frozen-backbone",
+    "gradient-spike",
+    "vanishing-with-depth",
+)
 
 
 @pytest.mark.parametrize("name", CHEAP)
 def test_a_fault_of_the_zoo_is_named_with_its_cause(name: str, synth_data: Path, tmp_path: Path) -> None:
     case = next(case for case in CASES if case.name == name)
-    args = argparse.Namespace(epochs=2, imgsz=64, device="cpu")
+    # Two epochs suffice but for a learning rate far too high: at 64 px an epoch has two optimizer steps here.
+    args = argparse.Namespace(epochs=3 if name == "lr-far-too-high" else 2, imgsz=64, device="cpu")
     diagnosis, failure = train_case(case, synth_data, tmp_path, args)
 
     passed, verdict, named = judge(case, diagnosis)
     assert passed, (verdict, named, failure)
-    expected = next(iter(case.expect))
-    assert named[expected]["first_epoch"] <= 2
+    expected = next(cause for cause in sorted(case.expect | case.expect_any) if cause in named)
+    assert named[expected]["first_epoch"] <= args.epochs
     finding = next(f for f in diagnosis["findings"] if f["cause"] == expected)
     assert finding["remedy"] and finding["message"] and finding["evidence"]
     if name == "dead-layer":  # exactly the block whose gradient was cut, and nothing else

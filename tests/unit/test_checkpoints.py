@@ -6,6 +6,7 @@ import argparse
 import os
 import shlex
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -15,6 +16,7 @@ from pipeline.checkpoints import (
     add_trust_option,
     file_sha256,
     read_checkpoint,
+    trained_imgsz,
     trusted,
 )
 
@@ -153,3 +155,12 @@ def test_the_identity_of_a_file_is_its_bytes(tmp_path: Path) -> None:
     (tmp_path / "b.pt").write_bytes(b"one")
     assert file_sha256(tmp_path / "a.pt") == file_sha256(tmp_path / "b.pt") != file_sha256(__file__)
     assert len(file_sha256(tmp_path / "a.pt")) == 64
+
+
+def test_the_training_size_of_a_checkpoint() -> None:
+    def yolo(ckpt: dict | None, overrides: dict) -> SimpleNamespace:
+        return SimpleNamespace(ckpt=ckpt, overrides=overrides)
+
+    assert trained_imgsz(yolo({"train_args": {"imgsz": 320}}, {"imgsz": 640})) == 320
+    assert trained_imgsz(yolo({"train_args": None}, {"imgsz": 256})) == 256  # no train_args: what the model says
+    assert trained_imgsz(yolo(None, {})) == 640

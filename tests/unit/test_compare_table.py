@@ -6,7 +6,16 @@ import csv
 import io
 import math
 
-from pipeline.selection.comparison.table import build_table, differing_params, to_csv, to_html, to_markdown, to_text
+from pipeline.selection.comparison.table import (
+    build_table,
+    caution_line,
+    class_columns,
+    differing_params,
+    to_csv,
+    to_html,
+    to_markdown,
+    to_text,
+)
 from pipeline.tracking.runs import RunRecord
 
 
@@ -94,3 +103,34 @@ def test_text_csv_markdown_and_html_hold_every_row() -> None:
 def test_one_run_has_no_param_columns() -> None:
     table = build_table(RUNS[:1])
     assert table.params == [] and len(table.rows) == 1
+
+
+def test_class_columns_follow_the_datasets_order_then_the_alphabet() -> None:
+    measured = {"AP50.pin-hole": 0.1, "AP50.scratch": 0.2, "AP50.a_b": 0.3, "AP50.crack": 0.4, "AP50_95.scratch": 0.1}
+    named = run("a", {}, measured)
+    named.classes = ["scratch", "pin-hole", "a.b", "dent"]  # "a.b" is spelled a_b in a metric key; no run measured dent
+    other = run("b", {}, {"best.AP50.zinc": 0.5, "AP50.crack": 0.1})
+    other.classes = ["zinc", "scratch"]
+    assert class_columns([named, other]) == ["AP50.scratch", "AP50.pin-hole", "AP50.a_b", "AP50.zinc", "AP50.crack"]
+    assert class_columns(RUNS) == ["AP50.pit", "AP50.scratch"]  # no run names its classes: sorted
+    assert build_table([other, named]).classes[:2] == ["AP50.zinc", "AP50.scratch"]  # the first run's order first
+
+
+def test_a_caution_when_runs_trained_unlike_epochs_or_data() -> None:
+    same = [run(i, {}, {}, {"mAP50_95": [(1, 0.1), (2, 0.2)]}, {"dataset.hash": "h1"}) for i in "ab"]
+    assert caution_line(same, "mAP50_95.best") == ""
+    assert caution_line([*same, run("c", {}, {})], "mAP50_95.best") == ""  # no epochs, no hash: nothing to compare
+    longer = run("d", {}, {}, {"mAP50_95": [(1, 0.1), (2, 0.2), (3, 0.3)]}, {"dataset.hash": "h1"})
+    assert caution_line([*same, longer], "mAP50.final") == (
+        "caution: these runs trained for different numbers of epochs (2, 3), so the first by mAP50.final compares "
+        "unlike things"
+    )
+    other_data = run("e", {}, {}, {"mAP50_95": [(2, 0.2)]}, {"dataset.hash": "h2"})
+    assert caution_line([*same, other_data], "x") == (
+        "caution: these runs trained on different data (2 values of dataset.hash), so the first by x compares unlike "
+        "things"
+    )
+    many = [run(str(n), {}, {}, {"mAP50": [(n, 0.1)]}, {"dataset.hash": f"h{n}"}) for n in range(1, 7)]
+    assert caution_line(many, "x").startswith(
+        "caution: these runs trained for different numbers of epochs (1 to 6) and on different data (6 values"
+    )

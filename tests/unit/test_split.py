@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.data.annotations import Box, Collection, Sample
-from pipeline.data.dataset import DatasetError
+from pipeline.data.dataset import DatasetError, split_rank
 from pipeline.data.importer import subset
 from pipeline.data.split import parse_ratios, split_collection
 
@@ -99,3 +99,7 @@ def test_bad_ratios_say_what_is_wrong(text: str, message: str) -> None:
     with pytest.raises(DatasetError, match=message.replace("(", r"\(").replace("]", r"\]")):
         parse_ratios(text)
     assert parse_ratios("train=0.7, val=0.2, test=0.1") == {"train": 0.7, "val": 0.2, "test": 0.1}
+
+
+def test_splits_sort_in_their_order_and_unknown_names_after() -> None:
+    assert sorted(["extra", "test", "val", "train"], key=split_rank) == ["train", "val", "test", "extra"]

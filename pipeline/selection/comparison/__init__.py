@@ -2,10 +2,11 @@
 
 ``compare(experiment=...)`` reads the runs from MLflow (an experiment, optionally filtered with MLflow's
 search syntax; named run ids; or the children of a sweep's parent run), builds one table with the
-params that differ between them and their outcome (best and final mAP, per-class AP50, epochs,
-training time, gradient health) and, given ``out``, writes it as CSV and Markdown with four charts and
-one self-contained HTML report. ``out`` is built beside itself and swapped in once complete; an existing
-folder is replaced only when an earlier ``compare`` made it.
+params that differ between them and their outcome (best and final mAP, per-class AP50 in the dataset's
+class order, epochs, training time, gradient health), with a caution when the runs trained for different
+numbers of epochs or on different data, and, given ``out``, writes it as CSV and Markdown with four charts,
+the series they drew (plots.json) and one self-contained HTML report. ``out`` is built beside itself and
+swapped in once complete; an existing folder is replaced only when an earlier ``compare`` made it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pipeline.selection.comparison.table import (
     HISTORY_KEYS,
     Table,
     build_table,
+    caution_line,
     to_csv,
     to_html,
     to_markdown,
@@ -60,7 +62,7 @@ class Comparison:
     table: Table
     sort: str
     files: list[Path] = field(default_factory=list)
-    series: dict[str, list[str]] = field(default_factory=dict)  # plot file name -> labels of the series drawn
+    series: dict[str, list[plots.Series]] = field(default_factory=dict)  # plot file name -> the series it drew
 
     @property
     def text(self) -> str:
@@ -70,6 +72,11 @@ class Comparison:
     def best(self) -> dict | None:
         """The first row after sorting (the best by the sort key), if any run has a value for it."""
         return self.table.rows[0] if self.table.rows else None
+
+    @property
+    def caution(self) -> str:
+        """One line when the runs trained for different numbers of epochs or on different data, else empty."""
+        return caution_line(self.runs, self.sort)
 
 
 def compare(
@@ -149,7 +156,7 @@ def _write(comparison: Comparison, out: Path, context: list[str]) -> None:
         ),
         "Gradient norm per layer": (PLOTS["gradients"], plots.grad_norm_per_layer(runs, out / PLOTS["gradients"])),
     }
-    comparison.series = {name: labels for name, labels in drawn.values()}
+    comparison.series = {name: series for name, series in drawn.values()}
     (out / FILES["series"]).write_text(json.dumps(comparison.series, indent=1), encoding="utf-8")
     best = comparison.best["run_id"] if comparison.best else ""
     write_report(
@@ -159,5 +166,6 @@ def _write(comparison: Comparison, out: Path, context: list[str]) -> None:
         to_html(table, highlight=best),
         _summary(comparison),
         {heading: out / name for heading, (name, _) in drawn.items()},
+        comparison.caution,
     )
     comparison.files = [out / name for name in (*FILES.values(), *PLOTS.values())]

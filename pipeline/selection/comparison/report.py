@@ -16,6 +16,7 @@ td:nth-child(-n+3) { text-align: left; }
 tr.best { background: #e6f4e6; font-weight: 600; }
 img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0 1.5em; }
 .meta { color: #666; font-size: 13px; }
+.caution { background: #fff4d6; border-left: 4px solid #e0a800; padding: 4px 8px; }
 """
 
 
@@ -25,16 +26,24 @@ def _inline_png(path: Path) -> str:
 
 
 def write_report(
-    path: Path, title: str, context: list[str], table_html: str, summary: str, plots: dict[str, Path]
+    path: Path,
+    title: str,
+    context: list[str],
+    table_html: str,
+    summary: str,
+    plots: dict[str, Path],
+    caution: str = "",
 ) -> Path:
-    """``context``: lines saying what was compared; ``plots``: heading -> PNG file."""
+    """``context``: lines saying what was compared; ``plots``: heading -> PNG file; ``caution``: a line above the
+    table (what makes the runs unlike), if any."""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     sections = "".join(f"<h2>{html.escape(heading)}</h2>{_inline_png(png)}" for heading, png in plots.items())
     meta = "".join(f"<div>{html.escape(line)}</div>" for line in [*context, f"written {now}"])
+    warning = f"<p class='caution'>{html.escape(caution)}</p>" if caution else ""
     page = (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1><div class='meta'>{meta}</div>"
-        f"<p>{html.escape(summary)}</p>{table_html}{sections}</body></html>\n"
+        f"<p>{html.escape(summary)}</p>{warning}{table_html}{sections}</body></html>\n"
     )
     path.write_text(page, encoding="utf-8")
     return path

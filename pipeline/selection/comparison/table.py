@@ -32,7 +32,7 @@ class Table:
     columns: list[str]
     rows: list[dict[str, Any]]  # column -> value (float, int, str or None)
     params: list[str]  # the param columns: the keys whose values differ between the runs
-    classes: list[str]  # the per-class AP50 columns, as ``AP50.<class>``
+    classes: list[str]  # the per-class AP50 columns, as ``AP50.<class>``, in the dataset's class order
 
 
 def differing_params(runs: Sequence[RunRecord]) -> list[str]:
@@ -42,9 +42,22 @@ def differing_params(runs: Sequence[RunRecord]) -> list[str]:
 
 
 def class_columns(runs: Sequence[RunRecord]) -> list[str]:
-    """``AP50.<class>`` for every class any run measured, sorted by class name."""
+    """``AP50.<class>`` for every class any run measured, in the order of the runs' datasets (the first run's
+    classes first); classes that no run's dataset names follow, sorted by name."""
     names = {key.removeprefix("best.") for run in runs for key in run.metrics}
-    return sorted(name for name in names if name.startswith("AP50.") and not name.startswith("AP50_95."))
+    measured = {name for name in names if name.startswith("AP50.") and not name.startswith("AP50_95.")}
+    known = [f"AP50.{key}" for key in _class_keys(runs)]
+    ordered = list(dict.fromkeys(column for column in known if column in measured))
+    return ordered + sorted(measured - set(ordered))
+
+
+def _class_keys(runs: Sequence[RunRecord]) -> list[str]:
+    """Each run's class names as the metric keys spell them, run after run."""
+    if not any(run.classes for run in runs):
+        return []
+    from pipeline.train.epoch_metrics import class_key  # here: the train package loads the trainer on import
+
+    return [class_key(name) for run in runs for name in run.classes]
 
 
 def _best(run: RunRecord, key: str) -> float | None:
@@ -66,6 +79,22 @@ def _train_time_s(run: RunRecord) -> float | None:
 def _epochs(run: RunRecord) -> int | None:
     history = run.histories.get("mAP50_95") or run.histories.get("mAP50")
     return max(step for step, _ in history) if history else None
+
+
+def caution_line(runs: Sequence[RunRecord], sort: str) -> str:
+    """One line when the runs trained for different numbers of epochs or on different data (``dataset.hash``),
+    since the first by ``sort`` then compares unlike things; empty when they are alike. Unknown values are left out."""
+    epochs = sorted({count for run in runs if (count := _epochs(run)) is not None})
+    hashes = {run.tags["dataset.hash"] for run in runs if run.tags.get("dataset.hash")}
+    unlike = []
+    if len(epochs) > 1:
+        counts = ", ".join(map(str, epochs)) if len(epochs) <= 4 else f"{epochs[0]} to {epochs[-1]}"
+        unlike.append(f"for different numbers of epochs ({counts})")
+    if len(hashes) > 1:
+        unlike.append(f"on different data ({len(hashes)} values of dataset.hash)")
+    if not unlike:
+        return ""
+    return f"caution: these runs trained {' and '.join(unlike)}, so the first by {sort} compares unlike things"
 
 
 def _gradients(run: RunRecord) -> str:

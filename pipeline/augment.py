@@ -11,7 +11,6 @@ parameter stops the run before training with one line naming the config field.
 from __future__ import annotations
 
 import inspect
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,6 @@ from pydantic import ValidationError
 
 from pipeline.augment_presets import PRESETS
 from pipeline.config import AugmentConfig, ConfigError, TransformSpec
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no version check over the network
 
 
 def transform_specs(augment: AugmentConfig) -> list[tuple[str, TransformSpec]]:
@@ -36,9 +33,9 @@ def transform_specs(augment: AugmentConfig) -> list[tuple[str, TransformSpec]]:
 
 
 def _transform_class(field: str, name: str) -> type:
-    import albumentations as A
-
     from pipeline import fast_transforms
+
+    A = fast_transforms.A  # albumentations, imported without its version check over the network
 
     # Our OpenCV versions stand in for albumentations' classes of the same name (same results).
     cls = fast_transforms.TRANSFORMS.get(name) or getattr(A, name, None)
@@ -90,7 +87,7 @@ def build_transforms(augment: AugmentConfig) -> list[Any]:
 
 
 def _try(field: str, name: str, transform: Any) -> None:
-    import albumentations as A
+    from pipeline.fast_transforms import A  # albumentations, without its version check
 
     image = np.full((64, 64, 3), 128, np.uint8)
     saved_p = transform.p
@@ -110,14 +107,14 @@ def _try(field: str, name: str, transform: Any) -> None:
 
 def serialize(augment: AugmentConfig) -> list[dict[str, Any]]:
     """The pipeline as ultralytics' ``augmentations`` argument: ``A.to_dict`` per transform (empty: none at all)."""
-    import albumentations as A
+    from pipeline.fast_transforms import A  # albumentations, without its version check
 
     return [A.to_dict(t) for t in build_transforms(augment)]
 
 
 def compose(augment: AugmentConfig) -> Any:
     """The pipeline as one bbox-aware ``A.Compose`` over YOLO boxes (``class_labels`` beside them)."""
-    import albumentations as A
+    from pipeline.fast_transforms import A  # albumentations, without its version check
 
     return A.Compose(build_transforms(augment), bbox_params=A.BboxParams(format="yolo", label_fields=["class_labels"]))
 

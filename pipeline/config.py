@@ -93,26 +93,28 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Section):
-    epochs: int = Field(10, gt=0)
+    epochs: int = Field(10, gt=0, description="passes over the training images")
     imgsz: int = Field(640, ge=32, description="training image size in pixels (a multiple of 32)")
-    batch: int = Field(16, ge=1)
+    batch: int = Field(16, ge=1, description="images per batch (ultralytics accumulates to 64 per optimizer step)")
     device: str = Field("auto", description="auto, cpu, 0, 0,1, ...")
-    seed: int = Field(0, ge=0)
-    workers: int = Field(2, ge=0)
+    seed: int = Field(0, ge=0, description="random seed of the data order, augmentation and initial weights")
+    workers: int = Field(2, ge=0, description="data-loading processes on a GPU (ultralytics uses none on the CPU)")
     patience: int = Field(100, ge=0, description="epochs without improvement before stopping; 0 = never")
-    optimizer: Literal["auto", "SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSProp", "MuSGD"] = "auto"
-    lr0: float = Field(0.01, gt=0, description="initial learning rate (ignored when optimizer is auto)")
+    optimizer: Literal["auto", "SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSProp", "MuSGD"] = Field(
+        "auto", description="auto: ultralytics picks the optimizer and its learning rate from the training's size"
+    )
+    lr0: float = Field(0.01, gt=0, le=1, description="initial learning rate (ignored when optimizer is auto)")
     lrf: float = Field(0.01, gt=0, le=1, description="final learning rate as a fraction of lr0")
-    cos_lr: bool = False
-    warmup_epochs: float = Field(3.0, ge=0)
-    weight_decay: float = Field(0.0005, ge=0)
+    cos_lr: bool = Field(False, description="cosine learning-rate decay instead of linear")
+    warmup_epochs: float = Field(3.0, ge=0, description="epochs of learning-rate and momentum warmup")
+    weight_decay: float = Field(0.0005, ge=0, description="L2 penalty on the weights")
     amp: bool = Field(True, description="mixed precision on CUDA (always off on CPU)")
     cache: bool = Field(False, description="cache decoded images in memory")
     project: str = Field("runs/train", description="folder that holds one sub-folder per training")
     name: str = Field("", description="sub-folder name; default: the run name, else the experiment")
     exist_ok: bool = Field(False, description="reuse the sub-folder instead of making name-2, name-3, ...")
-    plots: bool = True
-    deterministic: bool = True
+    plots: bool = Field(True, description="ultralytics' training plots (curves, confusion matrix, batches)")
+    deterministic: bool = Field(True, description="deterministic algorithms: same seed, same result (a little slower)")
 
     @field_validator("imgsz")
     @classmethod
@@ -150,17 +152,17 @@ class TransformSpec(BaseModel):
 class AugmentConfig(_Section):
     """Ultralytics' own augmentation hyperparameters (mosaic and friends) and the albumentations pipeline."""
 
-    mosaic: float = Field(1.0, ge=0, le=1)
+    mosaic: float = Field(1.0, ge=0, le=1, description="probability of a 4-image mosaic")
     close_mosaic: int = Field(2, ge=0, description="turn mosaic off for the last N epochs")
-    mixup: float = Field(0.0, ge=0, le=1)
-    fliplr: float = Field(0.5, ge=0, le=1)
-    flipud: float = Field(0.0, ge=0, le=1)
-    degrees: float = Field(0.0, ge=0, le=180)
-    translate: float = Field(0.1, ge=0, le=1)
-    scale: float = Field(0.5, ge=0)
-    hsv_h: float = Field(0.015, ge=0, le=1)
-    hsv_s: float = Field(0.7, ge=0, le=1)
-    hsv_v: float = Field(0.4, ge=0, le=1)
+    mixup: float = Field(0.0, ge=0, le=1, description="probability of blending two images")
+    fliplr: float = Field(0.5, ge=0, le=1, description="probability of a left-right flip")
+    flipud: float = Field(0.0, ge=0, le=1, description="probability of an up-down flip")
+    degrees: float = Field(0.0, ge=0, le=180, description="random rotation up to this many degrees")
+    translate: float = Field(0.1, ge=0, le=1, description="random shift up to this fraction of the image")
+    scale: float = Field(0.5, ge=0, description="random zoom by up to this fraction")
+    hsv_h: float = Field(0.015, ge=0, le=1, description="random hue shift (fraction)")
+    hsv_s: float = Field(0.7, ge=0, le=1, description="random saturation change (fraction)")
+    hsv_v: float = Field(0.4, ge=0, le=1, description="random brightness change (fraction)")
     symmetry: float = Field(
         0.0,
         ge=0,
@@ -194,10 +196,10 @@ class AugmentConfig(_Section):
 
 
 class TrackingConfig(_Section):
-    enabled: bool = True
+    enabled: bool = Field(True, description="record the training in MLflow")
     uri: str = Field("", description="MLflow tracking URI; empty: $MLFLOW_TRACKING_URI, else a local SQLite file")
-    experiment: str = "yolo-pipeline"
-    run_name: str = ""
+    experiment: str = Field("yolo-pipeline", description="the MLflow experiment the run goes into")
+    run_name: str = Field("", description="the MLflow run's name (default: the training folder's name)")
     tags: dict[str, str] = Field(
         default_factory=dict, description="extra tags on the run (a sweep names its parent here)"
     )

@@ -18,12 +18,17 @@ multi-GPU training too.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
-import albumentations as A
-import cv2
-import numpy as np
-from pydantic import Field
+# albumentations asks PyPI for a newer version when it is imported, unless this is set. Here at import,
+# as the classes below subclass its transforms; `pipeline.augment` takes albumentations from here.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from pydantic import Field  # noqa: E402
 
 _CV2_CHANNELS = 4  # cv2.rotate handles up to 4 channels; more go to albumentations' own rotation
 # A transpose followed by one flip is a quarter turn, which cv2.rotate does in one pass.

@@ -58,6 +58,15 @@ def _hint(field: FieldInfo) -> str:
     return " ".join([kind, *(f"{op} {limit:g}" for op, limit in bounds.items())])
 
 
+def _comment(field: FieldInfo) -> str:
+    """The field's description, with the choices when it has a fixed set of them; else what it admits."""
+    if not field.description:
+        return _hint(field)
+    if typing.get_origin(field.annotation) is typing.Literal:
+        return f"{field.description} ({_hint(field)})"
+    return field.description
+
+
 def _line(key: str, value: Any, comment: str, unset: str) -> str:
     # A one-item flow list, brackets cut off: the value in YAML on one line (a bare scalar would get a "..." line).
     value = yaml.safe_dump([value], default_flow_style=True, width=1_000_000).strip()[1:-1]
@@ -78,7 +87,7 @@ def starter_config(file_name: str = "experiment.yaml") -> str:
         about = (model.__doc__ or "").strip().splitlines()
         lines.append(f"{section}:" + (f"  # {about[0]}" if about else ""))
         for key, info in model.model_fields.items():
-            comment = info.description or _hint(info)
+            comment = _comment(info)
             lines.append(_line(key, defaults[section][key], comment, LEFT_UNSET.get((section, key), "")))
     return "\n".join(lines) + "\n"
 

@@ -6,14 +6,19 @@ are walked one directory at a time, names sorted, so the order is the same on ev
 holds one directory's listing, never the whole tree. Links to folders are followed, but each real
 folder is walked once (by device and inode), and never one that holds the source itself: a ``loop ->
 ..`` link or a link to a sibling folder adds no image twice.
+
+`count_images` tells a progress bar its total where that is cheap to know first: a folder is walked
+once more by the same rules (listings only, no image opened), a list file read once more; a glob is
+never counted ahead, its images are found in the one pass that predicts them.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from pipeline.data.dataset import IMAGE_SUFFIXES
 from pipeline.inference.errors import SourceError
@@ -38,6 +43,30 @@ def iter_images(source: str | Path, exclude: Path | None = None) -> Iterator[Pat
         yield from _glob(text, skip)
     else:
         raise SourceError(f"{printable(text)}: no such file or folder")
+
+
+class Count(NamedTuple):
+    images: int  # in the source
+    done: int  # of those, already done (by an earlier run into the same folder)
+
+
+def count_images(source: str | Path, exclude: Path | None = None, done: Container[str] = ()) -> Count | None:
+    """How many images `iter_images` will give for ``source``, and how many of them are in ``done``.
+
+    Only for a folder, a list file or one image; None for a glob (found in the one pass that predicts
+    it) and for a source that fails part-way (the prediction reports that after the images before it).
+    """
+    path = Path(str(source))
+    if not (path.is_dir() or path.is_file()):
+        return None
+    images = finished = 0
+    try:
+        for image in iter_images(source, exclude):
+            images += 1
+            finished += str(image) in done
+    except (SourceError, OSError):
+        return None
+    return Count(images, finished)
 
 
 class _Seen:

@@ -28,7 +28,7 @@ from pipeline.checkpoints import trained_imgsz
 from pipeline.data.dataset import IMAGE_SUFFIXES
 from pipeline.inference.batching import Outcome, Tiling, outcome_of, prepare_ahead, run_batches
 from pipeline.inference.decode import read_image
-from pipeline.inference.discover import iter_images, printable
+from pipeline.inference.discover import Count, count_images, iter_images, printable
 from pipeline.inference.draw import write_annotated, write_crops
 from pipeline.inference.errors import ResultsError, SourceError
 from pipeline.inference.model import MLFLOW_SCHEMES, OpenedModel, build_detector, open_model
@@ -124,10 +124,12 @@ def predict(
         )
         result.images += 1
 
+    # A folder or list is counted ahead (its listings, not its images), for the bar's total and ETA.
+    count = count_images(where, out, done) if options.progress else None
     start = time.perf_counter()
     try:
         todo = _not_done(images, done, result)
-        bar = _progress(options.progress)
+        bar = _progress(options.progress, count)
         if options.engine == "ray":
             from pipeline.inference.ray_engine import ray_outcomes
 
@@ -257,9 +259,14 @@ class _NoBar:
         pass
 
 
-def _progress(enabled: bool) -> Any:
+def _progress(enabled: bool, count: Count | None) -> Any:
+    """The bar over the images of the source: with a count, it shows the whole source (and so an ETA) and
+    starts at the images done by earlier runs, which this run skips; without one (a glob), it counts up."""
     if not enabled:
         return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(unit="img", desc="predict", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+    total, initial = count if count is not None else (None, 0)
+    return tqdm(
+        total=total, initial=initial, unit="img", desc="predict", file=sys.stderr, dynamic_ncols=True, mininterval=0.5
+    )

@@ -11,6 +11,7 @@ from typing import Any
 
 from pipeline.yolo_env import configure_ultralytics
 
+# Before ultralytics' first import, which reads its settings: a private temporary folder, never the user's.
 configure_ultralytics()
 from ultralytics.models.yolo.detect import DetectionValidator  # noqa: E402
 

@@ -8,13 +8,19 @@
 - `runs`: runs written in one go (prediction summaries, sweep parents) and runs read back for comparison.
 """
 
-from pipeline.tracking.pyfunc import YoloPyfuncModel
-from pipeline.tracking.registry import best_run, load_model, model_run_id, register_model, run_metric, run_output_dir
-from pipeline.tracking.runs import log_prediction
-from pipeline.tracking.spool import SpoolStatus, is_spool, spool_status
-from pipeline.tracking.store import client_for, resolve_tracking_uri
-from pipeline.tracking.system_metrics import SystemMetricsSampler
-from pipeline.tracking.tracker import MODEL_NAME, Tracker, sync
+import os
+
+# Before mlflow's first import (each module here imports it at its own): mlflow's telemetry would write an
+# installation id into ~/.config/mlflow/ and send usage events from every process. A user's own setting stays.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from pipeline.tracking.pyfunc import YoloPyfuncModel  # noqa: E402
+from pipeline.tracking.registry import best_run, load_model, model_run_id, register_model, run_metric, run_output_dir  # noqa: E402
+from pipeline.tracking.runs import log_prediction  # noqa: E402
+from pipeline.tracking.spool import SpoolStatus, is_spool, spool_status  # noqa: E402
+from pipeline.tracking.store import client_for, resolve_tracking_uri  # noqa: E402
+from pipeline.tracking.system_metrics import SystemMetricsSampler  # noqa: E402
+from pipeline.tracking.tracker import MODEL_NAME, Tracker, sync  # noqa: E402
 
 __all__ = [
     "MODEL_NAME",

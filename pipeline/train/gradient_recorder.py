@@ -4,13 +4,18 @@ Files, under ``<training folder>/gradients/``: ``history.jsonl`` (one line per e
 back so the heatmaps and the diagnosis carry on), ``diagnosis.json`` (the findings per epoch and the run's
 health and causes, rewritten each epoch; diagnosis.py), ``events.jsonl`` (every finding, append-only),
 ``heatmaps.png`` (redrawn after each epoch on the painter's thread) and ``report.json`` (at the end). The epoch's metrics are not sent
-from here: the trainer puts them in the epoch's record, which carries the exactly-once guarantee.
+from here: the trainer puts them in the epoch's record, which carries the exactly-once guarantee. The files
+rewritten each epoch go to MLflow after the first epoch, then at most every UPLOAD_INTERVAL_S, and their last
+version at the end: on a short training every epoch's upload (and the server's work storing it) is most of
+what tracking costs, and only the latest version of a file is kept in the run anyway.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +33,7 @@ from pipeline.train.gradients import EpochGradients, GradientMonitor
 LOG = logging.getLogger("pipeline.train")
 ARTIFACT_DIR = "gradients"
 DIAGNOSIS = "diagnosis.json"
+UPLOAD_INTERVAL_S = 30.0
 
 
 class GradientRecorder:
@@ -54,6 +60,9 @@ class GradientRecorder:
         self.last: EpochGradients | None = None
         self.last_assignment: Assignment | None = None  # the last epoch's positives per level (level_metrics)
         self._tags_sent: dict[str, str] = {}
+        self._uploads = threading.Lock()  # the painter's thread logs the heatmaps
+        self._uploaded: dict[Path, float] = {}  # when each file last went to the tracker
+        self._unsent: set[Path] = set()  # rewritten since
         self._restore(resumed_epochs)
         self.painter = HeatmapPainter(self.folder / HEATMAP, self._log_artifact) if settings.heatmaps else None
 
@@ -112,7 +121,7 @@ class GradientRecorder:
         """Finish the last heatmap, write the JSON report and hand the files to the tracker."""
         if self.painter is not None:
             self.painter.close()
-        events = self._read("events.jsonl")
+        events = self._read("events.jsonl")  # (the painter is closed: no upload races the last ones below)
         diagnosis = self.diagnosis()
         summary = {
             "grouping": self.settings.grouping,
@@ -122,9 +131,10 @@ class GradientRecorder:
             "numel": dict(zip(self.monitor.groups.names, self.monitor.groups.numel.tolist(), strict=True)),
         }
         path = write_report(self.folder / "report.json", report(self._ordered(), events, summary))
-        for name in ("report.json", "events.jsonl", DIAGNOSIS):
-            if (self.folder / name).exists():
-                self._log_artifact(self.folder / name)
+        last = {self.folder / name for name in ("report.json", "events.jsonl", DIAGNOSIS)} | self._unsent
+        for file in sorted(last):
+            if file.exists():
+                self._log_artifact(file, now=True)
         return path
 
     # ---- internals -------------------------------------------------------------------------------------
@@ -156,10 +166,19 @@ class GradientRecorder:
         if found:
             self._log_artifact(self.folder / "events.jsonl")
 
-    def _log_artifact(self, path: Path) -> None:
-        # The same artifact path each time: the run always shows the latest version of the file.
-        if self.tracker is not None:
-            self.tracker.log_artifact(path, ARTIFACT_DIR)
+    def _log_artifact(self, path: Path, now: bool = False) -> None:
+        """Hand ``path`` to the tracker, unless it went less than UPLOAD_INTERVAL_S ago (then at the next chance,
+        or at the end). The same artifact path each time: the run always shows the latest version of the file."""
+        if self.tracker is None:
+            return
+        with self._uploads:
+            last = self._uploaded.get(path)
+            if not now and last is not None and time.monotonic() - last < UPLOAD_INTERVAL_S:
+                self._unsent.add(path)
+                return
+            self._uploaded[path] = time.monotonic()
+            self._unsent.discard(path)
+        self.tracker.log_artifact(path, ARTIFACT_DIR)
 
     def _ordered(self) -> list[EpochGradients]:
         return [self.history[e] for e in sorted(self.history)]

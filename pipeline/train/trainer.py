@@ -26,6 +26,9 @@ import torch
 
 from pipeline.yolo_env import configure_ultralytics
 
+# At import, not in a function: ultralytics reads its settings when first imported (below), and its multi-GPU
+# relaunch imports this module in a new process. Harmless: ultralytics gets a temporary settings folder (named in
+# this process' environment, removed at exit) and its integrations off in this process; no user file is written.
 configure_ultralytics()
 
 from ultralytics.models.yolo.detect import DetectionTrainer  # noqa: E402

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -162,3 +163,33 @@ def test_a_redone_epoch_is_read_once_and_what_its_first_attempt_found_stays(tmp_
     assert [f["cause"] for f in diagnosis["epochs"]["2"]] == [NONFINITE]  # the redo was clean; the NaN happened
     assert diagnosis["causes"] == [NONFINITE, FROZEN] and diagnosis["health"] == "error"
     assert [f["cause"] for f in diagnosis["epochs"]["1"]] == [FROZEN]  # model.2's weight, said once
+
+
+class Uploads:
+    """A tracker that keeps what it is handed."""
+
+    def __init__(self) -> None:
+        self.artifacts: list[str] = []
+        self.tags: list[dict] = []
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.artifacts.append(f"{artifact_path}/{Path(path).name}")
+
+    def set_tags(self, tags: dict) -> None:
+        self.tags.append(tags)
+
+
+def test_files_rewritten_each_epoch_go_to_mlflow_after_the_first_then_at_most_every_interval_and_at_the_end(
+    tmp_path: Path,
+) -> None:
+    model, tracker = Tiny(), Uploads()
+    recorder = GradientRecorder(model, GradientsConfig(heatmaps=False), tmp_path, tracker=tracker)
+    train_epochs(recorder, model, range(1, 4))  # three quick epochs: well within the interval
+    assert tracker.artifacts.count("gradients/table.parquet") == 1  # the first epoch's
+    assert tracker.artifacts.count("gradients/diagnosis.json") == 1
+    recorder.finish()
+    assert tracker.artifacts.count("gradients/table.parquet") == 2  # ... and the last version
+    assert tracker.artifacts.count("gradients/diagnosis.json") == 2
+    assert tracker.artifacts.count("gradients/report.json") == 1
+    assert len(pd.read_parquet(tmp_path / "table.parquet")["epoch"].unique()) == 3  # the file itself: every epoch
+    assert tracker.tags and "gradients.health" in tracker.tags[-1]  # tags are records: never held back

@@ -6,9 +6,10 @@ import logging
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel, Field
 
 from pipeline.config import Config, ConfigError, load_config, warn_ineffective_settings
-from pipeline.starter_config import LEFT_UNSET, starter_config, write_starter_config
+from pipeline.starter_config import LEFT_UNSET, _hint, starter_config, write_starter_config
 
 
 def test_the_starter_loads_to_exactly_the_defaults(tmp_path: Path) -> None:
@@ -33,10 +34,17 @@ def test_every_section_and_key_is_shown_once_in_order_with_a_comment() -> None:
 def test_comments_are_the_descriptions_or_what_the_type_admits() -> None:
     text = starter_config()
     assert "  imgsz: 640                    # training image size in pixels (a multiple of 32)\n" in text
-    assert "  epochs: 10                    # an integer > 0\n" in text
-    assert "  mosaic: 1.0                   # a number from 0 to 1\n" in text
-    assert "  cos_lr: false                 # true or false\n" in text
-    assert "# auto, SGD, Adam, AdamW, NAdam, RAdam, RMSProp or MuSGD\n" in text
+    assert "  epochs: 10                    # passes over the training images\n" in text
+    assert "(auto, SGD, Adam, AdamW, NAdam, RAdam, RMSProp or MuSGD)\n" in text  # a description and the choices
+
+    # A field without a description says what it admits.
+    class Undescribed(BaseModel):
+        count: int = Field(1, gt=0)
+        share: float = Field(1.0, ge=0, le=1)
+        switch: bool = True
+
+    hints = {name: _hint(field) for name, field in Undescribed.model_fields.items()}
+    assert hints == {"count": "an integer > 0", "share": "a number from 0 to 1", "switch": "true or false"}
     assert "  uri: ''   " in text and "  freeze: null   " in text and "  reductions: [mean, max, last]  #" in text
 
 

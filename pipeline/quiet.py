@@ -3,7 +3,7 @@
 The normal output is this tool's lines and ultralytics' training table. Hidden unless verbose:
 ultralytics' settings banner (its settings file is a fresh temporary one in every process, see
 `pipeline.yolo_env`), its "Optimizer stripped from ..." lines at the end of a training (some name
-temporary files), MLflow's database-creation INFO lines and its artifact progress bars. Nothing here
+temporary files), MLflow's database-creation and system-metrics INFO lines and its artifact progress bars. Nothing here
 imports either library: logger filters and levels set before their import stay in force after it.
 """
 
@@ -13,7 +13,10 @@ import logging
 import os
 
 _ULTRALYTICS_HIDDEN = ("Creating new Ultralytics Settings", "Optimizer stripped from")
-_MLFLOW_DB_LOGGER = "mlflow.store.db.utils"  # "Creating initial MLflow database tables...", "Updating database tables"
+_MLFLOW_LOGGERS = (
+    "mlflow.store.db.utils",  # "Creating initial MLflow database tables...", "Updating database tables"
+    "mlflow.system_metrics",  # "Started monitoring system metrics.", "Skip logging GPU metrics."
+)
 _PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"  # MLflow reads it at each upload or download
 
 
@@ -32,13 +35,15 @@ def set_verbose(verbose: bool) -> None:
     ultralytics = logging.getLogger("ultralytics")
     if verbose:
         ultralytics.removeFilter(_FILTER)
-        logging.getLogger(_MLFLOW_DB_LOGGER).setLevel(logging.NOTSET)
+        for name in _MLFLOW_LOGGERS:
+            logging.getLogger(name).setLevel(logging.NOTSET)
         if _bar_hidden_here:
             os.environ.pop(_PROGRESS_BAR, None)
             _bar_hidden_here = False
         return
     ultralytics.addFilter(_FILTER)
-    logging.getLogger(_MLFLOW_DB_LOGGER).setLevel(logging.WARNING)
+    for name in _MLFLOW_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     if _PROGRESS_BAR not in os.environ:
         os.environ[_PROGRESS_BAR] = "false"
         _bar_hidden_here = True

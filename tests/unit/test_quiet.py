@@ -105,7 +105,10 @@ def test_a_progress_bar_setting_of_the_user_is_kept(monkeypatch: pytest.MonkeyPa
 def test_verbose_again_undoes_quiet() -> None:
     set_verbose(False)
     assert os.environ[BAR] == "false"
+    assert logging.getLogger("mlflow.system_metrics").level == logging.WARNING
     set_verbose(True)
     assert BAR not in os.environ
-    assert logging.getLogger("mlflow.store.db.utils").isEnabledFor(logging.INFO)
+    # Back to MLflow's own levels (set on its "mlflow" logger when it is imported).
+    assert logging.getLogger("mlflow.store.db.utils").level == logging.NOTSET
+    assert logging.getLogger("mlflow.system_metrics").level == logging.NOTSET
     assert not logging.getLogger("ultralytics").filters

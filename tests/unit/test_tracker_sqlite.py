@@ -1,4 +1,4 @@
-"""pipeline/tracking.py against a local SQLite store (no server), and offline against a closed port."""
+"""The Tracker (pipeline/tracking/tracker.py) against a local SQLite store (no server), and offline against a closed port."""
 
 from __future__ import annotations
 

@@ -246,6 +246,11 @@ def _exploding(now: EpochRecord, before: list[EpochRecord], limits: Thresholds) 
     return [_finding(now.epoch, EXPLODING, "warning", [g for g, _ in ranked[:8]], evidence, message)]
 
 
+def _update_ratios(record: EpochRecord) -> list[float]:
+    """The epoch's finite mean update ratios ||dw||/||w||, one per layer."""
+    return [r for r in record.gradients.values["update_ratio"]["mean"] if math.isfinite(r)]
+
+
 def _diverging(now: EpochRecord, before: list[EpochRecord], limits: Thresholds) -> list[Finding]:
     if not before or now.loss is None or before[-1].loss is None:
         return []
@@ -253,7 +258,7 @@ def _diverging(now: EpochRecord, before: list[EpochRecord], limits: Thresholds) 
     norm, previous_norm = (e.gradients.totals.get("grad_total_norm", math.nan) for e in (now, before[-1]))
     if not all(math.isfinite(v) and v > 0 for v in (loss, previous, norm, previous_norm)):
         return []
-    ratios = [r for r in now.gradients.values["update_ratio"]["mean"] if math.isfinite(r)]
+    ratios = _update_ratios(now)
     step = statistics.median(ratios) if ratios else math.nan
     growing = (
         norm > limits.diverge_norm * previous_norm
@@ -262,7 +267,7 @@ def _diverging(now: EpochRecord, before: list[EpochRecord], limits: Thresholds) 
     )
     if loss <= limits.diverge_loss * previous or not growing:
         return []
-    best = min(e.loss for e in before if e.loss is not None and math.isfinite(e.loss)) if before else loss
+    best = min(e.loss for e in before if e.loss is not None and math.isfinite(e.loss))
     if not (step > limits.diverge_update_ratio or loss > limits.diverge_blowup * best):
         return []
     evidence = {
@@ -281,7 +286,7 @@ def _diverging(now: EpochRecord, before: list[EpochRecord], limits: Thresholds) 
 
 
 def _stalled(now: EpochRecord, before: list[EpochRecord], limits: Thresholds) -> list[Finding]:
-    ratios = [r for r in now.gradients.values["update_ratio"]["mean"] if math.isfinite(r)]
+    ratios = _update_ratios(now)
     if not ratios or not before or now.loss is None or before[-1].loss is None:
         return []
     low = [r for r in ratios if r < limits.stall_update_ratio]

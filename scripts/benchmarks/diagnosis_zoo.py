@@ -49,6 +49,7 @@ from pipeline.train.diagnosis import (  # noqa: E402
     FROZEN,
     IDLE_LEVEL,
     NONFINITE,
+    SEVERITIES,
     STALLED,
     VANISHING,
 )
@@ -295,9 +296,7 @@ def judge(case: Case, diagnosis: dict[str, Any]) -> tuple[bool, str, dict[str, d
     for epoch in sorted(diagnosis.get("epochs", {}), key=int):
         for finding in diagnosis["epochs"][epoch]:
             entry = named.setdefault(finding["cause"], {"severity": finding["severity"], "first_epoch": int(epoch)})
-            if ("info", "warning", "error").index(finding["severity"]) > ("info", "warning", "error").index(
-                entry["severity"]
-            ):
+            if SEVERITIES.index(finding["severity"]) > SEVERITIES.index(entry["severity"]):
                 entry["severity"] = finding["severity"]
 
     def seen(cause: str) -> bool:

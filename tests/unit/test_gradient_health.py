@@ -89,6 +89,23 @@ def test_the_painter_draws_the_latest_request_and_close_waits_for_it(tmp_path: P
     assert not painter._thread.is_alive() and (tmp_path / "heatmaps.png").stat().st_size > 0
 
 
+@pytest.fixture(autouse=True)
+def painters_closed(monkeypatch: pytest.MonkeyPatch):
+    """Every heatmap painter a test starts is closed after it: a picture still being drawn when the interpreter
+    exits (or its folder is deleted) can abort the test process."""
+    made: list[HeatmapPainter] = []
+    start = HeatmapPainter.__init__
+
+    def tracked(self: HeatmapPainter, *args, **kwargs) -> None:
+        start(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(HeatmapPainter, "__init__", tracked)
+    yield
+    for painter in made:
+        painter.close()
+
+
 def train_epochs(recorder: GradientRecorder, model: torch.nn.Module, epochs: range, poison: int | None = None) -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     for epoch in epochs:

@@ -272,7 +272,7 @@ def cmd_data_split(args: argparse.Namespace) -> int:
 
 
 def cmd_augment_preview(args: argparse.Namespace) -> int:
-    from pipeline.augment_preview import preview
+    from pipeline.augment.preview import preview
 
     config = load_config(args.config, args.overrides)
     result = preview(config, args.out, samples=args.samples, seed=args.seed)

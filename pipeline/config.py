@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.augment_presets import PRESETS, with_preset_defaults
+from pipeline.augment.presets import PRESETS, with_preset_defaults
 from pipeline.credentials import strip_credentials
 from pipeline.messages import UserError
 from pipeline.yaml_load import read_yaml
@@ -172,7 +172,7 @@ class AugmentConfig(_Section):
     preset: str = Field(
         "none",
         description="none, surface, surface-light, ultralytics: albumentations transforms and defaults for the keys above"
-        " (see pipeline/augment_presets.py)",
+        " (see pipeline/augment/presets.py)",
     )
     albumentations: list[TransformSpec] = Field(
         default_factory=list, description="transforms run after the preset's, in order, replacing ultralytics' block"

@@ -17,7 +17,7 @@ import annotated_types
 import yaml
 from pydantic.fields import FieldInfo
 
-from pipeline.augment_presets import PRESETS
+from pipeline.augment.presets import PRESETS
 from pipeline.config import Config, ConfigError
 
 COMMENT_COLUMN = 32

@@ -15,7 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from pipeline.augment import serialize, write_augment_spec
+from pipeline.augment.spec import serialize, write_augment_spec
 from pipeline.config import Config, ConfigError, save_config, warn_ineffective_settings
 from pipeline.data.training_data import TrainingData, prepare_training_data
 from pipeline.devices import DeviceError, check_device

@@ -29,7 +29,7 @@ from ultralytics.data.dataset import YOLODataset  # noqa: E402
 from ultralytics.utils import LOGGER, colorstr  # noqa: E402
 from ultralytics.utils.instance import Instances  # noqa: E402
 
-from pipeline.fast_transforms import transform_image  # noqa: E402
+from pipeline.augment.fast_transforms import transform_image  # noqa: E402
 
 # cv2.flip codes: None (no flip), 0 vertical, 1 horizontal, -1 both; as (vertical, horizontal) bits.
 _FLIP_CODES = (None, 0, 1, -1)

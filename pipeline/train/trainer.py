@@ -38,7 +38,7 @@ from ultralytics.utils.torch_utils import unwrap_model  # noqa: E402
 # Registers our transforms with albumentations' deserialiser, which ultralytics calls on the config's
 # ``augmentations`` here and in resumed and multi-GPU trainings; an unknown name there would leave the
 # training with no albumentations step at all (ultralytics logs the error and goes on).
-import pipeline.fast_transforms  # noqa: E402, F401
+import pipeline.augment.fast_transforms  # noqa: E402, F401
 from pipeline.files import write_atomic  # noqa: E402
 from pipeline.redact import redact_text  # noqa: E402
 from pipeline.train.artifacts import log_final_artifacts  # noqa: E402

@@ -44,7 +44,7 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline.augment import describe, serialize  # noqa: E402
+from pipeline.augment.spec import describe, serialize  # noqa: E402
 from pipeline.data.synth import synthesize  # noqa: E402
 from pipeline.data.training_data import prepare_training_data  # noqa: E402
 from pipeline.train.loader import STOCK, albumentations_block, training_dataset, training_loader  # noqa: E402

@@ -317,7 +317,7 @@ def test_augment_preview_never_overwrites_a_file_it_did_not_make(preview_config:
 def test_augment_preview_overwrites_its_own_preview(preview_config: Path, tmp_path: Path) -> None:
     from PIL import Image
 
-    from pipeline.augment_preview import SOFTWARE, write_png
+    from pipeline.augment.preview import SOFTWARE, write_png
 
     write_png(np.zeros((8, 8, 3), np.uint8), tmp_path / "grid.png")  # an earlier preview
     assert cli.main(["augment", "preview", str(preview_config), "--samples", "4", "--out", "grid.png"]) == 0

@@ -11,8 +11,8 @@ import pytest
 import torch
 from ultralytics.cfg import get_cfg
 
-from pipeline.augment import build_transforms, compose, describe, serialize
-from pipeline.augment_presets import PRESETS
+from pipeline.augment.presets import PRESETS
+from pipeline.augment.spec import build_transforms, compose, describe, serialize
 from pipeline.config import AugmentConfig, ConfigError, build_config
 from pipeline.data.training_data import prepare_training_data
 from pipeline.train.loader import STOCK, albumentations_block, training_dataset

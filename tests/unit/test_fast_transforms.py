@@ -7,8 +7,8 @@ import albumentations as A
 import numpy as np
 import pytest
 
-from pipeline import fast_transforms
-from pipeline.augment import build_transforms, serialize
+from pipeline.augment import fast_transforms
+from pipeline.augment.spec import build_transforms, serialize
 from pipeline.config import AugmentConfig, ConfigError
 
 BOXES = np.array([[0.3, 0.25, 0.2, 0.1], [0.7, 0.6, 0.1, 0.3]])

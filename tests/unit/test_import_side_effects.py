@@ -23,7 +23,7 @@ OWN_VARIABLES = {
     "YOLO_CONFIG_DIR",  # ultralytics' settings: a temporary folder of this process (pipeline.yolo_env)
     "YOLO_AUTOINSTALL",  # ultralytics installs no package (pipeline.yolo_env)
     "ULTRALYTICS_SAFE_LOAD",  # checkpoints load safely (pipeline.load_policy)
-    "NO_ALBUMENTATIONS_UPDATE",  # albumentations asks PyPI for no newer version (pipeline.fast_transforms)
+    "NO_ALBUMENTATIONS_UPDATE",  # albumentations asks PyPI for no newer version (pipeline.augment.fast_transforms)
     "MLFLOW_DISABLE_TELEMETRY",  # mlflow writes no ~/.config/mlflow/telemetry.json, sends nothing (pipeline.tracking)
 }
 # Set by the libraries' own imports, which some modules import at theirs.

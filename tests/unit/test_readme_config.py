@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.augment import describe
+from pipeline.augment.spec import describe
 from pipeline.config import Config
 
 README = Path(__file__).resolve().parents[2] / "README.md"

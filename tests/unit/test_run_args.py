@@ -40,7 +40,7 @@ def test_config_maps_onto_ultralytics_arguments(tmp_path: Path) -> None:
 def test_the_ultralytics_arguments_are_all_known_to_ultralytics(tmp_path: Path) -> None:
     from ultralytics.cfg import get_cfg
 
-    from pipeline.augment import serialize
+    from pipeline.augment.spec import serialize
 
     config = build_config({"model": {"freeze": [0, 1]}, "augment": {"preset": "surface"}})
     augmentations = serialize(config.augment)

@@ -2,7 +2,7 @@
 
 A preset's defaults (``degrees``, ``symmetry`` and the like) apply only to keys the config leaves
 unset, so ``augment: {preset: surface, degrees: 0}`` still means no small rotation. Kept apart from
-`pipeline.augment` so the config can read it without importing albumentations.
+`pipeline.augment.spec` so the config can read it without importing albumentations.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from pipeline.augment_presets import PRESETS
+from pipeline.augment.presets import PRESETS
 from pipeline.config import AugmentConfig, ConfigError, TransformSpec
 
 
@@ -33,7 +33,7 @@ def transform_specs(augment: AugmentConfig) -> list[tuple[str, TransformSpec]]:
 
 
 def _transform_class(field: str, name: str) -> type:
-    from pipeline import fast_transforms
+    from pipeline.augment import fast_transforms
 
     A = fast_transforms.A  # albumentations, imported without its version check over the network
 
@@ -87,7 +87,7 @@ def build_transforms(augment: AugmentConfig) -> list[Any]:
 
 
 def _try(field: str, name: str, transform: Any) -> None:
-    from pipeline.fast_transforms import A  # albumentations, without its version check
+    from pipeline.augment.fast_transforms import A  # albumentations, without its version check
 
     image = np.full((64, 64, 3), 128, np.uint8)
     saved_p = transform.p
@@ -107,14 +107,14 @@ def _try(field: str, name: str, transform: Any) -> None:
 
 def serialize(augment: AugmentConfig) -> list[dict[str, Any]]:
     """The pipeline as ultralytics' ``augmentations`` argument: ``A.to_dict`` per transform (empty: none at all)."""
-    from pipeline.fast_transforms import A  # albumentations, without its version check
+    from pipeline.augment.fast_transforms import A  # albumentations, without its version check
 
     return [A.to_dict(t) for t in build_transforms(augment)]
 
 
 def compose(augment: AugmentConfig) -> Any:
     """The pipeline as one bbox-aware ``A.Compose`` over YOLO boxes (``class_labels`` beside them)."""
-    from pipeline.fast_transforms import A  # albumentations, without its version check
+    from pipeline.augment.fast_transforms import A  # albumentations, without its version check
 
     return A.Compose(build_transforms(augment), bbox_params=A.BboxParams(format="yolo", label_fields=["class_labels"]))
 

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from pipeline.augment import serialize
+from pipeline.augment.spec import serialize
 from pipeline.config import Config
 from pipeline.data.palette import class_colour
 from pipeline.data.training_data import prepare_training_data

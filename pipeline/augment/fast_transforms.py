@@ -6,14 +6,15 @@ albumentations' pixels and boxes (same parameters, same random draws) but turn a
 with ``cv2.rotate``, ``cv2.flip`` and ``cv2.transpose``. Albumentations returns NumPy's reversed and
 transposed views, which every later step then reads at a fraction of the speed: in ultralytics'
 training step at 640 px, ``RandomRotate90(p=0.5)`` costs about a third as much here.
-`pipeline.augment` uses these in place of albumentations' classes of the same name.
+`pipeline.augment.spec` uses these in place of albumentations' classes of the same name.
 
 ``FastGaussNoise`` adds zero-mean Gaussian noise, the same for every channel (sensor noise), cut
 from a bank drawn once per process: about 1 ms per 640-px image, where ``GaussNoise`` takes 8.
 
 The classes register with albumentations' serializer under ``pipeline.fast_transforms.<name>`` when
 this module is imported; the trainer imports it, so ``A.from_dict`` finds them in a resumed or
-multi-GPU training too.
+multi-GPU training too. That name is fixed (it is where this module used to live), not read from the
+module's path, so checkpoints written before or after a move of this file load alike.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import os
 from typing import Any, Literal
 
 # albumentations asks PyPI for a newer version when it is imported, unless this is set. Here at import,
-# as the classes below subclass its transforms; `pipeline.augment` takes albumentations from here.
+# as the classes below subclass its transforms; `pipeline.augment.spec` takes albumentations from here.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import albumentations as A  # noqa: E402
@@ -60,8 +61,18 @@ _D4_MEMBERS = {
 }
 _ROT90_FACTORS = {0: "e", 1: "r90", 2: "r180", 3: "r270"}
 
+SERIALIZED_PREFIX = "pipeline.fast_transforms"  # the name stored in every checkpoint's augmentations
 
-class RandomRotate90(A.RandomRotate90):
+
+class _StableName:
+    """Serialised as ``pipeline.fast_transforms.<class>`` wherever this module lives (checkpoints hold it)."""
+
+    @classmethod
+    def get_class_fullname(cls) -> str:
+        return f"{SERIALIZED_PREFIX}.{cls.__name__}"
+
+
+class RandomRotate90(_StableName, A.RandomRotate90):
     """``A.RandomRotate90`` with the image turned by OpenCV: the same result, faster."""
 
     def apply(self, img: np.ndarray, factor: Literal[0, 1, 2, 3], **params: Any) -> np.ndarray:
@@ -70,7 +81,7 @@ class RandomRotate90(A.RandomRotate90):
         return transform_image(img, *_D4_MEMBERS[_ROT90_FACTORS[factor]])
 
 
-class SquareSymmetry(A.SquareSymmetry):
+class SquareSymmetry(_StableName, A.SquareSymmetry):
     """``A.SquareSymmetry`` (flips, 90-degree turns, transposes) done by OpenCV: the same result, faster."""
 
     def apply(self, img: np.ndarray, group_element: str, **params: Any) -> np.ndarray:
@@ -79,7 +90,7 @@ class SquareSymmetry(A.SquareSymmetry):
         return transform_image(img, *_D4_MEMBERS[group_element])
 
 
-class D4(A.D4):
+class D4(_StableName, A.D4):
     """``A.D4`` (the same eight symmetries as ``SquareSymmetry``) done by OpenCV."""
 
     def apply(self, img: np.ndarray, group_element: str, **params: Any) -> np.ndarray:
@@ -102,7 +113,7 @@ def _noise_bank() -> np.ndarray:
     return _bank
 
 
-class FastGaussNoise(A.ImageOnlyTransform):
+class FastGaussNoise(_StableName, A.ImageOnlyTransform):
     """Zero-mean Gaussian noise with a standard deviation drawn from ``std_range`` (fraction of 255).
 
     The same noise goes to every channel, like a camera's luminance noise. The noise field is a

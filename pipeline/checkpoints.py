@@ -114,3 +114,20 @@ def file_sha256(path: str | Path) -> str:
 def trained_imgsz(yolo: Any) -> int:
     """The image size a loaded YOLO was trained at (its checkpoint's train_args), else 640."""
     return int(((yolo.ckpt or {}).get("train_args") or {}).get("imgsz", 0) or yolo.overrides.get("imgsz", 640))
+
+
+# The typical long side (px) of the images a model was trained on, an attribute of the network itself
+# so that it travels in every checkpoint (last.pt, best.pt, the MLflow model's weights) and survives
+# ultralytics' optimizer stripping. With the training size it gives the scale the model learned.
+IMAGE_SIDE_ATTRIBUTE = "training_image_side"
+
+
+def record_image_side(network: Any, side: int) -> None:
+    """Write the training images' typical long side into ``network`` (saved with it from then on)."""
+    setattr(network, IMAGE_SIDE_ATTRIBUTE, int(side))
+
+
+def training_image_side(yolo: Any) -> int | None:
+    """The typical long side of a loaded YOLO's training images, if its checkpoint records one (this tool's do)."""
+    side = getattr(getattr(yolo, "model", None), IMAGE_SIDE_ATTRIBUTE, None)
+    return int(side) if isinstance(side, int | float) and side > 0 else None

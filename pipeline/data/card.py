@@ -68,6 +68,13 @@ def _box_sizes(collection: Collection) -> dict[str, Any]:
     }
 
 
+def typical_image_side(collection: Collection, split: str = "train") -> int:
+    """The median long side (px) of the split's images (all images when the split has none): what a
+    training at ``imgsz`` scales by ``imgsz / side``, so the scale its model learns."""
+    samples = [s for s in collection.samples if s.split == split] or collection.samples
+    return int(round(float(np.median([max(s.width, s.height) for s in samples])))) if samples else 0
+
+
 def build_card(collection: Collection, name: str, content_hash: str, source: str = "", **extra: Any) -> dict[str, Any]:
     sizes = Counter(f"{s.width}x{s.height}" for s in collection.samples)
     boxes = collection.box_counts()
@@ -82,6 +89,7 @@ def build_card(collection: Collection, name: str, content_hash: str, source: str
         "splits": _per_split(collection),
         "image_sizes": dict(sizes.most_common(10)),
         "distinct_image_sizes": len(sizes),
+        "train_image_side": typical_image_side(collection),
         "box_sizes": _box_sizes(collection),
         **extra,
     }
@@ -101,6 +109,8 @@ def card_markdown(card: dict[str, Any]) -> str:
             if card["distinct_image_sizes"] > 10
             else ""
         ),
+        f"- Training images' typical long side: {card.get('train_image_side') or '-'} px (median; a model trained"
+        " at imgsz learns objects at imgsz / this scale, and `predict --tile` keeps it)",
         "",
         "## Images / boxes per class and split",
         "",

@@ -67,6 +67,17 @@ def read_image(path: Path) -> np.ndarray:
     return to_bgr8(image)
 
 
+def long_side(path: Path) -> int:
+    """The longer side (px) of the image at ``path`` from its header alone, or 0 when it cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return max(image.size)
+    except Exception:  # noqa: BLE001 - a bad file is reported when it is predicted; here it only has no size
+        return 0
+
+
 def to_bgr8(image: np.ndarray) -> np.ndarray:
     """Any decoded image (grey, BGR, BGRA; 8/16-bit or float) as uint8 BGR (H, W, 3)."""
     if image.dtype.kind == "f" and image.size and float(np.nanmax(image)) <= 1.0:

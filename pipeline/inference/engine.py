@@ -15,6 +15,7 @@ runs the same steps in Ray actors (`pipeline.inference.ray_engine`) and writes t
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import sys
 import time
@@ -24,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.checkpoints import trained_imgsz
+from pipeline.checkpoints import trained_imgsz, training_image_side
 from pipeline.data.dataset import IMAGE_SUFFIXES
 from pipeline.inference.batching import Outcome, Tiling, outcome_of, prepare_ahead, run_batches
-from pipeline.inference.decode import read_image
+from pipeline.inference.decode import long_side, read_image
 from pipeline.inference.discover import Count, count_images, iter_images, printable
 from pipeline.inference.draw import write_annotated, write_crops
 from pipeline.inference.errors import ResultsError, SourceError
@@ -47,6 +48,9 @@ from pipeline.inference.results import (
     recorded_settings,
     write_summary,
 )
+from pipeline.inference.scale import inference_scale
+
+LOG = logging.getLogger("pipeline.inference")
 
 
 @dataclass
@@ -64,6 +68,8 @@ class PredictResult:
     run_id: str | None = None  # the MLflow run of the model, when it came from MLflow
     runtime: str = "torch"  # what ran the network: torch or onnx
     note: str = ""  # why it is not the runtime asked for, or why tracking failed, if either
+    imgsz: int = 0  # the size the network ran at
+    scale: str = ""  # what the user was told about that size's scale, if anything
     tracking_run_id: str | None = None  # the MLflow run holding this prediction's summary (--track)
 
     @property
@@ -87,14 +93,22 @@ def predict(
     before = recorded_settings(out)
     where = _walk_from(source, before)
     images = _first_checked(iter_images(where, exclude=out), source)
+    first, images = _peek(images)
     opened = open_model(model, options.tracking_uri)
+    side = training_image_side(opened.yolo)
+    scale = inference_scale(options.imgsz, options.tile, trained_imgsz(opened.yolo), side, long_side(first))
+    if scale.line:
+        LOG.info("predict: %s", scale.line)
+    options = options.model_copy(update={"imgsz": scale.size})  # both engines, and the recorded settings
     names = [opened.names[i] for i in sorted(opened.names)]
     verdict = _verdict(options.thresholds, names, options.conf)
-    settings = _settings(opened, where, names, verdict, options.imgsz or trained_imgsz(opened.yolo), options)
+    settings = _settings(opened, where, names, verdict, options.imgsz, options)
     claim_out(out, source=settings["source"], model=settings["model"])
     check_settings(out, settings)  # before the export: a refused rerun costs no more than the model's load
     detector = build_detector(opened, options)
     result = PredictResult(out, model, run_id=detector.run_id, runtime=detector.runtime, note=detector.note)
+    result.imgsz, result.scale = scale.size, scale.line
+    LOG.info("predict: runtime %s: %s", detector.runtime, detector.reason)
     done = DoneSet.of(out)
     predictions, errors = AppendLog(out / PREDICTIONS), AppendLog(out / ERRORS)
     save_images, save_crops = options.save_images, options.save_crops
@@ -240,6 +254,12 @@ def _first_checked(paths: Iterator[Path], source: str | Path) -> Iterator[Path]:
     if first is None:
         raise SourceError(f"{printable(source)}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     return itertools.chain([first], paths)
+
+
+def _peek(paths: Iterator[Path]) -> tuple[Path, Iterator[Path]]:
+    """The first of ``paths`` (there is one: `_first_checked`), and all of them still to come."""
+    first = next(paths)
+    return first, itertools.chain([first], paths)
 
 
 def _not_done(paths: Iterable[Path], done: DoneSet, result: PredictResult) -> Iterator[str]:

@@ -4,8 +4,8 @@ three steps around the network (letterbox, batched forward, NMS and scaling back
 The steps are ultralytics' own (``LetterBox``, ``AutoBackend``, ``non_max_suppression``,
 ``scale_boxes``) with the arguments its predictor uses, so detections match ``YOLO.predict``; what
 changes is where they run: the letterbox in the decoding threads, the network once per batch, and
-on a CPU in ONNX Runtime (`pipeline.inference.onnx_export`) rather than PyTorch, about twice as
-fast. On a GPU the network runs in PyTorch, in half precision.
+on a CPU in whichever of ONNX Runtime (`pipeline.inference.onnx_export`) and PyTorch is faster for
+this model here (`pipeline.inference.runtime`). On a GPU the network runs in PyTorch, in half precision.
 """
 
 from __future__ import annotations
@@ -22,6 +22,14 @@ from pipeline.devices import resolve_device
 from pipeline.inference.errors import ModelError
 from pipeline.inference.onnx_export import onnx_available, onnx_model
 from pipeline.inference.options import PredictOptions
+from pipeline.inference.runtime import (
+    RuntimeChoice,
+    cached_choice,
+    cpu_threads,
+    give_torch_the_cores,
+    measure_choice,
+    use_session_options,
+)
 from pipeline.messages import first_line
 from pipeline.yolo_env import configure_ultralytics
 
@@ -37,6 +45,7 @@ class Detector:
     runtime: str = "torch"  # torch or onnx
     run_id: str | None = None  # the MLflow run the model came from, when it came from MLflow
     note: str = ""  # why the runtime asked for was not used, if it was not
+    reason: str = ""  # why this runtime runs the network
     conf: float = 0.25
     iou: float = 0.7
     max_det: int = 300
@@ -96,35 +105,68 @@ class OpenedModel:
 def build_detector(opened: OpenedModel, options: PredictOptions) -> Detector:
     """The network of an opened model on its device, ready for batches: the expensive step (ONNX export, fuse).
 
-    ``options.runtime``: ``torch``, ``onnx`` (CPU only), or ``auto``: ONNX Runtime on a CPU when it is
-    installed, else PyTorch. An export that fails falls back to PyTorch, with a note saying why.
+    ``options.runtime``: ``torch``, ``onnx`` (CPU only), or ``auto``: PyTorch on a GPU; on a CPU the
+    faster of the two for this model, size, batch and thread count, measured once and cached
+    (`pipeline.inference.runtime`). An export that fails falls back to PyTorch, with a note saying why.
     """
     configure_ultralytics()
     from ultralytics.data.augment import LetterBox
-    from ultralytics.nn.autobackend import AutoBackend
     from ultralytics.utils.torch_utils import select_device
 
     yolo, runtime = opened.yolo, options.runtime
     torch_device = select_device(resolve_device(options.device), verbose=False)
     size = options.imgsz or trained_imgsz(yolo)
-    chosen, note, network = "torch", "", yolo.model
     on_cpu = torch_device.type == "cpu"
     if runtime == "onnx" and not on_cpu:
         raise ModelError(f"runtime onnx: runs on the CPU only, not on {torch_device}")
-    if runtime == "onnx" or (runtime == "auto" and on_cpu and onnx_available()):
-        try:
-            network, chosen = str(onnx_model(opened.weights, size)), "onnx"
-        except Exception as exc:  # noqa: BLE001 - any exporter failure leaves PyTorch, which always works
-            note = f"ONNX export failed ({type(exc).__name__}: {first_line(exc)}); running in PyTorch"
     use_half = not on_cpu if options.half is None else options.half and not on_cpu
-    backend = AutoBackend(model=network, device=torch_device, fp16=use_half, fuse=True, verbose=False)
-    backend.eval()
+    backends, note, reason = {}, "", "as --runtime asks" if runtime != "auto" else "a GPU: PyTorch in half precision"
+    if runtime == "onnx" or (runtime == "auto" and on_cpu):
+        if not onnx_available():
+            reason = "ONNX Runtime is not installed"
+        else:
+            try:
+                backends["onnx"] = _onnx_backend(opened.weights, trained_imgsz(yolo), torch_device)
+            except Exception as exc:  # noqa: BLE001 - any exporter failure leaves PyTorch, which always works
+                note = f"ONNX export failed ({type(exc).__name__}: {first_line(exc)}); running in PyTorch"
+                reason = "the ONNX export failed"
+    if runtime != "onnx" or not backends:
+        backends["torch"] = _torch_backend(yolo.model, torch_device, use_half)
+    chosen = next(iter(backends))
+    if len(backends) > 1:  # auto on a CPU: the faster one here
+        choice = _cpu_choice(backends, opened.weights, size, options.batch)
+        chosen, reason = choice.runtime, choice.reason
+    backend = backends[chosen]
     nms = {"conf": options.conf, "iou": options.iou, "max_det": options.max_det}  # applied to each batch's output
-    detector = Detector(backend, opened.names, size, opened.source, chosen, opened.run_id, note, **nms)
+    detector = Detector(backend, opened.names, size, opened.source, chosen, opened.run_id, note, reason=reason, **nms)
     # Padded only to the stride, as ultralytics' predictor pads a batch of equal images (both runtimes
     # take any shape: the ONNX export has dynamic axes).
     detector._letterbox = LetterBox(size, auto=True, stride=int(backend.stride))
     return detector
+
+
+def _torch_backend(network: Any, device: torch.device, half: bool) -> Any:
+    from ultralytics.nn.autobackend import AutoBackend
+
+    if device.type == "cpu":
+        give_torch_the_cores(cpu_threads())
+    backend = AutoBackend(model=network, device=device, fp16=half, fuse=True, verbose=False)
+    return backend.eval()
+
+
+def _onnx_backend(weights: Path, trained_size: int, device: torch.device) -> Any:
+    """The ONNX export (made once, at the training size: its shapes are dynamic) in a session of our options."""
+    from ultralytics.nn.autobackend import AutoBackend
+
+    exported = onnx_model(weights, trained_size)
+    backend = AutoBackend(model=str(exported), device=device, fp16=False, fuse=True, verbose=False)
+    use_session_options(backend, exported, cpu_threads())
+    return backend.eval()
+
+
+def _cpu_choice(backends: dict[str, Any], weights: Path, size: int, batch: int) -> RuntimeChoice:
+    threads = cpu_threads()
+    return cached_choice(weights, size, batch, threads) or measure_choice(backends, weights, size, batch, threads)
 
 
 def load_yolo(source: str, tracking_uri: str = "") -> tuple[Any, str | None]:

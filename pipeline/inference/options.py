@@ -48,7 +48,8 @@ class PredictOptions(BaseModel):
     tracking_uri: str = Field("", description="MLflow server for runs:/ and models:/ URIs")
     runtime: Literal["auto", "torch", "onnx"] = Field(
         "auto",
-        description="what runs the network (auto: ONNX Runtime on a CPU, exported once and cached; PyTorch on a GPU)",
+        description="what runs the network (auto: on a CPU the faster of ONNX Runtime and PyTorch for this model, size "
+        "and batch, timed once and cached; PyTorch on a GPU)",
     )
     progress: bool = Field(True, description="progress bar")
 

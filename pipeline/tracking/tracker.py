@@ -138,10 +138,17 @@ class Tracker:
             }
         )
 
-    def log_model(self, weights: str | Path, step: int = 0, extra_files: Iterable[str | Path] = ()) -> None:
-        """Log YOLO weights as an MLflow pyfunc model named ``model`` (loadable by ``runs:/<id>/model``)."""
+    def log_model(
+        self,
+        weights: str | Path,
+        step: int = 0,
+        extra_files: Iterable[str | Path] = (),
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Log YOLO weights as an MLflow pyfunc model named ``model`` (loadable by ``runs:/<id>/model``);
+        ``metadata`` goes into its MLmodel file (e.g. the training size and image side)."""
         files = {"weights": weights, **{f"extra{i}": f for i, f in enumerate(extra_files)}}
-        self.spool.append({"kind": "model", "step": int(step)}, files=files)
+        self.spool.append({"kind": "model", "step": int(step), "metadata": dict(metadata or {})}, files=files)
 
     def finish(self, status: str = "FINISHED", timeout_s: float = 30.0) -> bool:
         """End the run, try to send everything, stop the worker; True when nothing is left in the spool."""
@@ -345,6 +352,7 @@ class Tracker:
                         artifacts=artifacts,
                         pip_requirements=_requirements(),
                         signature=YoloPyfuncModel.signature(),
+                        metadata=record.get("metadata") or None,
                     )
                 finally:
                     logging.getLogger("mlflow.pyfunc").disabled = False

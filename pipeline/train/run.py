@@ -251,7 +251,12 @@ def prepare_training(config: Config) -> PreparedTraining:
     session = Session(
         config=config,
         save_dir=save_dir,
-        dataset={"name": dataset.name, "hash": dataset.content_hash, "images": dataset.images},
+        dataset={
+            "name": dataset.name,
+            "hash": dataset.content_hash,
+            "images": dataset.images,
+            "image_side": data.card["train_image_side"],
+        },
     )
     session_file = session.save()
     if config.tracking.enabled:

@@ -39,6 +39,7 @@ from ultralytics.utils.torch_utils import unwrap_model  # noqa: E402
 # ``augmentations`` here and in resumed and multi-GPU trainings; an unknown name there would leave the
 # training with no albumentations step at all (ultralytics logs the error and goes on).
 import pipeline.augment.fast_transforms  # noqa: E402, F401
+from pipeline.checkpoints import record_image_side  # noqa: E402
 from pipeline.files import write_atomic  # noqa: E402
 from pipeline.redact import redact_text  # noqa: E402
 from pipeline.train.artifacts import log_final_artifacts  # noqa: E402
@@ -135,6 +136,10 @@ class PipelineTrainer(DetectionTrainer):
         super()._setup_train()
         if RANK not in {-1, 0}:
             return
+        side = self.session.dataset.get("image_side") if self.session is not None else None
+        if side:  # saved with the weights: predict infers tiles at the scale the model learns here
+            for network in (unwrap_model(self.model), self.ema.ema):
+                record_image_side(network, side)
         if self.tracker is not None:
             self._settle_pending_epoch(checkpoint_epoch=self.start_epoch - 1)
         if self.session is not None and self.session.config.gradients.enabled:
@@ -188,7 +193,11 @@ class PipelineTrainer(DetectionTrainer):
         if not (self.session.config.tracking.log_model and weights.exists()):
             return
         # The spool takes a copy now; the worker strips the optimizer state from it, off this thread.
-        self.tracker.log_model(weights, step=self.epoch + 1, extra_files=[self.save_dir / "config.yaml"])
+        side = self.session.dataset.get("image_side")
+        metadata = {"imgsz": int(self.args.imgsz), **({"training_image_side": int(side)} if side else {})}
+        self.tracker.log_model(
+            weights, step=self.epoch + 1, extra_files=[self.save_dir / "config.yaml"], metadata=metadata
+        )
 
     def _settle_pending_epoch(self, checkpoint_epoch: int) -> None:
         """Journal the pending epoch record if the checkpoint covers it; drop it if the epoch will be redone."""

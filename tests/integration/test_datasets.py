@@ -60,6 +60,7 @@ def test_neu_det_imports_with_its_real_problems_reported(tmp_path: Path) -> None
     assert (card["images"], card["boxes"], card["classes"]) == (1799, 4183, NEU_CLASSES)
     assert card["splits"]["train"]["images"] == 1440 and card["splits"]["val"]["images"] == 359
     assert card["image_sizes"] == {"200x200": 1799} and card["box_sizes"]["tiny"] > 0
+    assert card["train_image_side"] == 200
     assert len(list((result.out / "images" / "train").iterdir())) == 1440
     on_disk = json.loads((result.out / "card.json").read_text())
     assert on_disk["content_hash"] == card["content_hash"] and len(card["content_hash"]) == 64

@@ -132,6 +132,8 @@ def test_training_is_fully_recorded_in_mlflow_server(synth_data: Path, mlflow_se
     assert len(client.list_artifacts(result.run_id, "val_predictions")) >= 1
 
     model = load_model(f"runs:/{result.run_id}/model", mlflow_server.uri)
+    # The scale the model learned travels with it: training size and the images' typical side (64-px images).
+    assert model.metadata.metadata == {"imgsz": 64, "training_image_side": 64}
     images = sorted((synth_data.parent / "images" / "val").glob("*.png"))[:2]
     detections = model.predict([str(p) for p in images], params={"conf": 0.0})
     assert list(detections.columns) == ["source", "class_id", "class_name", "confidence", "x0", "y0", "x1", "y1"]

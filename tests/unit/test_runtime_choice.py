@@ -1,0 +1,73 @@
+"""`--runtime auto` on a CPU: the faster runtime, measured once per weights, size, batch and thread count, and cached."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.files import CACHE_ENV
+from pipeline.inference import runtime
+from pipeline.inference.runtime import cached_choice, measure_choice, session_options
+
+
+class _Network:
+    """A stand-in network that takes ``seconds`` per call and counts its calls."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.calls = seconds, 0
+
+    def __call__(self, inputs: object) -> None:
+        self.calls += 1
+        time.sleep(self.seconds)
+
+
+@pytest.fixture()
+def weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))  # this test's answers only
+    path = tmp_path / "best.pt"
+    path.write_bytes(b"weights")
+    return path
+
+
+def test_the_faster_runtime_is_chosen_and_the_answer_cached(weights: Path) -> None:
+    slow, fast = _Network(0.03), _Network(0.005)
+    choice = measure_choice({"torch": slow, "onnx": fast}, weights, size=64, batch=16, threads=2)
+    assert choice.runtime == "onnx"
+    assert choice.reason.startswith("ONNX Runtime ")
+    assert "against PyTorch's" in choice.reason and "on 2 CPU threads, measured now on 3 batches of 8" in choice.reason
+    assert slow.calls == fast.calls == 1 + runtime.TIMED_ROUNDS  # one untimed call each, then alternating rounds
+
+    again = cached_choice(weights, 64, 16, 2)
+    assert again is not None and again.runtime == "onnx" and "(cached in " in again.reason
+    (entry,) = (runtime.cache_dir() / "runtime").glob("*.json")
+    record = json.loads(entry.read_text())
+    assert record["runtime"] == "onnx" and set(record["ms_per_image"]) == {"torch", "onnx"}
+    assert (record["size"], record["batch"], record["threads"]) == (64, 16, 2)
+
+
+def test_the_cache_is_per_size_batch_threads_and_weights(weights: Path, tmp_path: Path) -> None:
+    measure_choice({"torch": _Network(0.001), "onnx": _Network(0.02)}, weights, size=64, batch=16, threads=2)
+    assert cached_choice(weights, 64, 16, 2).runtime == "torch"
+    assert cached_choice(weights, 128, 16, 2) is None
+    assert cached_choice(weights, 64, 8, 2) is None
+    assert cached_choice(weights, 64, 16, 1) is None
+    retrained = tmp_path / "retrained.pt"
+    retrained.write_bytes(b"other weights")
+    assert cached_choice(retrained, 64, 16, 2) is None
+
+
+def test_a_damaged_cache_entry_is_measured_again(weights: Path) -> None:
+    measure_choice({"torch": _Network(0.001), "onnx": _Network(0.02)}, weights, size=64, batch=16, threads=2)
+    (entry,) = runtime.cache_dir().glob("runtime/*.json")
+    entry.write_text("{not json")
+    assert cached_choice(weights, 64, 16, 2) is None
+
+
+def test_onnx_sessions_do_not_spin_and_use_the_given_threads() -> None:
+    pytest.importorskip("onnxruntime")
+    options = session_options(3)
+    assert options.intra_op_num_threads == 3 and options.inter_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"

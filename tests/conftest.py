@@ -56,6 +56,28 @@ def synth_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def downscaled_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """400 synthetic 128-px defect images (320 train, 80 val) with their data.yaml."""
+    return synthesize(tmp_path_factory.mktemp("downscaled-data"), images=400, seed=1, size=128).data_yaml
+
+
+@pytest.fixture(scope="session")
+def downscaled_training(downscaled_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    """10 epochs of YOLO11n at 64 px on `downscaled_data`, untracked: a model that finds the defects, having
+    learned them at half their size (one training, shared by test_learning and test_predict_scale)."""
+    from pipeline.train import train
+
+    config = tiny_config(
+        downscaled_data,
+        tmp_path_factory.mktemp("downscaled") / "runs",
+        train={"epochs": 10, "batch": 8, "optimizer": "AdamW", "lr0": 0.002, "warmup_epochs": 0},
+        tracking={"enabled": False},
+        gradients={"enabled": False},
+    )
+    return train(config)
+
+
+@pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     """One real `mlflow server` for the session (its own process group, killed at the end)."""
     server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))

@@ -23,7 +23,6 @@ from pipeline.inference.errors import ModelError
 from pipeline.inference.onnx_export import onnx_available, onnx_model
 from pipeline.inference.options import PredictOptions
 from pipeline.inference.runtime import (
-    RuntimeChoice,
     cached_choice,
     cpu_threads,
     give_torch_the_cores,
@@ -120,21 +119,19 @@ def build_detector(opened: OpenedModel, options: PredictOptions) -> Detector:
     if runtime == "onnx" and not on_cpu:
         raise ModelError(f"runtime onnx: runs on the CPU only, not on {torch_device}")
     use_half = not on_cpu if options.half is None else options.half and not on_cpu
-    backends, note, reason = {}, "", "as --runtime asks" if runtime != "auto" else "a GPU: PyTorch in half precision"
-    if runtime == "onnx" or (runtime == "auto" and on_cpu):
-        if not onnx_available():
-            reason = "ONNX Runtime is not installed"
-        else:
-            try:
-                backends["onnx"] = _onnx_backend(opened.weights, trained_imgsz(yolo), torch_device)
-            except Exception as exc:  # noqa: BLE001 - any exporter failure leaves PyTorch, which always works
-                note = f"ONNX export failed ({type(exc).__name__}: {first_line(exc)}); running in PyTorch"
-                reason = "the ONNX export failed"
+    runtime, reason = _planned(runtime, on_cpu, opened.weights, size, options.batch)
+    backends, note = {}, ""
+    if runtime in {"onnx", "auto"} and on_cpu:
+        try:
+            backends["onnx"] = _onnx_backend(opened.weights, trained_imgsz(yolo), torch_device)
+        except Exception as exc:  # noqa: BLE001 - any exporter failure leaves PyTorch, which always works
+            note = f"ONNX export failed ({type(exc).__name__}: {first_line(exc)}); running in PyTorch"
+            reason = "the ONNX export failed"
     if runtime != "onnx" or not backends:
         backends["torch"] = _torch_backend(yolo.model, torch_device, use_half)
     chosen = next(iter(backends))
-    if len(backends) > 1:  # auto on a CPU: the faster one here
-        choice = _cpu_choice(backends, opened.weights, size, options.batch)
+    if len(backends) > 1:  # auto on a CPU, not measured before: time both here, keep the faster
+        choice = measure_choice(backends, opened.weights, size, options.batch, cpu_threads())
         chosen, reason = choice.runtime, choice.reason
     backend = backends[chosen]
     nms = {"conf": options.conf, "iou": options.iou, "max_det": options.max_det}  # applied to each batch's output
@@ -143,6 +140,19 @@ def build_detector(opened: OpenedModel, options: PredictOptions) -> Detector:
     # take any shape: the ONNX export has dynamic axes).
     detector._letterbox = LetterBox(size, auto=True, stride=int(backend.stride))
     return detector
+
+
+def _planned(runtime: str, on_cpu: bool, weights: Path, size: int, batch: int) -> tuple[str, str]:
+    """What to build, and why: the runtime asked for; for ``auto``, PyTorch on a GPU, on a CPU the runtime
+    measured faster before (cached), else ``auto`` still (both are built and timed)."""
+    if runtime != "auto":
+        return runtime, "as --runtime asks"
+    if not on_cpu:
+        return "torch", "a GPU: PyTorch in half precision"
+    if not onnx_available():
+        return "torch", "ONNX Runtime is not installed"
+    known = cached_choice(weights, size, batch, cpu_threads())
+    return (known.runtime, known.reason) if known else ("auto", "")
 
 
 def _torch_backend(network: Any, device: torch.device, half: bool) -> Any:
@@ -162,11 +172,6 @@ def _onnx_backend(weights: Path, trained_size: int, device: torch.device) -> Any
     backend = AutoBackend(model=str(exported), device=device, fp16=False, fuse=True, verbose=False)
     use_session_options(backend, exported, cpu_threads())
     return backend.eval()
-
-
-def _cpu_choice(backends: dict[str, Any], weights: Path, size: int, batch: int) -> RuntimeChoice:
-    threads = cpu_threads()
-    return cached_choice(weights, size, batch, threads) or measure_choice(backends, weights, size, batch, threads)
 
 
 def load_yolo(source: str, tracking_uri: str = "") -> tuple[Any, str | None]:

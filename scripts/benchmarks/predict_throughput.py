@@ -144,18 +144,20 @@ def measure(folder: Path, model: Path, size: int, args: argparse.Namespace, work
             print(f"  round {repeat + 1} {side:11}: {images} images in {seconds:6.2f} s = {images / seconds:6.1f}/s")
     if len(counts) != 1:
         raise SystemExit(f"the sides saw different image counts: {sorted(counts)}")
-    best = [max(rates["torch"][i], rates["onnx"][i]) for i in range(args.repeats)]
-    auto_of_best = [rates["auto"][i] / best[i] for i in range(args.repeats)]
+    median = {side: statistics.median(v) for side, v in rates.items()}
+    best = max(median["torch"], median["onnx"])
+    # Per round too, for the spread: auto against the faster runtime of the same round, and against ultralytics.
+    auto_of_best = [rates["auto"][i] / max(rates["torch"][i], rates["onnx"][i]) for i in range(args.repeats)]
     auto_of_theirs = [rates["auto"][i] / rates["ultralytics"][i] for i in range(args.repeats)]
     return {
         "images": counts.pop(),
-        "median_images_per_s": {side: round(statistics.median(v), 2) for side, v in rates.items()},
+        "median_images_per_s": {side: round(v, 2) for side, v in median.items()},
         "per_round_images_per_s": {side: [round(x, 2) for x in v] for side, v in rates.items()},
         "auto_picked": picked,
-        "auto_of_best": round(statistics.median(auto_of_best), 3),
-        "auto_of_best_range": [round(min(auto_of_best), 3), round(max(auto_of_best), 3)],
-        "auto_of_ultralytics": round(statistics.median(auto_of_theirs), 3),
-        "auto_of_ultralytics_range": [round(min(auto_of_theirs), 3), round(max(auto_of_theirs), 3)],
+        "auto_of_best": round(median["auto"] / best, 3),  # medians: auto / the faster runtime's
+        "auto_of_best_per_round": [round(min(auto_of_best), 3), round(max(auto_of_best), 3)],
+        "auto_of_ultralytics": round(median["auto"] / median["ultralytics"], 3),
+        "auto_of_ultralytics_per_round": [round(min(auto_of_theirs), 3), round(max(auto_of_theirs), 3)],
     }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -121,6 +122,10 @@ def test_results_are_pinned_to_the_source_and_the_models_bytes(
     out = tmp_path / "results"
     code, _, err = predict(capsys, images, model, out)  # runtime auto: exports ONNX on this CPU
     assert code == 0, err
+    if onnx_available():  # auto timed both runtimes on this model and says which it took and why
+        assert re.search(
+            r"predict: runtime (onnx|torch): .+ ms/image against .+, measured (now on 3 batches|.+cached in)", err
+        ), err
     run_json = json.loads((out / "run.json").read_text())
     assert run_json["source"] == str(images) and len(run_json["model_sha256"]) == 64
 

@@ -20,9 +20,8 @@ import pytest
 from pipeline.checkpoints import training_image_side
 from pipeline.data.synth import render
 from pipeline.inference import predict
-from pipeline.train.run import train
+from pipeline.train.run import TrainResult
 from pipeline.yolo_env import configure_ultralytics
-from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.slow
 CELL, CELLS = 128, 4  # each frame: CELLS x CELLS synthetic images of CELL px
@@ -30,19 +29,9 @@ FRAMES = 8
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pipeline.data.synth import synthesize
-
-    folder = tmp_path_factory.mktemp("scale")
-    data = synthesize(folder / "data", images=400, seed=1, size=CELL).data_yaml
-    config = tiny_config(
-        data,
-        folder / "runs",
-        train={"epochs": 10, "batch": 8, "optimizer": "AdamW", "lr0": 0.002, "warmup_epochs": 0},
-        tracking={"enabled": False},
-        gradients={"enabled": False},
-    )
-    return train(config).best_weights
+def weights(downscaled_training: TrainResult) -> Path:
+    """Trained at 64 px on 400 synthetic 128-px images (tests/conftest.py)."""
+    return downscaled_training.best_weights
 
 
 Truth = dict[str, list[tuple[int, float, float, float, float]]]  # image path -> (class, x1, y1, x2, y2)

@@ -71,3 +71,11 @@ def test_onnx_sessions_do_not_spin_and_use_the_given_threads() -> None:
     options = session_options(3)
     assert options.intra_op_num_threads == 3 and options.inter_op_num_threads == 1
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_pytorch_must_be_clearly_faster_to_be_chosen() -> None:
+    assert runtime.faster({"torch": 10.0, "onnx": 11.0}) == "onnx"  # within the margin: ONNX Runtime holds up shared
+    assert runtime.faster({"torch": 10.0, "onnx": 12.0}) == "torch"
+    assert runtime.faster({"torch": 10.0}) == "torch"
+    reason = runtime._comparison("onnx", {"torch": 10.0, "onnx": 11.0}, 2)
+    assert reason.endswith("(PyTorch is not 1.15x faster, and slows most when other work shares the cores)")

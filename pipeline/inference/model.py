@@ -100,6 +100,11 @@ class OpenedModel:
     def names(self) -> dict[int, str]:
         return {int(k): str(v) for k, v in self.yolo.names.items()}
 
+    @property
+    def weights_sha256(self) -> str:
+        """The checkpoint's SHA-256, as its identity already holds it (hashed once, when it was opened)."""
+        return self.identity.get("model_sha256") or file_sha256(self.weights)
+
 
 def build_detector(opened: OpenedModel, options: PredictOptions) -> Detector:
     """The network of an opened model on its device, ready for batches: the expensive step (ONNX export, fuse).
@@ -119,7 +124,7 @@ def build_detector(opened: OpenedModel, options: PredictOptions) -> Detector:
     if runtime == "onnx" and not on_cpu:
         raise ModelError(f"runtime onnx: runs on the CPU only, not on {torch_device}")
     use_half = not on_cpu if options.half is None else options.half and not on_cpu
-    runtime, reason = _planned(runtime, on_cpu, opened.weights, size, options.batch)
+    runtime, reason = _planned(runtime, on_cpu, opened.weights_sha256, size, options.batch)
     backends, note = {}, ""
     if runtime in {"onnx", "auto"} and on_cpu:
         try:
@@ -131,7 +136,7 @@ def build_detector(opened: OpenedModel, options: PredictOptions) -> Detector:
         backends["torch"] = _torch_backend(yolo.model, torch_device, use_half)
     chosen = next(iter(backends))
     if len(backends) > 1:  # auto on a CPU, not measured before: time both here, keep the faster
-        choice = measure_choice(backends, opened.weights, size, options.batch, cpu_threads())
+        choice = measure_choice(backends, opened.weights_sha256, size, options.batch, cpu_threads())
         chosen, reason = choice.runtime, choice.reason
     backend = backends[chosen]
     nms = {"conf": options.conf, "iou": options.iou, "max_det": options.max_det}  # applied to each batch's output
@@ -142,7 +147,7 @@ def build_detector(opened: OpenedModel, options: PredictOptions) -> Detector:
     return detector
 
 
-def _planned(runtime: str, on_cpu: bool, weights: Path, size: int, batch: int) -> tuple[str, str]:
+def _planned(runtime: str, on_cpu: bool, weights_sha256: str, size: int, batch: int) -> tuple[str, str]:
     """What to build, and why: the runtime asked for; for ``auto``, PyTorch on a GPU, on a CPU the runtime
     measured faster before (cached), else ``auto`` still (both are built and timed)."""
     if runtime != "auto":
@@ -151,7 +156,7 @@ def _planned(runtime: str, on_cpu: bool, weights: Path, size: int, batch: int) -
         return "torch", "a GPU: PyTorch in half precision"
     if not onnx_available():
         return "torch", "ONNX Runtime is not installed"
-    known = cached_choice(weights, size, batch, cpu_threads())
+    known = cached_choice(weights_sha256, size, batch, cpu_threads())
     return (known.runtime, known.reason) if known else ("auto", "")
 
 

@@ -27,7 +27,6 @@ from typing import Any
 
 import torch
 
-from pipeline.checkpoints import file_sha256
 from pipeline.files import cache_dir, write_atomic
 
 TIMED_ROUNDS = 3  # per runtime, alternating, after one untimed call each
@@ -81,13 +80,13 @@ def give_torch_the_cores(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def _choice_file(weights: Path, size: int, batch: int, threads: int) -> Path:
-    return cache_dir() / "runtime" / f"{file_sha256(weights)[:20]}-{size}px-b{batch}-t{threads}.json"
+def _choice_file(weights_sha256: str, size: int, batch: int, threads: int) -> Path:
+    return cache_dir() / "runtime" / f"{weights_sha256[:20]}-{size}px-b{batch}-t{threads}.json"
 
 
-def cached_choice(weights: Path, size: int, batch: int, threads: int) -> RuntimeChoice | None:
-    """The choice measured earlier for these weights, size, batch and threads, if there is one."""
-    path = _choice_file(weights, size, batch, threads)
+def cached_choice(weights_sha256: str, size: int, batch: int, threads: int) -> RuntimeChoice | None:
+    """The choice measured earlier for the weights of this SHA-256, size, batch and threads, if there is one."""
+    path = _choice_file(weights_sha256, size, batch, threads)
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
         runtime = record["runtime"]
@@ -101,7 +100,7 @@ def cached_choice(weights: Path, size: int, batch: int, threads: int) -> Runtime
     )
 
 
-def measure_choice(backends: dict[str, Any], weights: Path, size: int, batch: int, threads: int) -> RuntimeChoice:
+def measure_choice(backends: dict[str, Any], weights_sha256: str, size: int, batch: int, threads: int) -> RuntimeChoice:
     """Time each runtime's network on a few batches (alternating), keep the faster, and cache the answer."""
     images = max(1, min(batch, MEASURE_BATCH))
     inputs = torch.rand(images, 3, size, size)
@@ -125,7 +124,7 @@ def measure_choice(backends: dict[str, Any], weights: Path, size: int, batch: in
         "threads": threads,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
     }
-    path = _choice_file(weights, size, batch, threads)
+    path = _choice_file(weights_sha256, size, batch, threads)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, json.dumps(record))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.checkpoints import file_sha256
 from pipeline.files import CACHE_ENV
 from pipeline.inference import runtime
 from pipeline.inference.runtime import cached_choice, measure_choice, session_options
@@ -25,14 +26,15 @@ class _Network:
 
 
 @pytest.fixture()
-def weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The SHA-256 of a checkpoint's bytes, which keys the cached answers."""
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))  # this test's answers only
     path = tmp_path / "best.pt"
     path.write_bytes(b"weights")
-    return path
+    return file_sha256(path)
 
 
-def test_the_faster_runtime_is_chosen_and_the_answer_cached(weights: Path) -> None:
+def test_the_faster_runtime_is_chosen_and_the_answer_cached(weights: str) -> None:
     slow, fast = _Network(0.03), _Network(0.005)
     choice = measure_choice({"torch": slow, "onnx": fast}, weights, size=64, batch=16, threads=2)
     assert choice.runtime == "onnx"
@@ -48,7 +50,7 @@ def test_the_faster_runtime_is_chosen_and_the_answer_cached(weights: Path) -> No
     assert (record["size"], record["batch"], record["threads"]) == (64, 16, 2)
 
 
-def test_the_cache_is_per_size_batch_threads_and_weights(weights: Path, tmp_path: Path) -> None:
+def test_the_cache_is_per_size_batch_threads_and_weights(weights: str, tmp_path: Path) -> None:
     measure_choice({"torch": _Network(0.001), "onnx": _Network(0.02)}, weights, size=64, batch=16, threads=2)
     assert cached_choice(weights, 64, 16, 2).runtime == "torch"
     assert cached_choice(weights, 128, 16, 2) is None
@@ -56,10 +58,10 @@ def test_the_cache_is_per_size_batch_threads_and_weights(weights: Path, tmp_path
     assert cached_choice(weights, 64, 16, 1) is None
     retrained = tmp_path / "retrained.pt"
     retrained.write_bytes(b"other weights")
-    assert cached_choice(retrained, 64, 16, 2) is None
+    assert cached_choice(file_sha256(retrained), 64, 16, 2) is None
 
 
-def test_a_damaged_cache_entry_is_measured_again(weights: Path) -> None:
+def test_a_damaged_cache_entry_is_measured_again(weights: str) -> None:
     measure_choice({"torch": _Network(0.001), "onnx": _Network(0.02)}, weights, size=64, batch=16, threads=2)
     (entry,) = runtime.cache_dir().glob("runtime/*.json")
     entry.write_text("{not json")

@@ -179,12 +179,6 @@ def _onnx_backend(weights: Path, trained_size: int, device: torch.device) -> Any
     return backend.eval()
 
 
-def load_yolo(source: str, tracking_uri: str = "") -> tuple[Any, str | None]:
-    """An ultralytics YOLO from a .pt path, an MLflow model URI or a model name, with the MLflow run it came from."""
-    opened = open_model(source, tracking_uri)
-    return opened.yolo, opened.run_id
-
-
 def open_model(source: str, tracking_uri: str = "") -> OpenedModel:
     """The model of ``source`` loaded (safely: `pipeline.checkpoints`), with its identity; ModelError in one line.
 

@@ -147,7 +147,19 @@ def _data_yaml(data: str | Path, split: str, folder: Path) -> tuple[Path, dict[i
     return resolved, spec.names
 
 
-def evaluate(
+@dataclass
+class SplitPredictions:
+    """Every image of a split predicted once, at a low threshold, with its ground truth, both in COCO form."""
+
+    truth: dict[str, Any]  # COCO ground truth: images (ids from 1, file_name = the image path), annotations
+    detections: list[dict[str, Any]]  # COCO results: image_id, category_id (class index + 1), bbox xywh, score
+    names: dict[int, str]
+    model_run_id: str | None
+    metrics: Any  # ultralytics' DetMetrics of the same predictions
+    model_sha256: str = ""
+
+
+def predict_split(
     model: str,
     data: str | Path,
     *,
@@ -157,25 +169,18 @@ def evaluate(
     conf: float = 0.001,
     iou: float = 0.7,
     device: str = "auto",
-    out: str | Path | None = None,
-    track: bool = False,
-    experiment: str = "evaluations",
     tracking_uri: str = "",
-) -> Evaluation:
-    """Evaluate ``model`` (a .pt, ``runs:/``/``models:/`` URI or ultralytics name) on ``split`` of ``data``.
-
-    ``out``: a folder for ``evaluation.json``, ``predictions.json`` (COCO results) and ``ground_truth.json``
-    (COCO). ``track``: log the numbers and files as an MLflow run tagged ``pipeline.kind=evaluation``."""
+) -> SplitPredictions:
+    """Run ultralytics' validator over ``split`` of ``data`` with ``model`` and keep its predictions."""
     from pipeline.checkpoints import trained_imgsz
     from pipeline.data.dataset import SPLITS
     from pipeline.devices import resolve_device
-    from pipeline.inference.model import load_yolo
+    from pipeline.inference.model import open_model
 
     if split not in SPLITS:
         raise EvaluateError(f"--split: must be train, val or test, got {split!r}")
-    if out is not None:
-        out = check_replaceable(out, KIND)  # before the model loads: a refused --out costs nothing
-    yolo, model_run_id = load_yolo(model, tracking_uri)
+    opened = open_model(model, tracking_uri)
+    yolo = opened.yolo
     captured: dict[str, Any] = {}
     yolo.add_callback("on_val_end", lambda validator: captured.update(validator=validator))
     with tempfile.TemporaryDirectory(prefix="yolo-pipeline-evaluate-") as tmp:
@@ -209,17 +214,45 @@ def evaluate(
     labels = [{**label, "shape": _image_shape(label["im_file"])} for label in validator.dataloader.dataset.labels]
     truth = coco_ground_truth(labels, names)
     detections = _detections(validator.jdict, truth)
+    return SplitPredictions(truth, detections, names, opened.run_id, validator.metrics, opened.weights_sha256)
+
+
+def evaluate(
+    model: str,
+    data: str | Path,
+    *,
+    split: str = "val",
+    imgsz: int = 0,
+    batch: int = 16,
+    conf: float = 0.001,
+    iou: float = 0.7,
+    device: str = "auto",
+    out: str | Path | None = None,
+    track: bool = False,
+    experiment: str = "evaluations",
+    tracking_uri: str = "",
+) -> Evaluation:
+    """Evaluate ``model`` (a .pt, ``runs:/``/``models:/`` URI or ultralytics name) on ``split`` of ``data``.
+
+    ``out``: a folder for ``evaluation.json``, ``predictions.json`` (COCO results) and ``ground_truth.json``
+    (COCO). ``track``: log the numbers and files as an MLflow run tagged ``pipeline.kind=evaluation``."""
+    if out is not None:
+        out = check_replaceable(out, KIND)  # before the model loads: a refused --out costs nothing
+    found = predict_split(
+        model, data, split=split, imgsz=imgsz, batch=batch, conf=conf, iou=iou, device=device, tracking_uri=tracking_uri
+    )
+    truth, detections = found.truth, found.detections
     coco, coco_per_class = coco_scores(truth, detections)
     result = Evaluation(
         model=model,
         data=str(data),
         split=split,
-        images=len(labels),
+        images=len(truth["images"]),
         instances=len(truth["annotations"]),
-        ultralytics=_ultralytics_overall(validator.metrics),
+        ultralytics=_ultralytics_overall(found.metrics),
         coco=coco,
-        per_class=_per_class(validator.metrics, names, coco_per_class),
-        model_run_id=model_run_id,
+        per_class=_per_class(found.metrics, found.names, coco_per_class),
+        model_run_id=found.model_run_id,
     )
     if out is not None:
         result.files = [str(p) for p in _write(result, truth, detections, Path(out))]
@@ -322,4 +355,12 @@ def _log(result: Evaluation, experiment: str, tracking_uri: str) -> str:
     return log_summary_run("evaluation", summary, params, files, experiment, name, tracking_uri, tags)
 
 
-__all__ = ["Evaluation", "EvaluateError", "evaluate", "coco_scores", "coco_ground_truth"]
+__all__ = [
+    "Evaluation",
+    "EvaluateError",
+    "SplitPredictions",
+    "evaluate",
+    "predict_split",
+    "coco_scores",
+    "coco_ground_truth",
+]

@@ -121,7 +121,7 @@ def model_weights(model_uri: str, tracking_uri: str = "") -> ModelWeights:
     """
     uri = lookup_uri(tracking_uri)
     with quick_requests(), using_tracking_uri(uri):  # MLflow's own inner clients find this store, no other
-        run_id, version = _model_version(model_uri, uri)
+        run_id, version = model_version_of(model_uri, uri)
         pinned = model_uri
         if version and "@" in model_uri.removeprefix("models:/").split("/", 1)[0]:
             pinned = f"models:/{model_uri.removeprefix('models:/').split('@', 1)[0]}/{version}"
@@ -170,7 +170,7 @@ def _weights_path(spec: Path, model_uri: str) -> str:
     return Path(*parts).as_posix()
 
 
-def _model_version(model_uri: str, uri: str) -> tuple[str | None, str | None]:
+def model_version_of(model_uri: str, uri: str) -> tuple[str | None, str | None]:
     """(run id, registry version) of a model URI; (None, None) when the URI does not tell."""
     if model_uri.startswith("runs:/"):
         return model_uri.removeprefix("runs:/").split("/", 1)[0] or None, None
@@ -202,7 +202,7 @@ def model_run_id(model_uri: str, tracking_uri: str = "") -> str | None:
     """The run a model URI's model came from: ``runs:/<id>/...`` itself, or the registry's record for
     ``models:/<name>@<alias>`` and ``models:/<name>/<version>``; None when it cannot be told."""
     try:
-        return _model_version(model_uri, lookup_uri(tracking_uri) if model_uri.startswith("models:/") else "")[0]
+        return model_version_of(model_uri, lookup_uri(tracking_uri) if model_uri.startswith("models:/") else "")[0]
     except StoreUnavailable:
         return None
 

@@ -134,7 +134,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     from pipeline.data.synth import synthesize
 
     try:
-        summary = synthesize(args.out, images=args.images, seed=args.seed, size=args.size)
+        summary = synthesize(args.out, images=args.images, seed=args.seed, size=args.size, backgrounds=args.backgrounds)
     except ValueError as exc:  # bad counts or sizes: the message names the option
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -143,6 +143,11 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         f"wrote {sum(summary.images.values())} images ({summary.images['train']} train, {summary.images['val']} val) to {summary.out}"
     )
     print(f"boxes: {boxes}")
+    empty = summary.backgrounds
+    drawn = f", {summary.surface_only} of them by --backgrounds {args.backgrounds:g}" if summary.surface_only else ""
+    print(
+        f"defect-free images (empty label files): {sum(empty.values())} ({empty['train']} train, {empty['val']} val{drawn})"
+    )
     print(f"data.path for a config: {summary.data_yaml}")
     return 0
 
@@ -179,6 +184,8 @@ def cmd_data_import(args: argparse.Namespace) -> int:
     if args.manifest:
         if args.classes:
             raise DatasetError("data import: --classes goes with SRC and --name; a manifest lists its `classes:`")
+        if isinstance(args.images, str):
+            raise DatasetError(f"data import: --images {args.images}: a folder goes with SRC --format labelstudio")
         manifest = load_manifest(args.manifest)
         result = import_manifest(manifest, args.src, policy=args.policy, images=args.images)
     else:
@@ -194,13 +201,19 @@ def cmd_data_import(args: argparse.Namespace) -> int:
             splits=parse_ratios(args.split) if args.split else "source",
             seed=args.seed,
             policy=args.policy,
-            images=args.images,
+            images=args.images if isinstance(args.images, int) else 0,
+            image_folder=args.images if isinstance(args.images, str) else None,
         )
     _print_import(result, args.show)
     return 0
 
 
-def _read_any(path: str, fmt: str) -> object:
+def _images_option(text: str) -> int | str:
+    """``--images``: digits are a number of images (a subset size), anything else a folder of images."""
+    return int(text) if text.isdigit() else text
+
+
+def _read_any(path: str, fmt: str, image_folder: str | None = None) -> object:
     from pipeline.data.importer import read_source
     from pipeline.data.manifest import is_manifest, load_manifest
 
@@ -210,14 +223,14 @@ def _read_any(path: str, fmt: str) -> object:
         if not imported.is_file():
             raise DatasetError(f"{path}: not imported yet; run: yolo-pipeline data import --manifest {path}")
         return read_source(imported, "yolo")
-    return read_source(Path(path).expanduser().resolve(), fmt)
+    return read_source(Path(path).expanduser().resolve(), fmt, image_folder=image_folder)
 
 
 def cmd_data_validate(args: argparse.Namespace) -> int:
     from pipeline.data.dataset import printable
     from pipeline.data.validate import validate
 
-    report = validate(_read_any(args.path, args.format), "skip")
+    report = validate(_read_any(args.path, args.format, args.images), "skip")
     print(printable(f"{args.path}: {report.summary()}"))
     _print_problems(report, args.show)
     if args.report:
@@ -236,7 +249,7 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
     datasets = (IMPORTED, SYNTHETIC)  # card.json and card.md go into a new folder or one of this tool's datasets
     if args.out:
         check_destination(args.out, "data stats", "--out", also=datasets)
-    report = validate(_read_any(args.path, args.format), "skip")
+    report = validate(_read_any(args.path, args.format, args.images), "skip")
     path = Path(args.path).resolve()
     name = path.parent.name if path.suffix in {".yaml", ".yml", ".json"} else path.name
     try:  # the content hash is defined on the YOLO layout a training uses
@@ -313,11 +326,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print("detections: " + ", ".join(f"{name} {n}" for name, n in result.detections.items()))
     passed = result.total_images - result.failed_verdicts
     print(f"verdicts:   {result.failed_verdicts} fail, {passed} pass (of {result.total_images} images in {args.out})")
+    if result.thresholds_source:
+        print(f"thresholds: {result.thresholds_source}")
     print(f"wrote:      predictions.jsonl, summary.csv, coco_results.json in {args.out}")
     if result.run_id:
         print(f"model:      {args.model} (MLflow run {result.run_id})")
     if result.tracking_run_id:
         print(f"MLflow run: {result.tracking_run_id} (experiment {args.experiment}), the summary of this prediction")
+    if (queue := result.review) is not None:
+        print(
+            f"review:     {queue.images} uncertain images (a top score within {args.band:g} of its threshold), most "
+            f"uncertain first: tasks.json, label_config.xml, review.csv, images/ in {queue.folder}"
+        )
+        for missing in queue.missing:
+            print(f"review:     left out {missing}")
     if result.total_errors:
         print(f"failed:     {result.total_errors} images, each with its reason in {Path(args.out) / 'errors.jsonl'}")
         return 1
@@ -337,7 +359,8 @@ def _add_predict_options(parser: argparse.ArgumentParser) -> None:
                 default=[],
                 metavar="CLASS=SCORE",
                 help="an image fails when a detection of CLASS reaches SCORE; default=SCORE for the other classes "
-                "(default: --conf)",
+                "(default: --screen's, else those stored with a runs:/ or models:/ model, else --conf); a --conf above "
+                "the lowest threshold is lowered to it",
             )
         elif kind == bool | None:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=field.description)
@@ -348,7 +371,11 @@ def _add_predict_options(parser: argparse.ArgumentParser) -> None:
         elif typing.get_origin(kind) is Literal:
             parser.add_argument(flag, choices=typing.get_args(kind), default=default, help=field.description)
         else:
-            parser.add_argument(flag, type=kind, default=default, help=field.description)
+            metavar = _METAVARS.get(name)
+            parser.add_argument(flag, type=kind, default=default, metavar=metavar, help=field.description)
+
+
+_METAVARS = {"screen": "FILE", "review": "DIR"}  # predict's options that name a file or a folder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -386,12 +413,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=128, help="image size in pixels")
+    p.add_argument(
+        "--backgrounds",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="this share of the images (0 <= F < 1, seeded, train and val alike) has no defect: surface only, "
+        "an empty label file (default 0)",
+    )
     p.set_defaults(func=cmd_data_synth)
 
-    formats = ["auto", "yolo", "coco", "voc"]
-    p = data.add_parser("import", help="convert YOLO, COCO or VOC data into datasets/<name>/ with a dataset card")
+    formats = ["auto", "yolo", "coco", "voc", "labelstudio"]
+    images_help = "where a Label Studio export's images are (--format labelstudio; uploads and URLs match by file name)"
+    p = data.add_parser(
+        "import", help="convert YOLO, COCO, VOC or Label Studio data into datasets/<name>/ with a dataset card"
+    )
     p.add_argument(
-        "src", nargs="?", help="the source: a data.yaml or YOLO folder, a COCO JSON (or folder), a VOC folder"
+        "src",
+        nargs="?",
+        help="the source: a data.yaml or YOLO folder, a COCO JSON (or folder), a VOC folder, a Label Studio JSON export",
     )
     p.add_argument("--name", help="dataset name (the folder under --out)")
     p.add_argument("--manifest", help="import what datasets/<name>.yaml describes (SRC, if given, replaces its path)")
@@ -399,20 +439,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--classes",
         default="",
-        help="class names in training order, e.g. scratch,pit,patch (default: the source's; VOC has none, so "
-        "sorted names); VOC boxes of other classes are dropped and reported, YOLO and COCO ids renumbered",
+        help="class names in training order, e.g. scratch,pit,patch (default: the source's; VOC and Label Studio "
+        "have none, so sorted names); VOC and Label Studio boxes of other classes are dropped and reported, YOLO "
+        "and COCO ids renumbered",
     )
     p.add_argument("--out", default="datasets", help="where imported datasets go (default: datasets)")
     p.add_argument("--split", default="", help="re-split, e.g. train=0.8,val=0.2 (default: keep the source's splits)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split and of --images")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and of an --images N subset")
     p.add_argument("--policy", choices=["skip", "fail"], default="skip", help="bad input: skip and report, or stop")
-    p.add_argument("--images", type=int, default=0, help="import a class-stratified subset of this many images")
+    p.add_argument(
+        "--images",
+        type=_images_option,
+        default=0,
+        metavar="N|DIR",
+        help="a number N: import a class-stratified subset of N images; a folder DIR: " + images_help,
+    )
     p.add_argument("--show", type=int, default=10, help="how many problems to list (all are in the report)")
     p.set_defaults(func=cmd_data_import)
 
     p = data.add_parser("validate", help="check a dataset: every problem with its file, line and reason")
-    p.add_argument("path", help="a data.yaml or YOLO folder, COCO JSON, VOC folder, or an imported manifest")
+    p.add_argument(
+        "path", help="a data.yaml or YOLO folder, COCO JSON, VOC folder, Label Studio export, or an imported manifest"
+    )
     p.add_argument("--format", choices=formats, default="auto")
+    p.add_argument("--images", metavar="DIR", help=images_help)
     p.add_argument(
         "--policy", choices=["skip", "fail"], default="skip", help="fail: exit 1 when anything would be lost"
     )
@@ -421,8 +471,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data_validate)
 
     p = data.add_parser("stats", help="the dataset card: images and boxes per class and split, sizes")
-    p.add_argument("path", help="a data.yaml or YOLO folder, COCO JSON, VOC folder, or an imported manifest")
+    p.add_argument(
+        "path", help="a data.yaml or YOLO folder, COCO JSON, VOC folder, Label Studio export, or an imported manifest"
+    )
     p.add_argument("--format", choices=formats, default="auto")
+    p.add_argument("--images", metavar="DIR", help=images_help)
     p.add_argument("--out", help="write card.json and card.md into this folder instead of printing")
     p.set_defaults(func=cmd_data_stats)
 

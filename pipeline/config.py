@@ -80,7 +80,11 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    weights: str = Field("yolo11n.yaml", description="a .pt path or ultralytics name, or an architecture .yaml")
+    weights: str = Field(
+        "yolo11n.yaml",
+        description="a .pt path or ultralytics name, an architecture .yaml, or an MLflow model to fine-tune "
+        "(models:/name@alias, models:/name/<version>, runs:/<run id>/model; found at tracking.uri)",
+    )
     freeze: int | list[int] | None = Field(None, description="freeze the first N layers, or these layer indices")
 
     @field_validator("freeze")

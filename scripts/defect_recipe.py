@@ -2,11 +2,14 @@
 
     python scripts/defect_recipe.py --neu-det ../shared/datasets/neu-det
 
-1. import a class-stratified subset of NEU-DET (YOLO layout or the original VOC archive) with its card;
+1. import a class-stratified subset of NEU-DET (YOLO layout or the original VOC archive), split train/val/test;
 2. sweep: two augmentation presets x two freeze settings, each a short training, children of one parent run;
 3. compare the four children: table, charts and an HTML report;
-4. promote the best child to the model registry under an alias;
-5. batch inference with that alias over the imported validation images.
+4. calibrate the best child's screen on val: per-class thresholds for a recall target, stored with its run;
+5. promote it through gates (an AP50 floor, no class regressing against the model behind the alias);
+6. screen the test images by the alias (predict applies the stored thresholds) and check the recall the
+   thresholds reach on test, a split calibration never saw;
+7. export the review queue: the test images with missed defects and false alarms, as Label Studio tasks.
 
 Everything lands under ``--work`` (MLflow in ``<work>/mlflow.db`` unless ``--tracking-uri`` is given).
 Each step is the library call the matching ``yolo-pipeline`` command makes.
@@ -22,11 +25,15 @@ import yaml
 
 from pipeline.data.importer import import_dataset
 from pipeline.inference import predict
+from pipeline.selection.calibration import calibrate
 from pipeline.selection.comparison import compare
+from pipeline.selection.evaluation import evaluate
 from pipeline.selection.promotion import promote
+from pipeline.selection.screen_check import check_screen
 from pipeline.selection.sweep import sweep
 
 # ---- what to try: edit here --------------------------------------------------------------------------
+SPLITS = {"train": 0.6, "val": 0.2, "test": 0.2}  # test: only the final check sees it
 GRID = {
     "augment.preset": ["surface", "surface-light"],
     "model.freeze": ["null", "10"],  # null: train every layer; 10: freeze the backbone (the first 10 modules)
@@ -39,7 +46,9 @@ BASE_CONFIG = {
 }
 MODEL_NAME = "neu-det-defects"
 ALIAS = "champion"
-PREDICT_CONF = 0.05  # a few minutes of training from scratch scores low; raise it with pretrained weights
+TARGET_RECALL = 0.8  # per class: miss at most 20% of the defects on val
+GATES = ["AP50>=0.02"]  # a floor a few minutes of CPU training from scratch clears; raise it with pretrained weights
+NO_REGRESS = 0.02  # refuse a candidate whose AP50 (overall or of a class) drops more than this below the alias's
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -60,14 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     uri = args.tracking_uri or f"sqlite:///{work / 'mlflow.db'}"
 
-    print(f"1/5 import {args.images} images of {args.neu_det}")
-    imported = import_dataset(args.neu_det, "neu-det-subset", work / "data", images=args.images, seed=0)
-    print(f"    {imported.card['images']} images, {imported.card['boxes']} boxes -> {imported.data_yaml}")
+    print(f"1/7 import {args.images} images of {args.neu_det}, split {SPLITS}")
+    imported = import_dataset(args.neu_det, "neu-det-subset", work / "data", images=args.images, splits=SPLITS)
+    data = imported.data_yaml
+    print(f"    {imported.card['images']} images, {imported.card['boxes']} boxes -> {data}")
 
-    print(f"2/5 sweep {' x '.join(f'{k} {v}' for k, v in GRID.items())}, {args.epochs} epochs at {args.imgsz} px")
+    print(f"2/7 sweep {' x '.join(f'{k} {v}' for k, v in GRID.items())}, {args.epochs} epochs at {args.imgsz} px")
     config = {
         **BASE_CONFIG,
-        "data": {"path": str(imported.data_yaml)},
+        "data": {"path": str(data)},
         "train": {
             **BASE_CONFIG["train"],
             "epochs": args.epochs,
@@ -83,26 +93,51 @@ def main(argv: list[str] | None = None) -> int:
     for child in swept.children:
         score = "-" if child.score is None else f"{child.score:.4f}"
         print(f"    {' '.join(child.overrides)}: {child.status} best.mAP50_95 {score}")
-    if len(swept.failed) == len(swept.children):
+    if swept.best is None:
         print("every sweep child failed; see the errors above", file=sys.stderr)
         return 1
 
-    print("3/5 compare the children")
+    print("3/7 compare the children")
     compared = compare(parent=swept.parent_run_id, out=work / "compare", tracking_uri=uri)
     print(compared.text)
     print(f"    report: {work / 'compare' / 'report.html'}")
 
-    print(f"4/5 promote the best child as models:/{MODEL_NAME}@{ALIAS}")
-    promoted = promote("best", parent=swept.parent_run_id, name=MODEL_NAME, alias=ALIAS, tracking_uri=uri)
-    print(f"    version {promoted.version} from run {promoted.run_id} ({promoted.metric} {promoted.value:.4f})")
+    candidate = f"runs:/{swept.best.run_id}/model"
+    print(f"4/7 calibrate {candidate} on val: recall >= {TARGET_RECALL} per class")
+    calibrated = calibrate(
+        candidate, data, split="val", target_recall=TARGET_RECALL, out=work / "calibration", track=True,
+        tracking_uri=uri,
+    )  # fmt: skip
+    print("\n".join(f"    {line}" for line in calibrated.table() + calibrated.lines))
 
-    val_images = imported.out / "images" / "val"
-    results = work / "predictions" / f"v{promoted.version}"  # a results folder pins its model: one per version
-    print(f"5/5 predict {val_images} with {promoted.uri}")
-    predicted = predict(val_images, promoted.uri, results, conf=PREDICT_CONF, tracking_uri=uri, progress=False)
-    print(f"    {predicted.images} images, {sum(predicted.detections.values())} detections -> {results}")
+    print(f"5/7 promote it as models:/{MODEL_NAME}@{ALIAS} through the gates {GATES}, no regress > {NO_REGRESS}")
+    promoted = promote(
+        swept.best.run_id, name=MODEL_NAME, alias=ALIAS, data=data, split="val", gates=GATES,
+        no_regress=NO_REGRESS, tracking_uri=uri,
+    )  # fmt: skip
+    decision = promoted.decision
+    print(f"    version {promoted.version}: {'accepted' if decision.accepted else 'refused'} ({decision.reason})")
+    screened_by = promoted.uri if decision.accepted else candidate  # a refused candidate still gets screened
+
+    test_images = imported.out / "images" / "test"
+    print(f"6/7 screen {test_images} with {screened_by}, and check the screen's recall on test")
+    results = work / "screened" / f"v{promoted.version}"  # a results folder pins its model: one per version
+    screened = predict(test_images, screened_by, results, tracking_uri=uri, progress=False)
+    print(f"    {screened.images} images, {screened.failed_verdicts} failed; thresholds: {screened.thresholds_source}")
+    checked = check_screen(candidate, data, calibrated.screen, split="test", tracking_uri=uri)
+    print("\n".join(f"    {line}" for line in checked.table() + checked.lines))
+
+    print("7/7 the review queue: test images with missed defects or false alarms, as Label Studio tasks")
+    reviewed = evaluate(
+        screened_by, data, split="test", review=work / "review" / f"v{promoted.version}",
+        screen=calibrated.files[0], tracking_uri=uri,
+    )  # fmt: skip
+    queue = reviewed.review or {}
+    print(f"    {queue.get('images', 0)} images ({queue.get('missed', 0)} missed, {queue.get('false_alarms', 0)} false")
+    print(f"    alarms) -> {queue.get('folder')}; import its tasks.json into Label Studio, then")
+    print("    yolo-pipeline data import EXPORT.json --format labelstudio --images DIR for the next fine-tuning")
     print(f"MLflow: mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else f"MLflow: {uri}")
-    return 1 if predicted.total_errors or swept.failed else 0
+    return 1 if screened.total_errors or swept.failed else 0
 
 
 if __name__ == "__main__":

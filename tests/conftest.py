@@ -61,17 +61,36 @@ def downscaled_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return synthesize(tmp_path_factory.mktemp("downscaled-data"), images=400, seed=1, size=128).data_yaml
 
 
+SCREEN_EXPERIMENT = "screen-models"  # the experiment both trainings below are logged to
+
+
 @pytest.fixture(scope="session")
-def downscaled_training(downscaled_data: Path, tmp_path_factory: pytest.TempPathFactory):
-    """10 epochs of YOLO11n at 64 px on `downscaled_data`, untracked: a model that finds the defects, having
-    learned them at half their size (one training, shared by test_learning and test_predict_scale)."""
+def downscaled_training(downscaled_data: Path, mlflow_server, tmp_path_factory: pytest.TempPathFactory):
+    """10 epochs of YOLO11n at 64 px on `downscaled_data`, logged to the session's MLflow server: a model that
+    finds the defects, having learned them at half their size (one training, shared by test_learning,
+    test_predict_scale and the screen tests, which compare it with `weak_training`)."""
     from pipeline.train import train
 
     config = tiny_config(
         downscaled_data,
         tmp_path_factory.mktemp("downscaled") / "runs",
         train={"epochs": 10, "batch": 8, "optimizer": "AdamW", "lr0": 0.002, "warmup_epochs": 0},
-        tracking={"enabled": False},
+        tracking={"uri": mlflow_server.uri, "experiment": SCREEN_EXPERIMENT, "system_metrics": False},
+        gradients={"enabled": False},
+    )
+    return train(config)
+
+
+@pytest.fixture(scope="session")
+def weak_training(downscaled_data: Path, mlflow_server, tmp_path_factory: pytest.TempPathFactory):
+    """1 epoch of the same recipe, logged beside `downscaled_training`: a clearly worse model of the same classes."""
+    from pipeline.train import train
+
+    config = tiny_config(
+        downscaled_data,
+        tmp_path_factory.mktemp("weak") / "runs",
+        train={"epochs": 1, "batch": 8, "optimizer": "AdamW", "lr0": 0.002, "warmup_epochs": 0},
+        tracking={"uri": mlflow_server.uri, "experiment": SCREEN_EXPERIMENT, "system_metrics": False},
         gradients={"enabled": False},
     )
     return train(config)

@@ -1,4 +1,4 @@
-"""Import YOLO, COCO or Pascal VOC data into the YOLO layout ultralytics trains on, with a dataset card.
+"""Import YOLO, COCO, Pascal VOC or Label Studio data into the YOLO layout ultralytics trains on, with a dataset card.
 
 read (any format) -> validate (skip or fail) -> split (the source's, or seeded stratified fractions)
 -> write the YOLO layout, validation report and card into a hidden sibling folder -> swap it in.
@@ -37,10 +37,26 @@ class ImportResult:
     notes: list[str] = field(default_factory=list)
 
 
+FORMATS = ("yolo", "coco", "voc", "labelstudio")
+
+
+def _is_json_list(path: Path) -> bool:
+    """Whether a JSON file holds a list (a Label Studio export) rather than an object (COCO): its first byte."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(4096)
+    except OSError:
+        return False
+    return head.removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"[")
+
+
 def detect_format(src: Path) -> str:
-    """yolo (a data.yaml), voc (a folder of XML annotations) or coco (JSON annotations)."""
+    """yolo (a data.yaml), voc (a folder of XML annotations), coco (JSON annotations) or labelstudio (a JSON
+    file holding a list of tasks)."""
     if src.is_file():
-        return "coco" if src.suffix == ".json" else "yolo"
+        if src.suffix == ".json":
+            return "labelstudio" if _is_json_list(src) else "coco"
+        return "yolo"
     if any(src.glob("*.yaml")) or any(src.glob("*.yml")):
         return "yolo"
     for child in src.iterdir() if src.is_dir() else ():
@@ -51,11 +67,24 @@ def detect_format(src: Path) -> str:
     raise DatasetError(f"{src}: cannot tell the format (no data.yaml, Annotations/ or *.json); pass --format")
 
 
-def read_source(src: str | Path, fmt: str, classes: list[str] | None = None) -> Collection:
+def read_source(
+    src: str | Path, fmt: str, classes: list[str] | None = None, image_folder: str | Path | None = None
+) -> Collection:
+    """``src`` read in format ``fmt`` (auto: detected); ``image_folder`` is where a Label Studio export's
+    images are (`pipeline.data.labelstudio`), and goes with that format only."""
     src = Path(src)
     if not src.exists():
         raise DatasetError(f"{src}: no such file or folder")
     fmt = detect_format(src) if fmt == "auto" else fmt
+    if image_folder is not None and fmt != "labelstudio":
+        raise DatasetError(
+            f"--images {image_folder}: a folder of images goes with --format labelstudio, not {fmt} "
+            "(a number of images is a subset size)"
+        )
+    if fmt == "labelstudio":
+        from pipeline.data.labelstudio import read_labelstudio
+
+        return read_labelstudio(src, names=classes or None, images=image_folder)
     if fmt == "yolo":
         return read_yolo(src)
     if fmt == "coco":
@@ -66,7 +95,7 @@ def read_source(src: str | Path, fmt: str, classes: list[str] | None = None) -> 
         from pipeline.data.voc import read_voc
 
         return read_voc(src, names=classes or None)
-    raise DatasetError(f"format {fmt!r}: must be yolo, coco or voc")
+    raise DatasetError(f"format {fmt!r}: must be {', '.join(FORMATS[:-1])} or {FORMATS[-1]}")
 
 
 def parse_classes(text: str, option: str = "--classes") -> list[str]:
@@ -122,19 +151,20 @@ def import_dataset(
     option: str = "--out",
     command: str = "data import",
     classes_from: str = "--classes",
+    image_folder: str | Path | None = None,
 ) -> ImportResult:
     """Convert ``src`` into a YOLO layout at ``out`` and write its card and validation report there.
 
     ``classes`` fixes the class order (VOC has none of its own; another format's names are renumbered);
     ``classes_from`` names where it came from in messages. ``out`` may exist only when empty or made by an
     earlier import or split (``option`` names it in the error); it is replaced only once the new import,
-    card and report are all written."""
+    card and report are all written. ``image_folder``: where a Label Studio export's images are."""
     src = Path(src).expanduser().resolve()
     out = check_replaceable(out, KIND, option)
     if out == src or out in src.parents or src in out.parents:
         raise DatasetError(f"{out}: the import folder must not contain or be inside the source {src}")
     fmt = detect_format(src) if fmt == "auto" and src.exists() else fmt
-    collection = read_source(src, fmt, classes)
+    collection = read_source(src, fmt, classes, image_folder)
     collection, notes = _in_class_order(collection, classes or [], src, classes_from)
     collection = subset(collection, images, seed)
     report = validate(collection, policy)

@@ -5,11 +5,15 @@ lines), pits (small dark craters with a bright rim) and patches (irregular stain
 drawn into its own mask first, so its box is the tight extent of the pixels it really changed.
 Image ``i`` depends only on ``(seed, i)``, so a set is reproducible and can be grown without
 changing the images it already has.
+
+``backgrounds`` makes that share of the images defect-free: the same surface image ``i`` would have,
+without its defects, and an empty label file (the good parts a screen must pass). Which images they
+are is drawn from ``seed`` apart from the images' own draws, spread over train and val in proportion.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -47,6 +51,8 @@ class SynthSummary:
     data_yaml: Path
     images: dict[str, int]
     boxes: dict[str, int]
+    backgrounds: dict[str, int] = field(default_factory=dict)  # images without a defect (empty label), per split
+    surface_only: int = 0  # how many of them ``backgrounds`` asked for (the rest drew no defect by chance)
 
 
 def _surface(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -119,12 +125,13 @@ def _box_of(mask: np.ndarray, cls: int) -> Box | None:
     return Box(cls, int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
 
 
-def render(seed: int, index: int, size: int = 128) -> tuple[np.ndarray, list[Box]]:
-    """Draw image ``index`` of the set made with ``seed``: a BGR image and its defect boxes."""
+def render(seed: int, index: int, size: int = 128, defects: bool = True) -> tuple[np.ndarray, list[Box]]:
+    """Draw image ``index`` of the set made with ``seed``: a BGR image and its defect boxes (``defects`` False:
+    the same surface without any)."""
     rng = np.random.default_rng([seed, index])
     surface = _surface(rng, size)
     boxes: list[Box] = []
-    n_defects = int(rng.choice([0, 1, 2, 3], p=[0.05, 0.4, 0.35, 0.2]))
+    n_defects = int(rng.choice([0, 1, 2, 3], p=[0.05, 0.4, 0.35, 0.2])) if defects else 0
     for _ in range(n_defects):
         cls = int(rng.integers(len(CLASS_NAMES)))
         mask = _MASKS[cls](rng, size)
@@ -136,9 +143,15 @@ def render(seed: int, index: int, size: int = 128) -> tuple[np.ndarray, list[Box
 
 
 def synthesize(
-    out: str | Path, images: int = 200, seed: int = 0, size: int = 128, val_fraction: float = 0.2
+    out: str | Path,
+    images: int = 200,
+    seed: int = 0,
+    size: int = 128,
+    val_fraction: float = 0.2,
+    backgrounds: float = 0.0,
 ) -> SynthSummary:
-    """Write ``images`` synthetic defect images in YOLO layout under ``out``, with a ``data.yaml``.
+    """Write ``images`` synthetic defect images in YOLO layout under ``out``, with a ``data.yaml``; the share
+    ``backgrounds`` of them (0 <= F < 1) without defects.
 
     ``out`` may exist only when empty or made by an earlier synthesis; it is replaced once the new set is whole."""
     if images < 2:
@@ -147,28 +160,48 @@ def synthesize(
         raise ValueError(f"val_fraction: must be between 0 and 1, got {val_fraction}")
     if size < 32:
         raise ValueError(f"size: must be >= 32 pixels, got {size}")
+    if not 0 <= backgrounds < 1:
+        raise ValueError(f"backgrounds: must be a fraction, 0 <= F < 1, got {backgrounds}")
     out = Path(out)
-    with build_then_swap(out, KIND, "--out", images=images, seed=seed, size=size) as staging:
-        counts, box_counts = _draw_set(staging, images, seed, size, val_fraction)
+    surface_only = _surface_only(images, seed, _val_count(images, val_fraction), backgrounds)
+    marked = {"backgrounds": backgrounds} if backgrounds else {}  # the marker of a set without stays as it was
+    with build_then_swap(out, KIND, "--out", images=images, seed=seed, size=size, **marked) as staging:
+        counts, box_counts, empty = _draw_set(staging, images, seed, size, val_fraction, surface_only)
         # No `path` key: ultralytics then resolves the splits against this file's folder, wherever it moves.
         spec = {"train": "images/train", "val": "images/val", "names": dict(enumerate(CLASS_NAMES))}
         (staging / "data.yaml").write_text(
             "# Synthetic surface defects; paths are relative to this file's folder.\n"
             + yaml.safe_dump(spec, sort_keys=False)
         )
-    return SynthSummary(out=out, data_yaml=out / "data.yaml", images=counts, boxes=box_counts)
+    return SynthSummary(out, out / "data.yaml", counts, box_counts, empty, len(surface_only))
+
+
+def _val_count(images: int, val_fraction: float) -> int:
+    return max(1, round(images * val_fraction))
+
+
+def _surface_only(images: int, seed: int, n_val: int, fraction: float) -> set[int]:
+    """The indices drawn defect-free: ``fraction`` of each split (rounded), picked by a generator of their own,
+    so the images' draws are those of a set without backgrounds."""
+    if not fraction:
+        return set()
+    rng = np.random.default_rng([seed, images, 0xB6])
+    train, val = np.arange(images - n_val), np.arange(images - n_val, images)
+    picked = [rng.choice(split, round(len(split) * fraction), replace=False) for split in (train, val)]
+    return {int(i) for i in np.concatenate(picked)}
 
 
 def _draw_set(
-    out: Path, images: int, seed: int, size: int, val_fraction: float
-) -> tuple[dict[str, int], dict[str, int]]:
-    """Draw every image and label into ``out``; (images per split, boxes per class)."""
-    n_val = max(1, round(images * val_fraction))
+    out: Path, images: int, seed: int, size: int, val_fraction: float, surface_only: set[int]
+) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """Draw every image and label into ``out``; (images per split, boxes per class, empty labels per split)."""
+    n_val = _val_count(images, val_fraction)
     counts = {"train": 0, "val": 0}
+    empty = {"train": 0, "val": 0}
     box_counts = dict.fromkeys(CLASS_NAMES, 0)
     for index in range(images):
         split = "val" if index >= images - n_val else "train"
-        image, boxes = render(seed, index, size)
+        image, boxes = render(seed, index, size, defects=index not in surface_only)
         stem = f"synth_{seed}_{index:06d}"
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
         (out / "labels" / split).mkdir(parents=True, exist_ok=True)
@@ -177,6 +210,7 @@ def _draw_set(
         lines = [box.to_yolo(size, size) for box in boxes]
         (out / "labels" / split / f"{stem}.txt").write_text("".join(f"{line}\n" for line in lines))
         counts[split] += 1
+        empty[split] += not boxes
         for box in boxes:
             box_counts[CLASS_NAMES[box.cls]] += 1
-    return counts, box_counts
+    return counts, box_counts, empty

@@ -45,10 +45,14 @@ from pipeline.inference.results import (
     check_out,
     check_settings,
     claim_out,
+    read_log,
     recorded_settings,
     write_summary,
 )
+from pipeline.inference.review import Queue, check_queue, write_uncertain
 from pipeline.inference.scale import inference_scale
+from pipeline.inference.screen import Screen, merged_thresholds, read_screen
+from pipeline.messages import first_line
 
 LOG = logging.getLogger("pipeline.inference")
 
@@ -71,6 +75,11 @@ class PredictResult:
     imgsz: int = 0  # the size the network ran at
     scale: str = ""  # what the user was told about that size's scale, if anything
     tracking_run_id: str | None = None  # the MLflow run holding this prediction's summary (--track)
+    thresholds: dict[str, float] = field(default_factory=dict)  # the verdicts' thresholds, "default" for the rest
+    thresholds_source: str = ""  # where they came from (a screen stored with the model, --screen, --threshold)
+    conf: float = 0.0  # the lowest score kept: --conf, or lower when a threshold (less the review band) is below it
+    review: Queue | None = None  # the review queue written (--review)
+    uncertain: int = 0  # images found uncertain (--review); the queue holds those whose files could be read
 
     @property
     def images_per_s(self) -> float:
@@ -85,6 +94,10 @@ def predict(
     ``options``: a `PredictOptions`, or its fields as keywords (``conf=0.5, engine="ray"``); keywords
     given with ``options`` replace its fields. ``engine``: ``local`` (threads and batches in this process)
     or ``ray`` (`pipeline.inference.ray_engine`: the same steps in Ray actors, the same files).
+    The verdicts' thresholds are ``screen``'s (a screen.json), else those stored with a ``runs:/`` or
+    ``models:/`` model (`pipeline.tracking.screens`), with ``thresholds`` laid over them class by class;
+    ``result.thresholds_source`` says which. ``review``: a folder for the uncertain images' review queue
+    (`pipeline.inference.review`), from every image of the results folder.
     """
     if options is None or values:
         options = PredictOptions.checked(**{**(options.model_dump() if options else {}), **values})
@@ -92,6 +105,11 @@ def predict(
     out = check_out(out)
     before = recorded_settings(out)
     where = _walk_from(source, before)
+    if options.review:  # beside the results, never inside them or the source (whose next walk would find it)
+        check_queue(
+            options.review, others=[("--out", out), *([("the source", Path(where))] if Path(where).is_dir() else [])]
+        )
+    screen = read_screen(options.screen) if options.screen else None  # a bad file costs no model load
     images = _first_checked(iter_images(where, exclude=out), source)
     first, images = _peek(images)
     opened = open_model(model, options.tracking_uri)
@@ -101,13 +119,22 @@ def predict(
         LOG.info("predict: %s", scale.line)
     options = options.model_copy(update={"imgsz": scale.size})  # both engines, and the recorded settings
     names = [opened.names[i] for i in sorted(opened.names)]
-    verdict = _verdict(options.thresholds, names, options.conf)
+    _verdict(options.thresholds, names, options.conf)  # the user's own first: a typo is named as theirs
+    stored, origin = _screen_thresholds(model, opened, options, screen)
+    merged = merged_thresholds(stored, options.thresholds)
+    verdict = _verdict(merged, names, options.conf, origin)
+    about = thresholds_source(origin, options.thresholds, merged, names, options.conf)
+    LOG.debug("predict: thresholds: %s", about)
+    options = options.model_copy(update={"conf": _kept_conf(options, verdict, names)})
     settings = _settings(opened, where, names, verdict, options.imgsz, options)
+    settings["thresholds_source"] = about  # said, not compared: the same thresholds by another route are the same
     claim_out(out, source=settings["source"], model=settings["model"])
     check_settings(out, settings)  # before the export: a refused rerun costs no more than the model's load
     detector = build_detector(opened, options)
     result = PredictResult(out, model, run_id=detector.run_id, runtime=detector.runtime, note=detector.note)
     result.imgsz, result.scale = scale.size, scale.line
+    result.thresholds, result.thresholds_source = settings["thresholds"], about
+    result.conf = options.conf
     LOG.info("predict: runtime %s: %s", detector.runtime, detector.reason)
     done = DoneSet.of(out)
     predictions, errors = AppendLog(out / PREDICTIONS), AppendLog(out / ERRORS)
@@ -172,6 +199,11 @@ def predict(
         totals["failed_verdicts"],
     )
     result.total_errors = errors.lines
+    if options.review:  # from the log, so a resumed run reviews every image of the folder, not only its own
+        result.review, chosen = write_uncertain(
+            options.review, read_log(out / PREDICTIONS), verdict.threshold, options.band, names, model
+        )
+        result.uncertain = len(chosen)
     if options.track:
         params = {**settings, "out": str(out), "batch": options.batch, "runtime": result.runtime}
         _track(result, params, options.experiment, options.tracking_uri)
@@ -191,6 +223,7 @@ def _track(result: PredictResult, params: dict[str, Any], experiment: str, track
         "failed_verdicts": result.failed_verdicts,
         "seconds": result.seconds,
         "images_per_s": result.images_per_s,
+        **({"review.images": result.review.images} if result.review is not None else {}),
         **{f"detections.{name}": n for name, n in result.detections.items()},
     }
     files = [result.out / name for name in (SUMMARY, ERRORS, SETTINGS)]
@@ -200,15 +233,86 @@ def _track(result: PredictResult, params: dict[str, Any], experiment: str, track
         result.note = f"tracking: could not log the summary ({type(exc).__name__}: {str(exc)[:150]}); the files hold it"
 
 
-def _verdict(thresholds: dict[str, float], names: list[str], conf: float) -> Verdict:
+def _verdict(thresholds: dict[str, float], names: list[str], conf: float, origin: str = "") -> Verdict:
     unknown = sorted(set(thresholds) - set(names) - {"default"})
     if unknown:
-        raise ResultsError(f"threshold {unknown[0]!r}: the model has no such class (it has {', '.join(names)})")
+        where = f" ({origin})" if origin else ""
+        raise ResultsError(f"threshold {unknown[0]!r}{where}: the model has no such class (it has {', '.join(names)})")
     for name, value in thresholds.items():
         if not 0 <= value <= 1:
             raise ResultsError(f"threshold {name}={value}: must be between 0 and 1")
     default = thresholds.get("default", conf)
     return Verdict({k: v for k, v in thresholds.items() if k != "default"}, default)
+
+
+def _screen_thresholds(
+    model: str, opened: OpenedModel, options: PredictOptions, screen: Screen | None
+) -> tuple[dict[str, float], str]:
+    """The thresholds of ``--screen``, else those stored with an MLflow model's version (or run), and where they
+    came from; none for a local file. A store that does not answer costs one line: --threshold and --conf go on."""
+    if screen is not None:
+        if screen.model_sha256 and screen.model_sha256 != opened.weights_sha256:
+            LOG.info(
+                "predict: --screen %s was calibrated for another model (%s); its thresholds are used",
+                options.screen,
+                screen.model,
+            )
+        return screen.thresholds, f"{screen.describe()}, from {options.screen}"
+    if not model.startswith(MLFLOW_SCHEMES):
+        return {}, ""
+    from pipeline.tracking.screens import stored_screen
+
+    try:  # the version the alias pointed to when the model was opened: the thresholds calibrated for these weights
+        stored = stored_screen(opened.pinned or model, options.tracking_uri)
+    except Exception as exc:  # noqa: BLE001 - a store gone since the model was fetched, an MLflow error: one line
+        fallback = "--threshold and --conf" if options.thresholds else "--conf"
+        LOG.info(
+            "predict: the thresholds stored with %s could not be looked up (%s); verdicts use %s",
+            model,
+            first_line(exc, 150),
+            fallback,
+        )
+        return {}, ""
+    if stored is None:
+        return {}, ""
+    return stored.thresholds, f"{stored.about or 'thresholds'}, stored with {stored.source}"
+
+
+def thresholds_source(
+    origin: str, given: dict[str, float], merged: dict[str, float], names: list[str], conf: float
+) -> str:
+    """Where the verdicts' thresholds came from, in one line: ``calibrated on val of data.yaml (recall >= 0.95,
+    2026-12-01), stored with models:/defects/3; --threshold scratch=0.4 overrides``."""
+    parts = [origin] if origin else []
+    if given:
+        pairs = ", ".join(f"{name}={value:g}" for name, value in given.items())
+        parts.append(f"--threshold {pairs}" + ((" overrides" if len(given) == 1 else " override") if origin else ""))
+    if not parts:
+        return f"none: an image fails when any detection reaches --conf {conf:g}"
+    rest = [name for name in names if name not in merged]
+    if rest and "default" not in merged:  # the classes no threshold names fail at --conf
+        parts.append(f"{', '.join(rest) if len(rest) <= 3 else f'{len(rest)} other classes'} at --conf {conf:g}")
+    return "; ".join(parts)
+
+
+def _kept_conf(options: PredictOptions, verdict: Verdict, names: list[str]) -> float:
+    """The lowest score kept: --conf, or the lowest threshold in use (less the --review band) when that is lower.
+
+    A detection below --conf is never kept, so a threshold below it could never fail an image, and a review
+    would not see the scores just under a threshold. The one line says so, whether --conf was given or not."""
+    band = options.band if options.review else 0.0
+    name, lowest = min(((n, verdict.threshold(n)) for n in names), key=lambda pair: pair[1])
+    kept = max(0.0, round(lowest - band, 6))
+    if kept >= options.conf:
+        return options.conf
+    which = name if name in verdict.thresholds else "default"
+    why = f"the lowest threshold in use ({which} {lowest:g})"
+    if band:
+        why += f" less the --review band {band:g}, so the review sees the scores on both sides of each threshold"
+    else:
+        why += ": a detection below --conf is never kept, so a threshold under it could never fail an image"
+    LOG.info("predict: --conf %g lowered to %g, %s", options.conf, kept, why)
+    return kept
 
 
 def _settings(

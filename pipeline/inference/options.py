@@ -23,7 +23,9 @@ class PredictOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     batch: int = Field(16, ge=1, description="images per model call")
-    conf: float = Field(0.25, ge=0, le=1, description="lowest score kept")
+    conf: float = Field(
+        0.25, ge=0, le=1, description="lowest score kept (lowered to the lowest threshold when that is below it)"
+    )
     iou: float = Field(0.7, ge=0, le=1, description="NMS IoU threshold")
     imgsz: int = Field(0, ge=0, description="inference size (default: the model's training size)")
     device: str = Field("auto", description="auto, cpu, 0, ...")
@@ -33,6 +35,23 @@ class PredictOptions(BaseModel):
         default_factory=dict,
         description="class -> score: an image fails when a detection of the class reaches it; 'default' for the "
         "other classes (default: conf)",
+    )
+    screen: str = Field(
+        "",
+        description="a screen.json (from calibrate) whose thresholds the verdicts use, in place of any stored with the "
+        "model; --threshold still overrides one class",
+    )
+    review: str = Field(
+        "",
+        description="also write the uncertain images (a class's top score within --band of its threshold) into this "
+        "folder as a Label Studio review queue",
+    )
+    band: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="--review: how far from its threshold a score is uncertain (0.1: at a "
+        "threshold of 0.4, scores from 0.3 to 0.5)",
     )
     save_images: bool = Field(False, description="also write annotated images under OUT/annotated/")
     save_crops: bool = Field(False, description="also write each detection's crop under OUT/crops/")

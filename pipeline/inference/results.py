@@ -35,6 +35,8 @@ SUMMARY = "summary.csv"
 COCO_RESULTS = "coco_results.json"
 SETTINGS = "run.json"
 KIND = "predict"  # the marker's kind: only predict adds to a results folder
+# Settings recorded for the reader but not compared: the same thresholds reached by another route are the same results.
+SAID = frozenset({"thresholds_source"})
 
 
 def path_key(path: str) -> int:
@@ -177,17 +179,21 @@ def claim_out(out: Path, **info: Any) -> Path:
 def check_settings(folder: Path, settings: dict[str, Any]) -> None:
     """Record ``settings`` in ``run.json``, or stop if the folder holds results made with other ones.
 
-    A folder of an earlier version recorded fewer settings: those it lacks cannot be compared.
+    A folder of an earlier version recorded fewer settings: those it lacks cannot be compared. The `SAID`
+    ones are brought up to date (they describe the summary the run rewrites).
     """
     before = recorded_settings(folder)
     if before is not None:
-        changed = sorted(k for k in settings if k in before and before[k] != settings[k])
+        changed = sorted(k for k in settings if k in before and k not in SAID and before[k] != settings[k])
         if changed:
             key = changed[0]
             raise ResultsError(
                 f"{folder}: holds results made with {key}={before[key]!r}, not {settings[key]!r}; "
                 "use another --out (or delete the folder) to predict with other settings"
             )
+        said = {k: settings[k] for k in SAID if k in settings and before.get(k) != settings[k]}
+        if said:
+            write_atomic(folder / SETTINGS, json.dumps({**before, **said}, indent=2) + "\n")
         return
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / SETTINGS, json.dumps(settings, indent=2) + "\n")

@@ -73,6 +73,8 @@ class Screen:
         else:
             default = self.targets.get("default")
             how = f"recall >= {default:g}" if default is not None else "per-class recall targets"
+            if default is not None and len(self.targets) > 1:  # the classes with targets of their own
+                how += "; " + ", ".join(f"{k} >= {v:g}" for k, v in self.targets.items() if k != "default")
         return f"calibrated on {self.split} of {self.data} ({how}, {self.created[:10]})"
 
 

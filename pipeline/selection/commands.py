@@ -10,10 +10,11 @@ import argparse
 import json
 import math
 import os
+import sys
 
 from pipeline.checkpoints import add_trust_option
 from pipeline.data.dataset import SPLITS
-from pipeline.selection.promotion import PromoteError
+from pipeline.selection.promotion import PromoteError, Promotion
 
 _TRACKING_HELP = "MLflow server (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)"
 
@@ -86,6 +87,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         track=args.track,
         experiment=args.experiment,
         tracking_uri=args.tracking_uri,
+        review=args.review,
+        screen=args.screen,
     )
     u, c = result.ultralytics, result.coco
     print(f"{result.model} on {result.data} [{result.split}]: {result.images} images, {result.instances} objects")
@@ -100,6 +103,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{name:<20} {v['instances'] or 0:>7} {cells[0]:>7} {cells[1]:>7} {cells[2]:>9} {cells[3]:>7}")
     if result.files:
         print(f"wrote: {', '.join(result.files)}")
+    if (review := result.review) is not None:
+        print(f"thresholds: {review['thresholds_source']}")
+        for note in review["notes"]:
+            print(f"review:     {note}")
+        print(
+            f"review:     {review['images']} images, {review['missed']} missed objects, {review['false_alarms']} false "
+            f"alarms, worst first: tasks.json, label_config.xml, review.csv, crops/, images/ in {review['folder']}"
+        )
     if args.json:
         print(json.dumps(result.metrics(), indent=1))
     if result.run_id:
@@ -121,12 +132,126 @@ def cmd_promote(args: argparse.Namespace) -> int:
         metric=args.metric,
         lowest=args.lowest,
         tracking_uri=args.tracking_uri,
+        data=args.data or "",
+        split=args.split,
+        gates=args.gate,
+        no_regress=args.no_regress,
+        dry_run=args.dry_run,
+        device=args.device,
     )
     value = "no value" if done.value is None else f"{done.value:.4f}"
     chosen = f"best of {len(done.compared)} runs" if args.target == "best" else "as named"
+    if done.decision is not None:
+        _print_decision(done, args)
+    if done.dry_run:
+        verdict = "would be accepted" if done.accepted else "would be refused"
+        print(f"dry run:    run {done.run_id} ({done.metric} {value}, {chosen}) {verdict}; nothing registered")
+        for line in done.decision.failures if done.decision else []:
+            print(line, file=sys.stderr)
+        return 0 if done.accepted else 1
     print(f"registered {done.name} version {done.version} from run {done.run_id} ({done.metric} {value}, {chosen})")
+    if not done.accepted:
+        stays = f"stays on version {done.previous}" if done.previous else "not set"
+        print(f"refused:    {done.uri} {stays}; version {done.version} is tagged with why")
+        for line in done.decision.failures:
+            print(line, file=sys.stderr)
+        return 1
     print(f"alias:      {done.uri} -> version {done.version}")
     print(f"predict:    yolo-pipeline predict FOLDER --model {done.uri} --out DIR")
+    return 0
+
+
+def _print_decision(done: Promotion, args: argparse.Namespace) -> None:
+    """The side-by-side table of a gated promotion and its verdict."""
+    from pipeline.selection.gates import format_table
+
+    decision = done.decision
+    current = done.compared_with if decision.compared else "none"
+    print(f"candidate:  runs:/{done.run_id}/model   current: {current} ({done.uri})   on {args.data} [{args.split}]")
+    print(format_table(decision.rows, current=f"v{done.previous}" if done.previous else "current"))
+    if not decision.compared:
+        print(
+            f"no model behind {done.uri} yet: nothing to compare with"
+            + (", nothing to regress against" * bool(args.no_regress is not None))
+        )
+    failed = len(decision.failures)
+    said = decision.reason if decision.accepted else f"{failed} check{'s' * (failed != 1)} failed, one line each below"
+    print(f"decision:   {'accepted' if decision.accepted else 'refused'} ({said})")
+
+
+def _check(args: argparse.Namespace) -> int:
+    """``calibrate --check SCREEN``: what the screen's thresholds reach on another split."""
+    from pipeline.inference.screen import read_screen
+    from pipeline.selection.calibration import CalibrateError
+    from pipeline.selection.screen_check import check_screen
+
+    if args.target_recall is not None or args.recall or args.max_fp_per_image is not None or args.track:
+        raise CalibrateError("--check: the thresholds come from the screen file; no targets or --track with it")
+    screen = read_screen(args.check)
+    done = check_screen(
+        args.model,
+        args.data,
+        screen,
+        split=args.split,
+        seed=args.seed,
+        bootstrap=args.bootstrap,
+        imgsz=args.imgsz,
+        batch=args.batch,
+        device=args.device,
+        tracking_uri=args.tracking_uri,
+    )
+    print(f"{args.check}: {screen.describe()}; checked on {args.split} of {args.data}")
+    print("\n".join(done.table()))
+    for line in done.lines:
+        print(line)
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from pipeline.selection.calibration import CalibrateError, calibrate
+
+    if args.check:
+        return _check(args)
+    if args.max_fp_per_image is not None and args.target_recall is not None:
+        raise CalibrateError("--target-recall and --max-fp-per-image: choose thresholds by one of them, not both")
+    recalls: dict[str, float] = {}
+    for item in args.recall:
+        name, sep, value = item.rpartition("=")
+        try:
+            recalls[name] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise CalibrateError(f"--recall {item}: expected CLASS=RECALL, e.g. scratch=0.99")
+    done = calibrate(
+        args.model,
+        args.data,
+        split=args.split,
+        target_recall=0.95 if args.target_recall is None else args.target_recall,
+        recalls=recalls,
+        max_fp_per_image=args.max_fp_per_image,
+        out=args.out,
+        track=args.track,
+        experiment=args.experiment,
+        tracking_uri=args.tracking_uri,
+        seed=args.seed,
+        bootstrap=args.bootstrap,
+        imgsz=args.imgsz,
+        batch=args.batch,
+        device=args.device,
+    )
+    screen = done.screen
+    print(f"{screen.model}: {screen.describe()}")
+    print("\n".join(done.table()))
+    for line in done.lines + done.notes:
+        print(line)
+    folder = os.path.dirname(done.files[0])
+    print(f"wrote: {os.path.join(folder, '')} ({', '.join(os.path.basename(p) for p in done.files)})")
+    if done.run_id:
+        print(f"MLflow run: {done.run_id} (experiment {args.experiment})")
+    if done.attached:
+        print(f"thresholds attached to {done.attached} (tags pipeline.screen.*; screen.json in run {done.run_id})")
+    print(f"calibration: {done.calibration_s:.1f} s beyond the model's inference ({done.inference_s:.1f} s)")
     return 0
 
 
@@ -170,12 +295,59 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", help="write evaluation.json, predictions.json and ground_truth.json here")
+    p.add_argument(
+        "--review",
+        metavar="DIR",
+        help="also write the images with missed objects and false alarms at the screen's thresholds, worst first, "
+        "as a Label Studio review queue (tasks.json, review.csv, crops/, images/)",
+    )
+    p.add_argument(
+        "--screen", metavar="FILE", help="--review: the thresholds of this screen.json (default: stored with --model)"
+    )
     p.add_argument("--json", action="store_true", help="also print the flat metrics as JSON")
     p.add_argument("--track", action="store_true", help="log the metrics to MLflow as an evaluation run")
     p.add_argument("--experiment", default="evaluations", help="MLflow experiment for --track")
     p.add_argument("--tracking-uri", default="", help=_TRACKING_HELP)
     add_trust_option(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = commands.add_parser(
+        "calibrate", help="per-class score thresholds for a defect screen, from recall targets or a false-alarm budget"
+    )
+    p.add_argument("--model", required=True, help="a .pt file, runs:/<id>/model or models:/<name>@<alias>")
+    p.add_argument("--data", required=True, help="a data.yaml, a folder in YOLO layout, or an imported manifest")
+    p.add_argument("--split", default="val", choices=SPLITS, help="the split to calibrate on (default: val)")
+    p.add_argument(
+        "--target-recall",
+        type=float,
+        metavar="R",
+        help="per class, the highest threshold whose recall reaches R (default: 0.95)",
+    )
+    p.add_argument(
+        "--recall", action="append", default=[], metavar="CLASS=R", help="another target for one class (repeat)"
+    )
+    p.add_argument(
+        "--max-fp-per-image",
+        type=float,
+        metavar="F",
+        help="instead: per class, the lowest threshold with at most F false detections per image",
+    )
+    p.add_argument("--out", default="calibration", help="for screen.json, screen.md, pr_curves.png (calibration/)")
+    p.add_argument(
+        "--check",
+        metavar="SCREEN",
+        help="instead: the recall a screen.json's thresholds reach on --split (one calibration never saw, e.g. test)",
+    )
+    p.add_argument("--track", action="store_true", help="log a calibration run; store the thresholds with the model")
+    p.add_argument("--experiment", default="calibrations", help="MLflow experiment for --track")
+    p.add_argument("--tracking-uri", default="", help=_TRACKING_HELP)
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap over images")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the recall interval")
+    p.add_argument("--imgsz", type=int, default=0, help="image size (default: the model's training size)")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    add_trust_option(p)
+    p.set_defaults(func=cmd_calibrate)
 
     p = commands.add_parser("promote", help="register a run's model in the MLflow registry and point an alias at it")
     p.add_argument("target", help="a run id, or best: the finished run of --experiment with the best --metric")
@@ -185,5 +357,22 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--alias", default="champion")
     p.add_argument("--metric", default="best.mAP50_95", help="what `best` ranks by (default: best.mAP50_95)")
     p.add_argument("--lowest", action="store_true", help="`best` is the lowest value (for losses)")
+    p.add_argument("--data", help="gate the promotion: evaluate the candidate and the alias's model on this dataset")
+    p.add_argument("--split", default="val", choices=SPLITS, help="the split --data is evaluated on (default: val)")
+    p.add_argument(
+        "--gate",
+        action="append",
+        default=[],
+        metavar="METRIC>=VALUE",
+        help="refuse unless the candidate meets it, e.g. 'recall.scratch>=0.95', 'AP50>=0.6' (>=, >, <=, <; repeat)",
+    )
+    p.add_argument(
+        "--no-regress",
+        type=float,
+        metavar="MARGIN",
+        help="refuse when the overall mAP50 or any class's AP50 is more than MARGIN below the alias's model",
+    )
+    p.add_argument("--dry-run", action="store_true", help="evaluate and decide, register nothing (exit 1: refused)")
+    p.add_argument("--device", default="auto", help="where --data is evaluated (default: auto)")
     p.add_argument("--tracking-uri", default="", help=_TRACKING_HELP)
     p.set_defaults(func=cmd_promote)

@@ -50,6 +50,7 @@ class Evaluation:
     model_run_id: str | None = None
     files: list[str] = field(default_factory=list)
     run_id: str | None = None  # the MLflow run this evaluation was logged to
+    review: dict[str, Any] | None = None  # what --review wrote (`pipeline.selection.review.ReviewResult.summary`)
 
     def metrics(self) -> dict[str, float]:
         """Flat, MLflow-ready: ``ultralytics.mAP50``, ``coco.AP_small``, ``AP50.<class>``, ``coco.AP50.<class>``..."""
@@ -231,13 +232,24 @@ def evaluate(
     track: bool = False,
     experiment: str = "evaluations",
     tracking_uri: str = "",
+    review: str | Path | None = None,
+    screen: str | Path | None = None,
 ) -> Evaluation:
     """Evaluate ``model`` (a .pt, ``runs:/``/``models:/`` URI or ultralytics name) on ``split`` of ``data``.
 
     ``out``: a folder for ``evaluation.json``, ``predictions.json`` (COCO results) and ``ground_truth.json``
-    (COCO). ``track``: log the numbers and files as an MLflow run tagged ``pipeline.kind=evaluation``."""
+    (COCO). ``track``: log the numbers and files as an MLflow run tagged ``pipeline.kind=evaluation``.
+    ``review``: a folder for the review queue of the images with missed objects and false alarms at the
+    thresholds of ``screen`` (a screen.json), else those stored with the model (`pipeline.selection.review`)."""
     if out is not None:
         out = check_replaceable(out, KIND)  # before the model loads: a refused --out costs nothing
+    plan = None
+    if review is not None:  # the folder and the thresholds settled before the model loads, too
+        from pipeline.selection.review import plan_review
+
+        plan = plan_review(review, screen, model, tracking_uri, out)
+    elif screen is not None:
+        raise EvaluateError("--screen: goes with --review (the thresholds the review queue uses)")
     found = predict_split(
         model, data, split=split, imgsz=imgsz, batch=batch, conf=conf, iou=iou, device=device, tracking_uri=tracking_uri
     )
@@ -254,6 +266,10 @@ def evaluate(
         per_class=_per_class(found.metrics, found.names, coco_per_class),
         model_run_id=found.model_run_id,
     )
+    if plan is not None:  # the same predictions: the split is predicted once
+        from pipeline.selection.review import review_split
+
+        result.review = review_split(plan, found, model).summary()
     if out is not None:
         result.files = [str(p) for p in _write(result, truth, detections, Path(out))]
     if track:

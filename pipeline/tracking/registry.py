@@ -243,9 +243,12 @@ def _no_logged_model_notice() -> Iterator[None]:
         logger.removeFilter(notice)
 
 
-def register_model(run_id: str, name: str, alias: str, reason: dict[str, str], tracking_uri: str = "") -> str:
-    """Register the model logged by ``run_id`` as a new version of ``name``, point ``alias`` at it, and tag
-    the version with ``reason`` (``pipeline.*`` keys); returns the version."""
+def register_model(
+    run_id: str, name: str, alias: str, reason: dict[str, str], tracking_uri: str = "", *, move_alias: bool = True
+) -> str:
+    """Register the model logged by ``run_id`` as a new version of ``name``, tag the version with ``reason``
+    (``pipeline.*`` keys) and, unless ``move_alias`` is False (a refused promotion), point ``alias`` at it;
+    returns the version. The tags are written before the alias moves: whoever resolves the alias finds them."""
     uri = resolve_tracking_uri(tracking_uri)
     with using_tracking_uri(uri), warnings.catch_warnings(), _no_logged_model_notice():
         warnings.simplefilter("ignore")  # MLflow's notes on registry URIs and model signatures
@@ -253,8 +256,37 @@ def register_model(run_id: str, name: str, alias: str, reason: dict[str, str], t
     client = client_for(uri)
     for key, value in reason.items():
         client.set_model_version_tag(name, version.version, key, value)
-    client.set_registered_model_alias(name, alias, version.version)
+    if move_alias:
+        set_alias(name, alias, str(version.version), uri)
     return str(version.version)
+
+
+def set_alias(name: str, alias: str, version: str, tracking_uri: str = "") -> None:
+    """Point ``models:/<name>@<alias>`` at ``version``."""
+    client_for(resolve_tracking_uri(tracking_uri)).set_registered_model_alias(name, alias, version)
+
+
+def alias_version(name: str, alias: str, tracking_uri: str = "") -> tuple[str, str | None] | None:
+    """(version, its run id) behind ``models:/<name>@<alias>``; None when there is no such model or alias yet.
+
+    Other failures (a store that does not answer) are StoreUnavailable in one line."""
+    uri = lookup_uri(tracking_uri)
+    with quick_requests():
+        client = client_for(uri)
+        try:
+            model = client.get_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise StoreUnavailable(f"models:/{name}: {first_line(exc)}") from None
+        version = model.aliases.get(alias)
+        if version is None:
+            return None
+        try:
+            found = client.get_model_version(name, str(version))
+        except MlflowException as exc:
+            raise StoreUnavailable(f"models:/{name}/{version}: {first_line(exc)}") from None
+    return str(found.version), found.run_id
 
 
 def run_metric(run_id: str, metric: str, tracking_uri: str = "") -> float | None:

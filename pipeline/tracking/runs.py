@@ -20,7 +20,7 @@ from pipeline.redact import redact_text, redact_uri
 from pipeline.tracking.store import client_for, get_or_create_experiment, now_ms, resolve_tracking_uri
 
 # Runs that are not trainings: a comparison or a choice of the best leaves them out.
-NOT_TRAINING = ("prediction", "evaluation", "sweep")
+NOT_TRAINING = ("prediction", "evaluation", "sweep", "calibration")
 KIND_TAG = "pipeline.kind"
 PARENT_TAG = "mlflow.parentRunId"
 CONTEXT_TAG = "mlflow.data.context"  # a dataset input's role; a training logs its data as "training"
@@ -46,9 +46,10 @@ def log_summary_run(
     run_name: str,
     tracking_uri: str = "",
     tags: dict[str, str] | None = None,
+    folders: dict[str, str] | None = None,
 ) -> str:
     """One finished run tagged ``pipeline.kind=<kind>``: ``params``, the numeric ``summary`` values as
-    metrics, ``files`` as artifacts."""
+    metrics, ``files`` as artifacts (at the top, or in ``folders[file name]``)."""
     uri = resolve_tracking_uri(tracking_uri)
     client = client_for(uri)
     experiment_id = get_or_create_experiment(client, experiment, uri)
@@ -58,7 +59,7 @@ def log_summary_run(
     _log_in_batches(client, run_id, metrics, params)
     for path in files:
         if path.exists():
-            client.log_artifact(run_id, str(path))
+            client.log_artifact(run_id, str(path), (folders or {}).get(path.name))
     client.set_terminated(run_id, "FINISHED")
     return run_id
 

@@ -1,7 +1,8 @@
 """A screen's thresholds kept with the model they were calibrated for, and read back by predict.
 
 For ``models:/<name>@<alias>`` (or ``/<version>``) they are tags of that model version; for
-``runs:/<id>/model`` tags of that run. The whole screen.json is an artifact of the calibration run the
+``runs:/<id>/model`` tags of that run. A version without them has those of the run it was registered from
+(a model calibrated as ``runs:/...`` and promoted afterwards keeps its screen). The whole screen.json is an artifact of the calibration run the
 ``pipeline.screen.run`` tag names, so the tags stay small and the full record stays in one place.
 """
 
@@ -73,7 +74,13 @@ def stored_screen(model_uri: str, tracking_uri: str = "") -> StoredScreen | None
             return None
         kind, name, version = target
         client = client_for(uri)
-        tags = client.get_model_version(name, version).tags if kind == "version" else client.get_run(name).data.tags
+        if kind == "version":
+            found = client.get_model_version(name, version)
+            tags = found.tags
+            if THRESHOLDS_TAG not in tags and found.run_id:  # calibrated as runs:/<id>/model before it was promoted
+                kind, name, tags = "run", found.run_id, client.get_run(found.run_id).data.tags
+        else:
+            tags = client.get_run(name).data.tags
     if THRESHOLDS_TAG not in tags:
         return None
     try:

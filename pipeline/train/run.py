@@ -22,7 +22,7 @@ from pipeline.devices import DeviceError, check_device
 from pipeline.messages import UserError
 from pipeline.redact import redact_text
 from pipeline.train.session import SESSION_FILE, Session
-from pipeline.train.weights import ResolvedWeights, WeightsError, resolve_weights
+from pipeline.train.weights import ResolvedWeights, WeightsError, class_change_note, resolve_weights
 from pipeline.yolo_env import configure_ultralytics
 
 LOG = logging.getLogger("pipeline.train")
@@ -152,7 +152,7 @@ def _journal_data(tracker: Any, data: TrainingData) -> None:
 
 
 def _journal_run_start(
-    session: Session, data: TrainingData, device: str, weights_note: str, augment_file: Path
+    session: Session, data: TrainingData, device: str, weights: ResolvedWeights, augment_file: Path
 ) -> None:
     """Params and tags go into the spool now; the trainer's tracker sends them with everything else."""
     tracker = session.tracker()
@@ -172,8 +172,10 @@ def _journal_run_start(
     }
     if commit := _git_commit():
         tags["mlflow.source.git.commit"] = commit
-    if weights_note:
-        tags["pipeline.weights_fallback"] = weights_note
+    if weights.note:
+        tags["pipeline.weights_fallback"] = weights.note
+    if weights.parent:  # the model this one is fine-tuned from, pinned to its version
+        tags.update(weights.parent.tags())
     tracker.open_run(tags)
     tracker.log_params(session.config.flat())
     _journal_data(tracker, data)
@@ -188,6 +190,7 @@ class PreparedTraining:
     session_file: Path
     ultralytics_args: dict[str, Any]
     notes: list[str]
+    parent: bool = False  # starts from an MLflow model (model.weights: models:/... or runs:/...)
 
 
 def _check_project(config: Config) -> None:
@@ -215,7 +218,7 @@ def _check_inputs(config: Config) -> tuple[ResolvedWeights, str]:
             "(a data.yaml, a folder in YOLO layout, or a manifest datasets/<name>.yaml)"
         )
     try:
-        weights = resolve_weights(config.model.weights)
+        weights = resolve_weights(config.model.weights, config.tracking.uri)
         device = check_device(config.train.device, "train.device")
     except (WeightsError, DeviceError) as exc:
         raise type(exc)(f"{config.source}: {exc}") from None
@@ -261,14 +264,46 @@ def prepare_training(config: Config) -> PreparedTraining:
     session_file = session.save()
     if config.tracking.enabled:
         try:
-            _journal_run_start(session, data, device, weights.note, augment_file)
+            _journal_run_start(session, data, device, weights, augment_file)
         except Exception as exc:  # noqa: BLE001 - tracking must never cost the training; the trainer tries again
             LOG.warning(
                 "tracking: could not journal the run's start (%s: %s)", type(exc).__name__, redact_text(str(exc))
             )
     args = ultralytics_args(config, weights.model, dataset.data_yaml, save_dir, device, augmentations)
-    notes = data.notes + ([weights.note] if weights.note else [])
-    return PreparedTraining(session, session_file, args, notes=notes)
+    notes = data.notes + ([weights.note] if weights.note else []) + _lineage_notes(weights, data.card["classes"])
+    return PreparedTraining(session, session_file, args, notes=notes, parent=weights.parent is not None)
+
+
+def _lineage_notes(weights: ResolvedWeights, classes: list[str]) -> list[str]:
+    """Where a fine-tuning starts from, and what becomes of the parent's class layer when the classes differ."""
+    if weights.parent is None:
+        return []
+    notes = [weights.parent.lineage()]
+    if change := class_change_note(weights.parent.classes, classes):
+        LOG.warning(change)
+        notes.append(change)
+    return notes
+
+
+@contextmanager
+def _transfer_counts(wanted: bool) -> Iterator[list[str]]:
+    """Ultralytics' own count of what it took from the parent ("Transferred 493/499 items from pretrained
+    weights", "Remapped 2/3 cls head rows ..."), logged when it loads the weights into the new model."""
+    lines: list[str] = []
+
+    class _Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage().strip()
+            if message.startswith(("Transferred ", "Remapped ")):
+                lines.append(message)
+
+    logger, catch = logging.getLogger("ultralytics"), _Catch()
+    if wanted:
+        logger.addHandler(catch)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(catch)
 
 
 def train(config: Config) -> TrainResult:
@@ -276,9 +311,10 @@ def train(config: Config) -> TrainResult:
     prepared = prepare_training(config)
     from pipeline.train.trainer import PipelineTrainer
 
-    with session_env(prepared.session_file):
+    with session_env(prepared.session_file), _transfer_counts(prepared.parent) as transferred:
         PipelineTrainer(overrides=prepared.ultralytics_args).train()
-    return _result(prepared.session, notes=prepared.notes)
+    counts = [f"model.weights: ultralytics: {'; '.join(transferred)}"] if transferred else []
+    return _result(prepared.session, notes=prepared.notes + counts)
 
 
 def find_training(target: str, project: str = "runs/train", tracking_uri: str = "") -> Path:

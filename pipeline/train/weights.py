@@ -2,20 +2,25 @@
 
 An architecture ``.yaml`` (a file, or a name ultralytics ships such as ``yolo11n.yaml``) trains from
 scratch. A ``.pt`` is a local file or an ultralytics release name; a name that cannot be downloaded
-(offline, blocked, unknown) falls back to its architecture YAML with one line saying so.
+(offline, blocked, unknown) falls back to its architecture YAML with one line saying so. A model in
+MLflow (``models:/name@alias``, ``models:/name/3``, ``runs:/<id>/model``) is this pipeline's own
+logged checkpoint: its ``weights`` artifact is downloaded (the pyfunc is never unpickled) and read
+like a local ``.pt``; the training records it as its parent.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.checkpoints import CheckpointError, read_checkpoint
 from pipeline.files import cache_dir
-from pipeline.messages import UserError
+from pipeline.messages import UserError, first_line
+from pipeline.redact import redact_text
 from pipeline.yaml_load import read_yaml
 
 LOG = logging.getLogger("pipeline.train")
@@ -25,11 +30,40 @@ class WeightsError(UserError, ValueError):
     """``model.weights`` names nothing usable; the message is one line."""
 
 
+MLFLOW_SCHEMES = ("models:/", "runs:/")
+
+
+@dataclass(frozen=True)
+class Parent:
+    """The MLflow model a training starts from, pinned: an alias may move on, the version it named does not."""
+
+    uri: str  # as the config gives it
+    pinned: str  # models:/<name>/<version> for an alias; the URI itself otherwise
+    version: str | None  # the registry version, for models:/ URIs
+    run_id: str | None  # the run the model came from
+    classes: tuple[str, ...]  # the parent's class names, in index order
+
+    def lineage(self) -> str:
+        """``fine-tuned from models:/defects@champion (version 3, run abc123)``: for the summary and the log."""
+        about = [f"version {self.version}"] if self.version else []
+        about += [f"run {self.run_id}"] if self.run_id else []
+        return f"fine-tuned from {self.uri}" + (f" ({', '.join(about)})" if about else "")
+
+    def tags(self) -> dict[str, str]:
+        tags = {"pipeline.parent_model": self.uri}
+        if self.version:
+            tags["pipeline.parent_model_version"] = self.pinned
+        if self.run_id:
+            tags["pipeline.parent_run"] = self.run_id
+        return tags
+
+
 @dataclass(frozen=True)
 class ResolvedWeights:
     model: str  # what ultralytics is given: a .pt path or an architecture yaml
     pretrained: bool
     note: str = ""  # set when we fell back
+    parent: Parent | None = None  # set for a model from MLflow
 
 
 def weights_cache() -> Path:
@@ -60,17 +94,49 @@ def _architecture_file(path: Path) -> ResolvedWeights:
     return ResolvedWeights(str(path.resolve()), pretrained=False)
 
 
-def _checkpoint(path: Path) -> ResolvedWeights:
-    """A local .pt, read once under the safe-loading policy: a text file or a code-running pickle stops here."""
+def _read(path: Path, what: str = "model.weights") -> dict[str, Any]:
+    """A .pt read once under the safe-loading policy: a text file or a code-running pickle stops here."""
     try:
-        read_checkpoint(path, "model.weights")
+        return read_checkpoint(path, what)
     except CheckpointError as exc:
         raise WeightsError(str(exc)) from None
+
+
+def _checkpoint(path: Path) -> ResolvedWeights:
+    _read(path)
     return ResolvedWeights(str(path.resolve()), pretrained=True)
 
 
-def resolve_weights(spec: str) -> ResolvedWeights:
+def _class_names(checkpoint: dict[str, Any]) -> tuple[str, ...]:
+    """The checkpoint's class names by index (ultralytics keeps them as ``model.names``, a dict or a list)."""
+    model = checkpoint.get("ema") or checkpoint.get("model")
+    names = getattr(model, "names", None) or {}
+    if isinstance(names, dict):
+        return tuple(str(names[key]) for key in sorted(names, key=int))
+    return tuple(str(name) for name in names)
+
+
+def _mlflow_model(spec: str, tracking_uri: str) -> ResolvedWeights:
+    """A model this pipeline logged to MLflow: its checkpoint downloaded (nothing unpickled), then read safely."""
+    from pipeline.tracking.registry import model_weights
+
+    try:
+        found = model_weights(spec, tracking_uri)
+    except Exception as exc:  # noqa: BLE001 - a store away, an unknown alias or run, a failed download: one line
+        reason = redact_text(first_line(exc)).removeprefix(f"{spec}: ")
+        raise WeightsError(f"model.weights: {spec}: {reason}") from None
+    checkpoint = _read(found.path, f"model.weights: {spec}:")
+    parent = Parent(spec, found.pinned, found.version, found.run_id, _class_names(checkpoint))
+    LOG.info("model.weights: %s", parent.lineage())
+    return ResolvedWeights(str(found.path.resolve()), pretrained=True, parent=parent)
+
+
+def resolve_weights(spec: str, tracking_uri: str = "") -> ResolvedWeights:
+    """What ``model.weights`` names, ready for ultralytics; ``tracking_uri`` is where ``models:/``/``runs:/`` live
+    (empty: $MLFLOW_TRACKING_URI, else the local SQLite file, as for the training's own run)."""
     spec = spec.strip()
+    if spec.startswith(MLFLOW_SCHEMES):
+        return _mlflow_model(spec, tracking_uri)
     path = Path(spec).expanduser()
     if path.suffix in {".yaml", ".yml"}:
         if path.is_file():
@@ -106,3 +172,41 @@ def resolve_weights(spec: str) -> ResolvedWeights:
     note = f"model.weights: cannot download {spec} ({reason}); training from the architecture {fallback} instead (no pretrained weights)"
     LOG.warning(note)
     return ResolvedWeights(fallback, pretrained=False, note=note)
+
+
+def _listed(names: Sequence[str], limit: int = 10) -> str:
+    shown = ", ".join(names[:limit])
+    return f"[{shown}, ... {len(names) - limit} more]" if len(names) > limit else f"[{shown}]"
+
+
+def class_change_note(parent: Sequence[str], data: Sequence[str]) -> str:
+    """One line on what ultralytics does with a parent's class layer when the data's classes differ; "" when not.
+
+    Ultralytics (8.4) builds the model for the data's classes and loads every tensor whose name and shape
+    match (`DetectionModel.load`); the class-logit rows of the detection head are copied by class name
+    (case and spaces aside), and a class the parent does not have starts from a fresh layer. With no name
+    in common and the same count the rows are copied by index, a different class behind each.
+    """
+    parent, data = tuple(parent), tuple(data)
+    if not parent or [_norm(c) for c in parent] == [_norm(c) for c in data]:
+        return ""
+    head = (
+        f"model.weights: the parent has {len(parent)} classes {_listed(parent)}, the data {len(data)} {_listed(data)}"
+    )
+    known = {_norm(c) for c in parent}
+    kept, fresh = [c for c in data if _norm(c) in known], [c for c in data if _norm(c) not in known]
+    if not kept and len(parent) == len(data):
+        pairs = ", ".join(f"{d} from {p}" for d, p in list(zip(data, parent, strict=True))[:10])
+        return (
+            f"{head}: no name in common, so ultralytics keeps the parent's class layer in index order "
+            f"({pairs}); every other layer transfers"
+        )
+    if not kept:
+        return f"{head}: the detection head's class layer starts fresh (ultralytics transfers every other layer)"
+    how = f"{_listed(kept)} start from the parent's class of the same name"
+    how += f", {_listed(fresh)} fresh" if fresh else ""
+    return f"{head}: {how} (ultralytics maps the class layer by name and transfers every other layer)"
+
+
+def _norm(name: str) -> str:
+    return str(name).strip().lower()  # as ultralytics matches class names

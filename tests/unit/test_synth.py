@@ -237,3 +237,55 @@ def test_bad_arguments(tmp_path: Path, kwargs: dict, argument: str) -> None:
     with pytest.raises(ValueError, match=rf"^{argument}: "):
         synthesize(tmp_path / "bad", **kwargs)
     assert not (tmp_path / "bad").exists()
+
+
+# ---- backgrounds: defect-free images ------------------------------------------------------------
+
+
+def empty_labels(out: Path) -> dict[str, set[str]]:
+    """The stems with an empty label file, per split."""
+    return {
+        split: {p.stem for p in (out / "labels" / split).glob("*.txt") if not p.read_text().strip()}
+        for split in ("train", "val")
+    }
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.25])
+def test_backgrounds_are_surface_only_images_with_empty_labels(tmp_path: Path, fraction: float) -> None:
+    from pipeline.data.card import build_card
+    from pipeline.data.validate import validate
+    from pipeline.data.yolo import read_yolo
+
+    summary = synthesize(tmp_path / "s", images=40, seed=3, size=32, backgrounds=fraction)
+    stem = "synth_3_{:06d}".format
+    by_chance = {i for i in range(40) if not render(3, i, 32)[1]}  # what a set without backgrounds leaves empty
+    drawn = synth._surface_only(40, 3, 8, fraction)
+    assert len(drawn) == summary.surface_only == (10 if fraction else 0)  # 8 of 32 train, 2 of 8 val
+    assert sum(i >= 32 for i in drawn) == (2 if fraction else 0)
+    empty = empty_labels(summary.out)
+    assert empty["train"] | empty["val"] == {stem(i) for i in drawn | by_chance}
+    assert summary.backgrounds == {split: len(stems) for split, stems in empty.items()}
+    for index in drawn:  # the surface image ``index`` would have had, without its defects
+        split = "val" if index >= 32 else "train"
+        on_disk = cv2.imread(str(summary.out / "images" / split / f"{stem(index)}.png"))
+        assert np.array_equal(on_disk, render(3, index, 32, defects=False)[0])
+    report = validate(read_yolo(summary.data_yaml), "fail")  # raises on any problem
+    assert report.counts()["images"] == 40 and not report.errors
+    card = build_card(report.collection, "s", "")
+    assert {split: card["splits"][split]["backgrounds"] for split in ("train", "val")} == summary.backgrounds
+
+
+def test_backgrounds_leave_the_other_images_as_they_were(tmp_path: Path) -> None:
+    plain = synthesize(tmp_path / "plain", images=12, seed=5, size=32)
+    mixed = synthesize(tmp_path / "mixed", images=12, seed=5, size=32, backgrounds=0.5)
+    drawn = {f"synth_5_{i:06d}" for i in synth._surface_only(12, 5, 2, 0.5)}
+    for image in (plain.out / "images").rglob("*.png"):
+        same = (mixed.out / image.relative_to(plain.out)).read_bytes() == image.read_bytes()
+        assert same != (image.stem in drawn), image.name
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.0, 1.5])
+def test_bad_backgrounds(tmp_path: Path, fraction: float) -> None:
+    with pytest.raises(ValueError, match=r"^backgrounds: must be a fraction, 0 <= F < 1"):
+        synthesize(tmp_path / "bad", images=4, backgrounds=fraction)
+    assert not (tmp_path / "bad").exists()

@@ -143,3 +143,140 @@ def test_offline_means_no_network_attempt(network_attempts: list[str], spec: str
     except WeightsError:
         pass
     assert network_attempts == []
+
+
+# --- models:/ and runs:/ : a model from MLflow to fine-tune ---------------------------------------------------------
+
+
+@pytest.fixture
+def dead_server() -> str:
+    """An MLflow URI on a local port nothing listens on: connections are refused at once."""
+    import pipeline.tracking.registry  # noqa: F401 - mlflow's import (seconds, once) is setup, not the test
+    from tests.mlflow_server import free_port
+
+    return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.mark.parametrize("spec", ["models:/defects@champion", "models:/defects/3", "runs:/0123abcd/model"])
+def test_mlflow_model_on_a_server_that_does_not_answer(dead_server: str, spec: str) -> None:
+    with pytest.raises(WeightsError) as info:
+        resolve_weights(spec, dead_server)
+    message = str(info.value)
+    assert message.startswith(f"model.weights: {spec}: MLflow server {dead_server} does not answer (")
+    assert "\n" not in message and message.count(spec) == 1
+
+
+def test_mlflow_model_in_a_store_that_is_not_there(tmp_path: Path) -> None:
+    database = tmp_path / "none" / "mlflow.db"
+    message = weights_error_at("models:/defects@champion", f"sqlite:///{database}")
+    assert message == f"model.weights: models:/defects@champion: no MLflow store at {database} " + (
+        "(give --tracking-uri or set MLFLOW_TRACKING_URI)"
+    )
+    assert not database.parent.exists()  # a lookup creates no store
+
+
+def test_mlflow_model_uses_the_default_store(tmp_path: Path) -> None:
+    """An empty tracking URI is the training's own default: the SQLite file in the working folder (tmp_path)."""
+    message = weights_error_at("models:/defects@champion", "")
+    assert message.startswith(f"model.weights: models:/defects@champion: no MLflow store at {tmp_path / 'mlflow.db'}")
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_the_config_names_the_store_before_any_folder_is_made(tmp_path: Path, dead_server: str) -> None:
+    from pipeline.config import build_config
+    from pipeline.train.run import prepare_training
+
+    config = build_config(
+        {
+            "data": {"path": str(tmp_path / "data.yaml")},
+            "model": {"weights": "models:/defects@champion"},
+            "train": {"project": str(tmp_path / "runs")},
+            "tracking": {"uri": dead_server},
+        },
+        "train.yaml",
+    )
+    with pytest.raises(WeightsError) as info:
+        prepare_training(config)
+    assert str(info.value).startswith(
+        f"train.yaml: model.weights: models:/defects@champion: MLflow server {dead_server}"
+    )
+    assert not (tmp_path / "runs").exists()
+
+
+def weights_error_at(spec: str, tracking_uri: str) -> str:
+    with pytest.raises(WeightsError) as info:
+        resolve_weights(spec, tracking_uri)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_parent_lineage_and_tags() -> None:
+    from pipeline.train.weights import Parent
+
+    alias = Parent("models:/defects@champion", "models:/defects/3", "3", "abc123", ("scratch", "pit"))
+    assert alias.lineage() == "fine-tuned from models:/defects@champion (version 3, run abc123)"
+    assert alias.tags() == {
+        "pipeline.parent_model": "models:/defects@champion",
+        "pipeline.parent_model_version": "models:/defects/3",
+        "pipeline.parent_run": "abc123",
+    }
+    run = Parent("runs:/abc123/model", "runs:/abc123/model", None, "abc123", ())
+    assert run.lineage() == "fine-tuned from runs:/abc123/model (run abc123)"
+    assert run.tags() == {"pipeline.parent_model": "runs:/abc123/model", "pipeline.parent_run": "abc123"}
+
+
+PARENT = ("scratch", "pit", "patch")
+
+
+@pytest.mark.parametrize("data", [PARENT, ("Scratch", " pit", "PATCH")])
+def test_same_classes_need_no_note(data: tuple[str, ...]) -> None:
+    from pipeline.train.weights import class_change_note
+
+    assert class_change_note(PARENT, data) == ""
+
+
+def test_fewer_classes_some_by_name() -> None:
+    from pipeline.train.weights import class_change_note
+
+    assert class_change_note(PARENT, ["scratch", "dent"]) == (
+        "model.weights: the parent has 3 classes [scratch, pit, patch], the data 2 [scratch, dent]: "
+        "[scratch] start from the parent's class of the same name, [dent] fresh "
+        "(ultralytics maps the class layer by name and transfers every other layer)"
+    )
+
+
+def test_reordered_classes_are_mapped_by_name() -> None:
+    from pipeline.train.weights import class_change_note
+
+    note = class_change_note(PARENT, ["patch", "scratch", "pit"])
+    assert note.endswith(
+        ": [patch, scratch, pit] start from the parent's class of the same name "
+        "(ultralytics maps the class layer by name and transfers every other layer)"
+    )
+
+
+def test_no_class_in_common_starts_the_class_layer_fresh() -> None:
+    from pipeline.train.weights import class_change_note
+
+    assert class_change_note(PARENT, ["crack", "dent"]) == (
+        "model.weights: the parent has 3 classes [scratch, pit, patch], the data 2 [crack, dent]: "
+        "the detection head's class layer starts fresh (ultralytics transfers every other layer)"
+    )
+
+
+def test_same_count_no_name_in_common_keeps_the_layer_by_index() -> None:
+    from pipeline.train.weights import class_change_note
+
+    note = class_change_note(PARENT, ["a", "b", "c"])
+    assert note.endswith(
+        ": no name in common, so ultralytics keeps the parent's class layer in index order "
+        "(a from scratch, b from pit, c from patch); every other layer transfers"
+    )
+
+
+def test_a_long_class_list_is_shortened() -> None:
+    from pipeline.train.weights import class_change_note
+
+    note = class_change_note([f"c{i}" for i in range(80)], ["c1", "x"])
+    assert "the parent has 80 classes [c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, ... 70 more]" in note
+    assert "\n" not in note

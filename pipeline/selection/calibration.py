@@ -1,0 +1,217 @@
+"""Calibrate a defect screen: per-class score thresholds chosen on a split, written as screen.json.
+
+The model predicts every image of the split once at a low threshold (``predict_split``, as evaluate
+does); the detections are matched to the objects as COCO matches them (IoU >= 0.5); each class gets
+the operating point its recall target (or the false-alarm budget) asks for, with a bootstrap interval
+of its recall. The files go to ``--out`` (built beside it, swapped in whole); ``--track`` logs a
+calibration run and, for a ``models:/`` or ``runs:/`` model, stores the thresholds with that model
+version (or run), where ``predict`` finds them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pipeline.data.dataset import DatasetError, DataYaml, content_hash, read_data_yaml
+from pipeline.destinations import build_then_swap, check_replaceable
+from pipeline.inference.screen import FILE_NAME, Screen
+from pipeline.messages import UserError
+from pipeline.selection.calibration_report import markdown, plot_pr_curves, table_lines
+from pipeline.selection.matching import IOU, match_split
+from pipeline.selection.operating_points import LEVEL, OperatingPoints, operating_points
+
+KIND = "calibrate"  # the marker's kind of an --out folder: a rerun replaces it once the new files are whole
+DEFAULT_OUT = "calibration"
+FILES = (FILE_NAME, "screen.md", "pr_curves.png")
+LOW_CONF = 0.001  # every detection an operating point could want: the thresholds are chosen far above it
+
+
+class CalibrateError(UserError, ValueError):
+    """A calibration that cannot run; the message is one line."""
+
+
+@dataclass
+class Calibration:
+    screen: Screen
+    files: list[str]
+    lines: list[str]  # unreachable targets, classes without objects, the image-level rates: one line each
+    inference_s: float  # the model's prediction of the split (loading included)
+    calibration_s: float  # everything else but tracking: data hash, matching, operating points, files
+    run_id: str | None = None  # the calibration run, with --track
+    attached: str | None = None  # where the thresholds were stored: "models:/name/3" or "run <id>"
+    model_run_id: str | None = None
+    tracking_s: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what was not done, and why (e.g. thresholds not attached)
+
+    def table(self) -> list[str]:
+        return table_lines(self.screen)
+
+
+def calibrate(
+    model: str,
+    data: str | Path,
+    *,
+    split: str = "val",
+    target_recall: float = 0.95,
+    recalls: dict[str, float] | None = None,
+    max_fp_per_image: float | None = None,
+    out: str | Path | None = None,
+    track: bool = False,
+    experiment: str = "calibrations",
+    tracking_uri: str = "",
+    seed: int = 0,
+    bootstrap: int = 1000,
+    imgsz: int = 0,
+    batch: int = 16,
+    device: str = "auto",
+) -> Calibration:
+    """Per-class thresholds for ``model`` on ``split`` of ``data``: the highest whose recall reaches
+    ``target_recall`` (``recalls`` per class), or with ``max_fp_per_image`` the lowest within that budget."""
+    from pipeline.selection.evaluation import predict_split
+
+    recalls = dict(recalls or {})
+    spec = _data_spec(data, split)
+    _check_options(target_recall, recalls, max_fp_per_image, bootstrap, spec)
+    folder = check_replaceable(out or DEFAULT_OUT, KIND)  # before the model loads: a refused --out costs nothing
+
+    started = time.perf_counter()
+    found = predict_split(
+        model, data, split=split, imgsz=imgsz, batch=batch, conf=LOW_CONF, device=device, tracking_uri=tracking_uri
+    )
+    inferred = time.perf_counter()
+    matches = match_split(found.truth, found.detections, IOU)
+    mode = "fp_budget" if max_fp_per_image is not None else "recall"
+    chosen = operating_points(
+        matches,
+        targets=recalls,
+        default=target_recall,
+        max_fp_per_image=max_fp_per_image,
+        split=split,
+        samples=bootstrap,
+        seed=seed,
+    )
+    if not chosen.thresholds:
+        raise CalibrateError(f"{data}: {split} has no object of any class; nothing to calibrate on")
+    screen = Screen(
+        thresholds=chosen.thresholds,
+        model=model,
+        data=str(data),
+        split=split,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        mode=mode,
+        targets={} if mode == "fp_budget" else {"default": target_recall, **recalls},
+        max_fp_per_image=max_fp_per_image,
+        model_sha256=found.model_sha256,
+        data_hash=content_hash(spec.splits),  # as a training records its data (dataset.hash)
+        iou=IOU,
+        classes=chosen.classes,
+        images=chosen.images,
+        bootstrap={"samples": bootstrap, "seed": seed, "level": LEVEL, "resampled": "images"},
+    )
+    files = _write(screen, chosen, folder)
+    result = Calibration(
+        screen=screen,
+        files=[str(p) for p in files],
+        lines=list(chosen.lines),
+        inference_s=inferred - started,
+        calibration_s=time.perf_counter() - inferred,
+        model_run_id=found.model_run_id,
+    )
+    registry_model = model.startswith(("models:/", "runs:/"))
+    if track:
+        tracked = time.perf_counter()
+        result.run_id = _log(result, files, experiment, tracking_uri)
+        if registry_model:
+            from pipeline.tracking.screens import attach_screen
+
+            result.attached = attach_screen(model, screen.thresholds, screen.describe(), result.run_id, tracking_uri)
+        result.tracking_s = time.perf_counter() - tracked
+    elif registry_model:
+        result.notes.append(f"thresholds not stored with {model}: add --track to attach them (predict then uses them)")
+    return result
+
+
+def _data_spec(data: str | Path, split: str) -> DataYaml:
+    """The data.yaml behind ``data`` (a data.yaml, a YOLO folder or an imported manifest), with ``split``."""
+    from pipeline.data.manifest import is_manifest, load_manifest
+
+    path = Path(data)
+    if is_manifest(path):
+        imported = load_manifest(path).out_dir / "data.yaml"
+        if not imported.is_file():
+            raise DatasetError(f"{path}: not imported yet; run: yolo-pipeline data import --manifest {path}")
+        path = imported
+    return read_data_yaml(path, require=(split,))
+
+
+def _check_options(
+    target: float, recalls: dict[str, float], max_fp: float | None, bootstrap: int, spec: DataYaml
+) -> None:
+    """Every option that can be wrong, said before the model loads."""
+    for option, value in [("--target-recall", target), *((f"--recall {k}", v) for k, v in recalls.items())]:
+        if not isinstance(value, int | float) or math.isnan(value) or not 0 < value <= 1:
+            raise CalibrateError(f"{option}: a recall target is a number in (0, 1], got {value!r}")
+    classes = list(spec.names.values())
+    unknown = sorted(set(recalls) - set(classes))
+    if unknown:
+        raise CalibrateError(f"--recall: no class {', '.join(unknown)}; the model's classes: {', '.join(classes)}")
+    if max_fp is not None:
+        if math.isnan(max_fp) or max_fp < 0:
+            raise CalibrateError(f"--max-fp-per-image: a number >= 0, got {max_fp!r}")
+        if recalls:
+            raise CalibrateError("--recall and --max-fp-per-image: choose thresholds by one of them, not both")
+    if bootstrap < 10:
+        raise CalibrateError(f"--bootstrap: at least 10 resamples for an interval, got {bootstrap}")
+
+
+def _write(screen: Screen, chosen: OperatingPoints, folder: Path) -> list[Path]:
+    """screen.json, screen.md and pr_curves.png, built beside ``folder`` and swapped in whole."""
+    info: dict[str, Any] = {"model": screen.model, "data": screen.data, "split": screen.split}
+    with build_then_swap(folder, KIND, "--out", **info) as staging:
+        screen.write(staging / FILES[0])
+        (staging / FILES[1]).write_text(markdown(screen, chosen.lines), encoding="utf-8")
+        plot_pr_curves(chosen.curves, screen, staging / FILES[2])
+    return [folder / name for name in FILES]
+
+
+def _log(result: Calibration, files: list[Path], experiment: str, tracking_uri: str) -> str:
+    """A run tagged ``pipeline.kind=calibration``: per-class metrics, the options, the three files."""
+    from pipeline.tracking.runs import log_summary_run
+    from pipeline.train.epoch_metrics import class_key
+
+    screen = result.screen
+    summary: dict[str, Any] = {}
+    for name, point in screen.classes.items():
+        if point.objects == 0:
+            continue
+        for key in ("threshold", "recall", "recall_low", "recall_high", "precision", "fp_per_image", "objects"):
+            summary[f"{key}.{class_key(name)}"] = getattr(point, key)
+    summary.update({f"images.{k}": v for k, v in screen.images.items() if v is not None})
+    summary.update({"time.inference_s": result.inference_s, "time.calibration_s": result.calibration_s})
+    params: dict[str, Any] = {
+        "model": screen.model,
+        "data": screen.data,
+        "split": screen.split,
+        "mode": screen.mode,
+        "iou": screen.iou,
+        "bootstrap": screen.bootstrap["samples"],
+        "seed": screen.bootstrap["seed"],
+        "data_hash": screen.data_hash,
+        "model_sha256": screen.model_sha256,
+    }
+    if screen.mode == "fp_budget":
+        params["max_fp_per_image"] = screen.max_fp_per_image
+    params.update({f"target_recall.{class_key(k)}": v for k, v in screen.targets.items()})
+    tags = {"pipeline.model_run_id": result.model_run_id} if result.model_run_id else {}
+    name = f"calibrate {Path(screen.data).name} {screen.split}"
+    return log_summary_run(
+        "calibration", summary, params, files, experiment, name, tracking_uri, tags, folders={FILE_NAME: "screen"}
+    )
+
+
+__all__ = ["Calibration", "CalibrateError", "calibrate"]

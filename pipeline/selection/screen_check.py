@@ -1,0 +1,109 @@
+"""A calibrated screen checked on a split it never saw: the recall each class's threshold reaches there.
+
+Calibration chooses thresholds on one split (val), so its recall there is optimistic by construction.
+The test is another split: the same thresholds, the same COCO matching, the recall reached with its
+bootstrap interval, beside the target and the calibration split's recall. A class whose recall on the
+new split falls below its target (beyond the interval) is what the screen's owner needs to know.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.inference.screen import ClassPoint, Screen
+from pipeline.selection.calibration import LOW_CONF, CalibrateError
+from pipeline.selection.matching import match_split
+from pipeline.selection.operating_points import Choice, image_level, image_lines, point, resample_counts
+
+
+@dataclass
+class ScreenCheck:
+    screen: Screen
+    split: str
+    classes: dict[str, ClassPoint]  # what each stored threshold reaches on `split`
+    images: dict[str, Any]
+    lines: list[str] = field(default_factory=list)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Per class: target, the calibration split's recall, the recall reached here with its interval."""
+        out = []
+        for name, reached in self.classes.items():
+            calibrated = self.screen.classes.get(name)
+            out.append(
+                {
+                    "class": name,
+                    "threshold": reached.threshold,
+                    "target": calibrated.target if calibrated else None,
+                    f"recall.{self.screen.split}": calibrated.recall if calibrated else None,
+                    f"recall.{self.split}": reached.recall,
+                    "low": reached.recall_low,
+                    "high": reached.recall_high,
+                    "precision": reached.precision,
+                    "fp_per_image": reached.fp_per_image,
+                    "objects": reached.objects,
+                }
+            )
+        return out
+
+    def table(self) -> list[str]:
+        calibrated = f"{self.screen.split} recall"
+        header = f"{'class':<16} {'threshold':>9} {'target':>6} {calibrated:>12} {self.split + ' recall [95%]':>24}"
+        lines = [header]
+        for row in self.rows():
+            target = "-" if row["target"] is None else f"{row['target']:g}"
+            before = row[f"recall.{self.screen.split}"]
+            before_text = "-" if before is None else f"{before:.3f}"
+            here = f"{row[f'recall.{self.split}']:.3f} [{row['low']:.3f}, {row['high']:.3f}]"
+            lines.append(f"{row['class']:<16} {row['threshold']:>9.4g} {target:>6} {before_text:>12} {here:>24}")
+        return lines
+
+
+def check_screen(
+    model: str,
+    data: str | Path,
+    screen: Screen,
+    *,
+    split: str = "test",
+    seed: int = 0,
+    bootstrap: int = 1000,
+    imgsz: int = 0,
+    batch: int = 16,
+    device: str = "auto",
+    tracking_uri: str = "",
+) -> ScreenCheck:
+    """The recall, precision and false alarms ``screen``'s thresholds give on ``split`` of ``data``."""
+    from pipeline.selection.evaluation import predict_split
+
+    if split == screen.split and str(data) == screen.data:
+        raise CalibrateError(f"--check: the screen was calibrated on {split} of {data}; check it on another split")
+    found = predict_split(
+        model, data, split=split, imgsz=imgsz, batch=batch, conf=LOW_CONF, device=device, tracking_uri=tracking_uri
+    )
+    matches = match_split(found.truth, found.detections)
+    unknown = sorted(set(screen.thresholds) - set(matches.classes))
+    if unknown:
+        raise CalibrateError(f"--check: the screen has thresholds for {', '.join(unknown)}, which {data} lacks")
+    counts = resample_counts(len(matches.image_ids), bootstrap, seed)
+    classes: dict[str, ClassPoint] = {}
+    lines: list[str] = []
+    for name, threshold in screen.thresholds.items():
+        per_image = matches.objects_of(name)
+        calibrated = screen.classes.get(name)
+        target = calibrated.target if calibrated else None
+        reached = point(matches.per_class[name], per_image, Choice(threshold, True), target, counts)
+        classes[name] = reached
+        if reached.objects == 0:
+            lines.append(f"class {name}: no object in {split}; its recall there is not measured")
+        elif target is not None and reached.recall_high < target:
+            lines.append(
+                f"class {name}: recall on {split} {reached.recall:.3f} [{reached.recall_low:.3f}, "
+                f"{reached.recall_high:.3f}] is below its target {target:g}: recalibrate on more images"
+            )
+    images = image_level(matches, screen.thresholds)
+    lines.extend(image_lines(images))
+    return ScreenCheck(screen, split, classes, images, lines)
+
+
+__all__ = ["ScreenCheck", "check_screen"]

@@ -1,0 +1,143 @@
+"""`calibrate` on a registered model, on a real MLflow server: thresholds, files, the calibration run, and the
+thresholds stored with the model version; the recall at each threshold recomputed by pycocotools."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline.data.synth import CLASS_NAMES
+from pipeline.inference.screen import read_screen
+from pipeline.selection.evaluation import evaluate
+from pipeline.tracking.registry import register_model
+from pipeline.tracking.screens import stored_screen
+
+pytestmark = pytest.mark.slow
+CLI = [sys.executable, "-m", "pipeline.cli"]
+TARGET = 0.8
+
+
+def _coco_recall(truth: dict, detections: list[dict], category: int, threshold: float) -> float:
+    """pycocotools' recall at IoU 0.5 of one category's detections scoring >= threshold (no cap per image)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    kept = [dict(d) for d in detections if d["category_id"] == category and d["score"] >= threshold]
+    if not kept:
+        return 0.0
+    coco = COCO()
+    coco.dataset = truth
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+        evaluation = COCOeval(coco, coco.loadRes(kept), "bbox")
+        evaluation.params.catIds = [category]
+        evaluation.params.iouThrs = np.array([0.5])
+        evaluation.params.maxDets = [10_000]
+        evaluation.params.areaRng, evaluation.params.areaRngLbl = [[0, 1e10]], ["all"]
+        evaluation.evaluate()
+        evaluation.accumulate()
+    return float(evaluation.eval["recall"][0, 0, 0, 0])
+
+
+def test_calibrate_stores_thresholds_with_the_model_version(
+    downscaled_training, downscaled_data: Path, mlflow_server, tmp_path: Path
+) -> None:
+    uri, name = mlflow_server.uri, "calibrate-screen"
+    version = register_model(downscaled_training.run_id, name, "screen", {"pipeline.test": "calibrate"}, uri)
+    model = f"models:/{name}@screen"
+    out = tmp_path / "calibration"
+    command = [*CLI, "calibrate", "--model", model, "--data", str(downscaled_data), "--target-recall", str(TARGET)]
+    command += ["--recall", "pit=0.5", "--track", "--experiment", "calibrate-test", "--tracking-uri", uri]
+    command += ["--out", str(out), "--device", "cpu", "--bootstrap", "500"]
+    cli = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    stdout = cli.stdout
+
+    # the files, and the numbers in them
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "pr_curves.png",
+        "screen.json",
+        "screen.md",
+    ]
+    assert (out / "pr_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    screen = read_screen(out / "screen.json")
+    assert screen.model == model and screen.split == "val" and screen.mode == "recall"
+    assert screen.targets == {"default": TARGET, "pit": 0.5} and screen.iou == 0.5
+    assert screen.bootstrap["samples"] == 500 and screen.bootstrap["seed"] == 0
+    training = MlflowClient(uri).get_run(downscaled_training.run_id)
+    assert screen.data_hash == training.data.tags["dataset.hash"]  # the same hash the training recorded
+    assert len(screen.model_sha256) == 64
+    assert set(screen.thresholds) == set(CLASS_NAMES) == set(screen.classes)
+    markdown = (out / "screen.md").read_text(encoding="utf-8")
+    for cls, point in screen.classes.items():
+        target = 0.5 if cls == "pit" else TARGET
+        assert 0.0 <= point.threshold <= 1.0 and point.threshold == screen.thresholds[cls] and point.target == target
+        assert point.objects > 0 and 0.0 <= point.recall_low <= point.recall <= point.recall_high <= 1.0
+        assert 0.0 <= point.precision <= 1.0 and point.fp_per_image >= 0.0
+        if point.reached:
+            assert point.recall >= target, cls
+        else:
+            assert f"class {cls}: recall {target:g} cannot be reached" in stdout
+        assert f"| {cls} | {point.threshold:.4g} |" in markdown
+    assert screen.images["images"] == 80 and screen.images["defective"] + screen.images["good"] == 80
+    assert f"defective images flagged: {screen.images['defective_flagged']} of {screen.images['defective']}" in stdout
+
+    # what the command said
+    header = next(line for line in stdout.splitlines() if line.startswith("class "))
+    assert header.split()[:3] == ["class", "threshold", "target"]
+    assert re.search(r"^calibration: \d+\.\d s beyond the model's inference \(\d+\.\d s\)$", stdout, re.M)
+    run_id = re.search(r"^MLflow run: (\w+) \(experiment calibrate-test\)$", stdout, re.M).group(1)
+    assert f"thresholds attached to models:/{name}/{version} (tags pipeline.screen.*; screen.json in run {run_id})" in (
+        stdout
+    )
+
+    # the recall at each threshold, recomputed by pycocotools from evaluate's own predictions of the split
+    evaluate(model, downscaled_data, device="cpu", out=tmp_path / "eval", tracking_uri=uri)
+    truth = json.loads((tmp_path / "eval" / "ground_truth.json").read_text(encoding="utf-8"))
+    detections = json.loads((tmp_path / "eval" / "predictions.json").read_text(encoding="utf-8"))
+    for index, cls in enumerate(CLASS_NAMES):
+        point = screen.classes[cls]
+        assert point.objects == sum(1 for a in truth["annotations"] if a["category_id"] == index + 1)
+        assert _coco_recall(truth, detections, index + 1, point.threshold) == pytest.approx(point.recall, abs=1e-9)
+
+    # the calibration run
+    client = MlflowClient(uri)
+    run = client.get_run(run_id)
+    assert run.data.tags["pipeline.kind"] == "calibration"
+    assert run.data.tags["pipeline.model_run_id"] == downscaled_training.run_id
+    for cls, point in screen.classes.items():
+        assert run.data.metrics[f"threshold.{cls}"] == pytest.approx(point.threshold)
+        assert run.data.metrics[f"recall.{cls}"] == pytest.approx(point.recall)
+        assert run.data.metrics[f"objects.{cls}"] == point.objects
+    assert run.data.metrics["images.defective"] == screen.images["defective"]
+    assert run.data.params["data_hash"] == screen.data_hash and run.data.params["target_recall.pit"] == "0.5"
+    assert {a.path for a in client.list_artifacts(run_id)} == {"screen", "screen.md", "pr_curves.png"}
+    assert [a.path for a in client.list_artifacts(run_id, "screen")] == ["screen/screen.json"]
+
+    # the model version holds the thresholds, and predict's reader finds them by alias
+    tags = client.get_model_version(name, version).tags
+    assert json.loads(tags["pipeline.screen.thresholds"]) == screen.thresholds
+    assert tags["pipeline.screen.run"] == run_id and tags["pipeline.screen.about"] == screen.describe()
+    found = stored_screen(model, uri)
+    assert found is not None and found.thresholds == screen.thresholds and found.source == f"models:/{name}/{version}"
+
+
+def test_calibrate_names_the_classes_when_one_is_unknown(downscaled_data: Path, tmp_path: Path) -> None:
+    command = [*CLI, "calibrate", "--model", "missing.pt", "--data", str(downscaled_data), "--recall", "scrach=0.9"]
+    cli = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 2 and "Traceback" not in cli.stderr
+    assert (
+        cli.stderr.strip()
+        .splitlines()[-1]
+        .endswith(f"--recall: no class scrach; the model's classes: {', '.join(CLASS_NAMES)}")
+    )
+    assert not (tmp_path / "calibration").exists()

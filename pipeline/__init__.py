@@ -2,7 +2,8 @@
 
 The public API is imported lazily, so ``import pipeline`` is cheap and has no side effects:
 
-    from pipeline import load_config, train, resume, sync, synthesize, predict, sweep, compare, evaluate, promote
+    from pipeline import load_config, train, resume, sync, synthesize, predict, sweep, compare, evaluate, calibrate,
+        check_screen, promote
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ _EXPORTS = {
     "compare": "pipeline.selection.comparison",
     "sweep": "pipeline.selection.sweep",
     "evaluate": "pipeline.selection.evaluation",
+    "calibrate": "pipeline.selection.calibration",
+    "check_screen": "pipeline.selection.screen_check",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -60,6 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=10, help="epochs per sweep child (default: 10)")
     parser.add_argument("--workers", type=int, default=2, help="data loader workers")
     parser.add_argument("--tracking-uri", default="", help="MLflow server (default: <work>/mlflow.db)")
+    parser.add_argument("--gate", action="append", help=f"a promotion gate, repeatable (default: {' '.join(GATES)})")
     return parser.parse_args(argv)
 
 
@@ -110,9 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     print("\n".join(f"    {line}" for line in calibrated.table() + calibrated.lines))
 
-    print(f"5/7 promote it as models:/{MODEL_NAME}@{ALIAS} through the gates {GATES}, no regress > {NO_REGRESS}")
+    gates = args.gate or GATES
+    print(f"5/7 promote it as models:/{MODEL_NAME}@{ALIAS} through the gates {gates}, no regress > {NO_REGRESS}")
     promoted = promote(
-        swept.best.run_id, name=MODEL_NAME, alias=ALIAS, data=data, split="val", gates=GATES,
+        swept.best.run_id, name=MODEL_NAME, alias=ALIAS, data=data, split="val", gates=gates,
         no_regress=NO_REGRESS, tracking_uri=uri,
     )  # fmt: skip
     decision = promoted.decision

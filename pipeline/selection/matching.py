@@ -64,12 +64,15 @@ def box_iou(detections: np.ndarray, truths: np.ndarray, crowd: np.ndarray | None
         return np.where(union > 0, inter / union, 0.0)
 
 
-def match_image(boxes: np.ndarray, truths: np.ndarray, crowd: np.ndarray, iou: float = IOU) -> np.ndarray:
-    """For one image and class, detections already in descending score order: 1 hit, 0 false, -1 ignored
-    (it fell on a crowd region only)."""
-    outcome = np.zeros(len(boxes), dtype=np.int8)
+UNMATCHED, ON_CROWD = -1, -2  # what `assign` gives a detection that matched no object
+
+
+def assign(boxes: np.ndarray, truths: np.ndarray, crowd: np.ndarray, iou: float = IOU) -> np.ndarray:
+    """For one image and class, detections already in descending score order: the index of the object each
+    matched, UNMATCHED (a false alarm) or ON_CROWD (it fell on a crowd region only, so it is ignored)."""
+    taken = np.full(len(boxes), UNMATCHED, dtype=np.int64)
     if len(boxes) == 0 or len(truths) == 0:
-        return outcome
+        return taken
     ious = box_iou(boxes, truths, crowd)
     crowd = np.asarray(crowd, dtype=bool)
     real = np.where(crowd[None, :], -1.0, ious)  # objects to match
@@ -80,11 +83,18 @@ def match_image(boxes: np.ndarray, truths: np.ndarray, crowd: np.ndarray, iou: f
         best = int(np.argmax(candidates))
         if candidates[best] >= 0:
             free[best] = False
-            outcome[k] = 1
+            taken[k] = best
     if crowd.any():
         on_crowd = (np.where(crowd[None, :], ious, -1.0) >= iou).any(axis=1)
-        outcome[(outcome == 0) & on_crowd] = -1
-    return outcome
+        taken[(taken == UNMATCHED) & on_crowd] = ON_CROWD
+    return taken
+
+
+def match_image(boxes: np.ndarray, truths: np.ndarray, crowd: np.ndarray, iou: float = IOU) -> np.ndarray:
+    """For one image and class, detections already in descending score order: 1 hit, 0 false, -1 ignored
+    (it fell on a crowd region only)."""
+    taken = assign(boxes, truths, crowd, iou)
+    return np.where(taken >= 0, 1, np.where(taken == ON_CROWD, -1, 0)).astype(np.int8)
 
 
 def match_split(truth: dict[str, Any], detections: list[dict[str, Any]], iou: float = IOU) -> Matches:

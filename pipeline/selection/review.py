@@ -25,6 +25,7 @@ from pipeline.data.labelstudio import LabeledBox
 from pipeline.inference.discover import printable
 from pipeline.inference.review import IMAGES, TABLE, QueueItem, check_queue, unique_name, write_queue
 from pipeline.messages import UserError, first_line
+from pipeline.selection import matching
 
 CROPS = "crops"
 MARGIN = 0.25  # of the box's side, around each crop (at least MIN_MARGIN px): the context a reviewer needs
@@ -45,41 +46,33 @@ class Matches:
     false_alarms: list[int]  # detections that matched no truth box
 
 
+def _xywh(boxes: list[LabeledBox]) -> np.ndarray:
+    return np.array([[b.x1, b.y1, b.x2 - b.x1, b.y2 - b.y1] for b in boxes], dtype=float).reshape(-1, 4)
+
+
 def box_iou(a: list[LabeledBox], b: list[LabeledBox]) -> np.ndarray:
     """IoU of every box of ``a`` with every box of ``b`` (corners in pixels), shape (len(a), len(b))."""
-    if not a or not b:
-        return np.zeros((len(a), len(b)))
-    first = np.array([[x.x1, x.y1, x.x2, x.y2] for x in a], dtype=float)[:, None, :]
-    second = np.array([[x.x1, x.y1, x.x2, x.y2] for x in b], dtype=float)[None, :, :]
-    width = np.clip(np.minimum(first[..., 2], second[..., 2]) - np.maximum(first[..., 0], second[..., 0]), 0, None)
-    height = np.clip(np.minimum(first[..., 3], second[..., 3]) - np.maximum(first[..., 1], second[..., 1]), 0, None)
-    inter = width * height
-    union = _area(first) + _area(second) - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
-def _area(corners: np.ndarray) -> np.ndarray:
-    return (corners[..., 2] - corners[..., 0]) * (corners[..., 3] - corners[..., 1])
+    return matching.box_iou(_xywh(a), _xywh(b))
 
 
 def match_image(truth: list[LabeledBox], detections: list[LabeledBox], iou: float = 0.5) -> Matches:
-    """COCO's greedy matching on one image: detections by falling score, each taking the unmatched truth box of
-    its class with the highest IoU (at least ``iou``). (To fold into `pipeline.selection.matching`.)"""
-    overlaps = box_iou(truth, detections)
-    taken: set[int] = set()
+    """COCO's greedy matching on one image (`pipeline.selection.matching.assign`), class by class."""
     pairs = []
-    for d in sorted(range(len(detections)), key=lambda k: -(detections[k].score or 0.0)):
-        best, best_iou = -1, iou
-        for t, box in enumerate(truth):
-            if t not in taken and box.label == detections[d].label and overlaps[t, d] >= best_iou:
-                best, best_iou = t, overlaps[t, d]
-        if best >= 0:
-            taken.add(best)
-            pairs.append((best, d))
-    matched = {d for _, d in pairs}
+    for label in {d.label for d in detections}:
+        mine = sorted(
+            (k for k, d in enumerate(detections) if d.label == label), key=lambda k: -(detections[k].score or 0.0)
+        )
+        objects = [t for t, box in enumerate(truth) if box.label == label]
+        if not objects:
+            continue
+        taken = matching.assign(
+            _xywh([detections[k] for k in mine]), _xywh([truth[t] for t in objects]), np.zeros(len(objects), bool), iou
+        )
+        pairs += [(objects[t], mine[k]) for k, t in enumerate(taken) if t >= 0]
+    matched_truth, matched = {t for t, _ in pairs}, {d for _, d in pairs}
     return Matches(
-        pairs,
-        [t for t in range(len(truth)) if t not in taken],
+        sorted(pairs),
+        [t for t in range(len(truth)) if t not in matched_truth],
         [d for d in range(len(detections)) if d not in matched],
     )
 

@@ -73,11 +73,12 @@ def stored_screen(model_uri: str, tracking_uri: str = "") -> StoredScreen | None
         if target is None:
             return None
         kind, name, version = target
-        client = client_for(uri)
+        client, behind = client_for(uri), ""
         if kind == "version":
             found = client.get_model_version(name, version)
             tags = found.tags
             if THRESHOLDS_TAG not in tags and found.run_id:  # calibrated as runs:/<id>/model before it was promoted
+                behind = f" (the run of models:/{name}/{version})"
                 kind, name, tags = "run", found.run_id, client.get_run(found.run_id).data.tags
         else:
             tags = client.get_run(name).data.tags
@@ -87,5 +88,5 @@ def stored_screen(model_uri: str, tracking_uri: str = "") -> StoredScreen | None
         thresholds = {str(k): float(v) for k, v in json.loads(tags[THRESHOLDS_TAG]).items()}
     except (ValueError, TypeError, AttributeError):
         return None  # a hand-edited tag that is not our JSON: as if none were stored (predict says which it uses)
-    source = f"models:/{name}/{version}" if kind == "version" else f"run {name}"
+    source = f"models:/{name}/{version}" if kind == "version" else f"run {name}{behind}"
     return StoredScreen(thresholds, tags.get(ABOUT_TAG, ""), source, tags.get(RUN_TAG, ""))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.augment.spec import serialize, write_augment_spec
-from pipeline.config import Config, ConfigError, save_config, warn_ineffective_settings
+from pipeline.config import Config, ConfigError, save_config, warn_fine_tuning_rate, warn_ineffective_settings
 from pipeline.data.training_data import TrainingData, prepare_training_data
 from pipeline.devices import DeviceError, check_device
 from pipeline.messages import UserError
@@ -248,6 +248,8 @@ def prepare_training(config: Config) -> PreparedTraining:
             shutil.rmtree(save_dir, ignore_errors=True)
         raise
     warn_ineffective_settings(config, device)  # only for a training that will start
+    if weights.pretrained:  # resolved: an offline release name that fell back to its architecture is not
+        warn_fine_tuning_rate(config)
     save_config(config, save_dir / "config.yaml")
     augment_file = write_augment_spec(config.augment, augmentations, save_dir / "augment.yaml")
     dataset = data.dataset

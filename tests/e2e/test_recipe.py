@@ -1,4 +1,5 @@
-"""The defect recipe script end to end on a small NEU-DET subset, tracked in a real MLflow server."""
+"""The defect recipe script end to end on a small NEU-DET subset, tracked in a real MLflow server: import with a
+test split, sweep, compare, calibrate, gated promotion, screening by alias, the check on test, the review queue."""
 
 from __future__ import annotations
 
@@ -16,17 +17,30 @@ NEU_DET = REPO.parent / "shared" / "datasets" / "neu-det"
 
 
 @pytest.mark.skipif(not (NEU_DET / "data.yaml").is_file(), reason=f"NEU-DET not at {NEU_DET}")
-def test_recipe_imports_sweeps_compares_promotes_and_predicts(mlflow_server, tmp_path: Path) -> None:
+def test_recipe_walks_the_screen_loop(mlflow_server, tmp_path: Path) -> None:
     work = tmp_path / "recipe"
-    args = ["--neu-det", str(NEU_DET), "--work", str(work), "--images", "60", "--imgsz", "64", "--epochs", "1"]
+    args = [
+        "--neu-det",
+        str(NEU_DET),
+        "--work",
+        str(work),
+        "--images",
+        "60",
+        "--imgsz",
+        "64",
+        "--epochs",
+        "1",
+        "--gate",
+        "AP50>=0",
+    ]  # a 1-epoch model scores about 0
     done = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "defect_recipe.py"), *args, "--workers", "0",
          "--tracking-uri", mlflow_server.uri],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    for step in range(1, 6):
-        assert f"{step}/5 " in done.stdout
+    for step in range(1, 8):
+        assert f"{step}/7 " in done.stdout
 
     client = MlflowClient(mlflow_server.uri)
     experiment = client.get_experiment_by_name("neu-det-recipe").experiment_id
@@ -42,7 +56,26 @@ def test_recipe_imports_sweeps_compares_promotes_and_predicts(mlflow_server, tmp
     series = json.loads((work / "compare" / "plots.json").read_text(encoding="utf-8"))
     assert all(len(labels) == 4 for name, labels in series.items())
     assert (work / "compare" / "report.html").stat().st_size > 10_000
-    val_images = sorted((work / "data" / "images" / "val").iterdir())
-    results = work / "predictions" / f"v{champion.version}"
+    # the screen: calibrated on val and stored with the best child's run, which the alias's version came from
+    screen = json.loads((work / "calibration" / "screen.json").read_text(encoding="utf-8"))
+    assert screen["split"] == "val" and screen["targets"]["default"] == 0.8
+    assert champion.tags["pipeline.promotion.decision"] == "accepted"
+    source = client.get_run(champion.run_id).data.tags
+    assert json.loads(source["pipeline.screen.thresholds"]) == screen["thresholds"]
+
+    # the test images screened by the alias, with the stored thresholds; then checked and reviewed on test
+    test_images = sorted((work / "data" / "images" / "test").iterdir())
+    results = work / "screened" / f"v{champion.version}"
     lines = (results / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
-    assert len(val_images) >= 10 and len(lines) == len(val_images)
+    assert len(test_images) >= 10 and len(lines) == len(test_images)
+    settings = json.loads((results / "run.json").read_text(encoding="utf-8"))
+    assert {k: v for k, v in settings["thresholds"].items() if k != "default"} == screen["thresholds"]
+    stored = f"stored with run {champion.run_id} (the run of models:/neu-det-defects/{champion.version})"
+    assert stored in settings["thresholds_source"]
+    assert "test recall [95%]" in done.stdout
+    review = work / "review" / f"v{champion.version}"
+    tasks = json.loads((review / "tasks.json").read_text(encoding="utf-8"))
+    rows = (review / "review.csv").read_text(encoding="utf-8").splitlines()
+    assert len(tasks) >= 1 and len(rows) >= 1 + len(tasks)  # a header, and at least one finding per image
+    for task in tasks:
+        assert (review / task["data"]["image"].removeprefix("/data/local-files/?d=")).is_file()

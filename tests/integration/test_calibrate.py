@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from pipeline.data.synth import CLASS_NAMES
@@ -141,3 +142,58 @@ def test_calibrate_names_the_classes_when_one_is_unknown(downscaled_data: Path, 
         .endswith(f"--recall: no class scrach; the model's classes: {', '.join(CLASS_NAMES)}")
     )
     assert not (tmp_path / "calibration").exists()
+
+
+def test_check_reports_what_the_thresholds_reach_on_another_split(
+    downscaled_training, downscaled_data: Path, tmp_path: Path
+) -> None:
+    """`calibrate --check`: a split whose images are val's again (named test in a second data.yaml) must give
+    exactly the calibration's own numbers, interval included (same images, thresholds and bootstrap seed)."""
+    from pipeline.selection.calibration import calibrate
+    from pipeline.selection.screen_check import check_screen
+
+    model = str(downscaled_training.best_weights)
+    done = calibrate(model, downscaled_data, target_recall=TARGET, out=tmp_path / "cal", device="cpu", bootstrap=200)
+    spec = yaml.safe_load(downscaled_data.read_text(encoding="utf-8"))
+    again = tmp_path / "again.yaml"
+    root = downscaled_data.parent
+    again.write_text(
+        yaml.safe_dump({"path": str(root), "train": spec["train"], "val": spec["val"], "test": spec["val"],
+                        "names": spec["names"]}),
+        encoding="utf-8",
+    )  # fmt: skip
+    checked = check_screen(model, again, done.screen, split="test", device="cpu", bootstrap=200)
+    for cls, point in done.screen.classes.items():
+        reached = checked.classes[cls]
+        assert reached.threshold == point.threshold and reached.objects == point.objects
+        assert (reached.recall, reached.recall_low, reached.recall_high) == (
+            point.recall, point.recall_low, point.recall_high
+        )  # fmt: skip
+        assert reached.precision == pytest.approx(point.precision) and reached.fp_per_image == pytest.approx(
+            point.fp_per_image
+        )
+    assert checked.images == done.screen.images
+    rows = {row["class"]: row for row in checked.rows()}
+    assert rows["pit"]["recall.val"] == rows["pit"]["recall.test"] == done.screen.classes["pit"].recall
+
+    cli = subprocess.run(
+        [*CLI, "calibrate", "--model", model, "--data", str(downscaled_data), "--check", str(tmp_path / "cal" / "screen.json")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert cli.returncode == 2 and "Traceback" not in cli.stderr
+    assert cli.stderr.strip().splitlines()[-1].endswith("check it on another split")
+
+
+def test_a_version_without_thresholds_has_those_of_the_run_it_came_from(weak_training, mlflow_server) -> None:
+    """A screen attached to ``runs:/<id>/model`` (calibrated before promotion) is found through the promoted version."""
+    from pipeline.tracking.screens import attach_screen
+
+    uri, run_id = mlflow_server.uri, weak_training.run_id
+    thresholds = {"scratch": 0.31, "pit": 0.42, "patch": 0.27}
+    assert attach_screen(f"runs:/{run_id}/model", thresholds, "by hand", "calibration-run", uri) == f"run {run_id}"
+    version = register_model(run_id, "screen-fallback", "champion", {}, uri)
+    found = stored_screen("models:/screen-fallback@champion", uri)
+    assert found is not None and found.thresholds == thresholds and found.about == "by hand"
+    assert found.source == f"run {run_id} (the run of models:/screen-fallback/{version})"
+    assert found.calibration_run == "calibration-run"
+    assert stored_screen(str(weak_training.best_weights), uri) is None  # a file holds no stored screen

@@ -73,3 +73,21 @@ def test_training_warns_for_the_device_auto_resolves_to(
         prepared = prepare_training(config)
     assert prepared.ultralytics_args["device"] == "cpu"
     assert [r.getMessage() for r in caplog.records if r.name == "pipeline.config"] == [WORKERS_ON_CPU]
+
+
+def test_a_fine_tuning_rate_that_would_erase_the_parent_is_said(caplog: pytest.LogCaptureFixture) -> None:
+    from pipeline.config import warn_fine_tuning_rate
+
+    def said(train: dict) -> list[str]:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="pipeline.config"):
+            warn_fine_tuning_rate(build_config({"model": {"weights": "models:/defects@champion"}, "train": train}))
+        return [record.getMessage() for record in caplog.records]
+
+    assert said({"optimizer": "AdamW", "lr0": 0.002, "warmup_epochs": 0}) == [
+        "config: train.lr0: 0.002 with AdamW and no warmup starts a fine-tuning with steps large enough to erase "
+        "what models:/defects@champion learned; use about a tenth (lr0 0.0002) or warmup_epochs > 0"
+    ]
+    assert said({"optimizer": "AdamW", "lr0": 0.0002, "warmup_epochs": 0}) == []
+    assert said({"optimizer": "AdamW", "lr0": 0.002, "warmup_epochs": 1}) == []
+    assert said({"optimizer": "SGD", "lr0": 0.01, "warmup_epochs": 0}) == []

@@ -20,6 +20,8 @@ from typing import Any
 from pipeline.load_policy import TRUST_ENV, trusted
 from pipeline.messages import UserError
 
+# Where a model comes from besides a file: an MLflow registry version or a run's logged model.
+MODEL_URI_SCHEMES = ("models:/", "runs:/")
 TRUST_OPTION = "--trust-checkpoint"
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.checkpoints import file_sha256, is_refusal, load_error, trained_imgsz
+from pipeline.checkpoints import MODEL_URI_SCHEMES, file_sha256, is_refusal, load_error, trained_imgsz
 from pipeline.devices import resolve_device
 from pipeline.inference.errors import ModelError
 from pipeline.inference.onnx_export import onnx_available, onnx_model
@@ -32,7 +32,7 @@ from pipeline.inference.runtime import (
 from pipeline.messages import first_line
 from pipeline.yolo_env import configure_ultralytics
 
-MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
+MLFLOW_SCHEMES = (*MODEL_URI_SCHEMES, "mlflow-artifacts:/")
 
 
 @dataclass

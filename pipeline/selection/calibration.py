@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pipeline.checkpoints import MODEL_URI_SCHEMES
 from pipeline.data.dataset import DatasetError, DataYaml, content_hash, read_data_yaml
 from pipeline.destinations import build_then_swap, check_replaceable
 from pipeline.inference.screen import FILE_NAME, Screen
@@ -122,7 +123,7 @@ def calibrate(
         calibration_s=time.perf_counter() - inferred,
         model_run_id=found.model_run_id,
     )
-    registry_model = model.startswith(("models:/", "runs:/"))
+    registry_model = model.startswith(MODEL_URI_SCHEMES)
     if track:
         tracked = time.perf_counter()
         result.run_id = _log(result, files, experiment, tracking_uri)

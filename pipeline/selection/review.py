@@ -21,6 +21,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from pipeline.checkpoints import MODEL_URI_SCHEMES
 from pipeline.data.labelstudio import LabeledBox
 from pipeline.inference.discover import printable
 from pipeline.inference.review import IMAGES, TABLE, QueueItem, check_queue, unique_name, write_queue
@@ -205,7 +206,7 @@ def plan_review(
     if screen is not None:
         found = read_screen(screen)
         return ReviewPlan(target, found.thresholds, f"{found.describe()}, from {screen}")
-    if not model.startswith(("runs:/", "models:/")):  # a file keeps no thresholds (and costs no MLflow import)
+    if not model.startswith(MODEL_URI_SCHEMES):  # a file keeps no thresholds (and costs no MLflow import)
         raise ReviewError("--review: no thresholds: calibrate the model first or give --screen")
     from pipeline.tracking.screens import stored_screen
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from pipeline.checkpoints import MODEL_URI_SCHEMES
 from pipeline.tracking.registry import lookup_uri, model_version_of, quick_requests
 from pipeline.tracking.store import client_for
 
@@ -65,7 +66,7 @@ def attach_screen(
 
 def stored_screen(model_uri: str, tracking_uri: str = "") -> StoredScreen | None:
     """The thresholds stored with ``model_uri``'s version (or run), None when there are none (or it is a file)."""
-    if not model_uri.startswith(("runs:/", "models:/")):
+    if not model_uri.startswith(MODEL_URI_SCHEMES):
         return None
     uri = lookup_uri(tracking_uri)
     with quick_requests():

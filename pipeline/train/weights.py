@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.checkpoints import CheckpointError, read_checkpoint
+from pipeline.checkpoints import MODEL_URI_SCHEMES, CheckpointError, read_checkpoint
 from pipeline.files import cache_dir
 from pipeline.messages import UserError, first_line
 from pipeline.redact import redact_text
@@ -28,9 +28,6 @@ LOG = logging.getLogger("pipeline.train")
 
 class WeightsError(UserError, ValueError):
     """``model.weights`` names nothing usable; the message is one line."""
-
-
-MLFLOW_SCHEMES = ("models:/", "runs:/")
 
 
 @dataclass(frozen=True)
@@ -135,7 +132,7 @@ def resolve_weights(spec: str, tracking_uri: str = "") -> ResolvedWeights:
     """What ``model.weights`` names, ready for ultralytics; ``tracking_uri`` is where ``models:/``/``runs:/`` live
     (empty: $MLFLOW_TRACKING_URI, else the local SQLite file, as for the training's own run)."""
     spec = spec.strip()
-    if spec.startswith(MLFLOW_SCHEMES):
+    if spec.startswith(MODEL_URI_SCHEMES):
         return _mlflow_model(spec, tracking_uri)
     path = Path(spec).expanduser()
     if path.suffix in {".yaml", ".yml"}:

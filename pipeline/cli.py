@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from pipeline.checkpoints import add_trust_option
-from pipeline.config import Config, ConfigError, load_config
+from pipeline.config import Config, ConfigError, class_values, load_config
 from pipeline.data.dataset import DatasetError
 from pipeline.inference.options import PredictOptions
 from pipeline.messages import UserError, first_line
@@ -297,24 +297,14 @@ def cmd_augment_preview(args: argparse.Namespace) -> int:
     return 0
 
 
-def _thresholds(pairs: list[str]) -> dict[str, float]:
-    thresholds = {}
-    for pair in pairs:
-        name, sep, value = pair.rpartition("=")
-        try:
-            thresholds[name] = float(value)
-        except ValueError:
-            name = ""
-        if not sep or not name:
-            raise ConfigError(f"--threshold {pair!r}: expected CLASS=SCORE (or default=SCORE), e.g. scratch=0.4")
-    return thresholds
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     from pipeline.inference import predict
 
     values = {name: getattr(args, name) for name in PredictOptions.model_fields if name != "thresholds"}
-    options = PredictOptions.checked(**values, thresholds=_thresholds(args.threshold))
+    options = PredictOptions.checked(
+        **values,
+        thresholds=class_values(args.threshold, "--threshold", "CLASS=SCORE (or default=SCORE), e.g. scratch=0.4"),
+    )
     result = predict(args.source, args.model, args.out, options)
     if result.note:
         print(f"note: {result.note}")

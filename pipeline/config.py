@@ -311,6 +311,20 @@ def warn_ineffective_settings(config: Config, device: str) -> None:
         )
 
 
+def class_values(pairs: list[str], option: str, example: str) -> dict[str, float]:
+    """``CLASS=NUMBER`` options (``--threshold scratch=0.4``, ``--recall pit=0.9``) as a dict; one line for a bad one."""
+    values: dict[str, float] = {}
+    for pair in pairs:
+        name, sep, value = pair.rpartition("=")
+        try:
+            values[name] = float(value)
+        except ValueError:
+            name = ""
+        if not sep or not name:
+            raise ConfigError(f"{option} {pair!r}: expected {example}")
+    return values
+
+
 def warn_fine_tuning_rate(config: Config) -> None:
     """One warning line when a training that starts from trained weights would take steps that erase them."""
     train, weights = config.train, config.model.weights.strip()

@@ -13,6 +13,7 @@ import os
 import sys
 
 from pipeline.checkpoints import add_trust_option
+from pipeline.config import class_values
 from pipeline.data.dataset import SPLITS
 from pipeline.selection.promotion import PromoteError, Promotion
 
@@ -214,15 +215,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         return _check(args)
     if args.max_fp_per_image is not None and args.target_recall is not None:
         raise CalibrateError("--target-recall and --max-fp-per-image: choose thresholds by one of them, not both")
-    recalls: dict[str, float] = {}
-    for item in args.recall:
-        name, sep, value = item.rpartition("=")
-        try:
-            recalls[name] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep or not name:
-            raise CalibrateError(f"--recall {item}: expected CLASS=RECALL, e.g. scratch=0.99")
+    recalls = class_values(args.recall, "--recall", "CLASS=RECALL, e.g. scratch=0.99")
     done = calibrate(
         args.model,
         args.data,

@@ -342,3 +342,16 @@ def test_retired_gradient_thresholds_are_said_and_ignored(caplog) -> None:
     assert [r.getMessage() for r in caplog.records] == [
         "config: gradients.vanish_abs: no longer used (the gradient doctor needs no thresholds)"
     ]
+
+
+def test_class_values_read_class_number_pairs_and_name_a_bad_one() -> None:
+    from pipeline.config import ConfigError, class_values
+
+    assert class_values(["scratch=0.4", "default=0.3", "a=b=0.5"], "--threshold", "CLASS=SCORE") == {
+        "scratch": 0.4,
+        "default": 0.3,
+        "a=b": 0.5,  # the last "=" splits: a class name may hold one
+    }
+    for bad in ("scratch", "=0.4", "scratch=high"):
+        with pytest.raises(ConfigError, match=rf"^--recall '{bad}': expected CLASS=RECALL$"):
+            class_values([bad], "--recall", "CLASS=RECALL")

@@ -69,7 +69,7 @@ def for_recall(name: str, found: Curve, target: float) -> Choice:
         return Choice(1.0, False, note)
     best = int(np.argmax(recall))  # the first (highest) score at which the recall stops growing
     threshold = float(found.scores[best])
-    note = f"class {name}: recall {target:g} cannot be reached (at most {recall[best]:.2f}, at score {threshold:.3g})"
+    note = f"class {name}: recall {target:g} cannot be reached (at most {recall[best]:.3f}, at score {threshold:.3g})"
     return Choice(threshold, False, note)
 
 

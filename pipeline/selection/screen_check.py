@@ -60,6 +60,30 @@ class ScreenCheck:
         return lines
 
 
+def shortfalls(screen: Screen, split: str, classes: dict[str, ClassPoint]) -> list[str]:
+    """One line per class the check has news of: no object on ``split``, a target not reached at calibration
+    either, or a recall whose whole interval on ``split`` lies below the target."""
+    lines = []
+    for name, reached in classes.items():
+        calibrated = screen.classes.get(name)
+        target = calibrated.target if calibrated else None
+        here = f"{reached.recall:.3f} [{reached.recall_low:.3f}, {reached.recall_high:.3f}]"
+        if reached.objects == 0:
+            lines.append(f"class {name}: no object in {split}; its recall there is not measured")
+        elif calibrated is not None and not calibrated.reached:
+            lines.append(
+                f"class {name}: its target {target:g} was not reached on {screen.split} either "
+                f"({calibrated.recall:.3f}); on {split} {here}"
+            )
+        elif target is not None and reached.recall_high < target:
+            before = f" (reached on {screen.split}: {calibrated.recall:.3f})" if calibrated else ""
+            lines.append(
+                f"class {name}: recall on {split} {here} is below its target {target:g}{before}: calibrate on "
+                "more images or aim higher"
+            )
+    return lines
+
+
 def check_screen(
     model: str,
     data: str | Path,
@@ -87,23 +111,15 @@ def check_screen(
         raise CalibrateError(f"--check: the screen has thresholds for {', '.join(unknown)}, which {data} lacks")
     counts = resample_counts(len(matches.image_ids), bootstrap, seed)
     classes: dict[str, ClassPoint] = {}
-    lines: list[str] = []
     for name, threshold in screen.thresholds.items():
-        per_image = matches.objects_of(name)
         calibrated = screen.classes.get(name)
         target = calibrated.target if calibrated else None
-        reached = point(matches.per_class[name], per_image, Choice(threshold, True), target, counts)
-        classes[name] = reached
-        if reached.objects == 0:
-            lines.append(f"class {name}: no object in {split}; its recall there is not measured")
-        elif target is not None and reached.recall_high < target:
-            lines.append(
-                f"class {name}: recall on {split} {reached.recall:.3f} [{reached.recall_low:.3f}, "
-                f"{reached.recall_high:.3f}] is below its target {target:g}: recalibrate on more images"
-            )
+        per_image = matches.objects_of(name)
+        classes[name] = point(matches.per_class[name], per_image, Choice(threshold, True), target, counts)
+    lines = shortfalls(screen, split, classes)
     images = image_level(matches, screen.thresholds)
     lines.extend(image_lines(images))
     return ScreenCheck(screen, split, classes, images, lines)
 
 
-__all__ = ["ScreenCheck", "check_screen"]
+__all__ = ["ScreenCheck", "check_screen", "shortfalls"]

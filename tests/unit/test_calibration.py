@@ -173,7 +173,7 @@ def test_an_unreachable_target_takes_the_highest_threshold_with_the_most_recall_
     point = chosen.classes["scratch"]
     assert (point.threshold, point.recall, point.reached) == (0.6, 0.75, False)
     assert chosen.thresholds == {"scratch": 0.6}
-    assert "class scratch: recall 0.9 cannot be reached (at most 0.75, at score 0.6)" in chosen.lines
+    assert "class scratch: recall 0.9 cannot be reached (at most 0.750, at score 0.6)" in chosen.lines
 
 
 def test_a_class_the_model_never_finds_cannot_be_reached_at_any_threshold() -> None:

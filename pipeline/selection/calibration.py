@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.checkpoints import MODEL_URI_SCHEMES
-from pipeline.data.dataset import DatasetError, DataYaml, content_hash, read_data_yaml
+from pipeline.data.dataset import DataYaml, content_hash
 from pipeline.destinations import build_then_swap, check_replaceable
 from pipeline.inference.screen import FILE_NAME, Screen
 from pipeline.messages import UserError
 from pipeline.selection.calibration_report import markdown, plot_pr_curves, table_lines
 from pipeline.selection.matching import IOU, match_split
 from pipeline.selection.operating_points import LEVEL, OperatingPoints, operating_points
+from pipeline.selection.screened_split import data_spec, screened_split
 
 KIND = "calibrate"  # the marker's kind of an --out folder: a rerun replaces it once the new files are whole
 DEFAULT_OUT = "calibration"
@@ -73,16 +74,14 @@ def calibrate(
 ) -> Calibration:
     """Per-class thresholds for ``model`` on ``split`` of ``data``: the highest whose recall reaches
     ``target_recall`` (``recalls`` per class), or with ``max_fp_per_image`` the lowest within that budget."""
-    from pipeline.selection.evaluation import predict_split
-
     recalls = dict(recalls or {})
-    spec = _data_spec(data, split)
+    spec = data_spec(data, split)
     _check_options(target_recall, recalls, max_fp_per_image, bootstrap, spec)
     folder = check_replaceable(out or DEFAULT_OUT, KIND)  # before the model loads: a refused --out costs nothing
 
     started = time.perf_counter()
-    found = predict_split(
-        model, data, split=split, imgsz=imgsz, batch=batch, conf=LOW_CONF, device=device, tracking_uri=tracking_uri
+    found, problems = screened_split(
+        model, data, split=split, conf=LOW_CONF, imgsz=imgsz, batch=batch, device=device, tracking_uri=tracking_uri
     )
     inferred = time.perf_counter()
     matches = match_split(found.truth, found.detections, IOU)
@@ -115,10 +114,11 @@ def calibrate(
         bootstrap={"samples": bootstrap, "seed": seed, "level": LEVEL, "resampled": "images"},
     )
     files = _write(screen, chosen, folder)
+    skipped = [f"{problems} label problems left out (yolo-pipeline data validate names them)"] if problems else []
     result = Calibration(
         screen=screen,
         files=[str(p) for p in files],
-        lines=list(chosen.lines),
+        lines=list(chosen.lines) + skipped,
         inference_s=inferred - started,
         calibration_s=time.perf_counter() - inferred,
         model_run_id=found.model_run_id,
@@ -135,19 +135,6 @@ def calibrate(
     elif registry_model:
         result.notes.append(f"thresholds not stored with {model}: add --track to attach them (predict then uses them)")
     return result
-
-
-def _data_spec(data: str | Path, split: str) -> DataYaml:
-    """The data.yaml behind ``data`` (a data.yaml, a YOLO folder or an imported manifest), with ``split``."""
-    from pipeline.data.manifest import is_manifest, load_manifest
-
-    path = Path(data)
-    if is_manifest(path):
-        imported = load_manifest(path).out_dir / "data.yaml"
-        if not imported.is_file():
-            raise DatasetError(f"{path}: not imported yet; run: yolo-pipeline data import --manifest {path}")
-        path = imported
-    return read_data_yaml(path, require=(split,))
 
 
 def _check_options(

@@ -140,6 +140,17 @@ def review_image(
     return WrongImage(path, width, height, truth, kept, findings)
 
 
+def best_class_per_box(detections: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each box once, with its best-scoring class, as `predict` reports it: evaluate's multi-label NMS (for mAP)
+    reports a box once per class above its threshold, and the runner-up classes are alarms predict never raises."""
+    best: dict[tuple[int, tuple[float, ...]], dict[str, Any]] = {}
+    for d in detections:
+        key = (d["image_id"], tuple(d["bbox"]))
+        if key not in best or d["score"] > best[key]["score"]:
+            best[key] = d
+    return list(best.values())
+
+
 def wrong_images(
     truth: dict[str, Any], detections: list[dict[str, Any]], names: dict[int, str], thresholds: dict[str, float]
 ) -> list[WrongImage]:
@@ -310,7 +321,7 @@ def review_split(plan: ReviewPlan, found: Any, model: str) -> ReviewResult:
     """The review queue of a split evaluate predicted (`pipeline.selection.evaluation.SplitPredictions`)."""
     classes = [found.names[i] for i in sorted(found.names)]
     thresholds, notes = thresholds_per_class(plan, classes)
-    wrong = wrong_images(found.truth, found.detections, found.names, thresholds)
+    wrong = wrong_images(found.truth, best_class_per_box(found.detections), found.names, thresholds)
     result = write_review(plan, wrong, classes, model)
     result.notes[:0] = notes
     return result

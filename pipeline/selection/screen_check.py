@@ -16,6 +16,7 @@ from pipeline.inference.screen import ClassPoint, Screen
 from pipeline.selection.calibration import LOW_CONF, CalibrateError
 from pipeline.selection.matching import match_split
 from pipeline.selection.operating_points import Choice, image_level, image_lines, point, resample_counts
+from pipeline.selection.screened_split import screened_split
 
 
 @dataclass
@@ -98,12 +99,10 @@ def check_screen(
     tracking_uri: str = "",
 ) -> ScreenCheck:
     """The recall, precision and false alarms ``screen``'s thresholds give on ``split`` of ``data``."""
-    from pipeline.selection.evaluation import predict_split
-
     if split == screen.split and str(data) == screen.data:
         raise CalibrateError(f"--check: the screen was calibrated on {split} of {data}; check it on another split")
-    found = predict_split(
-        model, data, split=split, imgsz=imgsz, batch=batch, conf=LOW_CONF, device=device, tracking_uri=tracking_uri
+    found, _ = screened_split(
+        model, data, split=split, conf=LOW_CONF, imgsz=imgsz, batch=batch, device=device, tracking_uri=tracking_uri
     )
     matches = match_split(found.truth, found.detections)
     unknown = sorted(set(screen.thresholds) - set(matches.classes))

@@ -17,8 +17,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from pipeline.data.synth import CLASS_NAMES
+from pipeline.inference import predict
 from pipeline.inference.screen import read_screen
-from pipeline.selection.evaluation import evaluate
+from pipeline.selection.screened_split import screened_split
 from pipeline.tracking.registry import register_model
 from pipeline.tracking.screens import stored_screen
 
@@ -101,14 +102,30 @@ def test_calibrate_stores_thresholds_with_the_model_version(
         stdout
     )
 
-    # the recall at each threshold, recomputed by pycocotools from evaluate's own predictions of the split
-    evaluate(model, downscaled_data, device="cpu", out=tmp_path / "eval", tracking_uri=uri)
-    truth = json.loads((tmp_path / "eval" / "ground_truth.json").read_text(encoding="utf-8"))
-    detections = json.loads((tmp_path / "eval" / "predictions.json").read_text(encoding="utf-8"))
+    # the recall at each threshold, recomputed by pycocotools from the split screened again
+    found, problems = screened_split(model, downscaled_data, split="val", conf=0.001, device="cpu", tracking_uri=uri)
+    truth, detections = found.truth, found.detections
+    assert problems == 0 and len(truth["images"]) == 80
     for index, cls in enumerate(CLASS_NAMES):
         point = screen.classes[cls]
         assert point.objects == sum(1 for a in truth["annotations"] if a["category_id"] == index + 1)
         assert _coco_recall(truth, detections, index + 1, point.threshold) == pytest.approx(point.recall, abs=1e-9)
+
+    # and from what `predict` itself finds in the same images: the screen's detections, so exactly its recall
+    ids = {image["file_name"]: image["id"] for image in truth["images"]}
+    predicted = predict(downscaled_data.parent / "images" / "val", model, tmp_path / "predicted", conf=0.001,
+                        tracking_uri=uri, progress=False)  # fmt: skip
+    boxes = [
+        {"image_id": ids[r["path"]], "category_id": d["class_id"] + 1, "score": d["score"],
+         "bbox": [d["box"][0], d["box"][1], d["box"][2] - d["box"][0], d["box"][3] - d["box"][1]]}
+        for line in (predicted.out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+        for r in [json.loads(line)] for d in r["detections"]
+    ]  # fmt: skip
+    for index, cls in enumerate(CLASS_NAMES):
+        point = screen.classes[cls]
+        assert _coco_recall(truth, boxes, index + 1, point.threshold) == pytest.approx(
+            point.recall, abs=1.01 / point.objects
+        ), cls  # a score at the threshold may move by 1e-7
 
     # the calibration run
     client = MlflowClient(uri)

@@ -261,3 +261,15 @@ def test_evaluate_review_needs_thresholds(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="not a screen file"):
         plan_review(tmp_path / "review", tmp_path / "screen.json", "best.pt")
     assert not (tmp_path / "review").exists()
+
+
+def test_a_box_reported_once_per_class_keeps_its_best_class_only() -> None:
+    from pipeline.selection.review import best_class_per_box
+
+    detections = [
+        {"image_id": 1, "category_id": 1, "bbox": [1.0, 2.0, 3.0, 4.0], "score": 0.6},
+        {"image_id": 1, "category_id": 2, "bbox": [1.0, 2.0, 3.0, 4.0], "score": 0.35},  # the runner-up class
+        {"image_id": 2, "category_id": 2, "bbox": [1.0, 2.0, 3.0, 4.0], "score": 0.2},  # another image
+        {"image_id": 1, "category_id": 2, "bbox": [5.0, 2.0, 3.0, 4.0], "score": 0.3},  # another box
+    ]
+    assert best_class_per_box(detections) == [detections[0], detections[2], detections[3]]

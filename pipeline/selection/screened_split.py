@@ -1,0 +1,110 @@
+"""A labelled split predicted the way `predict` screens parts, for choosing and checking a screen's thresholds.
+
+Ultralytics' validator and its predictor see different detections: the validator resizes with
+``INTER_AREA`` and runs NMS multi-label (a box once per class above conf, as mAP wants), predict
+resizes with ``INTER_LINEAR`` and keeps each box's best class. On the tests' synthetic parts the same
+model's top scores differ by up to 0.1 between the two, so thresholds chosen on the validator's
+detections miss their recall in predict. Here the split's images go through `predict` itself (the
+same decoding, letterbox, runtime and NMS a screen runs), and the ground truth is read from the
+labels with the project's own YOLO reader.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.data.dataset import DatasetError, DataYaml, read_data_yaml
+from pipeline.selection.evaluation import SplitPredictions
+
+
+def data_spec(data: str | Path, split: str) -> DataYaml:
+    """The data.yaml behind ``data`` (a data.yaml, a YOLO folder or an imported manifest), with ``split``."""
+    from pipeline.data.manifest import is_manifest, load_manifest
+
+    path = Path(data)
+    if is_manifest(path):
+        imported = load_manifest(path).out_dir / "data.yaml"
+        if not imported.is_file():
+            raise DatasetError(f"{path}: not imported yet; run: yolo-pipeline data import --manifest {path}")
+        path = imported
+    return read_data_yaml(path, require=(split,))
+
+
+def _split_only(spec: Any, split: str, folder: Path) -> Path:
+    """A data.yaml naming only ``split``: the reader then inspects no other split's images."""
+    body = {"path": str(spec.root), split: str(spec.splits[split]), "names": spec.names}
+    path = folder / "data.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def ground_truth(data_yaml: Path, split: str) -> tuple[dict[str, Any], list[str], int]:
+    """COCO ground truth of ``split`` (image ids from 1, ``file_name`` the absolute image path), the class names,
+    and how many label problems were left out (the boxes `data validate` would drop)."""
+    from pipeline.data.yolo import read_yolo
+
+    collection = read_yolo(data_yaml)
+    images, annotations = [], []
+    for sample in (s for s in collection.samples if s.split == split and not s.image_problem):
+        image_id = len(images) + 1
+        path = os.path.abspath(sample.image)
+        images.append({"id": image_id, "file_name": path, "width": sample.width, "height": sample.height})
+        for box in sample.boxes:
+            xywh = [box.x1, box.y1, box.x2 - box.x1, box.y2 - box.y1]
+            annotations.append(
+                {"id": len(annotations) + 1, "image_id": image_id, "category_id": box.cls + 1,
+                 "bbox": xywh, "area": xywh[2] * xywh[3], "iscrowd": 0}
+            )  # fmt: skip
+    categories = [{"id": k + 1, "name": name} for k, name in enumerate(collection.names)]
+    problems = sum(1 for p in collection.problems if p.is_error)
+    return {"images": images, "annotations": annotations, "categories": categories}, collection.names, problems
+
+
+def screened_split(
+    model: str,
+    data: str | Path,
+    *,
+    split: str,
+    conf: float,
+    imgsz: int = 0,
+    batch: int = 16,
+    device: str = "auto",
+    tracking_uri: str = "",
+) -> tuple[SplitPredictions, int]:
+    """``split`` of ``data`` predicted by `predict` at ``conf``, with its ground truth; and the label problems
+    left out. ``metrics`` of the result is None: these are a screen's detections, not an mAP evaluation's."""
+    from pipeline.inference import predict
+
+    spec = data_spec(data, split)
+    with tempfile.TemporaryDirectory(prefix="yolo-pipeline-screen-") as tmp:
+        folder = Path(tmp)
+        truth, names, problems = ground_truth(_split_only(spec, split, folder), split)
+        listing = folder / "images.txt"
+        listing.write_text("".join(f"{image['file_name']}\n" for image in truth["images"]), encoding="utf-8")
+        options = {"conf": conf, "imgsz": imgsz, "batch": batch, "device": device, "progress": False}
+        found = predict(listing, model, folder / "predicted", tracking_uri=tracking_uri, **options)
+        ids = {image["file_name"]: image["id"] for image in truth["images"]}
+        detections = []
+        for line in (folder / "predicted" / "predictions.jsonl").read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            for d in record["detections"]:
+                x1, y1, x2, y2 = d["box"]
+                detections.append(
+                    {"image_id": ids[os.path.abspath(record["path"])], "category_id": d["class_id"] + 1,
+                     "bbox": [x1, y1, x2 - x1, y2 - y1], "score": d["score"]}
+                )  # fmt: skip
+        settings = json.loads((folder / "predicted" / "run.json").read_text(encoding="utf-8"))
+    if len(settings["classes"]) != len(names):
+        raise DatasetError(
+            f"{data}: {len(names)} classes {names}, but the model has {len(settings['classes'])} {settings['classes']}"
+        )
+    predictions = SplitPredictions(
+        truth, detections, dict(enumerate(names)), found.run_id, None, settings.get("model_sha256", "")
+    )
+    return predictions, problems

@@ -23,9 +23,10 @@ from pipeline.destinations import build_then_swap, check_replaceable
 from pipeline.inference.screen import FILE_NAME, Screen
 from pipeline.messages import UserError
 from pipeline.selection.calibration_report import markdown, plot_pr_curves, table_lines
+from pipeline.selection.evaluation import data_spec
 from pipeline.selection.matching import IOU, match_split
 from pipeline.selection.operating_points import LEVEL, OperatingPoints, operating_points
-from pipeline.selection.screened_split import data_spec, screened_split
+from pipeline.selection.screened_split import screened_split
 
 KIND = "calibrate"  # the marker's kind of an --out folder: a rerun replaces it once the new files are whole
 DEFAULT_OUT = "calibration"

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from pipeline.data.dataset import DatasetError, read_data_yaml
+from pipeline.data.dataset import DatasetError, DataYaml, read_data_yaml
 from pipeline.destinations import build_then_swap, check_replaceable
 from pipeline.messages import UserError
 
@@ -131,8 +131,8 @@ def coco_scores(
 # ---- the evaluation ---------------------------------------------------------------------------------------
 
 
-def _data_yaml(data: str | Path, split: str, folder: Path) -> tuple[Path, dict[int, str]]:
-    """A data.yaml ultralytics can read (absolute paths) for a data.yaml, a YOLO folder or an imported manifest."""
+def data_spec(data: str | Path, split: str) -> DataYaml:
+    """The data.yaml behind ``data`` (a data.yaml, a YOLO folder or an imported manifest), with ``split``."""
     from pipeline.data.manifest import is_manifest, load_manifest
 
     path = Path(data)
@@ -141,7 +141,12 @@ def _data_yaml(data: str | Path, split: str, folder: Path) -> tuple[Path, dict[i
         if not imported.is_file():
             raise DatasetError(f"{path}: not imported yet; run: yolo-pipeline data import --manifest {path}")
         path = imported
-    spec = read_data_yaml(path, require=(split,))
+    return read_data_yaml(path, require=(split,))
+
+
+def _data_yaml(data: str | Path, split: str, folder: Path) -> tuple[Path, dict[int, str]]:
+    """A data.yaml ultralytics can read (absolute paths) for a data.yaml, a YOLO folder or an imported manifest."""
+    spec = data_spec(data, split)
     resolved = folder / "data.yaml"
     body = {"path": str(spec.root), **{s: str(p) for s, p in spec.splits.items()}, "names": spec.names}
     resolved.write_text(yaml.safe_dump(body, sort_keys=False), encoding="utf-8")

@@ -19,21 +19,8 @@ from typing import Any
 
 import yaml
 
-from pipeline.data.dataset import DatasetError, DataYaml, read_data_yaml
-from pipeline.selection.evaluation import SplitPredictions
-
-
-def data_spec(data: str | Path, split: str) -> DataYaml:
-    """The data.yaml behind ``data`` (a data.yaml, a YOLO folder or an imported manifest), with ``split``."""
-    from pipeline.data.manifest import is_manifest, load_manifest
-
-    path = Path(data)
-    if is_manifest(path):
-        imported = load_manifest(path).out_dir / "data.yaml"
-        if not imported.is_file():
-            raise DatasetError(f"{path}: not imported yet; run: yolo-pipeline data import --manifest {path}")
-        path = imported
-    return read_data_yaml(path, require=(split,))
+from pipeline.data.dataset import DatasetError
+from pipeline.selection.evaluation import SplitPredictions, data_spec
 
 
 def _split_only(spec: Any, split: str, folder: Path) -> Path:

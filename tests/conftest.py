@@ -64,36 +64,32 @@ def downscaled_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 SCREEN_EXPERIMENT = "screen-models"  # the experiment both trainings below are logged to
 
 
+def _screen_training(data: Path, server, folder: Path, epochs: int):
+    """The recipe both shared trainings follow, logged to the session's server; only the epochs differ."""
+    from pipeline.train import train
+
+    config = tiny_config(
+        data,
+        folder / "runs",
+        train={"epochs": epochs, "batch": 8, "optimizer": "AdamW", "lr0": 0.002, "warmup_epochs": 0},
+        tracking={"uri": server.uri, "experiment": SCREEN_EXPERIMENT, "system_metrics": False},
+        gradients={"enabled": False},
+    )
+    return train(config)
+
+
 @pytest.fixture(scope="session")
 def downscaled_training(downscaled_data: Path, mlflow_server, tmp_path_factory: pytest.TempPathFactory):
     """10 epochs of YOLO11n at 64 px on `downscaled_data`, logged to the session's MLflow server: a model that
     finds the defects, having learned them at half their size (one training, shared by test_learning,
     test_predict_scale and the screen tests, which compare it with `weak_training`)."""
-    from pipeline.train import train
-
-    config = tiny_config(
-        downscaled_data,
-        tmp_path_factory.mktemp("downscaled") / "runs",
-        train={"epochs": 10, "batch": 8, "optimizer": "AdamW", "lr0": 0.002, "warmup_epochs": 0},
-        tracking={"uri": mlflow_server.uri, "experiment": SCREEN_EXPERIMENT, "system_metrics": False},
-        gradients={"enabled": False},
-    )
-    return train(config)
+    return _screen_training(downscaled_data, mlflow_server, tmp_path_factory.mktemp("downscaled"), epochs=10)
 
 
 @pytest.fixture(scope="session")
 def weak_training(downscaled_data: Path, mlflow_server, tmp_path_factory: pytest.TempPathFactory):
     """1 epoch of the same recipe, logged beside `downscaled_training`: a clearly worse model of the same classes."""
-    from pipeline.train import train
-
-    config = tiny_config(
-        downscaled_data,
-        tmp_path_factory.mktemp("weak") / "runs",
-        train={"epochs": 1, "batch": 8, "optimizer": "AdamW", "lr0": 0.002, "warmup_epochs": 0},
-        tracking={"uri": mlflow_server.uri, "experiment": SCREEN_EXPERIMENT, "system_metrics": False},
-        gradients={"enabled": False},
-    )
-    return train(config)
+    return _screen_training(downscaled_data, mlflow_server, tmp_path_factory.mktemp("weak"), epochs=1)
 
 
 @pytest.fixture(scope="session")

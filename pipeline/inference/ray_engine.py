@@ -1,14 +1,11 @@
 """The same prediction as a Ray Data pipeline, for folders larger than one machine should take on.
 
-Ray starts on demand: the cluster in ``$RAY_ADDRESS`` when set (the user's choice), else a local one
-whose services (GCS, raylet, workers; no dashboard) listen on 127.0.0.1 only: they take no
-authentication, so nothing else on the network may reach them. Paths stream in
-chunks into ``ray.data``; ``map_batches`` hands each batch to a pool of actors, each holding the
+Ray starts on demand (`pipeline.ray_local`: ``$RAY_ADDRESS``'s cluster, else a local one on
+127.0.0.1). Paths stream in chunks into ``ray.data``; ``map_batches`` hands each batch to a pool of actors, each holding the
 detector (loaded once per actor, from the same model source) and running the local engine's own
 steps on it (`pipeline.inference.batching`): decode, letterbox or tile, one model call per input
 shape, merge. Rows come back to this process in order (``preserve_order``), where they are written
 exactly as the local engine writes them, so the files, the resume and the summary are the same.
-Ray is an optional extra: ``pip install -e ".[ray]"``.
 """
 
 from __future__ import annotations
@@ -51,46 +48,15 @@ class _PredictActor:
 
 
 def _start_ray() -> Any:
+    from pipeline.ray_local import RayUnavailable, start_ray
+
     try:
-        import ray
-    except ImportError:
-        raise ResultsError('--engine ray: Ray is not installed (pip install -e ".[ray]")') from None
-    if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS") or None
-        # Workers on this machine find the same caches (ONNX exports), ultralytics settings folder and
-        # checkpoint policy ($YOLO_PIPELINE_TRUST_CHECKPOINTS).
-        env = {k: v for k, v in os.environ.items() if k.startswith(("YOLO_PIPELINE_", "YOLO_CONFIG_DIR"))}
-        options: dict[str, Any] = {
-            "address": address,
-            "include_dashboard": False,
-            "log_to_driver": False,
-            "configure_logging": False,
-            "runtime_env": {"env_vars": env},
-        }
-        if address:
-            ray.init(**options)
-        else:
-            _init_on_loopback(ray, options | {"object_store_memory": 256 * 1024 * 1024})
+        ray = start_ray()
+    except RayUnavailable as exc:
+        raise ResultsError(f"--engine ray: {exc}") from None
     ray.data.DataContext.get_current().execution_options.preserve_order = True
     ray.data.DataContext.get_current().enable_progress_bars = False
     return ray
-
-
-def _init_on_loopback(ray: Any, options: dict[str, Any]) -> None:
-    """Start a local Ray whose services listen on 127.0.0.1 only.
-
-    Ray listens on all interfaces unless its node address is the loopback one, and it swaps an asked-for
-    127.0.0.1 for the machine's address unless it runs as a single-machine cluster (its switch for
-    laptops, ``ray_constants.ENABLE_RAY_CLUSTER``, read at that moment). Both are set for the start only.
-    """
-    from ray._private import ray_constants
-
-    saved = ray_constants.ENABLE_RAY_CLUSTER
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
-        ray.init(_node_ip_address="127.0.0.1", **options)
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 def ray_outcomes(paths: Iterator[str], source: str, options: PredictOptions) -> Iterator[Outcome]:

@@ -108,6 +108,11 @@ def finish_run(
     client.set_terminated(run_id, status)
 
 
+def reopen_run(run_id: str, tracking_uri: str = "") -> None:
+    """Mark an ended run RUNNING again (a sweep continued after a kill)."""
+    client_for(tracking_uri).update_run(run_id, status="RUNNING")
+
+
 def child_run(parent_run_id: str, tag: str, value: str, tracking_uri: str = "") -> tuple[str, str] | None:
     """(run id, status) of the child of ``parent_run_id`` tagged ``tag=value``, if there is one."""
     client = client_for(tracking_uri)

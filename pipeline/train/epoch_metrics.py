@@ -14,6 +14,17 @@ import re
 from collections.abc import Mapping, Sequence
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+# The validation's summary of every epoch under these names: what a sweep's scheduler or search can follow.
+SUMMARY_METRICS = (
+    "mAP50_95",
+    "mAP50",
+    "precision",
+    "recall",
+    "fitness",
+    "val.box_loss",
+    "val.cls_loss",
+    "val.dfl_loss",
+)
 
 
 def _safe(name: str) -> str:

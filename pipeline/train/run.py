@@ -21,6 +21,7 @@ from pipeline.data.training_data import TrainingData, prepare_training_data
 from pipeline.devices import DeviceError, check_device
 from pipeline.messages import UserError
 from pipeline.redact import redact_text
+from pipeline.train.epoch_listener import EpochListener
 from pipeline.train.session import SESSION_FILE, Session
 from pipeline.train.weights import ResolvedWeights, WeightsError, class_change_note, resolve_weights
 from pipeline.yolo_env import configure_ultralytics
@@ -308,13 +309,17 @@ def _transfer_counts(wanted: bool) -> Iterator[list[str]]:
         logger.removeHandler(catch)
 
 
-def train(config: Config) -> TrainResult:
-    """Train a detector as the config says and record it in one MLflow run."""
+def train(config: Config, on_epoch: EpochListener | None = None) -> TrainResult:
+    """Train a detector as the config says and record it in one MLflow run.
+
+    ``on_epoch`` hears each epoch but the last and may stop the training there (`StoppedEarly`)."""
     prepared = prepare_training(config)
     from pipeline.train.trainer import PipelineTrainer
 
     with session_env(prepared.session_file), _transfer_counts(prepared.parent) as transferred:
-        PipelineTrainer(overrides=prepared.ultralytics_args).train()
+        trainer = PipelineTrainer(overrides=prepared.ultralytics_args)
+        trainer.epoch_listener = on_epoch
+        trainer.train()
     counts = [f"model.weights: ultralytics: {'; '.join(transferred)}"] if transferred else []
     return _result(prepared.session, notes=prepared.notes + counts)
 
@@ -348,8 +353,10 @@ def find_training(target: str, project: str = "runs/train", tracking_uri: str = 
     raise ResumeError(f"{target}: run has no training folder on this machine")
 
 
-def resume(target: str, project: str = "runs/train", tracking_uri: str = "") -> TrainResult:
-    """Continue an interrupted training from its last checkpoint, into the same MLflow run."""
+def resume(
+    target: str, project: str = "runs/train", tracking_uri: str = "", on_epoch: EpochListener | None = None
+) -> TrainResult:
+    """Continue an interrupted training from its last checkpoint, into the same MLflow run (``on_epoch``: as `train`'s)."""
     configure_ultralytics()
     from pipeline.checkpoints import CheckpointError, read_checkpoint
     from pipeline.train.trainer import PipelineTrainer
@@ -373,6 +380,7 @@ def resume(target: str, project: str = "runs/train", tracking_uri: str = "") -> 
     session = Session.load(save_dir / SESSION_FILE)
     with session_env(save_dir / SESSION_FILE):
         trainer = PipelineTrainer(overrides={"resume": str(last), "model": str(last)})
+        trainer.epoch_listener = on_epoch
         trainer.train()
     return _result(session, notes=[f"resumed from epoch {checkpoint['epoch'] + 1}"])
 

@@ -44,6 +44,7 @@ from pipeline.files import write_atomic  # noqa: E402
 from pipeline.redact import redact_text  # noqa: E402
 from pipeline.train.artifacts import log_final_artifacts  # noqa: E402
 from pipeline.train.assignment import AssignmentCounter  # noqa: E402
+from pipeline.train.epoch_listener import STOPPED_BY_TAG, EpochListener, EpochReport, StoppedEarly  # noqa: E402
 from pipeline.train.epoch_metrics import epoch_metrics, per_class_ap  # noqa: E402
 from pipeline.train.errors import NonFiniteGradients  # noqa: E402
 from pipeline.train.gradient_recorder import GradientRecorder  # noqa: E402
@@ -67,9 +68,11 @@ class PipelineTrainer(DetectionTrainer):
         self.sampler = None
         self.gradients: GradientRecorder | None = None
         self.assignment = AssignmentCounter()  # positives per head level, for the diagnosis (idle-level)
+        self.epoch_listener: EpochListener | None = None  # set by whoever drives the training (a Tune trial)
         # Registered here, in the class, so a trainer rebuilt by the multi-GPU relaunch has them too.
         self.add_callback("on_train_epoch_start", PipelineTrainer._begin_gradient_epoch)
         self.add_callback("on_train_epoch_end", PipelineTrainer._end_gradient_epoch)
+        self.add_callback("on_fit_epoch_end", PipelineTrainer._tell_listener)
 
     def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None) -> Any:
         dataset = super().build_dataset(img_path, mode, batch)
@@ -84,6 +87,10 @@ class PipelineTrainer(DetectionTrainer):
             self._open_tracking()
         try:
             super()._do_train()
+        except StoppedEarly as exc:
+            self._finish_gradients()
+            self._close_tracking("KILLED", {STOPPED_BY_TAG: exc.stopped_by})
+            raise
         except BaseException as exc:
             self._finish_gradients()
             self._close_tracking("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
@@ -117,11 +124,13 @@ class PipelineTrainer(DetectionTrainer):
                 LOG.warning("tracking: no system metrics (%s: %s)", type(exc).__name__, exc)
                 self.sampler = None
 
-    def _close_tracking(self, status: str) -> None:
+    def _close_tracking(self, status: str, tags: dict[str, str] | None = None) -> None:
         if self.tracker is None:
             return
         if self.sampler is not None:
             self.sampler.finish()
+        if tags:
+            self.tracker.set_tags(tags)
         if status == "FINISHED":
             try:
                 log_final_artifacts(self, self.tracker)
@@ -208,6 +217,21 @@ class PipelineTrainer(DetectionTrainer):
         if pending["epoch"] <= checkpoint_epoch:
             self.tracker.log_metrics(pending["metrics"], step=pending["epoch"] + 1)
         path.unlink()
+
+    def _tell_listener(self) -> None:
+        """After each epoch but the last (checkpoint written, record journaled): go on, or stop as the listener says."""
+        # on_fit_epoch_end also runs in the final validation (self.epoch == self.epochs there) and after the last epoch
+        if self.epoch_listener is None or self.stop or self.epoch + 1 >= self.epochs:
+            return
+        report = EpochReport(
+            epoch=self.epoch + 1,
+            epochs=self.epochs,
+            metrics=epoch_metrics(self.metrics, self.fitness),
+            save_dir=Path(self.save_dir),
+            run_id=self.tracker.run_id if self.tracker is not None else None,
+        )
+        if stopped_by := self.epoch_listener(report):
+            raise StoppedEarly(stopped_by, report.epoch)
 
     # ---- gradients ---------------------------------------------------------------------------------------
 

@@ -231,10 +231,10 @@ def test_a_local_ray_listens_on_loopback_only(monkeypatch: pytest.MonkeyPatch) -
     ray = pytest.importorskip("ray")
     import psutil
 
-    from pipeline.inference.ray_engine import _start_ray
+    from pipeline.ray_local import start_ray
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    _start_ray()
+    start_ray()
     try:
         listening = []
         for process in psutil.Process().children(recursive=True):

@@ -34,6 +34,7 @@ LIBRARY_VARIABLES = {
     ),
     **dict.fromkeys(["LD_LIBRARY_PATH", "QT_QPA_PLATFORM_PLUGIN_PATH", "QT_QPA_FONTDIR"], "opencv"),
     "_RJEM_MALLOC_CONF": "polars",
+    "RAY_CLIENT_MODE": "ray.tune (imported by pipeline.selection.tune_trial)",
 }
 
 _IMPORT_ALL = """

@@ -134,7 +134,10 @@ def parse_space(items: Sequence[str], grid: Mapping[str, Sequence[str]] = {}) ->
 def _as_override(value: Any) -> str:
     """A drawn value as an override's text (YAML reads it back as the same value)."""
     if isinstance(value, float):
-        return repr(float(value))
+        text = repr(float(value))
+        mantissa, e, exponent = text.partition("e")
+        # YAML 1.1 reads 1e-05 as a string: its floats need a dot (1.0e-05)
+        return f"{mantissa}.0e{exponent}" if e and "." not in mantissa else text
     return str(value)
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from pipeline.messages import UserError
 
-# Workers find the same caches (ONNX exports), ultralytics settings folder, checkpoint policy
-# ($YOLO_PIPELINE_TRUST_CHECKPOINTS) and, for sweeps, the tracking server and its credentials.
+# Workers find the same caches (ONNX exports), ultralytics settings folder and checkpoint policy
+# ($YOLO_PIPELINE_TRUST_CHECKPOINTS). Nothing secret: Ray records the runtime environment it is sent.
 _FORWARDED = ("YOLO_PIPELINE_", "YOLO_CONFIG_DIR")
 
 
@@ -26,13 +26,8 @@ def cluster_address() -> str:
     return os.environ.get("RAY_ADDRESS", "").strip()
 
 
-def start_ray(
-    forward: tuple[str, ...] = (), env: dict[str, str] | None = None, object_store_mb: int = 256, **init: Any
-) -> Any:
-    """The ``ray`` module, initialised (once per process): on ``$RAY_ADDRESS``'s cluster, else on loopback.
-
-    ``forward``: more environment-variable prefixes the workers get; ``env``: variables set for the workers;
-    ``init``: more ``ray.init`` options."""
+def start_ray(object_store_mb: int = 256) -> Any:
+    """The ``ray`` module, initialised (once per process): on ``$RAY_ADDRESS``'s cluster, else on loopback."""
     try:
         import ray
     except ImportError:
@@ -40,14 +35,13 @@ def start_ray(
     if ray.is_initialized():
         return ray
     address = cluster_address() or None
-    env = {**{k: v for k, v in os.environ.items() if k.startswith(_FORWARDED + forward)}, **(env or {})}
+    env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED)}
     options: dict[str, Any] = {
         "address": address,
         "include_dashboard": False,
         "log_to_driver": False,
         "configure_logging": False,
         "runtime_env": {"env_vars": env},
-        **init,
     }
     if address:
         ray.init(**options)

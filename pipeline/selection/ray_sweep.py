@@ -87,7 +87,10 @@ class RayOptions:
 
 def check_tracking_for_cluster(uri: str, address: str) -> None:
     """On a Ray cluster every worker must reach the tracking store: a file on this machine cannot be that."""
-    if address and (uri.startswith(("sqlite:", "file:")) or "://" not in uri):
+    in_a_file = uri.startswith(("sqlite:", "file:")) or (
+        "://" not in uri and uri not in {"databricks", "databricks-uc"}
+    )
+    if address and in_a_file:
         raise ConfigError(
             f"tracking.uri: {uri} is a store in a file on this machine; trials on the Ray cluster at {address} "
             "need a tracking server every worker reaches (mlflow server, http://...)"
@@ -245,15 +248,14 @@ def _fit(
 ) -> Any:
     from pipeline.ray_local import cluster_address, start_ray
 
-    # Tune's CSV/JSON/TensorBoard copies of what MLflow has, its console tables and its hints stay off.
-    for variable in (
-        "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS",
-        "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S",
-    ):
-        os.environ.setdefault(variable, "1" if "LOGGERS" in variable else "0")
+    # Tune's console tables, its hint about checkpointing often (a trial checkpoints every epoch) and its CSV and
+    # TensorBoard copies of what MLflow has stay off; its result.json per trial is kept (callbacks, below).
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    start_ray(forward=("MLFLOW_",), env={"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"})
+    # A local Ray's workers inherit this process' environment, MLflow's credentials with it. They are not sent
+    # in Ray's runtime environment (which Ray records): a cluster's workers need them in their own environment.
+    start_ray()
     from ray import tune
 
     from pipeline.selection.tune_trial import SweepTrial, TrialContext

@@ -108,6 +108,10 @@ def parse_range(item: str) -> Range:
         raise ConfigError(f"--space {item!r}: a log range must lie above 0")
     if kind == "quniform" and numbers[2] <= 0:
         raise ConfigError(f"--space {item!r}: q must be above 0")
+    if kind == "quniform" and not all(math.isclose(b / numbers[2], round(b / numbers[2])) for b in (low, high)):
+        raise ConfigError(
+            f"--space {item!r}: the bounds must be multiples of q (Tune draws multiples of q between them)"
+        )
     _check_key(key, low, item)
     return Range(key, kind, tuple(numbers))
 

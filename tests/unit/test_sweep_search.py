@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from pathlib import Path
 
@@ -218,6 +219,12 @@ def test_a_bad_range_is_one_line_naming_the_item(item: str, says: str) -> None:
     message = str(caught.value)
     assert message.startswith(f"--space {item!r}: ")
     assert says in message and "\n" not in message
+
+
+@pytest.mark.parametrize("item", ["train.lrf=quniform(0.1,0.55,0.1)", "train.lrf=quniform(0.15,0.5,0.1)"])
+def test_quniform_bounds_off_the_grid_of_q_are_one_line_at_parse_time(item: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^--space {re.escape(repr(item))}: "):
+        parse_range(item)  # not left to Tune, which raises a bare ValueError when it builds the domain
 
 
 def test_a_key_in_both_space_and_grid_is_one_line() -> None:

@@ -46,7 +46,6 @@ LOG = logging.getLogger("pipeline.sweep")
 STATE_FILE = "sweep.json"
 STATE_TAG = "pipeline.sweep.state"  # on the parent run: the folder `sweep --resume` continues from
 SCHEDULERS = ("asha",)
-METRICS = SUMMARY_METRICS  # reported to Tune after every epoch: what ASHA and Optuna can follow
 
 
 class SweepError(UserError):
@@ -77,8 +76,10 @@ class RayOptions:
             raise ConfigError("--cpus-per-trial must be above 0 and --gpus-per-trial at least 0")
         if self.early_stop and self.early_stop not in SCHEDULERS:
             raise ConfigError(f"--early-stop {self.early_stop}: one of {', '.join(SCHEDULERS)}")
-        if self.metric not in METRICS:
-            raise ConfigError(f"--metric {self.metric}: one of {', '.join(METRICS)} (reported after every epoch)")
+        if self.metric not in SUMMARY_METRICS:  # what each trial reports to Tune after every epoch
+            raise ConfigError(
+                f"--metric {self.metric}: one of {', '.join(SUMMARY_METRICS)} (reported after every epoch)"
+            )
         if self.grace < 1:
             raise ConfigError(f"--grace {self.grace}: must be at least 1 epoch")
         if self.early_stop and self.grace >= epochs:
@@ -99,9 +100,8 @@ def check_tracking_for_cluster(uri: str, address: str) -> None:
 
 def _state_folder(plan: SweepPlan, arguments: dict[str, Any]) -> tuple[Path, dict[str, Any] | None]:
     """The sweep's Tune folder and its state: the unfinished one this command left, else a new folder."""
-    digest = hashlib.sha256(json.dumps(arguments, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    config_text = Path(arguments["config_path"]).read_bytes()
-    digest = hashlib.sha256(digest.encode() + config_text).hexdigest()[:10]
+    command = json.dumps(arguments, sort_keys=True, default=str).encode()
+    digest = hashlib.sha256(command + Path(arguments["config_path"]).read_bytes()).hexdigest()[:10]
     root = Path(plan.base.train.project).expanduser().resolve() / "sweeps"
     slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in plan.name)[:60]
     for folder in sorted(root.glob(f"{slug}-{digest}*")):
@@ -146,8 +146,7 @@ def ray_sweep(
 
     grid = grid if isinstance(grid, Mapping) else parse_grid(list(grid), required=search == "grid")
     plan = plan_sweep(config_path, grid, overrides, name, search, space, samples, seed)
-    epochs = max([config.train.epochs for _, config in plan.children] or [plan.base.train.epochs])
-    options.check(epochs)
+    options.check(plan.max_epochs)
     uri = resolve_tracking_uri(plan.base.tracking.uri)
     check_tracking_for_cluster(uri, cluster_address())
     arguments = {
@@ -202,17 +201,14 @@ def resume_sweep(
     parent_run_id: str, tracking_uri: str = "", on_child: Callable[[Child], None] | None = None
 ) -> SweepResult:
     """Continue the Ray sweep whose parent run is ``parent_run_id`` (the command it was started with, from its folder)."""
-    from pipeline.tracking.registry import StoreUnavailable, lookup_uri, quick_requests
-    from pipeline.tracking.store import client_for
+    from pipeline.tracking.registry import StoreUnavailable, run_tag
 
     try:
-        with quick_requests():
-            tags = client_for(lookup_uri(tracking_uri)).get_run(parent_run_id).data.tags
+        folder = run_tag(parent_run_id, STATE_TAG, tracking_uri)
     except StoreUnavailable as exc:
         raise SweepResumeError(f"sweep --resume {parent_run_id}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - an unknown run, a server error: one line either way
         raise SweepResumeError(f"sweep --resume {parent_run_id}: MLflow cannot say ({first_error_line(exc)})") from None
-    folder = tags.get(STATE_TAG)
     state = _read_state(Path(folder)) if folder else None
     if state is None:
         raise SweepResumeError(
@@ -292,8 +288,9 @@ def _fit(
     if options.early_stop == "asha":
         from ray.tune.schedulers import ASHAScheduler
 
-        epochs = max([c.train.epochs for _, c in plan.children] or [plan.base.train.epochs])
-        scheduler = ASHAScheduler(time_attr="epoch", max_t=epochs, grace_period=options.grace, reduction_factor=2)
+        scheduler = ASHAScheduler(
+            time_attr="epoch", max_t=plan.max_epochs, grace_period=options.grace, reduction_factor=2
+        )
     if not plan.children:
         search_alg = _optuna(seed)
     tuner = tune.Tuner(

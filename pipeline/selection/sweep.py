@@ -111,6 +111,11 @@ class SweepPlan:
     overrides: list[str]  # for every child
     ranges: list[Any] = field(default_factory=list)  # search_space.Range, for Optuna
 
+    @property
+    def max_epochs(self) -> int:
+        """The longest child's epochs (Optuna's children train the base config's)."""
+        return max([config.train.epochs for _, config in self.children] or [self.base.train.epochs])
+
 
 def validated_child(
     raw: dict[str, Any], config_path: str | Path, overrides: Sequence[str], combination: list[str]

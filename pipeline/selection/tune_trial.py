@@ -36,7 +36,7 @@ from pipeline.selection.sweep import (
     validated_child,
 )
 from pipeline.train.epoch_listener import EpochReport, StoppedEarly
-from pipeline.train.epoch_metrics import SUMMARY_METRICS as METRICS
+from pipeline.train.epoch_metrics import SUMMARY_METRICS
 
 LOG = logging.getLogger("pipeline.sweep")
 TRIAL_TAG = "pipeline.sweep.trial"
@@ -90,7 +90,7 @@ def _final_metrics(run_id: str, uri: str) -> dict[str, float]:
     client = client_for(uri)
     metrics = client.get_run(run_id).data.metrics
     history = client.get_metric_history(run_id, "mAP50_95")
-    final = {key: metrics[key] for key in (*METRICS, SCORE) if key in metrics}
+    final = {key: metrics[key] for key in (*SUMMARY_METRICS, SCORE) if key in metrics}
     return {**final, "epochs": max((m.step for m in history), default=0)}
 
 
@@ -161,7 +161,7 @@ class SweepTrial(tune.Trainable):
 
         uri = self.context.tracking_uri
         config: Config | None = None
-        end: dict[str, Any] = dict.fromkeys(METRICS, math.nan)  # Tune wants the followed metric in every result
+        end: dict[str, Any] = dict.fromkeys(SUMMARY_METRICS, math.nan)  # Tune wants the followed metric in every result
         try:
             config = self._config()
             try:

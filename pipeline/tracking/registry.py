@@ -96,11 +96,16 @@ def quick_requests() -> Iterator[None]:
             os.environ.pop(key, None)
 
 
-def run_output_dir(run_id: str, uri: str = "") -> str | None:
-    """The training folder recorded on a run (tag ``pipeline.output_dir``), if the run has one."""
+def run_tag(run_id: str, tag: str, uri: str = "") -> str | None:
+    """A run's tag, looked up only: a store that is not there is not created, a server that does not answer fails fast."""
     resolved = lookup_uri(uri)
     with quick_requests():
-        return client_for(resolved).get_run(run_id).data.tags.get("pipeline.output_dir")
+        return client_for(resolved).get_run(run_id).data.tags.get(tag)
+
+
+def run_output_dir(run_id: str, uri: str = "") -> str | None:
+    """The training folder recorded on a run (tag ``pipeline.output_dir``), if the run has one."""
+    return run_tag(run_id, "pipeline.output_dir", uri)
 
 
 def load_model(model_uri: str, tracking_uri: str = "") -> Any:

@@ -13,10 +13,11 @@ import yaml
 
 from pipeline import cli
 from pipeline.config import ConfigError
-from pipeline.selection.ray_sweep import METRICS, RayOptions, check_tracking_for_cluster
+from pipeline.selection.ray_sweep import RayOptions, check_tracking_for_cluster
 from pipeline.selection.search_space import DISTRIBUTIONS, Range, bound_configs, draw, overrides_of, parse_range
 from pipeline.selection.search_space import parse_space as space_of
 from pipeline.selection.sweep import Child, SweepResult, parse_grid, plan_sweep
+from pipeline.train.epoch_metrics import SUMMARY_METRICS
 from tests.conftest import tiny_config
 
 SPACE = [
@@ -276,7 +277,7 @@ def test_bad_ray_options_are_one_line(options: RayOptions, says: str) -> None:
 def test_the_mode_follows_the_metric() -> None:
     assert RayOptions(metric="val.box_loss").mode == "min"
     assert RayOptions(metric="mAP50_95").mode == "max"
-    assert {m: RayOptions(metric=m).mode for m in METRICS} == {
+    assert {m: RayOptions(metric=m).mode for m in SUMMARY_METRICS} == {
         "mAP50_95": "max",
         "mAP50": "max",
         "precision": "max",

@@ -371,18 +371,25 @@ def resume(
         raise ResumeError(str(exc)) from None
     if checkpoint.get("optimizer") is None or checkpoint.get("epoch", -1) < 0:
         raise ResumeError(f"{save_dir}: this training already finished; nothing to resume")
-    epochs = int(checkpoint.get("train_args", {}).get("epochs", 0))
-    if checkpoint["epoch"] + 1 >= epochs:
-        raise ResumeError(
-            f"{save_dir}: all {epochs} epochs were trained (it stopped in the final validation); nothing to resume, "
-            f"send what is spooled with `yolo-pipeline sync {save_dir}`"
-        )
+    train_args = checkpoint.get("train_args", {})
+    # Killed after its last epoch (in the final validation): no epoch is trained again, only what follows them.
+    final_stage = checkpoint["epoch"] + 1 >= int(train_args.get("epochs", 0))
+    overrides = {"resume": str(last), "model": str(last)}
+    if final_stage and "," in str(train_args.get("device", "")):  # a multi-GPU relaunch would lose the flag below
+        overrides["device"] = str(train_args["device"]).split(",")[0]
     session = Session.load(save_dir / SESSION_FILE)
     with session_env(save_dir / SESSION_FILE):
-        trainer = PipelineTrainer(overrides={"resume": str(last), "model": str(last)})
+        trainer = PipelineTrainer(overrides=overrides)
         trainer.epoch_listener = on_epoch
+        trainer.final_stage_only = final_stage
         trainer.train()
-    return _result(session, notes=[f"resumed from epoch {checkpoint['epoch'] + 1}"])
+    done = checkpoint["epoch"] + 1
+    note = (
+        f"all {done} epochs were trained; finished the final validation"
+        if final_stage
+        else f"resumed from epoch {done}"
+    )
+    return _result(session, notes=[note])
 
 
 def _result(session: Session, notes: list[str]) -> TrainResult:

@@ -69,6 +69,7 @@ class PipelineTrainer(DetectionTrainer):
         self.gradients: GradientRecorder | None = None
         self.assignment = AssignmentCounter()  # positives per head level, for the diagnosis (idle-level)
         self.epoch_listener: EpochListener | None = None  # set by whoever drives the training (a Tune trial)
+        self.final_stage_only = False  # set by `resume` when every epoch was trained: validate best.pt, log, end
         # Registered here, in the class, so a trainer rebuilt by the multi-GPU relaunch has them too.
         self.add_callback("on_train_epoch_start", PipelineTrainer._begin_gradient_epoch)
         self.add_callback("on_train_epoch_end", PipelineTrainer._end_gradient_epoch)
@@ -86,7 +87,7 @@ class PipelineTrainer(DetectionTrainer):
         if RANK in {-1, 0}:
             self._open_tracking()
         try:
-            super()._do_train()
+            self._final_stage() if self.final_stage_only else super()._do_train()
         except StoppedEarly as exc:
             self._finish_gradients()
             self._close_tracking("KILLED", {STOPPED_BY_TAG: exc.stopped_by})
@@ -97,6 +98,29 @@ class PipelineTrainer(DetectionTrainer):
             raise
         self._finish_gradients()
         self._close_tracking("FINISHED")
+
+    def _final_stage(self) -> None:
+        """What ultralytics does after its last epoch (final validation of best.pt, plots, on_train_end), for a
+        training killed there: every epoch is in last.pt, so none is trained again."""
+        self._setup_train()
+        self.epoch, self.stop = self.start_epoch - 1, True
+        if self.tracker is not None and not self.tracker.spool.records("model"):
+            self._journal_model()  # the kill came between the last checkpoint and the model's journaling
+        self.final_eval()
+        if self.args.plots:
+            self.plot_metrics()
+        self.run_callbacks("on_train_end")
+        self._clear_memory()
+        for loader in (self.train_loader, self.test_loader):
+            if hasattr(loader, "close"):
+                loader.close()
+
+    def resume_training(self, ckpt: dict | None) -> None:
+        if not (self.final_stage_only and ckpt):
+            return super().resume_training(ckpt)
+        self._load_checkpoint_state(ckpt)  # ultralytics' resume refuses a checkpoint with no epoch left to train
+        self.start_epoch = ckpt["epoch"] + 1
+        return None
 
     def _open_tracking(self) -> None:
         """Start the tracker and the system metrics; a failure here costs the tracking, never the training."""

@@ -120,19 +120,19 @@ def _wait_for(condition, timeout_s: float, process: subprocess.Popen) -> None:
 def test_failed_trial_recorded_and_killed_sweep_resumes(synth_data: Path, mlflow_server, tmp_path: Path) -> None:
     config = _config_file(synth_data, tmp_path, mlflow_server.uri, "resume")
     missing = tmp_path / "elsewhere" / "data.yaml"
-    # (1 epoch, good) finishes first; (3 epochs, good) is killed mid-way; both trials on `missing` fail
+    # (1 epoch, good) finishes first; (4 epochs, good) is killed mid-way; both trials on `missing` fail
     command = [*CLI, "sweep", str(config), *COMMON, "--engine", "ray", "--parallel", "2", "--name", "resume"]
-    command += ["--grid", "train.epochs=1,3", "--grid", f"data.path={synth_data},{missing}"]
+    command += ["--grid", "train.epochs=1,4", "--grid", f"data.path={synth_data},{missing}"]
     client = MlflowClient(mlflow_server.uri)
 
     def runs() -> list:
         experiment = client.get_experiment_by_name("resume")
         return client.search_runs([experiment.experiment_id]) if experiment else []
 
-    def killable() -> bool:  # the 1-epoch child finished, the 3-epoch one has an epoch in MLflow and goes on
+    def killable() -> bool:  # the 1-epoch child finished, the 4-epoch one has an epoch in MLflow and goes on
         by = {r.data.tags.get("pipeline.sweep.combination", ""): r for r in runs()}
         short = by.get(f"train.epochs=1 data.path={synth_data}")
-        long = by.get(f"train.epochs=3 data.path={synth_data}")
+        long = by.get(f"train.epochs=4 data.path={synth_data}")
         return bool(short and short.info.status == "FINISHED" and long and _epochs(client, long.info.run_id))
 
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -143,9 +143,9 @@ def test_failed_trial_recorded_and_killed_sweep_resumes(synth_data: Path, mlflow
         first.communicate()
     _, before = _children(client, "resume")
     long_run = next(
-        r for r in before if r.data.tags["pipeline.sweep.combination"] == f"train.epochs=3 data.path={synth_data}"
+        r for r in before if r.data.tags["pipeline.sweep.combination"] == f"train.epochs=4 data.path={synth_data}"
     )
-    assert long_run.info.status == "RUNNING" and len(_epochs(client, long_run.info.run_id)) < 3
+    assert long_run.info.status == "RUNNING" and len(_epochs(client, long_run.info.run_id)) < 4
 
     again = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert again.returncode == 1, again.stderr[-3000:]  # two children failed
@@ -156,11 +156,12 @@ def test_failed_trial_recorded_and_killed_sweep_resumes(synth_data: Path, mlflow
         by.setdefault(child.data.tags["pipeline.sweep.combination"], []).append(child)
     assert sorted(map(len, by.values())) == [1, 1, 1, 1]  # nothing trained or recorded twice
     short = by[f"train.epochs=1 data.path={synth_data}"][0]
-    long = by[f"train.epochs=3 data.path={synth_data}"][0]
+    long = by[f"train.epochs=4 data.path={synth_data}"][0]
     assert short.info.status == "FINISHED" and _epochs(client, short.info.run_id) == [1]
-    assert long.info.run_id == long_run.info.run_id and long.info.status == "FINISHED"  # resumed into its own run
-    assert _epochs(client, long.info.run_id) == [1, 2, 3] and long.data.tags["pipeline.resumed"] == "true"
-    for epochs in (1, 3):
+    assert long.info.run_id == long_run.info.run_id  # resumed into its own run
+    assert long.info.status == "FINISHED", (long.data.tags.get("pipeline.error"), again.stderr[-3000:])
+    assert _epochs(client, long.info.run_id) == [1, 2, 3, 4] and long.data.tags["pipeline.resumed"] == "true"
+    for epochs in (1, 4):
         failed = by[f"train.epochs={epochs} data.path={missing}"][0]
         assert failed.info.status == "FAILED"
         assert failed.data.tags["pipeline.error"] == f"DatasetError: data.path: {missing}: no such file or folder"

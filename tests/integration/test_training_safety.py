@@ -1,15 +1,18 @@
 """Trainings that nothing costs: a store made by two processes at once, a tracking that cannot start, a resume
-after a kill between the results row and the checkpoint, sparse gradient sampling, credentials in the URI."""
+after a kill between the results row and the checkpoint or in the final validation, sparse gradient sampling,
+credentials in the URI."""
 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import tiny_config
 
@@ -104,6 +107,50 @@ def test_resume_keeps_each_epoch_once_in_results(synth_data: Path, tmp_path: Pat
     rows = (save_dir / "results.csv").read_text().splitlines()[1:]
     assert [int(float(r.split(",")[0])) for r in rows] == [1, 2, 3]
     assert [int(e["epoch"]) for e in result.epochs] == [1, 2, 3]
+
+
+_KILLED_IN_THE_FINAL_VALIDATION = """
+import os, signal, sys
+from pipeline.config import load_config
+from pipeline.train import train
+from pipeline.train.trainer import PipelineTrainer
+PipelineTrainer.final_eval = lambda self: os.kill(os.getpid(), signal.SIGKILL)
+train(load_config(sys.argv[1]))
+"""
+
+
+def test_resume_after_a_kill_in_the_final_validation_trains_nothing_again(synth_data: Path, tmp_path: Path) -> None:
+    """SIGKILL after the last epoch's checkpoint: resume validates best.pt, logs the model and ends the run."""
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.checkpoints import read_checkpoint
+    from pipeline.train import resume
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = tiny_config(
+        synth_data,
+        tmp_path / "runs",
+        train={"epochs": 2, "name": "final"},
+        gradients={"enabled": False},
+        tracking={"uri": uri, "system_metrics": False},
+    )
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config.to_dict()), encoding="utf-8")
+    killed = subprocess.run([sys.executable, "-c", _KILLED_IN_THE_FINAL_VALIDATION, str(path)], timeout=600)
+    assert killed.returncode == -signal.SIGKILL
+    save_dir = tmp_path / "runs" / "final"
+    assert read_checkpoint(save_dir / "weights" / "last.pt", "test")["epoch"] == 1  # both epochs, not stripped
+
+    result = resume(str(save_dir), tracking_uri=uri)
+    assert result.notes == ["all 2 epochs were trained; finished the final validation"]
+    assert [int(e["epoch"]) for e in result.epochs] == [1, 2] and result.pending_records == 0
+    client = MlflowClient(uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["pipeline.resumed"] == "true"
+    assert [m.step for m in client.get_metric_history(result.run_id, "val.box_loss")] == [1, 2]  # each once
+    assert [m.step for m in client.get_metric_history(result.run_id, "best.mAP50_95")] == [2]
+    assert "model/MLmodel" in {a.path for a in client.list_artifacts(result.run_id, "model")}
+    assert read_checkpoint(save_dir / "weights" / "last.pt", "test").get("optimizer") is None  # stripped now
 
 
 def test_credentials_in_the_uri_are_recorded_nowhere(

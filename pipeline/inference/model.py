@@ -23,10 +23,13 @@ from pipeline.inference.errors import ModelError
 from pipeline.inference.onnx_export import onnx_available, onnx_model
 from pipeline.inference.options import PredictOptions
 from pipeline.inference.runtime import (
+    SHARED_LOAD,
     cached_choice,
     cpu_threads,
     give_torch_the_cores,
     measure_choice,
+    others_load,
+    shared_cores_choice,
     use_session_options,
 )
 from pipeline.messages import first_line
@@ -148,14 +151,18 @@ def build_detector(opened: OpenedModel, options: PredictOptions) -> Detector:
 
 
 def _planned(runtime: str, on_cpu: bool, weights_sha256: str, size: int, batch: int) -> tuple[str, str]:
-    """What to build, and why: the runtime asked for; for ``auto``, PyTorch on a GPU, on a CPU the runtime
-    measured faster before (cached), else ``auto`` still (both are built and timed)."""
+    """What to build, and why: the runtime asked for; for ``auto``, PyTorch on a GPU, on a CPU that other work
+    keeps busy ONNX Runtime, on a quiet one the runtime measured faster before (cached), else ``auto`` still
+    (both are built and timed)."""
     if runtime != "auto":
         return runtime, "as --runtime asks"
     if not on_cpu:
         return "torch", "a GPU: PyTorch in half precision"
     if not onnx_available():
         return "torch", "ONNX Runtime is not installed"
+    if (load := others_load()) >= SHARED_LOAD:
+        shared = shared_cores_choice(load)
+        return shared.runtime, shared.reason
     known = cached_choice(weights_sha256, size, batch, cpu_threads())
     return (known.runtime, known.reason) if known else ("auto", "")
 

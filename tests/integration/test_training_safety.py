@@ -131,7 +131,7 @@ def test_resume_after_a_kill_in_the_final_validation_trains_nothing_again(synth_
         synth_data,
         tmp_path / "runs",
         train={"epochs": 2, "name": "final"},
-        gradients={"enabled": False},
+        gradients={"heatmaps": False},
         tracking={"uri": uri, "system_metrics": False},
     )
     path = tmp_path / "config.yaml"
@@ -151,6 +151,9 @@ def test_resume_after_a_kill_in_the_final_validation_trains_nothing_again(synth_
     assert [m.step for m in client.get_metric_history(result.run_id, "best.mAP50_95")] == [2]
     assert "model/MLmodel" in {a.path for a in client.list_artifacts(result.run_id, "model")}
     assert read_checkpoint(save_dir / "weights" / "last.pt", "test").get("optimizer") is None  # stripped now
+    report = json.loads((save_dir / "gradients" / "report.json").read_text())  # written at the end, by the resume
+    assert report["epochs"] == [1, 2]
+    assert "report.json" in {Path(a.path).name for a in client.list_artifacts(result.run_id, "gradients")}
 
 
 def test_credentials_in_the_uri_are_recorded_nowhere(

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -39,7 +43,7 @@ def test_the_faster_runtime_is_chosen_and_the_answer_cached(weights: str) -> Non
     choice = measure_choice({"torch": slow, "onnx": fast}, weights, size=64, batch=16, threads=2)
     assert choice.runtime == "onnx"
     assert choice.reason.startswith("ONNX Runtime ")
-    assert "against PyTorch's" in choice.reason and "on 2 CPU threads, measured now on 3 batches of 8" in choice.reason
+    assert "against PyTorch's" in choice.reason and "on 2 CPU threads, measured now on 5 batches of 8" in choice.reason
     assert slow.calls == fast.calls == 1 + runtime.TIMED_ROUNDS  # one untimed call each, then alternating rounds
 
     again = cached_choice(weights, 64, 16, 2)
@@ -75,9 +79,42 @@ def test_onnx_sessions_do_not_spin_and_use_the_given_threads() -> None:
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
-def test_pytorch_must_be_clearly_faster_to_be_chosen() -> None:
-    assert runtime.faster({"torch": 10.0, "onnx": 11.0}) == "onnx"  # within the margin: ONNX Runtime holds up shared
-    assert runtime.faster({"torch": 10.0, "onnx": 12.0}) == "torch"
+def test_pytorch_must_be_faster_by_more_than_the_timing_varies() -> None:
+    assert runtime.faster({"torch": 10.0, "onnx": 10.4}) == "onnx"  # within the margin: a tie goes to ONNX Runtime
+    assert runtime.faster({"torch": 10.0, "onnx": 11.0}) == "torch"
     assert runtime.faster({"torch": 10.0}) == "torch"
-    reason = runtime._comparison("onnx", {"torch": 10.0, "onnx": 11.0}, 2)
-    assert reason.endswith("(PyTorch is not 1.15x faster, and slows most when other work shares the cores)")
+    reason = runtime._comparison("onnx", {"torch": 10.0, "onnx": 10.4}, 2)
+    assert reason.endswith("(PyTorch is not 1.05x faster: within what the timing varies)")
+
+
+def test_on_cores_other_work_keeps_busy_auto_takes_onnx_and_measures_nothing(
+    weights: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("onnxruntime")
+    from pipeline.inference import model
+
+    measure_choice({"torch": _Network(0.001), "onnx": _Network(0.02)}, weights, size=64, batch=16, threads=2)
+    monkeypatch.setattr(model, "others_load", lambda: 0.9)
+    chosen, reason = model._planned("auto", True, weights, 64, 16)
+    assert chosen == "onnx" and reason.startswith("other processes keep 90% of the CPU busy: ONNX Runtime")
+    assert len(list(runtime.cache_dir().glob("runtime/*.json"))) == 1  # the quiet machine's answer is kept
+    monkeypatch.setattr(model, "others_load", lambda: 0.1)
+    chosen, reason = model._planned("auto", True, weights, 64, 16)
+    assert chosen == "torch" and "(cached in " in reason  # quiet again: what was measured there
+    monkeypatch.setattr(model, "others_load", lambda: 0.9)
+    assert model._planned("torch", True, weights, 64, 16) == ("torch", "as --runtime asks")
+
+
+def test_the_load_of_other_processes_is_read_off_the_machine() -> None:
+    cores = runtime.cpu_threads()
+    spinners = (
+        f"import subprocess, sys; [subprocess.Popen([sys.executable, '-c', 'while 1: pass']) for _ in range({cores})]"
+    )
+    group = subprocess.Popen([sys.executable, "-c", spinners + "; import time; time.sleep(60)"], start_new_session=True)
+    try:
+        time.sleep(1.0)  # one spinning process per core, running
+        busy = runtime.others_load()
+    finally:
+        os.killpg(group.pid, signal.SIGKILL)  # the launcher and its spinners, by their group
+        group.wait()
+    assert busy >= 0.6  # every core spun by other processes (less what the machine's own work takes)

@@ -50,6 +50,7 @@ from pipeline.inference.results import (
     write_summary,
 )
 from pipeline.inference.review import Queue, check_queue, write_uncertain
+from pipeline.inference.runtime import LoadProbe
 from pipeline.inference.scale import inference_scale
 from pipeline.inference.screen import Screen, merged_thresholds, read_screen
 from pipeline.messages import first_line
@@ -112,6 +113,7 @@ def predict(
     screen = read_screen(options.screen) if options.screen else None  # a bad file costs no model load
     images = _first_checked(iter_images(where, exclude=out), source)
     first, images = _peek(images)
+    load = LoadProbe()  # over the model's load: what other processes use of the CPU, for --runtime auto
     opened = open_model(model, options.tracking_uri)
     side = training_image_side(opened.yolo)
     scale = inference_scale(options.imgsz, options.tile, trained_imgsz(opened.yolo), side, long_side(first))
@@ -130,7 +132,7 @@ def predict(
     settings["thresholds_source"] = about  # said, not compared: the same thresholds by another route are the same
     claim_out(out, source=settings["source"], model=settings["model"])
     check_settings(out, settings)  # before the export: a refused rerun costs no more than the model's load
-    detector = build_detector(opened, options)
+    detector = build_detector(opened, options, load)
     result = PredictResult(out, model, run_id=detector.run_id, runtime=detector.runtime, note=detector.note)
     result.imgsz, result.scale = scale.size, scale.line
     result.thresholds, result.thresholds_source = settings["thresholds"], about

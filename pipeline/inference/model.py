@@ -24,11 +24,11 @@ from pipeline.inference.onnx_export import onnx_available, onnx_model
 from pipeline.inference.options import PredictOptions
 from pipeline.inference.runtime import (
     SHARED_LOAD,
+    LoadProbe,
     cached_choice,
     cpu_threads,
     give_torch_the_cores,
     measure_choice,
-    others_load,
     shared_cores_choice,
     use_session_options,
 )
@@ -109,12 +109,13 @@ class OpenedModel:
         return self.identity.get("model_sha256") or file_sha256(self.weights)
 
 
-def build_detector(opened: OpenedModel, options: PredictOptions) -> Detector:
+def build_detector(opened: OpenedModel, options: PredictOptions, load: LoadProbe | None = None) -> Detector:
     """The network of an opened model on its device, ready for batches: the expensive step (ONNX export, fuse).
 
     ``options.runtime``: ``torch``, ``onnx`` (CPU only), or ``auto``: PyTorch on a GPU; on a CPU the
     faster of the two for this model, size, batch and thread count, measured once and cached
-    (`pipeline.inference.runtime`). An export that fails falls back to PyTorch, with a note saying why.
+    (`pipeline.inference.runtime`), or ONNX Runtime when other processes keep the cores busy (``load``: a
+    probe made before the model was opened). An export that fails falls back to PyTorch, with a note saying why.
     """
     configure_ultralytics()
     from ultralytics.data.augment import LetterBox
@@ -127,7 +128,7 @@ def build_detector(opened: OpenedModel, options: PredictOptions) -> Detector:
     if runtime == "onnx" and not on_cpu:
         raise ModelError(f"runtime onnx: runs on the CPU only, not on {torch_device}")
     use_half = not on_cpu if options.half is None else options.half and not on_cpu
-    runtime, reason = _planned(runtime, on_cpu, opened.weights_sha256, size, options.batch)
+    runtime, reason = _planned(runtime, on_cpu, opened.weights_sha256, size, options.batch, load or LoadProbe())
     backends, note = {}, ""
     if runtime in {"onnx", "auto"} and on_cpu:
         try:
@@ -150,7 +151,9 @@ def build_detector(opened: OpenedModel, options: PredictOptions) -> Detector:
     return detector
 
 
-def _planned(runtime: str, on_cpu: bool, weights_sha256: str, size: int, batch: int) -> tuple[str, str]:
+def _planned(
+    runtime: str, on_cpu: bool, weights_sha256: str, size: int, batch: int, load: LoadProbe
+) -> tuple[str, str]:
     """What to build, and why: the runtime asked for; for ``auto``, PyTorch on a GPU, on a CPU that other work
     keeps busy ONNX Runtime, on a quiet one the runtime measured faster before (cached), else ``auto`` still
     (both are built and timed)."""
@@ -160,8 +163,8 @@ def _planned(runtime: str, on_cpu: bool, weights_sha256: str, size: int, batch: 
         return "torch", "a GPU: PyTorch in half precision"
     if not onnx_available():
         return "torch", "ONNX Runtime is not installed"
-    if (load := others_load()) >= SHARED_LOAD:
-        shared = shared_cores_choice(load)
+    if (others := load.others()) >= SHARED_LOAD:
+        shared = shared_cores_choice(others)
         return shared.runtime, shared.reason
     known = cached_choice(weights_sha256, size, batch, cpu_threads())
     return (known.runtime, known.reason) if known else ("auto", "")

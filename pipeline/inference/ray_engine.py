@@ -30,8 +30,10 @@ class _PredictActor:
 
     def __init__(self, source: str, options: PredictOptions):
         from pipeline.inference.model import build_detector, open_model
+        from pipeline.inference.runtime import LoadProbe
 
-        self.detector = build_detector(open_model(source, options.tracking_uri), options)
+        load = LoadProbe()  # over the model's load (see `build_detector`)
+        self.detector = build_detector(open_model(source, options.tracking_uri), options, load)
         self.tiling = Tiling(options.tile, options.overlap)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -5,8 +5,8 @@ faster for some models and sizes, and the answer moves with the thread count. So
 on a CPU times both on a few batches of this model, at this size and batch, the first time they
 meet, keeps the faster, and caches the answer (``<cache>/runtime/``, keyed by the weights' hash, the
 size, the batch and the thread count) so later runs decide at once and say why. That answer holds on
-a quiet machine. When other processes keep the cores busy (`SHARED_LOAD`, read over a quarter of a
-second before the choice), ONNX Runtime is taken whatever was measured: PyTorch's thread pool stalls
+a quiet machine. When other processes keep the cores busy (`SHARED_LOAD`, read over the time the
+model takes to load, at least 0.1 s), ONNX Runtime is taken whatever was measured: PyTorch's thread pool stalls
 on shared cores (2 cores beside a training: 38 -> 5 images/s) while ONNX Runtime's keeps its share
 (39 -> 22). Nothing is measured or cached then, so a quiet run later still measures the truth.
 
@@ -34,7 +34,7 @@ TIMED_ROUNDS = 5  # per runtime, alternating, after one untimed call each; the f
 MEASURE_BATCH = 8  # at most this many images per timed call
 TORCH_MARGIN = 1.05  # PyTorch must beat ONNX Runtime by more than the timed batches vary on a quiet machine
 SHARED_LOAD = 0.25  # other processes keeping this share of the machine's CPU time busy: the cores are shared
-LOAD_WINDOW_S = 0.25
+MIN_LOAD_WINDOW_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -80,23 +80,30 @@ def give_torch_the_cores(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def others_load(window_s: float = LOAD_WINDOW_S) -> float:
-    """The share of the machine's CPU time that other processes used over ``window_s`` (0 quiet, 1 all cores)."""
+def _cpu_seconds() -> tuple[float, float, float]:
+    """The machine's busy and total CPU seconds so far, and this process's."""
     import psutil
 
-    me = psutil.Process()
+    cpu, own = psutil.cpu_times(), psutil.Process().cpu_times()
+    busy = sum(getattr(cpu, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq", "steal"))
+    return busy, busy + cpu.idle + getattr(cpu, "iowait", 0.0), own.user + own.system
 
-    def seconds() -> tuple[float, float, float]:  # the machine's busy and total CPU seconds, and this process's
-        cpu, own = psutil.cpu_times(), me.cpu_times()
-        busy = sum(getattr(cpu, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq", "steal"))
-        return busy, busy + cpu.idle + getattr(cpu, "iowait", 0.0), own.user + own.system
 
-    busy0, total0, own0 = seconds()
-    time.sleep(window_s)
-    busy1, total1, own1 = seconds()
-    if total1 <= total0:
-        return 0.0
-    return min(1.0, max(0.0, (busy1 - busy0 - (own1 - own0)) / (total1 - total0)))
+class LoadProbe:
+    """The CPU counters read when made; `others` gives the share of the machine's CPU time that other
+    processes used since (0 quiet, 1 every core). Made before the model loads, its window costs nothing."""
+
+    def __init__(self) -> None:
+        self._start, self._since = _cpu_seconds(), time.monotonic()
+
+    def others(self) -> float:
+        if (wait := MIN_LOAD_WINDOW_S - (time.monotonic() - self._since)) > 0:
+            time.sleep(wait)  # the counters tick every 10 ms: fewer ticks would say little
+        busy0, total0, own0 = self._start
+        busy1, total1, own1 = _cpu_seconds()
+        if total1 <= total0:
+            return 0.0
+        return min(1.0, max(0.0, (busy1 - busy0 - (own1 - own0)) / (total1 - total0)))
 
 
 def shared_cores_choice(load: float) -> RuntimeChoice:

@@ -87,22 +87,27 @@ def test_pytorch_must_be_faster_by_more_than_the_timing_varies() -> None:
     assert reason.endswith("(PyTorch is not 1.05x faster: within what the timing varies)")
 
 
-def test_on_cores_other_work_keeps_busy_auto_takes_onnx_and_measures_nothing(
-    weights: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+class _Load:
+    """A load probe that reads ``share``."""
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+
+    def others(self) -> float:
+        return self.share
+
+
+def test_on_cores_other_work_keeps_busy_auto_takes_onnx_and_measures_nothing(weights: str) -> None:
     pytest.importorskip("onnxruntime")
-    from pipeline.inference import model
+    from pipeline.inference.model import _planned
 
     measure_choice({"torch": _Network(0.001), "onnx": _Network(0.02)}, weights, size=64, batch=16, threads=2)
-    monkeypatch.setattr(model, "others_load", lambda: 0.9)
-    chosen, reason = model._planned("auto", True, weights, 64, 16)
+    chosen, reason = _planned("auto", True, weights, 64, 16, _Load(0.9))
     assert chosen == "onnx" and reason.startswith("other processes keep 90% of the CPU busy: ONNX Runtime")
     assert len(list(runtime.cache_dir().glob("runtime/*.json"))) == 1  # the quiet machine's answer is kept
-    monkeypatch.setattr(model, "others_load", lambda: 0.1)
-    chosen, reason = model._planned("auto", True, weights, 64, 16)
+    chosen, reason = _planned("auto", True, weights, 64, 16, _Load(0.1))
     assert chosen == "torch" and "(cached in " in reason  # quiet again: what was measured there
-    monkeypatch.setattr(model, "others_load", lambda: 0.9)
-    assert model._planned("torch", True, weights, 64, 16) == ("torch", "as --runtime asks")
+    assert _planned("torch", True, weights, 64, 16, _Load(0.9)) == ("torch", "as --runtime asks")
 
 
 def test_the_load_of_other_processes_is_read_off_the_machine() -> None:
@@ -113,7 +118,9 @@ def test_the_load_of_other_processes_is_read_off_the_machine() -> None:
     group = subprocess.Popen([sys.executable, "-c", spinners + "; import time; time.sleep(60)"], start_new_session=True)
     try:
         time.sleep(1.0)  # one spinning process per core, running
-        busy = runtime.others_load()
+        probe = runtime.LoadProbe()
+        sum(i * i for i in range(200_000))  # this process's own work is not another's
+        busy = probe.others()
     finally:
         os.killpg(group.pid, signal.SIGKILL)  # the launcher and its spinners, by their group
         group.wait()

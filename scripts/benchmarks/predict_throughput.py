@@ -10,8 +10,8 @@ the machine's speed hits all of them; each repeat gives paired ratios.
 Conditions: each source (``--folder``, e.g. NEU-DET's val images, and synthetic 640-px frames) at the
 model's own size and at 640 px, on a quiet machine and with a competing load: a real CPU training
 (`yolo-pipeline train`, 128 px) running beside it in its own process group. ``auto`` decides once
-per weights, size, batch and thread count (measured on the first run, cached), like a user's
-first run, so under load it uses what it measured on the quiet machine.
+per weights, size, batch and thread count (measured on the first, untimed run, cached), like a
+user's first run; beside the training it reads the cores as shared and takes ONNX Runtime.
 
     python scripts/benchmarks/predict_throughput.py [--folder ../shared/datasets/neu-det/images/val]
         [--model best.pt] [--batch 16] [--limit 120] [--repeats 3] [--loads quiet,training]

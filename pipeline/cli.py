@@ -529,6 +529,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         reason = redact_text(first_line(exc, 300)) if str(exc).strip() else ""
         print(f"error: {type(exc).__name__}: {reason} (run with -v for the traceback)", file=sys.stderr)
         return 1
+    finally:  # main() called again in one process (a script, the tests) writes each line once, to its own stderr
+        logger.removeHandler(handler)
 
 
 if __name__ == "__main__":

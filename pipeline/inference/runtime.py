@@ -6,9 +6,10 @@ on a CPU times both on a few batches of this model, at this size and batch, the 
 meet, keeps the faster, and caches the answer (``<cache>/runtime/``, keyed by the weights' hash, the
 size, the batch and the thread count) so later runs decide at once and say why. That answer holds on
 a quiet machine. When other processes keep the cores busy (`SHARED_LOAD`, read over the time the
-model takes to load, at least 0.1 s), ONNX Runtime is taken whatever was measured: PyTorch's thread pool stalls
-on shared cores (2 cores beside a training: 38 -> 5 images/s) while ONNX Runtime's keeps its share
-(39 -> 22). Nothing is measured or cached then, so a quiet run later still measures the truth.
+model takes to load, at least 0.1 s), ONNX Runtime is taken whatever was measured: PyTorch's
+thread pool stalls on shared cores (2 cores beside a training: 103 -> 10 images/s) while ONNX
+Runtime's keeps its share (84 -> 46). Nothing is measured or cached then, so a quiet run later
+still measures the truth.
 
 ONNX Runtime's thread pool spins while it waits for work by default: on a machine whose cores are
 busy with another job, the spinning threads compete with that job and with our decoding threads,

@@ -372,8 +372,9 @@ def resume(
     if checkpoint.get("optimizer") is None or checkpoint.get("epoch", -1) < 0:
         raise ResumeError(f"{save_dir}: this training already finished; nothing to resume")
     train_args = checkpoint.get("train_args", {})
+    done = checkpoint["epoch"] + 1
     # Killed after its last epoch (in the final validation): no epoch is trained again, only what follows them.
-    final_stage = checkpoint["epoch"] + 1 >= int(train_args.get("epochs", 0))
+    final_stage = done >= int(train_args.get("epochs", 0))
     overrides = {"resume": str(last), "model": str(last)}
     if final_stage and "," in str(train_args.get("device", "")):  # a multi-GPU relaunch would lose the flag below
         overrides["device"] = str(train_args["device"]).split(",")[0]
@@ -383,7 +384,6 @@ def resume(
         trainer.epoch_listener = on_epoch
         trainer.final_stage_only = final_stage
         trainer.train()
-    done = checkpoint["epoch"] + 1
     note = (
         f"all {done} epochs were trained; finished the final validation"
         if final_stage

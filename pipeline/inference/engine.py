@@ -71,7 +71,7 @@ class PredictResult:
     detections: dict[str, int] = field(default_factory=dict)
     failed_verdicts: int = 0
     run_id: str | None = None  # the MLflow run of the model, when it came from MLflow
-    runtime: str = "torch"  # what ran the network: torch or onnx
+    runtime: str = "torch"  # what ran the network: torch, onnx, or torch+onnx (the run ended while auto raced them)
     note: str = ""  # why it is not the runtime asked for, or why tracking failed, if either
     imgsz: int = 0  # the size the network ran at
     scale: str = ""  # what the user was told about that size's scale, if anything
@@ -113,7 +113,7 @@ def predict(
     screen = read_screen(options.screen) if options.screen else None  # a bad file costs no model load
     images = _first_checked(iter_images(where, exclude=out), source)
     first, images = _peek(images)
-    load = LoadProbe()  # over the model's load: what other processes use of the CPU, for --runtime auto
+    load = LoadProbe()  # over the model's load: what other processes use of the CPU, for the network's threads
     opened = open_model(model, options.tracking_uri)
     side = training_image_side(opened.yolo)
     scale = inference_scale(options.imgsz, options.tile, trained_imgsz(opened.yolo), side, long_side(first))
@@ -194,6 +194,7 @@ def predict(
         predictions.close()
         errors.close()
         result.seconds = time.perf_counter() - start
+    result.runtime = detector.runtime  # what the race decided, or torch+onnx if the run ended before it did
     totals = write_summary(out, names, verdict)
     result.total_images, result.detections, result.failed_verdicts = (
         totals["images"],

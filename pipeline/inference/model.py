@@ -10,6 +10,7 @@ this model here (`pipeline.inference.runtime`). On a GPU the network runs in PyT
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,35 +24,42 @@ from pipeline.inference.errors import ModelError
 from pipeline.inference.onnx_export import onnx_available, onnx_model
 from pipeline.inference.options import PredictOptions
 from pipeline.inference.runtime import (
-    SHARED_LOAD,
+    RACE,
     LoadProbe,
+    Race,
     cached_choice,
     cpu_threads,
     give_torch_the_cores,
-    measure_choice,
-    shared_cores_choice,
+    network_threads,
     use_session_options,
 )
 from pipeline.messages import first_line
 from pipeline.yolo_env import configure_ultralytics
 
 MLFLOW_SCHEMES = (*MODEL_URI_SCHEMES, "mlflow-artifacts:/")
+RACING = "torch+onnx"  # the runtime while `--runtime auto` races the two on the first batches
+LOG = logging.getLogger("pipeline.inference")
 
 
 @dataclass
 class Detector:
-    backend: Any  # ultralytics AutoBackend (fused, eval, on its device)
+    backends: dict[str, Any]  # runtime -> ultralytics AutoBackend (fused, eval, on its device); both while racing
     names: dict[int, str]
     imgsz: int
     source: str
-    runtime: str = "torch"  # torch or onnx
+    runtime: str = "torch"  # torch, onnx, or RACING until the race decides
     run_id: str | None = None  # the MLflow run the model came from, when it came from MLflow
     note: str = ""  # why the runtime asked for was not used, if it was not
     reason: str = ""  # why this runtime runs the network
     conf: float = 0.25
     iou: float = 0.7
     max_det: int = 300
+    race: Race | None = None  # while --runtime auto times both on the first batches
     _letterbox: Any = field(default=None, repr=False)
+
+    @property
+    def backend(self) -> Any:
+        return self.backends.get(self.runtime) or next(iter(self.backends.values()))
 
     @property
     def device(self) -> torch.device:
@@ -75,17 +83,29 @@ class Detector:
         """Inputs (B, 3, h, w) uint8 of images of ``shapes`` (H, W) -> per image (N, 6): x1 y1 x2 y2 score class."""
         from ultralytics.utils import nms, ops
 
+        runtime = self.race.next() if self.race else self.runtime
+        backend = self.backends[runtime]
         batch = torch.from_numpy(inputs).to(self.device, non_blocking=True)
         batch = (batch.half() if self.half else batch.float()).div_(255)
-        raw = self.backend(batch)
+        raw = backend(batch)
         found = nms.non_max_suppression(
-            raw, self.conf, self.iou, None, False, max_det=self.max_det, nc=0, end2end=self.backend.end2end
+            raw, self.conf, self.iou, None, False, max_det=self.max_det, nc=0, end2end=backend.end2end
         )
         out = []
         for boxes, shape in zip(found, shapes, strict=True):
             boxes[:, :4] = ops.scale_boxes(batch.shape[2:], boxes[:, :4], (*shape, 3))
             out.append(boxes[:, :6].float().cpu().numpy())
+        if self.race:
+            self._raced(runtime, len(out))
         return out
+
+    def _raced(self, runtime: str, images: int) -> None:
+        """One more batch of the race done; once it decides, the rest run on the faster, and the line says why."""
+        self.race.finished(runtime, images)
+        if (choice := self.race.choice) is not None:
+            self.runtime, self.reason, self.race = choice.runtime, choice.reason, None
+            self.backends = {choice.runtime: self.backends[choice.runtime]}  # the other's memory goes
+            LOG.info("predict: runtime %s: %s", self.runtime, self.reason)
 
 
 @dataclass
@@ -113,9 +133,10 @@ def build_detector(opened: OpenedModel, options: PredictOptions, load: LoadProbe
     """The network of an opened model on its device, ready for batches: the expensive step (ONNX export, fuse).
 
     ``options.runtime``: ``torch``, ``onnx`` (CPU only), or ``auto``: PyTorch on a GPU; on a CPU the
-    faster of the two for this model, size, batch and thread count, measured once and cached
-    (`pipeline.inference.runtime`), or ONNX Runtime when other processes keep the cores busy (``load``: a
-    probe made before the model was opened). An export that fails falls back to PyTorch, with a note saying why.
+    faster of the two for this model, size, batch and thread count: cached from an earlier run, else
+    raced on this run's first batches (`pipeline.inference.runtime`). On a CPU the network gets the
+    cores other processes leave free (``load``: a probe made before the model was opened). An export
+    that fails falls back to PyTorch, with a note saying why.
     """
     configure_ultralytics()
     from ultralytics.data.augment import LetterBox
@@ -128,64 +149,73 @@ def build_detector(opened: OpenedModel, options: PredictOptions, load: LoadProbe
     if runtime == "onnx" and not on_cpu:
         raise ModelError(f"runtime onnx: runs on the CPU only, not on {torch_device}")
     use_half = not on_cpu if options.half is None else options.half and not on_cpu
-    runtime, reason = _planned(runtime, on_cpu, opened.weights_sha256, size, options.batch, load or LoadProbe())
+    cores = cpu_threads()
+    others = (load or LoadProbe()).others() if on_cpu else 0.0
+    threads = network_threads(others, cores)
+    runtime, reason = _planned(runtime, on_cpu, opened.weights_sha256, size, options.batch, threads, cores)
     backends, note = {}, ""
     if runtime in {"onnx", "auto"} and on_cpu:
         try:
-            backends["onnx"] = _onnx_backend(opened.weights, trained_imgsz(yolo), torch_device)
+            backends["onnx"] = _onnx_backend(opened.weights, trained_imgsz(yolo), torch_device, threads)
         except Exception as exc:  # noqa: BLE001 - any exporter failure leaves PyTorch, which always works
             note = f"ONNX export failed ({type(exc).__name__}: {first_line(exc)}); running in PyTorch"
             reason = "the ONNX export failed"
     if runtime != "onnx" or not backends:
-        backends["torch"] = _torch_backend(yolo.model, torch_device, use_half)
-    chosen = next(iter(backends))
-    if len(backends) > 1:  # auto on a CPU, not measured before: time both here, keep the faster
-        choice = measure_choice(backends, opened.weights_sha256, size, options.batch, cpu_threads())
-        chosen, reason = choice.runtime, choice.reason
-    backend = backends[chosen]
+        backends["torch"] = _torch_backend(yolo.model, torch_device, use_half, threads)
+    race = None
+    if len(backends) > 1:  # auto on a CPU, not measured before with these threads
+        race = Race(opened.weights_sha256, size, options.batch, threads, cache=threads == cores)
+    if threads < cores:
+        reason += (
+            f"; other processes keep {others:.0%} of the CPU busy, so the network runs on {threads} of {cores} cores"
+        )
     nms = {"conf": options.conf, "iou": options.iou, "max_det": options.max_det}  # applied to each batch's output
-    detector = Detector(backend, opened.names, size, opened.source, chosen, opened.run_id, note, reason=reason, **nms)
+    chosen = RACING if race else next(iter(backends))
+    detector = Detector(
+        backends, opened.names, size, opened.source, chosen, opened.run_id, note, reason, race=race, **nms
+    )
     # Padded only to the stride, as ultralytics' predictor pads a batch of equal images (both runtimes
     # take any shape: the ONNX export has dynamic axes).
-    detector._letterbox = LetterBox(size, auto=True, stride=int(backend.stride))
+    detector._letterbox = LetterBox(size, auto=True, stride=int(detector.backend.stride))
     return detector
 
 
 def _planned(
-    runtime: str, on_cpu: bool, weights_sha256: str, size: int, batch: int, load: LoadProbe
+    runtime: str, on_cpu: bool, weights_sha256: str, size: int, batch: int, threads: int, cores: int
 ) -> tuple[str, str]:
-    """What to build, and why: the runtime asked for; for ``auto``, PyTorch on a GPU, on a CPU that other work
-    keeps busy ONNX Runtime, on a quiet one the runtime measured faster before (cached), else ``auto`` still
-    (both are built and timed)."""
+    """What to build, and why: the runtime asked for; for ``auto``, PyTorch on a GPU; on a CPU the runtime
+    measured faster before with every core (cached), else ``auto`` still: both are built and raced."""
     if runtime != "auto":
         return runtime, "as --runtime asks"
     if not on_cpu:
         return "torch", "a GPU: PyTorch in half precision"
     if not onnx_available():
         return "torch", "ONNX Runtime is not installed"
-    if (others := load.others()) >= SHARED_LOAD:
-        shared = shared_cores_choice(others)
-        return shared.runtime, shared.reason
-    known = cached_choice(weights_sha256, size, batch, cpu_threads())
-    return (known.runtime, known.reason) if known else ("auto", "")
+    if threads == cores and (known := cached_choice(weights_sha256, size, batch, threads)):
+        return known.runtime, known.reason
+    why = "not measured before for this model, size, batch and thread count" if threads == cores else "a shared CPU"
+    return "auto", (
+        f"{why}: the first {len(RACE)} batches run on PyTorch and ONNX Runtime in turn, timed end to end, "
+        "and the rest on the faster"
+    )
 
 
-def _torch_backend(network: Any, device: torch.device, half: bool) -> Any:
+def _torch_backend(network: Any, device: torch.device, half: bool, threads: int) -> Any:
     from ultralytics.nn.autobackend import AutoBackend
 
     if device.type == "cpu":
-        give_torch_the_cores(cpu_threads())
+        give_torch_the_cores(threads)
     backend = AutoBackend(model=network, device=device, fp16=half, fuse=True, verbose=False)
     return backend.eval()
 
 
-def _onnx_backend(weights: Path, trained_size: int, device: torch.device) -> Any:
+def _onnx_backend(weights: Path, trained_size: int, device: torch.device, threads: int) -> Any:
     """The ONNX export (made once, at the training size: its shapes are dynamic) in a session of our options."""
     from ultralytics.nn.autobackend import AutoBackend
 
     exported = onnx_model(weights, trained_size)
     backend = AutoBackend(model=str(exported), device=device, fp16=False, fuse=True, verbose=False)
-    use_session_options(backend, exported, cpu_threads())
+    use_session_options(backend, exported, threads)
     return backend.eval()
 
 

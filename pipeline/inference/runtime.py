@@ -1,20 +1,22 @@
-"""Which runtime runs the network on a CPU, measured rather than assumed, and ONNX Runtime set up for shared machines.
+"""Which runtime runs the network on a CPU, and on how many threads: measured on the run's own batches, not assumed.
 
 Neither runtime wins everywhere: ONNX Runtime is faster on a quiet CPU at most sizes, PyTorch can be
-faster for some models and sizes, and the answer moves with the thread count. So ``--runtime auto``
-on a CPU times both on a few batches of this model, at this size and batch, the first time they
-meet, keeps the faster, and caches the answer (``<cache>/runtime/``, keyed by the weights' hash, the
-size, the batch and the thread count) so later runs decide at once and say why. That answer holds on
-a quiet machine. When other processes keep the cores busy (`SHARED_LOAD`, read over the time the
-model takes to load, at least 0.1 s), ONNX Runtime is taken whatever was measured: PyTorch's
-thread pool stalls on shared cores (2 cores beside a training: 103 -> 10 images/s) while ONNX
-Runtime's keeps its share (84 -> 46). Nothing is measured or cached then, so a quiet run later
-still measures the truth.
+faster for some models and sizes, and the answer moves with the thread count and with what runs
+beside the network (the decoding threads, other jobs). So ``--runtime auto`` on a CPU runs the
+run's first batches on the two in turn (`Race`), timed end to end, from one batch's end to the
+next's, so the decoding and writing around the network count too, and runs the rest on the faster.
+What was measured with every core is cached (``<cache>/runtime/``, keyed by the weights' hash, the
+size, the batch and the thread count), so later runs decide at once and say why.
+
+Threads: the network gets the cores that other processes leave free (`network_threads`, from the
+share of the CPU they used while the model loaded: `LoadProbe`). PyTorch's thread pool stalls when
+it has more threads than free cores (2 cores beside a training: 56 -> 5 images/s with 2 threads,
+28 with 1), and ONNX Runtime does no better with them. On a shared machine the race is run each
+time and not cached: the load moves, and a quiet run later still measures the truth.
 
 ONNX Runtime's thread pool spins while it waits for work by default: on a machine whose cores are
 busy with another job, the spinning threads compete with that job and with our decoding threads,
-and throughput halves. Sessions here use one thread per core this process may run on, as
-PyTorch does here, and do not spin.
+and throughput halves. Sessions here do not spin.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ import torch
 
 from pipeline.files import cache_dir, write_atomic
 
-TIMED_ROUNDS = 5  # per runtime, alternating, after one untimed call each; the fastest counts (the least disturbed)
-MEASURE_BATCH = 8  # at most this many images per timed call
+# The race's batches, in order: the first of each runtime untimed (allocations, ONNX Runtime's
+# shape-specific set-up), then two each in an ABBA order, so a steady drift in the machine's speed
+# weighs on both alike.
+RACE = ("torch", "onnx", "onnx", "torch", "torch", "onnx")
+UNTIMED = 2
 TORCH_MARGIN = 1.05  # PyTorch must beat ONNX Runtime by more than the timed batches vary on a quiet machine
-SHARED_LOAD = 0.25  # other processes keeping this share of the machine's CPU time busy: the cores are shared
 MIN_LOAD_WINDOW_S = 0.1
 
 
@@ -67,11 +71,17 @@ def use_session_options(backend: Any, onnx_file: str | Path, threads: int) -> No
 
 
 def cpu_threads() -> int:
-    """The threads the network uses on a CPU: one per core this process may run on."""
+    """The cores this process may run on."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # no affinity call on this system (macOS, Windows)
         return max(1, os.cpu_count() or 1)
+
+
+def network_threads(others: float, cores: int) -> int:
+    """The network's threads: the cores other processes leave free (``others``: the share of the CPU they use),
+    at least one. A core counts as taken when they keep more than half of it busy."""
+    return max(1, cores - int(others * cores + 0.5))
 
 
 def give_torch_the_cores(threads: int) -> None:
@@ -107,15 +117,6 @@ class LoadProbe:
         return min(1.0, max(0.0, (busy1 - busy0 - (own1 - own0)) / (total1 - total0)))
 
 
-def shared_cores_choice(load: float) -> RuntimeChoice:
-    """ONNX Runtime on cores that other work keeps busy, with the reason."""
-    return RuntimeChoice(
-        "onnx",
-        f"other processes keep {load:.0%} of the CPU busy: ONNX Runtime, whose threads keep their share "
-        "where PyTorch's stall (what was measured on a quiet machine applies when it is quiet again)",
-    )
-
-
 def _choice_file(weights_sha256: str, size: int, batch: int, threads: int) -> Path:
     return cache_dir() / "runtime" / f"{weights_sha256[:20]}-{size}px-b{batch}-t{threads}.json"
 
@@ -136,39 +137,54 @@ def cached_choice(weights_sha256: str, size: int, batch: int, threads: int) -> R
     )
 
 
-def measure_choice(backends: dict[str, Any], weights_sha256: str, size: int, batch: int, threads: int) -> RuntimeChoice:
-    """Time each runtime's network on a few batches (alternating), keep the faster, and cache the answer."""
-    images = max(1, min(batch, MEASURE_BATCH))
-    inputs = torch.rand(images, 3, size, size)
-    times: dict[str, list[float]] = {name: [] for name in backends}
-    with torch.inference_mode():
-        for backend in backends.values():
-            backend(inputs)  # first call: allocations, ONNX Runtime's shape-specific set-up
-        for round_ in range(TIMED_ROUNDS):
-            order = list(backends) if round_ % 2 == 0 else list(reversed(backends))
-            for name in order:
-                start = time.perf_counter()
-                backends[name](inputs)
-                times[name].append((time.perf_counter() - start) / images)
-    ms = {name: round(1000 * min(values), 2) for name, values in times.items()}
-    runtime = faster(ms)
-    record = {
-        "runtime": runtime,
-        "ms_per_image": ms,
-        "size": size,
-        "batch": batch,
-        "threads": threads,
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-    }
-    path = _choice_file(weights_sha256, size, batch, threads)
+class Race:
+    """The run's first batches on each runtime in turn (`RACE`), timed from one batch's end to the next's; then
+    `choice`: the faster, cached when ``cache`` (the network had every core)."""
+
+    def __init__(self, weights_sha256: str, size: int, batch: int, threads: int, cache: bool) -> None:
+        self.key = (weights_sha256, size, batch, threads)
+        self.cache = cache
+        self.choice: RuntimeChoice | None = None
+        self._seconds = {"torch": 0.0, "onnx": 0.0}
+        self._images = {"torch": 0, "onnx": 0}
+        self._batches = 0
+        self._last = time.perf_counter()
+
+    def next(self) -> str:
+        """The runtime of the next batch."""
+        return RACE[self._batches]
+
+    def finished(self, runtime: str, images: int) -> None:
+        """A batch of ``images`` ran on ``runtime`` and its results are out; after the last, `choice` is set."""
+        now = time.perf_counter()
+        if self._batches >= UNTIMED:
+            self._seconds[runtime] += now - self._last
+            self._images[runtime] += images
+        self._last = now
+        self._batches += 1
+        if self._batches == len(RACE):
+            self.choice = self._decide()
+
+    def _decide(self) -> RuntimeChoice:
+        ms = {name: round(1000 * self._seconds[name] / self._images[name], 2) for name in self._seconds}
+        runtime = faster(ms)
+        weights_sha256, size, batch, threads = self.key
+        reason = f"{_comparison(runtime, ms, threads)}, timed end to end on {len(RACE) - UNTIMED} of this run's batches"
+        record = {"runtime": runtime, "ms_per_image": ms, "size": size, "batch": batch, "threads": threads}
+        if self.cache and (path := _save(self.key, record)):
+            reason += f" (cached in {path})"
+        return RuntimeChoice(runtime, reason)
+
+
+def _save(key: tuple[str, int, int, int], record: dict[str, Any]) -> Path | None:
+    """``record``, dated, as the cached choice for ``key``; None when the cache cannot be written (measured again)."""
+    path = _choice_file(*key)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps(record))
+        write_atomic(path, json.dumps({**record, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}))
     except OSError:
-        pass  # a read-only cache: measured again next time
-    return RuntimeChoice(
-        runtime, f"{_comparison(runtime, ms, threads)}, measured now on {TIMED_ROUNDS} batches of {images}"
-    )
+        return None
+    return path
 
 
 def faster(ms: dict[str, float]) -> str:
@@ -182,11 +198,15 @@ def _comparison(runtime: str, ms: dict[str, float], threads: int) -> str:
     label = {"onnx": "ONNX Runtime", "torch": "PyTorch"}
     other = next((name for name in ms if name != runtime), None)
     if other is None:
-        return f"{label[runtime]} {ms[runtime]:.1f} ms/image on {threads} CPU threads"
+        return f"{label[runtime]} {ms[runtime]:.1f} ms/image on {_threads(threads)}"
     text = (
         f"{label[runtime]} {ms[runtime]:.1f} ms/image against {label[other]}'s {ms[other]:.1f} "
-        f"({ms[other] / max(ms[runtime], 1e-9):.2f}x) on {threads} CPU threads"
+        f"({ms[other] / max(ms[runtime], 1e-9):.2f}x) on {_threads(threads)}"
     )
     if ms[runtime] > ms[other]:  # ONNX Runtime kept within the margin
         text += f" (PyTorch is not {TORCH_MARGIN:.2f}x faster: within what the timing varies)"
     return text
+
+
+def _threads(threads: int) -> str:
+    return f"{threads} CPU thread{'' if threads == 1 else 's'}"

@@ -3,6 +3,7 @@ own results, a kill and a rerun, a large folder in flat memory, and a model from
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 
 from pipeline.data.synth import synthesize
 from pipeline.inference import predict
+from pipeline.inference.onnx_export import onnx_available
 from pipeline.train.run import train
 from tests.conftest import tiny_config
 
@@ -105,7 +107,11 @@ def test_results_equal_ultralytics_predict(weights: Path, learned: Path, tmp_pat
     from ultralytics import YOLO
 
     folder = learned.parent / "images" / "val"
-    ours = {Path(r["path"]).name: r for r in _records(_predict_into(folder, weights, tmp_path / "ours"))}
+    # 16 batches of 5 at runtime auto: the first 6 raced on PyTorch and ONNX Runtime in turn, the rest on
+    # the faster, so the results hold both runtimes' detections.
+    result = predict(folder, str(weights), tmp_path / "ours", conf=0.05, batch=5, progress=False)
+    assert result.runtime in ({"torch", "onnx"} if onnx_available() else {"torch"})
+    ours = {Path(r["path"]).name: r for r in _records(tmp_path / "ours")}
     reference = YOLO(str(weights)).predict(source=str(folder), stream=True, batch=1, conf=0.05, verbose=False)
     compared = boxes = 0
     for result in reference:
@@ -275,6 +281,17 @@ def test_tiling_reports_objects_cut_by_tile_borders_once_with_their_boxes(
         assert same[0]["score"] == pytest.approx(found["score"], abs=1e-3)
 
 
+def _same_records(these: list[dict], those: list[dict]) -> None:
+    assert [(r["image_id"], r["path"], r["width"], r["height"]) for r in these] == [
+        (r["image_id"], r["path"], r["width"], r["height"]) for r in those
+    ]
+    for this, that in zip(these, those, strict=True):
+        assert [d["class"] for d in this["detections"]] == [d["class"] for d in that["detections"]], this["path"]
+        for mine, theirs in zip(this["detections"], that["detections"], strict=True):
+            assert mine["score"] == pytest.approx(theirs["score"], abs=1e-4)
+            assert mine["box"] == pytest.approx(theirs["box"], abs=0.05)
+
+
 def test_the_ray_engine_writes_what_the_local_engine_writes(weights: Path, learned: Path, tmp_path: Path) -> None:
     pytest.importorskip("ray")
     folder = tmp_path / "line"
@@ -287,9 +304,17 @@ def test_the_ray_engine_writes_what_the_local_engine_writes(weights: Path, learn
     local = predict(folder, str(weights), tmp_path / "local", conf=0.05, batch=8, progress=False)
     on_ray = predict(folder, str(weights), tmp_path / "ray", conf=0.05, batch=8, engine="ray", progress=False)
     assert (on_ray.images, on_ray.errors) == (local.images, local.errors) == (30, 1)
-    assert _records(tmp_path / "ray") == _records(tmp_path / "local")  # same lines, same order
+    # Same lines in the same order. The numbers agree to float rounding, not bit for bit: auto races PyTorch
+    # and ONNX Runtime on the first batches, and Ray's actors cut the batches (and set threads) their own way.
+    _same_records(_records(tmp_path / "ray"), _records(tmp_path / "local"))
     assert _records(tmp_path / "ray", "errors.jsonl") == _records(tmp_path / "local", "errors.jsonl")
-    assert (tmp_path / "ray" / "summary.csv").read_text() == (tmp_path / "local" / "summary.csv").read_text()
+    ray_rows, local_rows = (
+        list(csv.DictReader((tmp_path / side / "summary.csv").read_text().splitlines())) for side in ("ray", "local")
+    )
+    assert [{**r, "max_score": None} for r in ray_rows] == [{**r, "max_score": None} for r in local_rows]
+    assert [float(r["max_score"]) for r in ray_rows] == pytest.approx(
+        [float(r["max_score"]) for r in local_rows], abs=2e-4
+    )
     again = predict(folder, str(weights), tmp_path / "ray", conf=0.05, batch=8, engine="ray", progress=False)
     assert (again.images, again.skipped) == (0, 31)
 

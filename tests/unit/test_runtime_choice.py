@@ -1,8 +1,10 @@
-"""`--runtime auto` on a CPU: the faster runtime, measured once per weights, size, batch and thread count, and cached."""
+"""`--runtime auto` on a CPU: the two raced on the first batches, the faster kept and cached per weights, size,
+batch and thread count; the network on the cores other processes leave free."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -10,23 +12,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from pipeline.checkpoints import file_sha256
 from pipeline.files import CACHE_ENV
 from pipeline.inference import runtime
-from pipeline.inference.runtime import cached_choice, measure_choice, session_options
-
-
-class _Network:
-    """A stand-in network that takes ``seconds`` per call and counts its calls."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds, self.calls = seconds, 0
-
-    def __call__(self, inputs: object) -> None:
-        self.calls += 1
-        time.sleep(self.seconds)
+from pipeline.inference.runtime import cached_choice, session_options
 
 
 @pytest.fixture()
@@ -38,13 +31,25 @@ def weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return file_sha256(path)
 
 
-def test_the_faster_runtime_is_chosen_and_the_answer_cached(weights: str) -> None:
-    slow, fast = _Network(0.03), _Network(0.005)
-    choice = measure_choice({"torch": slow, "onnx": fast}, weights, size=64, batch=16, threads=2)
-    assert choice.runtime == "onnx"
-    assert choice.reason.startswith("ONNX Runtime ")
-    assert "against PyTorch's" in choice.reason and "on 2 CPU threads, measured now on 5 batches of 8" in choice.reason
-    assert slow.calls == fast.calls == 1 + runtime.TIMED_ROUNDS  # one untimed call each, then alternating rounds
+def _race(race: runtime.Race, network_s: dict[str, float], waiting_s: dict[str, float] | None = None) -> list[str]:
+    """Run ``race`` to its choice: each batch waits ``waiting_s`` for its inputs, then its network takes
+    ``network_s``; the order the runtimes ran in."""
+    ran = []
+    while race.choice is None:
+        name = race.next()
+        time.sleep((waiting_s or {}).get(name, 0.0) + network_s[name])
+        race.finished(name, 8)
+        ran.append(name)
+    return ran
+
+
+def test_the_race_times_both_on_the_first_batches_keeps_the_faster_and_caches_it(weights: str) -> None:
+    race = runtime.Race(weights, size=64, batch=16, threads=2, cache=True)
+    ran = _race(race, {"torch": 0.03, "onnx": 0.005})
+    assert ran == list(runtime.RACE) == ["torch", "onnx", "onnx", "torch", "torch", "onnx"]
+    assert race.choice.runtime == "onnx" and race.choice.reason.startswith("ONNX Runtime ")
+    assert "against PyTorch's" in race.choice.reason
+    assert "on 2 CPU threads, timed end to end on 4 of this run's batches (cached in " in race.choice.reason
 
     again = cached_choice(weights, 64, 16, 2)
     assert again is not None and again.runtime == "onnx" and "(cached in " in again.reason
@@ -52,10 +57,38 @@ def test_the_faster_runtime_is_chosen_and_the_answer_cached(weights: str) -> Non
     record = json.loads(entry.read_text())
     assert record["runtime"] == "onnx" and set(record["ms_per_image"]) == {"torch", "onnx"}
     assert (record["size"], record["batch"], record["threads"]) == (64, 16, 2)
+    assert 25 <= record["ms_per_image"]["torch"] * 8 <= 60  # per image: 30 ms per batch of 8, timed as slept
+
+
+def test_the_race_counts_the_wait_for_inputs_and_not_the_first_batch_of_each(weights: str) -> None:
+    # ONNX Runtime's network is faster, but its batches wait on the decoding: end to end PyTorch wins.
+    race = runtime.Race(weights, 64, 16, 2, cache=True)
+    _race(race, {"torch": 0.01, "onnx": 0.002}, waiting_s={"onnx": 0.03})
+    assert race.choice.runtime == "torch"
+    # A slow first batch (allocations, set-up) is not counted against its runtime.
+    race = runtime.Race(weights, 64, 16, 2, cache=False)
+    first = {"torch": 0.2}
+
+    def network(name: str) -> float:
+        return first.pop(name, 0.002 if name == "torch" else 0.02)
+
+    while race.choice is None:
+        name = race.next()
+        time.sleep(network(name))
+        race.finished(name, 8)
+    assert race.choice.runtime == "torch"
+
+
+def test_what_a_shared_cpu_measured_is_not_cached(weights: str) -> None:
+    race = runtime.Race(weights, 64, 16, 1, cache=False)
+    _race(race, {"torch": 0.002, "onnx": 0.02})
+    assert race.choice.runtime == "torch" and race.choice.reason.endswith("on 4 of this run's batches")
+    assert "on 1 CPU thread," in race.choice.reason
+    assert not list(runtime.cache_dir().glob("runtime/*.json"))
 
 
 def test_the_cache_is_per_size_batch_threads_and_weights(weights: str, tmp_path: Path) -> None:
-    measure_choice({"torch": _Network(0.001), "onnx": _Network(0.02)}, weights, size=64, batch=16, threads=2)
+    _race(runtime.Race(weights, 64, 16, 2, cache=True), {"torch": 0.001, "onnx": 0.02})
     assert cached_choice(weights, 64, 16, 2).runtime == "torch"
     assert cached_choice(weights, 128, 16, 2) is None
     assert cached_choice(weights, 64, 8, 2) is None
@@ -66,7 +99,7 @@ def test_the_cache_is_per_size_batch_threads_and_weights(weights: str, tmp_path:
 
 
 def test_a_damaged_cache_entry_is_measured_again(weights: str) -> None:
-    measure_choice({"torch": _Network(0.001), "onnx": _Network(0.02)}, weights, size=64, batch=16, threads=2)
+    _race(runtime.Race(weights, 64, 16, 2, cache=True), {"torch": 0.001, "onnx": 0.02})
     (entry,) = runtime.cache_dir().glob("runtime/*.json")
     entry.write_text("{not json")
     assert cached_choice(weights, 64, 16, 2) is None
@@ -87,27 +120,27 @@ def test_pytorch_must_be_faster_by_more_than_the_timing_varies() -> None:
     assert reason.endswith("(PyTorch is not 1.05x faster: within what the timing varies)")
 
 
-class _Load:
-    """A load probe that reads ``share``."""
-
-    def __init__(self, share: float) -> None:
-        self.share = share
-
-    def others(self) -> float:
-        return self.share
+@pytest.mark.parametrize(
+    ("others", "cores", "threads"),
+    [(0.0, 2, 2), (0.2, 2, 2), (0.3, 2, 1), (0.9, 2, 1), (1.0, 1, 1), (0.5, 8, 4), (0.05, 16, 15)],
+)
+def test_the_network_gets_the_cores_other_processes_leave_free(others: float, cores: int, threads: int) -> None:
+    assert runtime.network_threads(others, cores) == threads
 
 
-def test_on_cores_other_work_keeps_busy_auto_takes_onnx_and_measures_nothing(weights: str) -> None:
+def test_auto_uses_what_was_cached_with_every_core_and_races_on_a_shared_cpu(weights: str) -> None:
     pytest.importorskip("onnxruntime")
     from pipeline.inference.model import _planned
 
-    measure_choice({"torch": _Network(0.001), "onnx": _Network(0.02)}, weights, size=64, batch=16, threads=2)
-    chosen, reason = _planned("auto", True, weights, 64, 16, _Load(0.9))
-    assert chosen == "onnx" and reason.startswith("other processes keep 90% of the CPU busy: ONNX Runtime")
-    assert len(list(runtime.cache_dir().glob("runtime/*.json"))) == 1  # the quiet machine's answer is kept
-    chosen, reason = _planned("auto", True, weights, 64, 16, _Load(0.1))
-    assert chosen == "torch" and "(cached in " in reason  # quiet again: what was measured there
-    assert _planned("torch", True, weights, 64, 16, _Load(0.9)) == ("torch", "as --runtime asks")
+    _race(runtime.Race(weights, 64, 16, 2, cache=True), {"torch": 0.001, "onnx": 0.02})
+    chosen, reason = _planned("auto", True, weights, 64, 16, threads=2, cores=2)
+    assert chosen == "torch" and "(cached in " in reason  # quiet: what was measured there
+    chosen, reason = _planned("auto", True, weights, 64, 16, threads=1, cores=2)
+    assert chosen == "auto" and reason.startswith("a shared CPU: the first 6 batches run on PyTorch and ONNX Runtime")
+    chosen, reason = _planned("auto", True, weights, 128, 16, threads=2, cores=2)
+    assert chosen == "auto" and reason.startswith("not measured before for this model, size, batch and thread count")
+    assert _planned("torch", True, weights, 64, 16, threads=1, cores=2) == ("torch", "as --runtime asks")
+    assert _planned("auto", False, weights, 64, 16, threads=2, cores=2)[0] == "torch"  # a GPU
 
 
 def test_the_load_of_other_processes_is_read_off_the_machine() -> None:
@@ -125,3 +158,34 @@ def test_the_load_of_other_processes_is_read_off_the_machine() -> None:
         os.killpg(group.pid, signal.SIGKILL)  # the launcher and its spinners, by their group
         group.wait()
     assert busy >= 0.6  # every core spun by other processes (less what the machine's own work takes)
+
+
+class _Backend:
+    """A stand-in network on the CPU: ``seconds`` per call, no detections, and a count of its calls."""
+
+    device, fp16, end2end, stride = torch.device("cpu"), False, False, 32
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.calls = seconds, 0
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        time.sleep(self.seconds)
+        return torch.zeros(len(batch), 4 + 1, 10)  # (B, boxes + one class, anchors): nothing found
+
+
+def test_a_racing_detector_runs_the_rest_on_the_faster_and_says_so(weights: str, caplog) -> None:
+    from pipeline.inference.model import RACING, Detector
+
+    slow, fast = _Backend(0.03), _Backend(0.002)
+    race = runtime.Race(weights, 64, 2, 2, cache=False)
+    detector = Detector({"torch": slow, "onnx": fast}, {0: "defect"}, 64, "best.pt", RACING, race=race)
+    inputs = np.zeros((2, 3, 64, 64), np.uint8)
+    with caplog.at_level(logging.INFO, logger="pipeline.inference"):
+        found = [detector.detect(inputs, [(64, 64)] * 2) for _ in range(len(runtime.RACE) + 3)]
+    assert all(len(batch) == 2 and all(len(boxes) == 0 for boxes in batch) for batch in found)
+    assert slow.calls == runtime.RACE.count("torch") == 3  # the race's, and no more
+    assert fast.calls == runtime.RACE.count("onnx") + 3
+    assert detector.runtime == "onnx" and list(detector.backends) == ["onnx"] and detector.race is None
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("predict: runtime ")]
+    assert line.startswith("predict: runtime onnx: ONNX Runtime ") and detector.reason in line

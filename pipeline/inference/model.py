@@ -152,7 +152,7 @@ def build_detector(opened: OpenedModel, options: PredictOptions, load: LoadProbe
     cores = cpu_threads()
     others = (load or LoadProbe()).others() if on_cpu else 0.0
     threads = network_threads(others, cores)
-    runtime, reason = _planned(runtime, on_cpu, opened.weights_sha256, size, options.batch, threads, cores)
+    runtime, reason = _planned(runtime, on_cpu, opened.weights_sha256, size, options.batch, threads)
     backends, note = {}, ""
     if runtime in {"onnx", "auto"} and on_cpu:
         try:
@@ -164,7 +164,7 @@ def build_detector(opened: OpenedModel, options: PredictOptions, load: LoadProbe
         backends["torch"] = _torch_backend(yolo.model, torch_device, use_half, threads)
     race = None
     if len(backends) > 1:  # auto on a CPU, not measured before with these threads
-        race = Race(opened.weights_sha256, size, options.batch, threads, cache=threads == cores)
+        race = Race(opened.weights_sha256, size, options.batch, threads)
     if threads < cores:
         reason += (
             f"; other processes keep {others:.0%} of the CPU busy, so the network runs on {threads} of {cores} cores"
@@ -180,23 +180,20 @@ def build_detector(opened: OpenedModel, options: PredictOptions, load: LoadProbe
     return detector
 
 
-def _planned(
-    runtime: str, on_cpu: bool, weights_sha256: str, size: int, batch: int, threads: int, cores: int
-) -> tuple[str, str]:
+def _planned(runtime: str, on_cpu: bool, weights_sha256: str, size: int, batch: int, threads: int) -> tuple[str, str]:
     """What to build, and why: the runtime asked for; for ``auto``, PyTorch on a GPU; on a CPU the runtime
-    measured faster before with every core (cached), else ``auto`` still: both are built and raced."""
+    measured faster before on these threads (cached), else ``auto`` still: both are built and raced."""
     if runtime != "auto":
         return runtime, "as --runtime asks"
     if not on_cpu:
         return "torch", "a GPU: PyTorch in half precision"
     if not onnx_available():
         return "torch", "ONNX Runtime is not installed"
-    if threads == cores and (known := cached_choice(weights_sha256, size, batch, threads)):
+    if known := cached_choice(weights_sha256, size, batch, threads):
         return known.runtime, known.reason
-    why = "not measured before for this model, size, batch and thread count" if threads == cores else "a shared CPU"
     return "auto", (
-        f"{why}: the first {len(RACE)} batches run on PyTorch and ONNX Runtime in turn, timed end to end, "
-        "and the rest on the faster"
+        f"not measured before for this model, size, batch and thread count: the first {len(RACE)} batches run "
+        "on PyTorch and ONNX Runtime in turn, timed end to end, and the rest on the faster"
     )
 
 

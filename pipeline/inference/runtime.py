@@ -5,14 +5,14 @@ faster for some models and sizes, and the answer moves with the thread count and
 beside the network (the decoding threads, other jobs). So ``--runtime auto`` on a CPU runs the
 run's first batches on the two in turn (`Race`), timed end to end, from one batch's end to the
 next's, so the decoding and writing around the network count too, and runs the rest on the faster.
-What was measured with every core is cached (``<cache>/runtime/``, keyed by the weights' hash, the
-size, the batch and the thread count), so later runs decide at once and say why.
+The answer is cached (``<cache>/runtime/``, keyed by the weights' hash, the size, the batch and the
+thread count), so later runs decide at once and say why.
 
 Threads: the network gets the cores that other processes leave free (`network_threads`, from the
 share of the CPU they used while the model loaded: `LoadProbe`). PyTorch's thread pool stalls when
 it has more threads than free cores (2 cores beside a training: 56 -> 5 images/s with 2 threads,
-28 with 1), and ONNX Runtime does no better with them. On a shared machine the race is run each
-time and not cached: the load moves, and a quiet run later still measures the truth.
+28 with 1), and ONNX Runtime does no better with them. The thread count keys the cache, so what a
+shared machine measured (fewer threads) is kept apart from what a quiet one did.
 
 ONNX Runtime's thread pool spins while it waits for work by default: on a machine whose cores are
 busy with another job, the spinning threads compete with that job and with our decoding threads,
@@ -139,11 +139,10 @@ def cached_choice(weights_sha256: str, size: int, batch: int, threads: int) -> R
 
 class Race:
     """The run's first batches on each runtime in turn (`RACE`), timed from one batch's end to the next's; then
-    `choice`: the faster, cached when ``cache`` (the network had every core)."""
+    `choice`: the faster, cached for these weights, size, batch and threads."""
 
-    def __init__(self, weights_sha256: str, size: int, batch: int, threads: int, cache: bool) -> None:
+    def __init__(self, weights_sha256: str, size: int, batch: int, threads: int) -> None:
         self.key = (weights_sha256, size, batch, threads)
-        self.cache = cache
         self.choice: RuntimeChoice | None = None
         self._seconds = {"torch": 0.0, "onnx": 0.0}
         self._images = {"torch": 0, "onnx": 0}
@@ -171,7 +170,7 @@ class Race:
         weights_sha256, size, batch, threads = self.key
         reason = f"{_comparison(runtime, ms, threads)}, timed end to end on {len(RACE) - UNTIMED} of this run's batches"
         record = {"runtime": runtime, "ms_per_image": ms, "size": size, "batch": batch, "threads": threads}
-        if self.cache and (path := _save(self.key, record)):
+        if path := _save(self.key, record):
             reason += f" (cached in {path})"
         return RuntimeChoice(runtime, reason)
 

@@ -12,8 +12,9 @@ Conditions: each source (``--folder``, e.g. NEU-DET's val images, and synthetic 
 model's own size and at 640 px, on a quiet machine and with a competing load: a real CPU training
 (`yolo-pipeline train`, 128 px) running beside it in its own process group. On the quiet machine
 ``auto`` races the two runtimes on the first, untimed run per size and caches the answer, like a
-user's first run; beside the training every run gives the network the cores the training leaves
-free and races the two on its first 6 batches (not cached: the load moves).
+user's first run; beside the training the network gets the cores the training leaves free (one
+thread here), another key of the cache: the first round races the two on its first 6 batches and
+caches that answer, the later rounds use it.
 
     python scripts/benchmarks/predict_throughput.py [--folder ../shared/datasets/neu-det/images/val]
         [--model best.pt] [--batch 16] [--limit 120] [--repeats 3] [--loads quiet,training]

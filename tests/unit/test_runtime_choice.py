@@ -44,7 +44,7 @@ def _race(race: runtime.Race, network_s: dict[str, float], waiting_s: dict[str, 
 
 
 def test_the_race_times_both_on_the_first_batches_keeps_the_faster_and_caches_it(weights: str) -> None:
-    race = runtime.Race(weights, size=64, batch=16, threads=2, cache=True)
+    race = runtime.Race(weights, size=64, batch=16, threads=2)
     ran = _race(race, {"torch": 0.03, "onnx": 0.005})
     assert ran == list(runtime.RACE) == ["torch", "onnx", "onnx", "torch", "torch", "onnx"]
     assert race.choice.runtime == "onnx" and race.choice.reason.startswith("ONNX Runtime ")
@@ -62,11 +62,11 @@ def test_the_race_times_both_on_the_first_batches_keeps_the_faster_and_caches_it
 
 def test_the_race_counts_the_wait_for_inputs_and_not_the_first_batch_of_each(weights: str) -> None:
     # ONNX Runtime's network is faster, but its batches wait on the decoding: end to end PyTorch wins.
-    race = runtime.Race(weights, 64, 16, 2, cache=True)
+    race = runtime.Race(weights, 64, 16, 2)
     _race(race, {"torch": 0.01, "onnx": 0.002}, waiting_s={"onnx": 0.03})
     assert race.choice.runtime == "torch"
     # A slow first batch (allocations, set-up) is not counted against its runtime.
-    race = runtime.Race(weights, 64, 16, 2, cache=False)
+    race = runtime.Race(weights, 64, 16, 2)
     first = {"torch": 0.2}
 
     def network(name: str) -> float:
@@ -79,16 +79,17 @@ def test_the_race_counts_the_wait_for_inputs_and_not_the_first_batch_of_each(wei
     assert race.choice.runtime == "torch"
 
 
-def test_what_a_shared_cpu_measured_is_not_cached(weights: str) -> None:
-    race = runtime.Race(weights, 64, 16, 1, cache=False)
+def test_what_fewer_threads_measured_is_kept_apart_from_every_cores(weights: str) -> None:
+    _race(runtime.Race(weights, 64, 16, 2), {"torch": 0.02, "onnx": 0.002})
+    race = runtime.Race(weights, 64, 16, 1)  # a shared CPU: one core left free
     _race(race, {"torch": 0.002, "onnx": 0.02})
-    assert race.choice.runtime == "torch" and race.choice.reason.endswith("on 4 of this run's batches")
-    assert "on 1 CPU thread," in race.choice.reason
-    assert not list(runtime.cache_dir().glob("runtime/*.json"))
+    assert race.choice.runtime == "torch" and "on 1 CPU thread, timed end to end" in race.choice.reason
+    assert cached_choice(weights, 64, 16, 1).runtime == "torch"
+    assert cached_choice(weights, 64, 16, 2).runtime == "onnx"
 
 
 def test_the_cache_is_per_size_batch_threads_and_weights(weights: str, tmp_path: Path) -> None:
-    _race(runtime.Race(weights, 64, 16, 2, cache=True), {"torch": 0.001, "onnx": 0.02})
+    _race(runtime.Race(weights, 64, 16, 2), {"torch": 0.001, "onnx": 0.02})
     assert cached_choice(weights, 64, 16, 2).runtime == "torch"
     assert cached_choice(weights, 128, 16, 2) is None
     assert cached_choice(weights, 64, 8, 2) is None
@@ -99,7 +100,7 @@ def test_the_cache_is_per_size_batch_threads_and_weights(weights: str, tmp_path:
 
 
 def test_a_damaged_cache_entry_is_measured_again(weights: str) -> None:
-    _race(runtime.Race(weights, 64, 16, 2, cache=True), {"torch": 0.001, "onnx": 0.02})
+    _race(runtime.Race(weights, 64, 16, 2), {"torch": 0.001, "onnx": 0.02})
     (entry,) = runtime.cache_dir().glob("runtime/*.json")
     entry.write_text("{not json")
     assert cached_choice(weights, 64, 16, 2) is None
@@ -128,19 +129,20 @@ def test_the_network_gets_the_cores_other_processes_leave_free(others: float, co
     assert runtime.network_threads(others, cores) == threads
 
 
-def test_auto_uses_what_was_cached_with_every_core_and_races_on_a_shared_cpu(weights: str) -> None:
+def test_auto_uses_what_was_cached_for_these_threads_and_races_otherwise(weights: str) -> None:
     pytest.importorskip("onnxruntime")
     from pipeline.inference.model import _planned
 
-    _race(runtime.Race(weights, 64, 16, 2, cache=True), {"torch": 0.001, "onnx": 0.02})
-    chosen, reason = _planned("auto", True, weights, 64, 16, threads=2, cores=2)
-    assert chosen == "torch" and "(cached in " in reason  # quiet: what was measured there
-    chosen, reason = _planned("auto", True, weights, 64, 16, threads=1, cores=2)
-    assert chosen == "auto" and reason.startswith("a shared CPU: the first 6 batches run on PyTorch and ONNX Runtime")
-    chosen, reason = _planned("auto", True, weights, 128, 16, threads=2, cores=2)
-    assert chosen == "auto" and reason.startswith("not measured before for this model, size, batch and thread count")
-    assert _planned("torch", True, weights, 64, 16, threads=1, cores=2) == ("torch", "as --runtime asks")
-    assert _planned("auto", False, weights, 64, 16, threads=2, cores=2)[0] == "torch"  # a GPU
+    _race(runtime.Race(weights, 64, 16, 2), {"torch": 0.001, "onnx": 0.02})
+    chosen, reason = _planned("auto", True, weights, 64, 16, threads=2)
+    assert chosen == "torch" and "(cached in " in reason
+    for size, threads in [(64, 1), (128, 2)]:  # another thread count (a shared CPU), another size: raced
+        chosen, reason = _planned("auto", True, weights, size, 16, threads=threads)
+        assert chosen == "auto" and reason.startswith(
+            "not measured before for this model, size, batch and thread count: the first 6 batches run on PyTorch"
+        )
+    assert _planned("torch", True, weights, 64, 16, threads=1) == ("torch", "as --runtime asks")
+    assert _planned("auto", False, weights, 64, 16, threads=2)[0] == "torch"  # a GPU
 
 
 def test_the_load_of_other_processes_is_read_off_the_machine() -> None:
@@ -178,7 +180,7 @@ def test_a_racing_detector_runs_the_rest_on_the_faster_and_says_so(weights: str,
     from pipeline.inference.model import RACING, Detector
 
     slow, fast = _Backend(0.03), _Backend(0.002)
-    race = runtime.Race(weights, 64, 2, 2, cache=False)
+    race = runtime.Race(weights, 64, 2, 2)
     detector = Detector({"torch": slow, "onnx": fast}, {0: "defect"}, 64, "best.pt", RACING, race=race)
     inputs = np.zeros((2, 3, 64, 64), np.uint8)
     with caplog.at_level(logging.INFO, logger="pipeline.inference"):

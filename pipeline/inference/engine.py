@@ -133,7 +133,7 @@ def predict(
     claim_out(out, source=settings["source"], model=settings["model"])
     check_settings(out, settings)  # before the export: a refused rerun costs no more than the model's load
     detector = build_detector(opened, options, load)
-    result = PredictResult(out, model, run_id=detector.run_id, runtime=detector.runtime, note=detector.note)
+    result = PredictResult(out, model, run_id=detector.run_id, note=detector.note)  # its runtime: once the run ends
     result.imgsz, result.scale = scale.size, scale.line
     result.thresholds, result.thresholds_source = settings["thresholds"], about
     result.conf = options.conf

@@ -37,7 +37,7 @@ from pipeline.files import cache_dir, write_atomic
 # shape-specific set-up), then two each in an ABBA order, so a steady drift in the machine's speed
 # weighs on both alike.
 RACE = ("torch", "onnx", "onnx", "torch", "torch", "onnx")
-UNTIMED = 2
+TIMED = len(RACE) - len(set(RACE))
 TORCH_MARGIN = 1.05  # PyTorch must beat ONNX Runtime by more than the timed batches vary on a quiet machine
 MIN_LOAD_WINDOW_S = 0.1
 
@@ -147,6 +147,7 @@ class Race:
         self._seconds = {"torch": 0.0, "onnx": 0.0}
         self._images = {"torch": 0, "onnx": 0}
         self._batches = 0
+        self._warmed: set[str] = set()  # the runtimes whose first, untimed batch is done
         self._last = time.perf_counter()
 
     def next(self) -> str:
@@ -156,9 +157,10 @@ class Race:
     def finished(self, runtime: str, images: int) -> None:
         """A batch of ``images`` ran on ``runtime`` and its results are out; after the last, `choice` is set."""
         now = time.perf_counter()
-        if self._batches >= UNTIMED:
+        if runtime in self._warmed:
             self._seconds[runtime] += now - self._last
             self._images[runtime] += images
+        self._warmed.add(runtime)
         self._last = now
         self._batches += 1
         if self._batches == len(RACE):
@@ -168,7 +170,7 @@ class Race:
         ms = {name: round(1000 * self._seconds[name] / self._images[name], 2) for name in self._seconds}
         runtime = faster(ms)
         weights_sha256, size, batch, threads = self.key
-        reason = f"{_comparison(runtime, ms, threads)}, timed end to end on {len(RACE) - UNTIMED} of this run's batches"
+        reason = f"{_comparison(runtime, ms, threads)}, timed end to end on {TIMED} of this run's batches"
         record = {"runtime": runtime, "ms_per_image": ms, "size": size, "batch": batch, "threads": threads}
         if path := _save(self.key, record):
             reason += f" (cached in {path})"

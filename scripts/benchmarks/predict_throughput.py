@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing the test
 from pipeline.data.synth import synthesize  # noqa: E402
 from pipeline.files import CACHE_ENV  # noqa: E402
 from pipeline.inference import predict  # noqa: E402
+from pipeline.inference.runtime import cpu_threads  # noqa: E402
 from scripts.benchmarks.common import quiet_ultralytics, save_report  # noqa: E402
 
 TARGET_AUTO_OF_BEST = 0.95
@@ -140,7 +141,7 @@ def measure(folder: Path, model: Path, size: int, args: argparse.Namespace, work
         order = sides[repeat % len(sides) :] + sides[: repeat % len(sides)]
         for side in order:
             if side in THEIRS:
-                threads = 1 if side == "ultralytics-1" else os.cpu_count() or 1
+                threads = 1 if side == "ultralytics-1" else cpu_threads()
                 images, seconds, ran = run_theirs(folder, model, size, args, threads)
             else:
                 images, seconds, ran = run_ours(folder, model, side, size, args, work / "out")

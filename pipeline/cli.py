@@ -14,6 +14,7 @@ from typing import Literal
 from pipeline.checkpoints import add_trust_option
 from pipeline.config import Config, ConfigError, class_values, load_config
 from pipeline.data.dataset import DatasetError
+from pipeline.destinations import FolderBusy, add_wait_option, command_context
 from pipeline.inference.options import PredictOptions
 from pipeline.messages import UserError, first_line
 from pipeline.quiet import set_verbose
@@ -122,7 +123,14 @@ def cmd_sync(args: argparse.Namespace) -> int:
         folder = folder / "tracking" if is_spool(folder / "tracking") else folder
         if not is_spool(folder):
             raise FileNotFoundError(f"{folder}: not a tracking spool (no state.json)")
-        run_id, sent, left = sync(folder, timeout_s=args.timeout)
+        try:
+            run_id, sent, left = sync(folder, timeout_s=args.timeout)
+        except FolderBusy as exc:
+            if args.spools:  # named: stop, as every command does on a folder another process writes
+                raise
+            print(f"skipped {exc}")  # all under --project: a training sending its own records is no error
+            left_total += 1
+            continue
         left_total += left
         print(f"{folder}: run {run_id or '(not created yet)'}: sent {sent} records, {left} left")
     if not folders:
@@ -244,24 +252,23 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
     from pipeline.data.importer import KIND as IMPORTED
     from pipeline.data.synth import KIND as SYNTHETIC
     from pipeline.data.validate import validate
-    from pipeline.destinations import check_destination, claim
+    from pipeline.destinations import claim, reserve
 
     datasets = (IMPORTED, SYNTHETIC)  # card.json and card.md go into a new folder or one of this tool's datasets
-    if args.out:
-        check_destination(args.out, "data stats", "--out", also=datasets)
-    report = validate(_read_any(args.path, args.format, args.images), "skip")
-    path = Path(args.path).resolve()
-    name = path.parent.name if path.suffix in {".yaml", ".yml", ".json"} else path.name
-    try:  # the content hash is defined on the YOLO layout a training uses
-        digest = content_hash(read_data_yaml(args.path, require=()).splits)
-    except DatasetError:
-        digest = ""
-    card = build_card(report.collection, name, digest, source=str(args.path), validation=report.counts())
-    if args.out:
-        json_path, md_path = write_card(card, claim(args.out, "data stats", "--out", also=datasets))
-        print(f"wrote {json_path} and {md_path}")
-    else:
-        print(card_markdown(card))
+    with reserve(args.out, "data stats", "--out", also=datasets):  # held from the first read to the card
+        report = validate(_read_any(args.path, args.format, args.images), "skip")
+        path = Path(args.path).resolve()
+        name = path.parent.name if path.suffix in {".yaml", ".yml", ".json"} else path.name
+        try:  # the content hash is defined on the YOLO layout a training uses
+            digest = content_hash(read_data_yaml(args.path, require=()).splits)
+        except DatasetError:
+            digest = ""
+        card = build_card(report.collection, name, digest, source=str(args.path), validation=report.counts())
+        if args.out:
+            json_path, md_path = write_card(card, claim(args.out, "data stats", "--out", also=datasets))
+            print(f"wrote {json_path} and {md_path}")
+        else:
+            print(card_markdown(card))
     return 0
 
 
@@ -377,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="experiment YAML, e.g. configs/demo.yaml (optional with --data)")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=5")
     p.add_argument("--data", help="the dataset (sets data.path); without a config, every other key is its default")
+    add_wait_option(p)
     p.set_defaults(func=cmd_train)
 
     p = commands.add_parser("init", help="write a commented starter config with every key at its default")
@@ -387,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="MLflow run id, training folder, or its weights/last.pt")
     p.add_argument("--project", default="runs/train", help="where to look for training folders (default: runs/train)")
     p.add_argument("--tracking-uri", default="", help="MLflow server to ask when the run id is not found locally")
+    add_wait_option(p)
     p.set_defaults(func=cmd_resume)
 
     p = commands.add_parser("sync", help="send tracking records spooled while the MLflow server was away")
@@ -395,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--project", default="runs/train")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to keep trying per spool")
+    add_wait_option(p)
     p.set_defaults(func=cmd_sync)
 
     data = commands.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
@@ -411,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="this share of the images (0 <= F < 1, seeded, train and val alike) has no defect: surface only, "
         "an empty label file (default 0)",
     )
+    add_wait_option(p)
     p.set_defaults(func=cmd_data_synth)
 
     formats = ["auto", "yolo", "coco", "voc", "labelstudio"]
@@ -445,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a number N: import a class-stratified subset of N images; a folder DIR: " + images_help,
     )
     p.add_argument("--show", type=int, default=10, help="how many problems to list (all are in the report)")
+    add_wait_option(p)
     p.set_defaults(func=cmd_data_import)
 
     p = data.add_parser("validate", help="check a dataset: every problem with its file, line and reason")
@@ -467,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=formats, default="auto")
     p.add_argument("--images", metavar="DIR", help=images_help)
     p.add_argument("--out", help="write card.json and card.md into this folder instead of printing")
+    add_wait_option(p)
     p.set_defaults(func=cmd_data_stats)
 
     p = data.add_parser("split", help="write a copy with seeded, class-stratified splits")
@@ -477,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--policy", choices=["skip", "fail"], default="skip")
     p.add_argument("--show", type=int, default=10)
+    add_wait_option(p)
     p.set_defaults(func=cmd_data_split)
 
     augment = commands.add_parser("augment", help="augmentation tools").add_subparsers(
@@ -500,10 +514,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="results folder; the same command again skips the images done")
     _add_predict_options(p)
     add_trust_option(p)
+    add_wait_option(p)
     p.set_defaults(func=cmd_predict)
 
     add_commands(commands)
     return parser
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    """The command as a user typed it (``predict``, ``data synth``): what another process refused is told."""
+    sub = getattr(args, "data_command", None) or getattr(args, "augment_command", None)
+    return f"{args.command} {sub}" if sub else args.command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -516,7 +537,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.propagate = False
     set_verbose(args.verbose)
     try:
-        return args.func(args)
+        with command_context(_command_name(args), getattr(args, "wait", False)):
+            return args.func(args)
     except (UserError, FileNotFoundError) as exc:  # the message is already the one line a user needs
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 CACHE_ENV = "YOLO_PIPELINE_CACHE"
@@ -14,9 +15,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "yolo-pipeline")
 
 
+def temporary_name(path: Path) -> Path:
+    """A hidden name beside ``path`` that no other process or thread uses: ``.<name>.tmp-<pid>-<thread>``.
+
+    Two writers of the same file never write into, or rename, each other's temporary file."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+
+
 def write_atomic(path: Path, text: str) -> Path:
     """Write ``text`` beside ``path`` under a temporary name, then rename it over ``path``: whole or absent."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    tmp = temporary_name(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path

@@ -26,6 +26,7 @@ from pipeline.config import Config
 from pipeline.data.palette import class_colour
 from pipeline.data.training_data import prepare_training_data
 from pipeline.destinations import DestinationError
+from pipeline.files import temporary_name
 
 SOFTWARE = "yolo-pipeline augment preview"  # the PNG text chunk that marks a preview as this tool's
 
@@ -118,7 +119,7 @@ def write_png(image_bgr: np.ndarray, out: Path) -> Path:
 
     info = PngInfo()
     info.add_text("Software", SOFTWARE)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp = temporary_name(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.ascontiguousarray(image_bgr[..., ::-1])).save(tmp, format="PNG", pnginfo=info)

@@ -19,7 +19,7 @@ from pipeline.data.manifest import Manifest, download_sha256, fetch
 from pipeline.data.split import split_collection
 from pipeline.data.validate import Policy, ValidationReport, validate
 from pipeline.data.yolo import read_yolo, write_yolo
-from pipeline.destinations import MARKER, build_then_swap, check_replaceable
+from pipeline.destinations import MARKER, build_then_swap, reserve
 
 DEFAULT_SPLIT = {"train": 0.8, "val": 0.2}
 REPORT_FILE = "validation.json"
@@ -160,38 +160,44 @@ def import_dataset(
     earlier import or split (``option`` names it in the error); it is replaced only once the new import,
     card and report are all written. ``image_folder``: where a Label Studio export's images are."""
     src = Path(src).expanduser().resolve()
-    out = check_replaceable(out, KIND, option)
-    if out == src or out in src.parents or src in out.parents:
-        raise DatasetError(f"{out}: the import folder must not contain or be inside the source {src}")
-    fmt = detect_format(src) if fmt == "auto" and src.exists() else fmt
-    collection = read_source(src, fmt, classes, image_folder)
-    collection, notes = _in_class_order(collection, classes or [], src, classes_from)
-    collection = subset(collection, images, seed)
-    report = validate(collection, policy)
-    usable = report.collection
-    if splits == "source" and len(usable.splits()) < 2:
-        splits = DEFAULT_SPLIT
-        notes.append(
-            f"the source has one split; split {', '.join(f'{k} {v:g}' for k, v in splits.items())} (seed {seed})"
-        )
-    if isinstance(splits, dict):
-        usable = split_collection(usable, splits, seed)
-    with build_then_swap(out, KIND, option, command=command, source=str(src), format=fmt) as staging:
-        write_yolo(usable, staging)
-        report.write(staging / REPORT_FILE)
-        layout = read_data_yaml(staging / "data.yaml", require=())  # relative paths: valid after the swap
-        card = build_card(
-            usable, name, content_hash(layout.splits), source=str(src), format=fmt, validation=report.counts()
-        )
-        card_files = tuple(out / path.name for path in write_card(card, staging))
-    return ImportResult(out, out / "data.yaml", card, card_files, report, out / REPORT_FILE, notes)
+    # One writer per dataset folder, from the first read of the source to the swap: a second import or split
+    # into it stops at once (or waits, --wait) instead of doing the work twice and racing for the swap.
+    with reserve(out, KIND, option, replace=True, command=command) as out:
+        if out == src or out in src.parents or src in out.parents:
+            raise DatasetError(f"{out}: the import folder must not contain or be inside the source {src}")
+        fmt = detect_format(src) if fmt == "auto" and src.exists() else fmt
+        collection = read_source(src, fmt, classes, image_folder)
+        collection, notes = _in_class_order(collection, classes or [], src, classes_from)
+        collection = subset(collection, images, seed)
+        report = validate(collection, policy)
+        usable = report.collection
+        if splits == "source" and len(usable.splits()) < 2:
+            splits = DEFAULT_SPLIT
+            notes.append(
+                f"the source has one split; split {', '.join(f'{k} {v:g}' for k, v in splits.items())} (seed {seed})"
+            )
+        if isinstance(splits, dict):
+            usable = split_collection(usable, splits, seed)
+        with build_then_swap(out, KIND, option, command=command, source=str(src), format=fmt) as staging:
+            write_yolo(usable, staging)
+            report.write(staging / REPORT_FILE)
+            layout = read_data_yaml(staging / "data.yaml", require=())  # relative paths: valid after the swap
+            card = build_card(
+                usable, name, content_hash(layout.splits), source=str(src), format=fmt, validation=report.counts()
+            )
+            card_files = tuple(out / path.name for path in write_card(card, staging))
+        return ImportResult(out, out / "data.yaml", card, card_files, report, out / REPORT_FILE, notes)
 
 
 def import_manifest(
     manifest: Manifest, src: str | Path | None = None, policy: Policy = "skip", images: int = 0
 ) -> ImportResult:
     """Import the data a manifest describes (or ``src`` in its place) into ``datasets/<name>/``."""
-    check_replaceable(manifest.out_dir, KIND, "name")  # before a download, not after it
+    with reserve(manifest.out_dir, KIND, "name", replace=True, command="data import"):  # before a download
+        return _import_manifest(manifest, src, policy, images)
+
+
+def _import_manifest(manifest: Manifest, src: str | Path | None, policy: Policy, images: int) -> ImportResult:
     source = Path(src) if src else fetch(manifest)
     result = import_dataset(
         source,

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from pipeline.data.palette import class_colour
+from pipeline.files import temporary_name
 
 
 def output_name(path: str) -> Path:
@@ -24,9 +25,13 @@ def _write(path: Path, image: np.ndarray) -> None:
     ok, data = cv2.imencode(path.suffix, image)
     if not ok:
         raise OSError(f"{path}: could not be encoded")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data.tobytes())
-    os.replace(tmp, path)
+    tmp = temporary_name(path)  # decoding threads and other processes never share one
+    try:
+        tmp.write_bytes(data.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_annotated(folder: Path, path: str, image: np.ndarray, detections: list[dict[str, Any]]) -> None:

@@ -8,7 +8,9 @@ skips exactly those. ``summary.csv`` and ``coco_results.json`` are derived from 
 of every run and replaced atomically. ``run.json`` holds the settings the results depend on (the
 source, the model's SHA-256 and MLflow identity, thresholds, sizes); a rerun with other settings into
 the same folder stops rather than mixing results. The folder is predict's own (its marker): any other
-existing folder with files in it is refused. Lines are ASCII JSON: a file name that is not UTF-8 is
+existing folder with files in it is refused. One process writes it at a time (`pipeline.destinations.writer_lock`,
+held for the whole run): a second predict into it stops at once, or with ``--wait`` waits, so every image is
+in the logs once, however many runs start together. Lines are ASCII JSON: a file name that is not UTF-8 is
 written with escapes that read back as the same name, so it never breaks a rerun.
 """
 
@@ -26,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.destinations import MARKER, DestinationError, check_destination, claim, write_marker
-from pipeline.files import write_atomic
+from pipeline.files import temporary_name, write_atomic
 from pipeline.inference.errors import ResultsError
 
 PREDICTIONS = "predictions.jsonl"
@@ -164,7 +166,8 @@ def check_out(out: str | Path) -> Path:
 
 
 def claim_out(out: Path, **info: Any) -> Path:
-    """Make (or adopt) the results folder, once everything it depends on has been checked."""
+    """Make (or adopt) the results folder, once everything it depends on has been checked; the caller holds
+    `writer_lock` on it (see `pipeline.inference.engine.predict`): one writer per results folder."""
     try:
         if is_legacy(out):
             write_marker(out, KIND, **info)
@@ -202,10 +205,21 @@ def check_settings(folder: Path, settings: dict[str, Any]) -> None:
 def write_summary(folder: Path, names: list[str], verdict: Verdict) -> dict[str, Any]:
     """``summary.csv`` (per image: counts per class, max score, verdict) and ``coco_results.json`` from the
     predictions log; returns the totals (images, detections per class, failed verdicts)."""
+    coco_tmp, table_tmp = temporary_name(folder / COCO_RESULTS), temporary_name(folder / SUMMARY)
+    try:
+        totals = _write_tables(folder, names, verdict, coco_tmp, table_tmp)
+        os.replace(coco_tmp, folder / COCO_RESULTS)
+        os.replace(table_tmp, folder / SUMMARY)
+    finally:  # a failure leaves no temporary file behind; after the renames there is none to remove
+        coco_tmp.unlink(missing_ok=True)
+        table_tmp.unlink(missing_ok=True)
+    return totals
+
+
+def _write_tables(folder: Path, names: list[str], verdict: Verdict, coco_tmp: Path, table_tmp: Path) -> dict[str, Any]:
     per_class = dict.fromkeys(names, 0)
     images = fails = 0
-    coco_tmp, table_tmp = folder / f".{COCO_RESULTS}.tmp", folder / f".{SUMMARY}.tmp"
-    # Both are streamed to temporary files and renamed: whole or absent, and never held in memory.
+    # Both are streamed to temporary files (named per process) and renamed: whole or absent, never held in memory.
     # A name that is not UTF-8 shows its bytes as escapes in the table, which stays valid UTF-8 for any reader.
     table_file = open(table_tmp, "w", encoding="utf-8", errors="backslashreplace", newline="")  # noqa: SIM115
     with open(coco_tmp, "w", encoding="utf-8") as coco, table_file as table:
@@ -236,6 +250,4 @@ def write_summary(folder: Path, names: list[str], verdict: Verdict) -> dict[str,
                 + [round(top, 4), "fail" if failed else "pass"]
             )
         coco.write("\n]\n")
-    os.replace(coco_tmp, folder / COCO_RESULTS)
-    os.replace(table_tmp, folder / SUMMARY)
     return {"images": images, "detections": per_class, "failed_verdicts": fails}

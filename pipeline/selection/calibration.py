@@ -19,7 +19,7 @@ from typing import Any
 
 from pipeline.checkpoints import MODEL_URI_SCHEMES
 from pipeline.data.dataset import DataYaml, content_hash
-from pipeline.destinations import build_then_swap, check_replaceable
+from pipeline.destinations import build_then_swap, reserve
 from pipeline.inference.screen import FILE_NAME, Screen
 from pipeline.messages import UserError
 from pipeline.selection.calibration_report import markdown, plot_pr_curves, table_lines
@@ -78,64 +78,68 @@ def calibrate(
     recalls = dict(recalls or {})
     spec = data_spec(data, split)
     _check_options(target_recall, recalls, max_fp_per_image, bootstrap, spec)
-    folder = check_replaceable(out or DEFAULT_OUT, KIND)  # before the model loads: a refused --out costs nothing
+    # Held from before the model loads (a refused --out costs nothing) to the swap: one writer per folder.
+    with reserve(out or DEFAULT_OUT, KIND, replace=True) as folder:
+        started = time.perf_counter()
+        found, problems = screened_split(
+            model, data, split=split, conf=LOW_CONF, imgsz=imgsz, batch=batch, device=device, tracking_uri=tracking_uri
+        )
+        inferred = time.perf_counter()
+        matches = match_split(found.truth, found.detections, IOU)
+        mode = "fp_budget" if max_fp_per_image is not None else "recall"
+        chosen = operating_points(
+            matches,
+            targets=recalls,
+            default=target_recall,
+            max_fp_per_image=max_fp_per_image,
+            split=split,
+            samples=bootstrap,
+            seed=seed,
+        )
+        if not chosen.thresholds:
+            raise CalibrateError(f"{data}: {split} has no object of any class; nothing to calibrate on")
+        screen = Screen(
+            thresholds=chosen.thresholds,
+            model=model,
+            data=str(data),
+            split=split,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            mode=mode,
+            targets={} if mode == "fp_budget" else {"default": target_recall, **recalls},
+            max_fp_per_image=max_fp_per_image,
+            model_sha256=found.model_sha256,
+            data_hash=content_hash(spec.splits),  # as a training records its data (dataset.hash)
+            iou=IOU,
+            classes=chosen.classes,
+            images=chosen.images,
+            bootstrap={"samples": bootstrap, "seed": seed, "level": LEVEL, "resampled": "images"},
+        )
+        files = _write(screen, chosen, folder)
+        skipped = [f"{problems} label problems left out (yolo-pipeline data validate names them)"] if problems else []
+        result = Calibration(
+            screen=screen,
+            files=[str(p) for p in files],
+            lines=list(chosen.lines) + skipped,
+            inference_s=inferred - started,
+            calibration_s=time.perf_counter() - inferred,
+            model_run_id=found.model_run_id,
+        )
+        registry_model = model.startswith(MODEL_URI_SCHEMES)
+        if track:
+            tracked = time.perf_counter()
+            result.run_id = _log(result, files, experiment, tracking_uri)
+            if registry_model:
+                from pipeline.tracking.screens import attach_screen
 
-    started = time.perf_counter()
-    found, problems = screened_split(
-        model, data, split=split, conf=LOW_CONF, imgsz=imgsz, batch=batch, device=device, tracking_uri=tracking_uri
-    )
-    inferred = time.perf_counter()
-    matches = match_split(found.truth, found.detections, IOU)
-    mode = "fp_budget" if max_fp_per_image is not None else "recall"
-    chosen = operating_points(
-        matches,
-        targets=recalls,
-        default=target_recall,
-        max_fp_per_image=max_fp_per_image,
-        split=split,
-        samples=bootstrap,
-        seed=seed,
-    )
-    if not chosen.thresholds:
-        raise CalibrateError(f"{data}: {split} has no object of any class; nothing to calibrate on")
-    screen = Screen(
-        thresholds=chosen.thresholds,
-        model=model,
-        data=str(data),
-        split=split,
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        mode=mode,
-        targets={} if mode == "fp_budget" else {"default": target_recall, **recalls},
-        max_fp_per_image=max_fp_per_image,
-        model_sha256=found.model_sha256,
-        data_hash=content_hash(spec.splits),  # as a training records its data (dataset.hash)
-        iou=IOU,
-        classes=chosen.classes,
-        images=chosen.images,
-        bootstrap={"samples": bootstrap, "seed": seed, "level": LEVEL, "resampled": "images"},
-    )
-    files = _write(screen, chosen, folder)
-    skipped = [f"{problems} label problems left out (yolo-pipeline data validate names them)"] if problems else []
-    result = Calibration(
-        screen=screen,
-        files=[str(p) for p in files],
-        lines=list(chosen.lines) + skipped,
-        inference_s=inferred - started,
-        calibration_s=time.perf_counter() - inferred,
-        model_run_id=found.model_run_id,
-    )
-    registry_model = model.startswith(MODEL_URI_SCHEMES)
-    if track:
-        tracked = time.perf_counter()
-        result.run_id = _log(result, files, experiment, tracking_uri)
-        if registry_model:
-            from pipeline.tracking.screens import attach_screen
-
-            result.attached = attach_screen(model, screen.thresholds, screen.describe(), result.run_id, tracking_uri)
-        result.tracking_s = time.perf_counter() - tracked
-    elif registry_model:
-        result.notes.append(f"thresholds not stored with {model}: add --track to attach them (predict then uses them)")
-    return result
+                result.attached = attach_screen(
+                    model, screen.thresholds, screen.describe(), result.run_id, tracking_uri
+                )
+            result.tracking_s = time.perf_counter() - tracked
+        elif registry_model:
+            result.notes.append(
+                f"thresholds not stored with {model}: add --track to attach them (predict then uses them)"
+            )
+        return result
 
 
 def _check_options(

@@ -15,6 +15,7 @@ import sys
 from pipeline.checkpoints import add_trust_option
 from pipeline.config import class_values
 from pipeline.data.dataset import SPLITS
+from pipeline.destinations import add_wait_option
 from pipeline.selection.promotion import PromoteError, Promotion
 
 _TRACKING_HELP = "MLflow server (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)"
@@ -296,6 +297,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--ascending", action="store_true", help="lowest first (for losses and times)")
     p.add_argument("--out", help="write runs.csv, runs.md, four charts and report.html into this folder")
     p.add_argument("--tracking-uri", default="", help=_TRACKING_HELP)
+    add_wait_option(p)
     p.set_defaults(func=cmd_compare)
 
     p = commands.add_parser(
@@ -335,6 +337,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", default="", metavar="PARENT_RUN", help="continue this Ray sweep after a kill")
     p.add_argument("--tracking-uri", default="", help=f"with --resume: {_TRACKING_HELP}")
     p.add_argument("--name", default="", help="the parent run's name (default: sweep-<config name>)")
+    add_wait_option(p)
     p.set_defaults(func=cmd_sweep)
 
     p = commands.add_parser("evaluate", help="ultralytics and COCO (pycocotools) metrics of a model on a split")
@@ -361,6 +364,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--experiment", default="evaluations", help="MLflow experiment for --track")
     p.add_argument("--tracking-uri", default="", help=_TRACKING_HELP)
     add_trust_option(p)
+    add_wait_option(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = commands.add_parser(
@@ -399,6 +403,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--device", default="auto")
     add_trust_option(p)
+    add_wait_option(p)
     p.set_defaults(func=cmd_calibrate)
 
     p = commands.add_parser("promote", help="register a run's model in the MLflow registry and point an alias at it")

@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 from pipeline.data.dataset import DatasetError, DataYaml, read_data_yaml
-from pipeline.destinations import build_then_swap, check_replaceable
+from pipeline.destinations import build_then_swap, reserve, writer_lock
 from pipeline.messages import UserError
 
 COCO_KEYS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
@@ -246,40 +246,48 @@ def evaluate(
     (COCO). ``track``: log the numbers and files as an MLflow run tagged ``pipeline.kind=evaluation``.
     ``review``: a folder for the review queue of the images with missed objects and false alarms at the
     thresholds of ``screen`` (a screen.json), else those stored with the model (`pipeline.selection.review`)."""
-    if out is not None:
-        out = check_replaceable(out, KIND)  # before the model loads: a refused --out costs nothing
-    plan = None
-    if review is not None:  # the folder and the thresholds settled before the model loads, too
-        from pipeline.selection.review import plan_review
+    # Held from before the model loads (a refused --out costs nothing) to the swap; --review's folder too.
+    with reserve(out, KIND, replace=True) as out, writer_lock(review, KIND, "--review"):
+        plan = None
+        if review is not None:  # the folder and the thresholds settled before the model loads, too
+            from pipeline.selection.review import plan_review
 
-        plan = plan_review(review, screen, model, tracking_uri, out)
-    elif screen is not None:
-        raise EvaluateError("--screen: goes with --review (the thresholds the review queue uses)")
-    found = predict_split(
-        model, data, split=split, imgsz=imgsz, batch=batch, conf=conf, iou=iou, device=device, tracking_uri=tracking_uri
-    )
-    truth, detections = found.truth, found.detections
-    coco, coco_per_class = coco_scores(truth, detections)
-    result = Evaluation(
-        model=model,
-        data=str(data),
-        split=split,
-        images=len(truth["images"]),
-        instances=len(truth["annotations"]),
-        ultralytics=_ultralytics_overall(found.metrics),
-        coco=coco,
-        per_class=_per_class(found.metrics, found.names, coco_per_class),
-        model_run_id=found.model_run_id,
-    )
-    if plan is not None:  # the same predictions: the split is predicted once
-        from pipeline.selection.review import review_split
+            plan = plan_review(review, screen, model, tracking_uri, out)
+        elif screen is not None:
+            raise EvaluateError("--screen: goes with --review (the thresholds the review queue uses)")
+        found = predict_split(
+            model,
+            data,
+            split=split,
+            imgsz=imgsz,
+            batch=batch,
+            conf=conf,
+            iou=iou,
+            device=device,
+            tracking_uri=tracking_uri,
+        )
+        truth, detections = found.truth, found.detections
+        coco, coco_per_class = coco_scores(truth, detections)
+        result = Evaluation(
+            model=model,
+            data=str(data),
+            split=split,
+            images=len(truth["images"]),
+            instances=len(truth["annotations"]),
+            ultralytics=_ultralytics_overall(found.metrics),
+            coco=coco,
+            per_class=_per_class(found.metrics, found.names, coco_per_class),
+            model_run_id=found.model_run_id,
+        )
+        if plan is not None:  # the same predictions: the split is predicted once
+            from pipeline.selection.review import review_split
 
-        result.review = review_split(plan, found, model).summary()
-    if out is not None:
-        result.files = [str(p) for p in _write(result, truth, detections, Path(out))]
-    if track:
-        result.run_id = _log(result, experiment, tracking_uri)
-    return result
+            result.review = review_split(plan, found, model).summary()
+        if out is not None:
+            result.files = [str(p) for p in _write(result, truth, detections, Path(out))]
+        if track:
+            result.run_id = _log(result, experiment, tracking_uri)
+        return result
 
 
 class _Naming(logging.Filter):

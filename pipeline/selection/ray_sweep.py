@@ -7,6 +7,8 @@ before Ray starts; Optuna draws its trials as results come. Tune keeps its state
 search, space, seed, scheduler): the same command after a kill finds the unfinished sweep there and
 continues it through Tune's restore (``Tuner.restore``): finished trials are not rerun, a trial that was
 training resumes into its own run. ``sweep --resume PARENT_RUN`` finds that folder from the parent's tag.
+One process runs a sweep's folder at a time (`held_state_folder`): the same command started twice at once
+stops the second with one line naming the first, or with ``--wait`` waits for it.
 
 A local Ray listens on 127.0.0.1 only; ``$RAY_ADDRESS`` joins the user's cluster. A store in a file on
 this machine (SQLite, ``file:``) cannot be shared by processes on several machines: on a cluster it is
@@ -20,12 +22,14 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import ConfigError
+from pipeline.destinations import writer_lock
 from pipeline.files import write_atomic
 from pipeline.messages import UserError
 from pipeline.selection.sweep import (
@@ -115,6 +119,20 @@ def _state_folder(plan: SweepPlan, arguments: dict[str, Any]) -> tuple[Path, dic
     return folder, None
 
 
+@contextmanager
+def held_state_folder(plan: SweepPlan, arguments: dict[str, Any]) -> Iterator[tuple[Path, dict[str, Any] | None]]:
+    """`_state_folder`, held with `writer_lock` while the sweep runs: the same command started twice at once
+    never runs Tune twice in one folder; the second stops at once, or with ``--wait`` waits, then takes the
+    folder the command would take after the first (a new one once the first finished)."""
+    while True:
+        folder, _ = _state_folder(plan, arguments)
+        with writer_lock(folder, "sweep", "--name"):
+            again, state = _state_folder(plan, arguments)  # what the previous holder left
+            if again == folder:
+                yield folder, state
+                return
+
+
 def _read_state(folder: Path) -> dict[str, Any] | None:
     try:
         return json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
@@ -160,41 +178,41 @@ def ray_sweep(
         "seed": seed,
         "options": asdict(options),
     }
-    folder, state = _state_folder(plan, arguments)
-    resuming = state is not None
-    if state is not None:
-        parent = state["parent_run_id"]
-        tracking_runs.reopen_run(parent, uri)
-        LOG.warning("sweep: continuing the unfinished sweep %s (parent run %s)", folder, parent)
-    else:
-        params = {
-            **plan.params,
-            "engine": "ray",
-            "parallel": options.parallel,
-            "cpus_per_trial": options.cpus_per_trial,
-            "gpus_per_trial": options.gpus_per_trial,
-            "scheduler": options.early_stop or "none",
-            "metric": options.metric,
-            **({"grace": options.grace} if options.early_stop else {}),
-        }
-        tags = {**plan.base.tracking.tags, STATE_TAG: str(folder)}
-        parent = tracking_runs.start_parent_run(plan.base.tracking.experiment, plan.name, params, tags, uri)
-        state = {"parent_run_id": parent, "status": "RUNNING", "arguments": arguments}
-        _write_state(folder, state)
-    result = SweepResult(parent, plan.base.tracking.experiment, uri)
-    status = "FAILED"
-    try:
-        grid_results = _fit(plan, folder, parent, uri, options, seed, samples, on_child, resuming)
-        result.children = sorted((_child_of(plan, r, parent, uri) for r in grid_results), key=lambda c: c.index)
-        unfinished = [c for c in result.children if c.status in {"PENDING", "RUNNING"}]
-        status = "KILLED" if unfinished else "FINISHED" if result.finished else "FAILED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        finish_parent(tracking_runs, result, status, uri)
-        _write_state(folder, {**state, "status": status})
-    return result
+    with held_state_folder(plan, arguments) as (folder, state):  # one sweep at a time in its folder
+        resuming = state is not None
+        if state is not None:
+            parent = state["parent_run_id"]
+            tracking_runs.reopen_run(parent, uri)
+            LOG.warning("sweep: continuing the unfinished sweep %s (parent run %s)", folder, parent)
+        else:
+            params = {
+                **plan.params,
+                "engine": "ray",
+                "parallel": options.parallel,
+                "cpus_per_trial": options.cpus_per_trial,
+                "gpus_per_trial": options.gpus_per_trial,
+                "scheduler": options.early_stop or "none",
+                "metric": options.metric,
+                **({"grace": options.grace} if options.early_stop else {}),
+            }
+            tags = {**plan.base.tracking.tags, STATE_TAG: str(folder)}
+            parent = tracking_runs.start_parent_run(plan.base.tracking.experiment, plan.name, params, tags, uri)
+            state = {"parent_run_id": parent, "status": "RUNNING", "arguments": arguments}
+            _write_state(folder, state)
+        result = SweepResult(parent, plan.base.tracking.experiment, uri)
+        status = "FAILED"
+        try:
+            grid_results = _fit(plan, folder, parent, uri, options, seed, samples, on_child, resuming)
+            result.children = sorted((_child_of(plan, r, parent, uri) for r in grid_results), key=lambda c: c.index)
+            unfinished = [c for c in result.children if c.status in {"PENDING", "RUNNING"}]
+            status = "KILLED" if unfinished else "FINISHED" if result.finished else "FAILED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            finish_parent(tracking_runs, result, status, uri)
+            _write_state(folder, {**state, "status": status})
+        return result
 
 
 def resume_sweep(

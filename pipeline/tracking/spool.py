@@ -7,6 +7,10 @@ whatever is past that number is sent again; MLflow ignores a metric row it alrea
 step, timestamp and value), and the timestamps are fixed when a record is written, so a resend is
 harmless. Files to upload are copied into the spool when logged, so a later overwrite (``last.pt``,
 ``results.csv``) cannot change what was recorded.
+
+One process writes a spool at a time: the training's `Tracker` holds it (`pipeline.destinations.writer_lock`)
+from its start to its end, and `sync` while it sends, so two processes never send the same record. Others
+only read it (`spool_status`), and never cut or change anything.
 """
 
 from __future__ import annotations
@@ -49,17 +53,20 @@ def spool_status(directory: str | Path) -> SpoolStatus | None:
     """The run id, tracking URI and pending record count of the spool in ``directory``; None when it has none."""
     if not Spool.exists(directory):
         return None
-    spool = Spool(directory)
+    spool = Spool(directory, read_only=True)
     return SpoolStatus(spool.state.get("run_id"), spool.state.get("uri"), len(spool.pending()))
 
 
 class Spool:
-    """The on-disk journal of one tracked run (thread-safe)."""
+    """The on-disk journal of one tracked run (thread-safe). Its writer holds its `writer_lock` (see the module
+    doc); ``read_only``: only read, by anyone, at any time (an unfinished last line is left to the writer)."""
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, read_only: bool = False):
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / FILES).mkdir(exist_ok=True)
+        self.read_only = read_only
+        if not read_only:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            (self.dir / FILES).mkdir(exist_ok=True)
         self._lock = threading.Lock()
         self.state: dict[str, Any] = self._read_state()
         self._records = self._read_journal()
@@ -90,7 +97,7 @@ class Spool:
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     break
                 whole_bytes += len(line)
-        if whole_bytes < path.stat().st_size:
+        if whole_bytes < path.stat().st_size and not self.read_only:
             # A kill mid-write tore the last line; that record was never acknowledged to anyone. Cut it off,
             # so the next append starts on a fresh line instead of gluing onto the torn one.
             with open(path, "r+b") as journal:

@@ -18,6 +18,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from pipeline.credentials import AUTH_HINT, is_auth_failure, strip_credentials
+from pipeline.destinations import writer_lock
 from pipeline.redact import redact_text
 from pipeline.tracking.pyfunc import YoloPyfuncModel
 from pipeline.tracking.spool import REFUSED, Spool, original_name
@@ -56,13 +58,21 @@ class Tracker:
         retry_interval_s: float = 15.0,
         request_timeout_s: float = 10.0,
     ):
-        self.spool = Spool(spool_dir)
-        saved = self.spool.state
-        # A resumed or replayed spool keeps the server and experiment it was made for. The URI kept (and
-        # printed, and spooled) has no credentials: they go to this process's environment only.
-        self.uri = strip_credentials(saved.get("uri") or resolve_tracking_uri(uri))
-        self.experiment = saved.get("experiment") or experiment
-        self.spool.update_state(uri=self.uri, experiment=self.experiment)
+        # The spool is this process's alone until `finish` (or `close`): a `sync` of it, in another process,
+        # waits or stops; a `sync` already sending it is waited for (it ends within its timeout).
+        self._held = ExitStack()
+        self._held.enter_context(writer_lock(spool_dir, "train", None, wait=True))
+        try:
+            self.spool = Spool(spool_dir)
+            saved = self.spool.state
+            # A resumed or replayed spool keeps the server and experiment it was made for. The URI kept (and
+            # printed, and spooled) has no credentials: they go to this process's environment only.
+            self.uri = strip_credentials(saved.get("uri") or resolve_tracking_uri(uri))
+            self.experiment = saved.get("experiment") or experiment
+            self.spool.update_state(uri=self.uri, experiment=self.experiment)
+        except BaseException:
+            self._held.close()
+            raise
         self.run_name = run_name
         self.flush_interval_s = flush_interval_s
         self.retry_interval_s = retry_interval_s
@@ -169,7 +179,13 @@ class Tracker:
                 self.spool.dir,
                 self.spool.dir,
             )
+        if self._worker is None or not self._worker.is_alive():  # a send still in flight keeps the spool held
+            self.close()
         return done
+
+    def close(self) -> None:
+        """Let go of the spool (`finish` does, once everything is sent or kept); a tracker never started, too."""
+        self._held.close()
 
     # ---- the worker: send what is pending -----------------------------------------------------------
 
@@ -390,11 +406,18 @@ def _requirements() -> list[str]:
 
 
 def sync(spool_dir: str | Path, timeout_s: float = 120.0) -> tuple[str | None, int, int]:
-    """Send whatever a spool still holds; returns (run id, records sent, records left)."""
-    spool = Spool(spool_dir)
-    tracker = Tracker(spool_dir, spool.state.get("uri", ""), spool.state.get("experiment", ""))
-    deadline = time.monotonic() + timeout_s
-    sent = tracker.send_pending()
-    while tracker.spool.pending() and time.monotonic() < deadline and tracker.last_error is None:
-        sent += tracker.send_pending()
-    return tracker.run_id, sent, len(tracker.spool.pending())
+    """Send whatever a spool still holds; returns (run id, records sent, records left).
+
+    The spool is held while it is sent: a training writing it, or another `sync` sending it, makes this one
+    stop at once with `FolderBusy` (or, under ``--wait``, wait), so no record is sent twice."""
+    with writer_lock(spool_dir, "sync", None):
+        spool = Spool(spool_dir)  # read once held: what an earlier sender acknowledged is not sent again
+        tracker = Tracker(spool_dir, spool.state.get("uri", ""), spool.state.get("experiment", ""))
+        try:
+            deadline = time.monotonic() + timeout_s
+            sent = tracker.send_pending()
+            while tracker.spool.pending() and time.monotonic() < deadline and tracker.last_error is None:
+                sent += tracker.send_pending()
+            return tracker.run_id, sent, len(tracker.spool.pending())
+        finally:
+            tracker.close()

@@ -9,7 +9,7 @@ import platform
 import shutil
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any
 from pipeline.augment.spec import serialize, write_augment_spec
 from pipeline.config import Config, ConfigError, save_config, warn_fine_tuning_rate, warn_ineffective_settings
 from pipeline.data.training_data import TrainingData, prepare_training_data
+from pipeline.destinations import writer_lock
 from pipeline.devices import DeviceError, check_device
 from pipeline.messages import UserError
 from pipeline.redact import redact_text
@@ -82,11 +83,25 @@ def _versions() -> dict[str, str]:
     return tags
 
 
-def _new_save_dir(config: Config) -> Path:
+def _new_save_dir(config: Config) -> tuple[Path, bool]:
+    """The training folder, and whether it was made here. Without ``train.exist_ok``, a new numbered folder is
+    made at once: of two trainings choosing the same number at the same moment, one makes it, the other
+    takes the next number."""
     from ultralytics.utils.files import increment_path
 
     name = config.train.name or config.tracking.run_name or config.tracking.experiment or "train"
-    return Path(increment_path(Path(config.train.project).resolve() / name, exist_ok=config.train.exist_ok))
+    base = Path(config.train.project).resolve() / name
+    if config.train.exist_ok:
+        return base, False
+    while True:
+        save_dir = Path(increment_path(base, exist_ok=False))
+        try:
+            save_dir.mkdir(parents=True)
+        except FileExistsError:  # another training took this number a moment ago
+            continue
+        except OSError as exc:
+            raise ConfigError(f"{config.source}: train.project: cannot create {save_dir} ({exc.strerror})") from None
+        return save_dir, True
 
 
 def ultralytics_args(
@@ -177,10 +192,13 @@ def _journal_run_start(
         tags["pipeline.weights_fallback"] = weights.note
     if weights.parent:  # the model this one is fine-tuned from, pinned to its version
         tags.update(weights.parent.tags())
-    tracker.open_run(tags)
-    tracker.log_params(session.config.flat())
-    _journal_data(tracker, data)
-    tracker.log_artifact(augment_file, "augment")
+    try:
+        tracker.open_run(tags)
+        tracker.log_params(session.config.flat())
+        _journal_data(tracker, data)
+        tracker.log_artifact(augment_file, "augment")
+    finally:
+        tracker.close()  # the spool is let go: the trainer's tracker (perhaps in a relaunched process) takes it
 
 
 @dataclass
@@ -234,13 +252,23 @@ def _make_folder(save_dir: Path, config: Config) -> None:
         raise ConfigError(f"{config.source}: train.project: cannot create {save_dir} ({exc.strerror})") from None
 
 
-def prepare_training(config: Config) -> PreparedTraining:
-    """Check the config, data and weights, make the training folder, save the config and journal the run's start."""
+def prepare_training(config: Config, held: ExitStack | None = None) -> PreparedTraining:
+    """Check the config, data and weights, make the training folder, save the config and journal the run's start.
+
+    ``held``: where the training folder's `writer_lock` is kept (`train` holds it until the training ends): a
+    second training into the same folder (``train.exist_ok``) stops at once, or with ``--wait`` waits."""
     configure_ultralytics()
     weights, device = _check_inputs(config)
     augmentations = serialize(config.augment)
-    save_dir = _new_save_dir(config)
-    fresh = not save_dir.exists()
+    save_dir, made = _new_save_dir(config)
+    if held is not None:
+        try:
+            held.enter_context(writer_lock(save_dir, "train", "train.name"))
+        except BaseException:
+            if made:  # refused: leave no empty folder behind
+                save_dir.rmdir()
+            raise
+    fresh = made or not save_dir.exists()  # looked at once held: the previous holder may have made it
     _make_folder(save_dir, config)
     try:
         data = prepare_training_data(config.data, save_dir)
@@ -313,15 +341,16 @@ def train(config: Config, on_epoch: EpochListener | None = None) -> TrainResult:
     """Train a detector as the config says and record it in one MLflow run.
 
     ``on_epoch`` hears each epoch but the last and may stop the training there (`StoppedEarly`)."""
-    prepared = prepare_training(config)
-    from pipeline.train.trainer import PipelineTrainer
+    with ExitStack() as held:  # the training folder, this process's alone until the training ends
+        prepared = prepare_training(config, held)
+        from pipeline.train.trainer import PipelineTrainer
 
-    with session_env(prepared.session_file), _transfer_counts(prepared.parent) as transferred:
-        trainer = PipelineTrainer(overrides=prepared.ultralytics_args)
-        trainer.epoch_listener = on_epoch
-        trainer.train()
-    counts = [f"model.weights: ultralytics: {'; '.join(transferred)}"] if transferred else []
-    return _result(prepared.session, notes=prepared.notes + counts)
+        with session_env(prepared.session_file), _transfer_counts(prepared.parent) as transferred:
+            trainer = PipelineTrainer(overrides=prepared.ultralytics_args)
+            trainer.epoch_listener = on_epoch
+            trainer.train()
+        counts = [f"model.weights: ultralytics: {'; '.join(transferred)}"] if transferred else []
+        return _result(prepared.session, notes=prepared.notes + counts)
 
 
 def find_training(target: str, project: str = "runs/train", tracking_uri: str = "") -> Path:
@@ -362,34 +391,35 @@ def resume(
     from pipeline.train.trainer import PipelineTrainer
 
     save_dir = find_training(target, project, tracking_uri)
-    last = save_dir / "weights" / "last.pt"
-    if not last.is_file():
-        raise ResumeError(f"{save_dir}: no weights/last.pt; the training stopped before its first epoch ended")
-    try:  # under the safe-loading policy: a last.pt that would run code stops here
-        checkpoint = read_checkpoint(last, "resume:")
-    except CheckpointError as exc:
-        raise ResumeError(str(exc)) from None
-    if checkpoint.get("optimizer") is None or checkpoint.get("epoch", -1) < 0:
-        raise ResumeError(f"{save_dir}: this training already finished; nothing to resume")
-    train_args = checkpoint.get("train_args", {})
-    done = checkpoint["epoch"] + 1
-    # Killed after its last epoch (in the final validation): no epoch is trained again, only what follows them.
-    final_stage = done >= int(train_args.get("epochs", 0))
-    overrides = {"resume": str(last), "model": str(last)}
-    if final_stage and "," in str(train_args.get("device", "")):  # a multi-GPU relaunch would lose the flag below
-        overrides["device"] = str(train_args["device"]).split(",")[0]
-    session = Session.load(save_dir / SESSION_FILE)
-    with session_env(save_dir / SESSION_FILE):
-        trainer = PipelineTrainer(overrides=overrides)
-        trainer.epoch_listener = on_epoch
-        trainer.final_stage_only = final_stage
-        trainer.train()
-    note = (
-        f"all {done} epochs were trained; finished the final validation"
-        if final_stage
-        else f"resumed from epoch {done}"
-    )
-    return _result(session, notes=[note])
+    with writer_lock(save_dir, "resume", None):  # one process per training folder: a second resume stops or waits
+        last = save_dir / "weights" / "last.pt"
+        if not last.is_file():
+            raise ResumeError(f"{save_dir}: no weights/last.pt; the training stopped before its first epoch ended")
+        try:  # under the safe-loading policy: a last.pt that would run code stops here
+            checkpoint = read_checkpoint(last, "resume:")
+        except CheckpointError as exc:
+            raise ResumeError(str(exc)) from None
+        if checkpoint.get("optimizer") is None or checkpoint.get("epoch", -1) < 0:
+            raise ResumeError(f"{save_dir}: this training already finished; nothing to resume")
+        train_args = checkpoint.get("train_args", {})
+        done = checkpoint["epoch"] + 1
+        # Killed after its last epoch (in the final validation): no epoch is trained again, only what follows them.
+        final_stage = done >= int(train_args.get("epochs", 0))
+        overrides = {"resume": str(last), "model": str(last)}
+        if final_stage and "," in str(train_args.get("device", "")):  # a multi-GPU relaunch would lose the flag below
+            overrides["device"] = str(train_args["device"]).split(",")[0]
+        session = Session.load(save_dir / SESSION_FILE)
+        with session_env(save_dir / SESSION_FILE):
+            trainer = PipelineTrainer(overrides=overrides)
+            trainer.epoch_listener = on_epoch
+            trainer.final_stage_only = final_stage
+            trainer.train()
+        note = (
+            f"all {done} epochs were trained; finished the final validation"
+            if final_stage
+            else f"resumed from epoch {done}"
+        )
+        return _result(session, notes=[note])
 
 
 def _result(session: Session, notes: list[str]) -> TrainResult:

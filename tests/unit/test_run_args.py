@@ -58,10 +58,27 @@ def test_auto_device_is_cpu_without_cuda() -> None:
 
 def test_training_folders_are_numbered_not_overwritten(tmp_path: Path) -> None:
     config = build_config({"train": {"project": str(tmp_path / "runs")}, "tracking": {"experiment": "exp"}})
-    first = _new_save_dir(config)
-    assert first == tmp_path / "runs" / "exp"
-    first.mkdir(parents=True)
-    assert _new_save_dir(config) == tmp_path / "runs" / "exp-2"
+    first, made = _new_save_dir(config)
+    assert (first, made) == (tmp_path / "runs" / "exp", True) and first.is_dir()  # made at once: the number is taken
+    assert _new_save_dir(config) == (tmp_path / "runs" / "exp-2", True)
     named = build_config({"train": {"project": str(tmp_path / "runs"), "name": "mine", "exist_ok": True}})
     (tmp_path / "runs" / "mine").mkdir()
-    assert _new_save_dir(named) == tmp_path / "runs" / "mine"
+    assert _new_save_dir(named) == (tmp_path / "runs" / "mine", False)  # reused, held by the training (one at a time)
+
+
+def test_trainings_started_together_never_share_a_numbered_folder(tmp_path: Path) -> None:
+    import threading
+
+    config = build_config({"train": {"project": str(tmp_path / "runs")}, "tracking": {"experiment": "exp"}})
+    start, chosen = threading.Barrier(4), []
+
+    def choose() -> None:
+        start.wait()
+        chosen.append(_new_save_dir(config)[0])
+
+    threads = [threading.Thread(target=choose) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(chosen)) == 4 and all(folder.is_dir() for folder in chosen)

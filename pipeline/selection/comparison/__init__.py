@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.destinations import build_then_swap, check_replaceable
+from pipeline.destinations import build_then_swap, reserve
 from pipeline.messages import UserError
 from pipeline.selection.comparison import plots
 from pipeline.selection.comparison.report import write_report
@@ -93,25 +93,24 @@ def compare(
     """Compare the runs of ``experiment`` (filtered), or ``runs`` by id, or the children of sweep ``parent``."""
     if not (experiment or runs or parent):
         raise CompareError("compare: name the runs with --experiment, --runs or --parent")
-    if out is not None:
-        out = check_replaceable(out, KIND)  # before any query: a refused --out costs nothing
-    from pipeline.tracking.runs import RunQueryError, add_histories, find_runs
+    with reserve(out, KIND, replace=True) as out:  # held from before any query: a refused --out costs nothing
+        from pipeline.tracking.runs import RunQueryError, add_histories, find_runs
 
-    try:
-        records = find_runs(experiment, filter, run_ids=list(runs), parent=parent, tracking_uri=tracking_uri)
-        keys = list(HISTORY_KEYS) + (list(plots.LOSS_KEYS) if out is not None else [])
-        add_histories(records, keys, tracking_uri)
-    except RunQueryError as exc:
-        raise CompareError(f"compare: {exc}") from None
-    if not records:
-        where = f"sweep {parent}" if parent else f"experiment {experiment!r}" if experiment else "the ids given"
-        raise CompareError(f"compare: no training runs in {where}" + (f" match {filter!r}" if filter else ""))
-    comparison = Comparison(records, build_table(records, sort, ascending), sort)
-    if out is not None:
-        with build_then_swap(out, KIND, "--out", runs=len(records)) as staging:
-            _write(comparison, staging, _context(experiment, filter, runs, parent, sort, ascending))
-        comparison.files = [out / path.name for path in comparison.files]  # where they are after the swap
-    return comparison
+        try:
+            records = find_runs(experiment, filter, run_ids=list(runs), parent=parent, tracking_uri=tracking_uri)
+            keys = list(HISTORY_KEYS) + (list(plots.LOSS_KEYS) if out is not None else [])
+            add_histories(records, keys, tracking_uri)
+        except RunQueryError as exc:
+            raise CompareError(f"compare: {exc}") from None
+        if not records:
+            where = f"sweep {parent}" if parent else f"experiment {experiment!r}" if experiment else "the ids given"
+            raise CompareError(f"compare: no training runs in {where}" + (f" match {filter!r}" if filter else ""))
+        comparison = Comparison(records, build_table(records, sort, ascending), sort)
+        if out is not None:
+            with build_then_swap(out, KIND, "--out", runs=len(records)) as staging:
+                _write(comparison, staging, _context(experiment, filter, runs, parent, sort, ascending))
+            comparison.files = [out / path.name for path in comparison.files]  # where they are after the swap
+        return comparison
 
 
 def _context(experiment: str, filter_: str, runs: tuple | list, parent: str, sort: str, ascending: bool) -> list[str]:

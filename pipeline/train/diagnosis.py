@@ -1,11 +1,14 @@
 """The gradient doctor: per epoch, name why learning fails, from a fixed vocabulary, with evidence and a remedy.
 
-Pure rules over what was already gathered: the epochs' gradient statistics (EpochGradients), the train
-losses, the positives per head level (assignment.py), and what the model says about itself (frozen and
-detached parameters). A run is judged against itself: ultralytics sums the loss over the batch and clips
-at norm 10 on nearly every step of a healthy training, so absolute norm thresholds mislead. Causes explain
-layers before a worse verdict is reached: a frozen layer, the box branch of an idle level or a detached
-branch is never called dead or vanishing.
+Pure rules over what was already gathered: the epochs' gradient statistics (EpochGradients, with each epoch's
+course: its first sampled step's loss and the loss's peak), the train losses, the positives per head level
+(assignment.py), and what the model and its optimiser say about themselves (frozen and detached parameters, the
+optimiser's family and learning rate). A run is judged against itself: ultralytics sums the loss over the batch
+and clips at norm 10 on nearly every step of a healthy training, so absolute norm thresholds mislead. No rule
+needs a later epoch or a rising loss to name a blow-up: the first epoch is judged against its own first batches,
+and steps far beyond healthy are a failure while the loss recovers. Causes explain layers before a worse verdict
+is reached: a frozen layer, the box branch of an idle level or a detached branch is never called dead or
+vanishing.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ NONFINITE, AMP_OVERFLOW, DEAD_LAYER, VANISHING = "nonfinite", "amp-overflow", "d
 CAUSES = (IDLE_LEVEL, FROZEN, DETACHED, STALLED, DIVERGING, EXPLODING, NONFINITE, AMP_OVERFLOW, DEAD_LAYER, VANISHING)
 SEVERITIES = ("info", "warning", "error")
 OK = "ok"
+# Optimisers whose steps are about lr in size whatever the gradient (Adam's m/sqrt(v) is about +-1 per weight);
+# SGD's follow the gradient, which ultralytics clips at norm 10.
+ADAPTIVE = frozenset({"Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop"})
 
 REMEDIES = {
     IDLE_LEVEL: "raise imgsz, tile, or use a -p2 model",
@@ -54,6 +60,23 @@ class Thresholds:
     diverge_update_ratio: float = 3e-3  # ... the steps are too big (median ||dw||/||w||; healthy 3e-5..1e-3) ...
     diverge_blowup: float = 3.0  # ... or the loss is this many times the run's best. (From scratch, ultralytics'
     # loss rises in the first epochs of a healthy training, and its gradient norm with it: that alone is no sign.)
+    # For the Adam family both step limits above are this: its steps are about lr whatever the gradient, and an
+    # explicit Adam's bias warmup (bias lr 0.1) alone takes a healthy median to 1.3e-2 (Adam lr0 0.002, 64 px,
+    # while the loss rose 10.1 -> 13.6 from scratch).
+    diverge_step_adaptive: float = 2e-2
+    # Steps this large are a failure whatever the loss does (it may fall again while the weights are rewritten):
+    # median ||dw||/||w||, measured in the zoo (128 px): healthy SGD <= 4e-4; AdamW at the auto rate <= 2e-3, up to
+    # 1.1e-2 while an explicit Adam's bias warmup (bias lr 0.1) lasts; Adam at lr 0.01, loss falling well, 2.3e-2;
+    # Adam at lr 0.1-1 without warmup 0.2-0.7 in epoch 1.
+    huge_step: float = 5e-2  # ... for an adaptive optimiser (Adam family: steps about lr, whatever the gradient)
+    huge_step_sgd: float = 5e-3  # ... for SGD (healthy <= 4e-4; lr0 1 without warmup 1.2e-2 in epoch 1)
+    rewrite_step: float = 0.3  # an error: each step moves the weights by a third of their size (any optimiser)
+    healthy_step: float = 1e-3  # the top of a healthy training's median update ratio, for "N times beyond healthy"
+    # An epoch whose loss (its peak sampled step, or its mean) reached this many times its first sampled step's (in
+    # epoch 1, an untrained head's: no earlier epoch is needed), with steps too big (as above), blew up. One
+    # batch's loss is noisy: healthy at 64 px, a first step of 3.6 in an epoch whose mean was 9.3 (2.6x); blown up,
+    # 15 -> 295 (AdamW lr 0.3) and 15 -> 4.8e3 (Adam lr 1), the tester's 4 -> 172.
+    blowup_within: float = 10.0
     explode_factor: float = 50.0  # epoch peak over the run's baseline (median of earlier epochs' mean total norm)
     amp_skip_share: float = 0.25  # AMP: share of steps the GradScaler skipped ...
     amp_skip_calibration: int = 8  # ... beyond the few it skips while it finds its scale
@@ -72,6 +95,8 @@ class ModelFacts:
     detached: list[str] = field(default_factory=list)  # YOLO26's one-to-one head branch
     head: str | None = None  # the Detect module's name, e.g. "model.23"
     amp: bool = False
+    optimizer: str | None = None  # the optimiser's class, e.g. "AdamW" (ultralytics' auto resolved), when known
+    lr: float | None = None  # its configured learning rate (lr0; the warmup ramps towards it)
 
 
 @dataclass
@@ -122,7 +147,7 @@ def diagnose(history: list[EpochRecord], facts: ModelFacts, limits: Thresholds =
     findings += idle
     findings += _nonfinite(now, facts, limits)
     findings += _exploding(now, before, limits)
-    findings += _diverging(now, before, limits)
+    findings += _diverging(now, before, facts, limits)
     findings += _stalled(now, before, limits)
     explained = set(facts.frozen) | set(facts.detached) | idle_layers
     dead = _dead_layers(now, explained)
@@ -251,38 +276,117 @@ def _update_ratios(record: EpochRecord) -> list[float]:
     return [r for r in record.gradients.values["update_ratio"]["mean"] if math.isfinite(r)]
 
 
-def _diverging(now: EpochRecord, before: list[EpochRecord], limits: Thresholds) -> list[Finding]:
-    if not before or now.loss is None or before[-1].loss is None:
+def _median_step(record: EpochRecord) -> float:
+    ratios = _update_ratios(record)
+    return statistics.median(ratios) if ratios else math.nan
+
+
+Sign = tuple[str, dict[str, Any]]  # a rule's words and its evidence
+
+
+def _diverging(now: EpochRecord, before: list[EpochRecord], facts: ModelFacts, limits: Thresholds) -> list[Finding]:
+    """One finding from whichever signs there are: the loss rising against the epoch before, the loss blowing up
+    within the epoch (no earlier epoch needed), steps far beyond healthy whatever the loss does."""
+    step = _median_step(now)
+    loss_signs = [
+        sign
+        for sign in (_loss_rising(now, before, step, facts, limits), _blown_up_within(now, step, facts, limits))
+        if sign
+    ]
+    huge = _huge_steps(now, before, step, facts, limits)
+    if not loss_signs and huge is None:
         return []
+    evidence: dict[str, Any] = {"median_update_ratio": step}
+    for _, found in [*loss_signs, *([huge] if huge else [])]:
+        evidence |= found
+    steps = f"steps of {step:.2g} of the weights (median ||dw||/||w||)" + (huge[0] if huge else "")
+    message = f"{'; '.join(clause for clause, _ in loss_signs)} with {steps}" if loss_signs else steps
+    if facts.optimizer in ADAPTIVE and facts.lr is not None:
+        evidence |= {"optimizer": facts.optimizer, "lr": facts.lr}
+        message += f"; {facts.optimizer} moves every weight by about its learning rate ({facts.lr:.2g}) per step"
+    severity = "error" if step >= limits.rewrite_step else "warning"
+    return [_finding(now.epoch, DIVERGING, severity, [], evidence, message)]
+
+
+def _limits_with_loss(facts: ModelFacts, limits: Thresholds) -> tuple[float, float]:
+    """The steps too big (and huge) to go with a rising or blown-up loss, by the optimiser's family."""
+    if facts.optimizer in ADAPTIVE:
+        return limits.diverge_step_adaptive, limits.diverge_step_adaptive
+    return limits.diverge_update_ratio, limits.diverge_huge_step
+
+
+def _loss_rising(
+    now: EpochRecord, before: list[EpochRecord], step: float, facts: ModelFacts, limits: Thresholds
+) -> Sign | None:
+    big, huge = _limits_with_loss(facts, limits)
+    if not before or now.loss is None or before[-1].loss is None:
+        return None
     loss, previous = now.loss, before[-1].loss
     norm, previous_norm = (e.gradients.totals.get("grad_total_norm", math.nan) for e in (now, before[-1]))
     if not all(math.isfinite(v) and v > 0 for v in (loss, previous, norm, previous_norm)):
-        return []
-    ratios = _update_ratios(now)
-    step = statistics.median(ratios) if ratios else math.nan
-    growing = (
-        norm > limits.diverge_norm * previous_norm
-        or loss > limits.diverge_jump * previous
-        or step > limits.diverge_huge_step
-    )
+        return None
+    growing = norm > limits.diverge_norm * previous_norm or loss > limits.diverge_jump * previous or step > huge
     if loss <= limits.diverge_loss * previous or not growing:
-        return []
+        return None
     best = min(e.loss for e in before if e.loss is not None and math.isfinite(e.loss))
-    if not (step > limits.diverge_update_ratio or loss > limits.diverge_blowup * best):
-        return []
+    if not (step > big or loss > limits.diverge_blowup * best):
+        return None
     evidence = {
         "loss": loss,
         "previous_loss": previous,
         "best_loss": best,
         "norm": norm,
         "previous_norm": previous_norm,
-        "median_update_ratio": step,
     }
-    message = (
-        f"loss rose {previous:.3g} -> {loss:.3g} (mean total norm {previous_norm:.3g} -> {norm:.3g}) "
-        f"with steps of {step:.2g} of the weights (median ||dw||/||w||)"
+    return f"loss rose {previous:.3g} -> {loss:.3g} (mean total norm {previous_norm:.3g} -> {norm:.3g})", evidence
+
+
+def _blown_up_within(now: EpochRecord, step: float, facts: ModelFacts, limits: Thresholds) -> Sign | None:
+    """The epoch against its own first sampled step (in a training's first epoch, the untrained model's loss)."""
+    big, _ = _limits_with_loss(facts, limits)
+    course = now.gradients.course
+    first = course.get("loss_first", math.nan)
+    peaks = [course.get("loss_max", math.nan), now.loss if now.loss is not None else math.nan]
+    peak = max((p for p in peaks if math.isfinite(p)), default=math.nan)
+    if not (math.isfinite(first) and first > 0 and math.isfinite(peak)):
+        return None
+    if peak < limits.blowup_within * first or not step > big:
+        return None
+    norm_first = course.get("norm_first", math.nan)
+    norm_peak = now.gradients.totals.get("grad_total_norm_max", math.nan)
+    evidence = {"loss_first": first, "loss_peak": peak, "norm_first": norm_first, "norm_peak": norm_peak}
+    start = "an untrained model's" if now.epoch == 1 else "its first step's"
+    clause = (
+        f"loss blew up within the epoch, {first:.3g} ({start}) -> {peak:.3g} "
+        f"({peak / first:.3g}x; total norm {norm_first:.3g} -> {norm_peak:.3g})"
     )
-    return [_finding(now.epoch, DIVERGING, "warning", [], evidence, message)]
+    return clause, evidence
+
+
+def _limit_alone(facts: ModelFacts, limits: Thresholds) -> float:
+    """The median step that is a failure by itself: by the optimiser's family; for one the rules do not know
+    (MuSGD, or no optimiser given), only steps that rewrite the weights."""
+    if facts.optimizer == "SGD":
+        return limits.huge_step_sgd
+    return limits.huge_step if facts.optimizer in ADAPTIVE else limits.rewrite_step
+
+
+def _huge_steps(
+    now: EpochRecord, before: list[EpochRecord], step: float, facts: ModelFacts, limits: Thresholds
+) -> Sign | None:
+    """Steps far beyond healthy, judged by the optimiser's family; a falling loss does not excuse them."""
+    limit = _limit_alone(facts, limits)
+    if not step > limit:
+        return None
+    beyond = step / limits.healthy_step
+    evidence = {"huge_step": limit, "healthy_step": limits.healthy_step, "beyond_healthy": beyond}
+    words = f", {beyond:.0f}x beyond healthy (<= {limits.healthy_step:g})"
+    previous = before[-1].loss if before else None
+    if now.loss is not None and previous is not None and math.isfinite(now.loss) and now.loss < previous:
+        words += f", while the loss fell {previous:.3g} -> {now.loss:.3g}: too large all the same"
+    elif not before:
+        words += " in the first epoch"
+    return words, evidence
 
 
 def _stalled(now: EpochRecord, before: list[EpochRecord], limits: Thresholds) -> list[Finding]:

@@ -47,12 +47,13 @@ class GradientRecorder:
         clip_norm: float = 10.0,
         tracker: Any = None,
         resumed_epochs: int = 0,
+        optimizer: Any = None,
     ):
         self.settings = settings
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.monitor = GradientMonitor(model, settings.grouping, settings.every, clip_norm)
-        self.facts: ModelFacts = model_facts(model, settings.grouping, amp=amp)
+        self.facts: ModelFacts = model_facts(model, settings.grouping, amp=amp, optimizer=optimizer)
         self.tracker = tracker
         self.history: dict[int, EpochGradients] = {}
         self.records: dict[int, EpochRecord] = {}  # what the diagnosis reads: gradients, loss, positives per level
@@ -71,8 +72,8 @@ class GradientRecorder:
     def due(self) -> bool:
         return self.monitor.due()
 
-    def observe_gradients(self) -> Tensor:
-        return self.monitor.observe_gradients()
+    def observe_gradients(self, loss: Tensor | dict[str, Tensor] | None = None) -> Tensor:
+        return self.monitor.observe_gradients(loss)
 
     def observe_update(self) -> None:
         self.monitor.observe_update()

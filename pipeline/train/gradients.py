@@ -2,7 +2,9 @@
 
 The optimizer step calls :meth:`GradientMonitor.observe_gradients` after the AMP unscale and before
 clipping, so the values are the true gradients of the loss, and :meth:`GradientMonitor.observe_update`
-after the optimiser has changed the weights, for ||dw|| / ||w||. Every statistic of every parameter
+after the optimiser has changed the weights, for ||dw|| / ||w||. Given the step's loss, the monitor also
+follows the epoch's course (its first sampled step's loss and total norm, the loss's peak and last), which
+the diagnosis reads to judge an epoch against its own first batches. Every statistic of every parameter
 comes from a handful of ``torch._foreach_*`` calls (no Python loop with a device sync per parameter);
 per-parameter values are folded into groups with ``index_add_``/``scatter_reduce_``. Nothing leaves the
 device until :meth:`GradientMonitor.end_epoch`, which makes one transfer and reduces the epoch's samples
@@ -26,6 +28,9 @@ REDUCTIONS = ("mean", "max", "last")
 # Run-wide statistics of the total (all-parameter) gradient norm, before clipping.
 TOTALS = ("grad_total_norm", "grad_total_norm_max", "grad_total_norm_last", "grad_clipped_fraction")
 COUNTS = ("grad_steps", "grad_nonfinite_steps")
+# The epoch's course over its sampled steps, for the diagnosis (not sent to MLflow): the first step's total norm and
+# loss (in a training's first epoch those of the untrained model), the loss's peak and its last value.
+COURSE = ("norm_first", "loss_first", "loss_max", "loss_last")
 # What the compact record (``gradients.detail: block``) sends per part: how big the gradient is, how fast it learns.
 PART_STATS = ("grad_norm", "update_ratio")
 DETAILS = ("block", "layer")
@@ -252,6 +257,16 @@ def _nonfinite_counts(grads: list[Tensor], maxes: Tensor) -> Tensor:
     return _norms(torch._foreach_sub(grads, grads), maxes.dtype, 0.0)
 
 
+def step_loss(loss: Tensor | dict[str, Tensor] | None, like: Tensor) -> Tensor:
+    """A step's loss as one number on ``like``'s device: the sum of ultralytics' loss items (a dict of tensors, or
+    one tensor in older versions), NaN when there is none. No read back: it stays on the device."""
+    if loss is None:
+        return torch.full_like(like, math.nan)
+    items = list(loss.values()) if isinstance(loss, dict) else [loss]
+    sums = [torch.as_tensor(item).detach().to(device=like.device, dtype=like.dtype).sum() for item in items]
+    return torch.stack(sums).sum() if sums else torch.full_like(like, math.nan)
+
+
 @dataclass
 class EpochGradients:
     """An epoch's statistics on the host: ``values[stat][reduction]`` is one number per group (layer), and
@@ -266,6 +281,7 @@ class EpochGradients:
     group_parts: list[str] = field(default_factory=list)  # the part of each group, "" if it spans several
     frozen: dict[str, str] = field(default_factory=dict)  # frozen groups (no statistics) -> their part
     sections: dict[str, str] = field(default_factory=dict)  # part -> backbone | neck | head
+    course: dict[str, float] = field(default_factory=dict)  # COURSE: NaN where no loss was given
 
     def metrics(self, reductions: tuple[str, ...] | list[str] = REDUCTIONS, detail: str = "block") -> dict[str, float]:
         """The epoch's MLflow record: per part (``block``, the default: gradient norm and update ratio) or per
@@ -296,6 +312,7 @@ class EpochGradients:
             "group_parts": self.group_parts,
             "frozen": self.frozen,
             "sections": self.sections,
+            "course": self.course,
         }
 
     @classmethod
@@ -310,6 +327,7 @@ class EpochGradients:
             data.get("group_parts", []),
             data.get("frozen", {}),
             data.get("sections", {}),
+            data.get("course", {}),
         )
 
 
@@ -325,6 +343,7 @@ class GradientMonitor:
         self._before: list[Tensor] | None = None  # the weights before the step, for ||dw||
         self._pending: Tensor | None = None  # this step's gradient rows, completed by observe_update
         self._total: Tensor | None = None
+        self._loss: Tensor | None = None  # this step's loss, NaN when not given
         self.reset()
 
     @property
@@ -343,6 +362,8 @@ class GradientMonitor:
         self._totals = torch.tensor(
             [0.0, 0.0, -math.inf, math.nan, 0.0, 0.0, 0.0], device=like.device, dtype=like.dtype
         )
+        self._course = torch.tensor([math.nan, math.nan, -math.inf, math.nan], device=like.device, dtype=like.dtype)
+        self._folded = 0  # sampled steps folded into this interval (a host count: no device read)
 
     def due(self) -> bool:
         """Whether this optimizer step is sampled (every ``every``-th step of the epoch, counting from its first)."""
@@ -361,11 +382,13 @@ class GradientMonitor:
                 grads.append(p.grad)
         return grads
 
-    def observe_gradients(self) -> Tensor:
-        """Record this step's gradients (unscaled, not yet clipped); returns the total norm for clipping."""
+    def observe_gradients(self, loss: Tensor | dict[str, Tensor] | None = None) -> Tensor:
+        """Record this step's gradients (unscaled, not yet clipped) and, if given, its loss (ultralytics' loss items,
+        a dict or a tensor, still on the device); returns the total norm for clipping."""
         stats = gradient_stats(self.gradients(), self.groups)
         self._pending = stats.columns
         self._total = stats.total_norm
+        self._loss = step_loss(loss, stats.total_norm)
         weights = [p.detach() for p in self.params]
         if self._before is None:
             self._before = [torch.empty_like(w) for w in weights]
@@ -383,7 +406,8 @@ class GradientMonitor:
         weight_norm, update_norm = (self.groups.norm(half) for half in both.split(len(weights)))  # [G + parts]
         update_ratio = torch.where(weight_norm > 0, update_norm / weight_norm, torch.zeros_like(weight_norm))
         self._accumulate(torch.cat([self._pending, weight_norm[None], update_ratio[None]]), self._total)
-        self._pending = self._total = None
+        self._follow(self._total, self._loss)
+        self._pending = self._total = self._loss = None
 
     def _accumulate(self, rows: Tensor, total: Tensor) -> None:
         finite = rows.isfinite()
@@ -405,10 +429,25 @@ class GradientMonitor:
         )
         self._totals = torch.cat([self._totals[:2] + step[:2], step[2:4], self._totals[4:] + step[4:]])
 
+    def _follow(self, total: Tensor, loss: Tensor | None) -> None:
+        """The epoch's course: its first sampled step's total norm and loss, then the loss's peak and last."""
+        if loss is None:
+            loss = torch.full_like(total, math.nan)
+        first = self._course[:2] if self._folded else torch.stack([total, loss])
+        self._course = torch.cat([first, torch.fmax(self._course[2], loss)[None], loss[None]])
+        self._folded += 1
+
     def end_epoch(self, epoch: int) -> EpochGradients | None:
         """Reduce the interval's samples to mean, max and last (one device-to-host transfer); None if nothing was sampled."""
         packed = torch.cat(
-            [self._sum.flatten(), self._count.flatten(), self._max.flatten(), self._last.flatten(), self._totals]
+            [
+                self._sum.flatten(),
+                self._count.flatten(),
+                self._max.flatten(),
+                self._last.flatten(),
+                self._totals,
+                self._course,
+            ]
         )
         host = packed.cpu().tolist()
         n = len(STATS) * self.groups.width
@@ -417,8 +456,10 @@ class GradientMonitor:
             host[n : 2 * n],
             host[2 * n : 3 * n],
             host[3 * n : 4 * n],
-            host[4 * n :],
+            host[4 * n : -len(COURSE)],
         )
+        course = dict(zip(COURSE, host[-len(COURSE) :], strict=True))
+        course["loss_max"] = course["loss_max"] if course["loss_max"] != -math.inf else math.nan
         steps = int(totals[6])
         if steps == 0:
             return None
@@ -452,4 +493,5 @@ class GradientMonitor:
             group_parts=list(self.groups.group_parts),
             frozen=dict(self.groups.frozen),
             sections=dict(self.groups.sections),
+            course=course,
         )

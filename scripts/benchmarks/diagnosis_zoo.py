@@ -6,6 +6,12 @@ frozen backbone, data whose objects are all small) or a hook in backpropagation 
 cut to zero, a NaN in one layer's gradient, one step whose gradient is a million times too big, gradients
 shrinking block by block towards the stem). The doctor then reads only what it always reads.
 
+A learning rate far too high is tried with SGD, Adam and AdamW, with and without warmup: some of these
+trainings blow up inside their first epoch and then recover (the loss falls in every later epoch), one never
+shows it in the loss at all; each must be named all the same. Beside them the healthy runs with the largest
+steps a sane setting takes (AdamW at ultralytics' auto rate with no warmup, an explicit AdamW whose bias
+warmup starts at lr 0.1, SGD at ten times its default rate), which must not be.
+
 A case passes when every cause it expects is named (as warning or error; ``idle-level`` and ``frozen`` are
 info by definition) by epoch 3, and nothing it forbids is: a healthy run must raise no warning or error
 at all, a frozen backbone must not be called vanishing or dead. The table: case, the cause injected, the
@@ -205,11 +211,18 @@ class Case:
 
 
 SGD = {"optimizer": "SGD", "lr0": 0.01}
+NO_WARMUP = {"warmup_epochs": 0}
 CASES: tuple[Case, ...] = (
     Case("healthy-yolo11n", "none"),
     Case("healthy-yolo11n-sgd", "none", train=SGD),
     Case("healthy-yolo26n", "none", expect=frozenset({DETACHED}), model="yolo26n.yaml"),
     Case("healthy-neu-det", "none", data="neu-det"),
+    # Healthy, with the largest steps a sane setting takes (median ||dw||/||w|| up to 2e-3, 1.1e-2 and 8e-4 at 128 px):
+    # AdamW at the rate ultralytics' auto picks, from the first step; an explicit AdamW, whose bias warmup starts at
+    # lr 0.1 (ultralytics' warmup_bias_lr; auto starts it at 0); SGD at ten times its default rate, with warmup.
+    Case("healthy-adamw-auto", "none", train={"optimizer": "auto", **NO_WARMUP}),
+    Case("healthy-adamw-warmup", "none", train={"optimizer": "AdamW", "lr0": 0.002}),  # auto's rate for one class
+    Case("healthy-sgd-warmup", "none", train={"optimizer": "SGD", "lr0": 0.1}),
     Case("small-objects", IDLE_LEVEL, expect=frozenset({IDLE_LEVEL}), data="small"),
     Case(
         "frozen-backbone",
@@ -223,6 +236,28 @@ CASES: tuple[Case, ...] = (
         DIVERGING,
         expect_any=frozenset({DIVERGING, NONFINITE, EXPLODING}),
         train={"optimizer": "SGD", "lr0": 1.0, "warmup_epochs": 0},  # ultralytics allows at most 1
+    ),
+    # Adam's steps are about lr in size whatever the gradient: at lr0 0.1-0.3 without warmup the loss blows up inside
+    # epoch 1 (15 -> 69, 15 -> 295 in one step) and comes back down in every epoch after it (measured at 128 px).
+    Case(
+        "lr-far-too-high-adam",
+        DIVERGING,
+        expect=frozenset({DIVERGING}),
+        train={"optimizer": "Adam", "lr0": 0.1, **NO_WARMUP},
+    ),
+    Case(
+        "lr-far-too-high-adamw",
+        DIVERGING,
+        expect=frozenset({DIVERGING}),
+        train={"optimizer": "AdamW", "lr0": 0.3, **NO_WARMUP},
+    ),
+    # ... with warmup the loss falls in every epoch (13.7, 11.6, 10.8) while the steps rewrite the weights (0.14-0.2).
+    Case(
+        "lr-far-too-high-adam-warmup", DIVERGING, expect=frozenset({DIVERGING}), train={"optimizer": "Adam", "lr0": 0.5}
+    ),
+    # SGD at the highest rate the config allows, with warmup: steps beyond healthy once the warmup has ramped up.
+    Case(
+        "lr-far-too-high-sgd-warmup", DIVERGING, expect=frozenset({DIVERGING}), train={"optimizer": "SGD", "lr0": 1.0}
     ),
     Case(
         "lr-far-too-low",

@@ -16,6 +16,8 @@ CHEAP = (
     "nan-in-one-layer",
     "lr-far-too-low",
     "lr-far-too-high",
+    "lr-far-too-high-adam",
+    "lr-far-too-high-adamw",
     "frozen-backbone",
     "gradient-spike",
     "vanishing-with-depth",
@@ -43,3 +45,18 @@ def test_a_fault_of_the_zoo_is_named_with_its_cause(name: str, synth_data: Path,
         assert not any(f["cause"] == "nonfinite" for f in diagnosis["epochs"]["1"])
     if name == "frozen-backbone":  # the frozen layers are listed, never judged
         assert finding["evidence"]["config"] > 0 and diagnosis["health"] == "info"
+    if name.startswith("lr-far-too-high-adam"):  # named in epoch 1 by itself: no earlier epoch, no rising loss needed
+        first = next(f for f in diagnosis["epochs"]["1"] if f["cause"] == "diverging")
+        assert first["evidence"]["optimizer"] in {"Adam", "AdamW"} and "beyond healthy" in first["message"]
+
+
+@pytest.mark.parametrize("name", ["healthy-adamw-warmup"])
+def test_a_healthy_run_with_the_largest_sane_steps_raises_nothing(name: str, synth_data: Path, tmp_path: Path) -> None:
+    """An explicit AdamW, whose bias warmup starts at lr 0.1: the largest steps the zoo measures on a healthy run.
+    Four epochs (three of warmup): at 64 px its loss rises from scratch while the warmup lasts, as a healthy one does."""
+    case = next(case for case in CASES if case.name == name)
+    diagnosis, failure = train_case(case, synth_data, tmp_path, argparse.Namespace(epochs=4, imgsz=64, device="cpu"))
+
+    passed, verdict, named = judge(case, diagnosis)
+    assert failure is None and passed, (verdict, named)
+    assert diagnosis["health"] in {"ok", "info"} and "diverging" not in named

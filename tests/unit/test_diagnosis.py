@@ -45,6 +45,7 @@ def gradients(
     peak: float | None = None,
     steps: int = 20,
     nonfinite_steps: int = 0,
+    course: dict[str, float] | None = None,
 ) -> EpochGradients:
     """An epoch whose layers all have gradient norm ``base`` (unless ``norms`` says otherwise)."""
     per_group = [(norms or {}).get(g, base) for g in GROUPS]
@@ -61,7 +62,7 @@ def gradients(
         "grad_steps": float(steps),
         "grad_nonfinite_steps": float(nonfinite_steps),
     }
-    return EpochGradients(epoch, list(GROUPS), values, totals)
+    return EpochGradients(epoch, list(GROUPS), values, totals, course=dict(course or {}))
 
 
 def levels(
@@ -229,6 +230,75 @@ def test_diverging_when_loss_and_norms_grow_together_with_steps_too_big() -> Non
     found = run(jump((1.1e-2, 9.6e-3)))
     assert causes(found) == {2: [DIVERGING]} and "18.7 -> 45.8" in found[2][0].message
     assert causes(run(jump((1e-3, 1e-3)))) == {}  # the same jump with a healthy training's steps: not diverging
+
+
+ADAM = ModelFacts(head=HEAD, optimizer="Adam", lr=0.5)
+ADAMW_AUTO = ModelFacts(head=HEAD, optimizer="AdamW", lr=0.001667)  # ultralytics' auto rate for 2 classes
+SGD = ModelFacts(head=HEAD, optimizer="SGD", lr=0.01)
+
+
+def test_steps_far_beyond_healthy_are_diverging_while_the_loss_recovers() -> None:
+    # The tester's training (Adam, lr far too high, no warmup): the loss blew up in epoch 1 and came back down, the
+    # steps shrank 0.51 -> 0.024 of the weights and the norm fell 900x. The loss never rose from one epoch to the next.
+    steps, losses, norms = (0.51, 0.16, 0.063, 0.024), (171.9, 11.2, 5.2, 3.5), (9e5, 3e4, 5e3, 1e3)
+    history = [
+        EpochRecord(gradients(e, update=u, total=n), loss, levels())
+        for e, u, loss, n in zip((1, 2, 3, 4), steps, losses, norms, strict=True)
+    ]
+    found = run(history, ADAM)
+    assert causes(found) == {1: [DIVERGING], 2: [DIVERGING], 3: [DIVERGING]}  # 0.024 is under 5e-2: not judged alone
+    assert [found[e][0].severity for e in (1, 2, 3)] == ["error", "warning", "warning"]  # 0.51: the weights rewritten
+    first, second = found[1][0], found[2][0]
+    assert first.evidence["beyond_healthy"] == pytest.approx(510) and "in the first epoch" in first.message
+    assert "510x beyond healthy" in first.message and "about its learning rate (0.5)" in first.message
+    assert "while the loss fell 172 -> 11.2" in second.message and second.evidence["optimizer"] == "Adam"
+    summary = summarize(found)  # the latest finding of each cause: epoch 3's warning, first named in epoch 1
+    assert summary["health"] == "warning" and summary["causes"] == [DIVERGING]
+    assert summary["findings"][0]["first_epoch"] == 1
+    # The healthy counterparts: AdamW at the auto rate while an explicit Adam's bias warmup lasts (measured: median
+    # 6.7e-3, 1.1e-2), then after it; SGD at its usual rate. Nothing.
+    adamw = [EpochRecord(gradients(e, update=u), 13.2 - e, levels()) for e, u in ((1, 6.7e-3), (2, 1.1e-2), (3, 5e-4))]
+    assert causes(run(adamw, ADAMW_AUTO)) == {}
+    assert causes(run(healthy(3, update=4e-4), SGD)) == {}
+
+
+def test_what_healthy_steps_are_depends_on_the_optimisers_family() -> None:
+    def first_epoch(update: float, facts: ModelFacts) -> list[str]:
+        return [f.cause for f in diagnose([EpochRecord(gradients(1, update=update), 14.0, levels())], facts)]
+
+    # SGD's steps follow the clipped gradient (healthy <= 4e-4): lr0 1 without warmup measured 1.2e-2 in epoch 1.
+    assert first_epoch(1.2e-2, SGD) == [DIVERGING] and first_epoch(1.2e-2, ADAMW_AUTO) == []
+    assert first_epoch(4e-3, SGD) == []
+    # Adam's steps are about lr whatever the gradient: lr 0.01 (loss falling well) measured 2.3e-2, lr 0.1 2.1e-1.
+    assert first_epoch(2.3e-2, ADAMW_AUTO) == [] and first_epoch(0.21, ADAM) == [DIVERGING]
+    # An optimiser the rules do not know (or none given): only steps that rewrite the weights.
+    assert first_epoch(0.21, FACTS) == [] and first_epoch(0.4, ModelFacts(head=HEAD, optimizer="MuSGD")) == [DIVERGING]
+
+    # Measured (64 px, from scratch): Adam at lr0 0.002 with ultralytics' warmup, whose bias lr starts at 0.1. The loss
+    # rises as a healthy start's does, while the bias warmup takes the median step to 1.3e-2: healthy for Adam.
+    numbers = ((10.1, 8.2e-3, 1.49e3), (13.6, 1.32e-2, 1.02e3), (13.7, 8e-3, 1.78e3), (12.1, 7.3e-4, 1.78e3))
+    adam = [EpochRecord(gradients(e, update=u, total=n), loss, levels()) for e, (loss, u, n) in enumerate(numbers, 1)]
+    assert causes(run(adam, ModelFacts(head=HEAD, optimizer="Adam", lr=0.002))) == {}
+    assert causes(run(adam, FACTS)) == {2: [DIVERGING]}  # not knowing the optimiser: limits measured on SGD
+
+
+def test_a_blow_up_inside_the_first_epoch_is_judged_against_its_first_step() -> None:
+    def epoch_one(first: float, peak: float, update: float, mean: float = 12.0) -> list:
+        course = {"norm_first": 2e3, "loss_first": first, "loss_max": peak, "loss_last": peak}
+        return diagnose([EpochRecord(gradients(1, update=update, course=course), mean, levels())], SGD)
+
+    # An untrained head starts at about 4 (per image, summed items); within its first epoch the loss reached 172.
+    found = epoch_one(4.0, 171.9, update=4e-3)  # steps big, but under what SGD's steps alone are judged by
+    assert [(f.cause, f.severity) for f in found] == [(DIVERGING, "warning")]
+    assert "4 (an untrained model's) -> 172 (43x" in found[0].message
+    assert found[0].evidence["loss_first"] == 4.0 and found[0].evidence["loss_peak"] == 171.9
+    assert [f.cause for f in epoch_one(4.0, 5.0, update=4e-3, mean=50.0)] == [DIVERGING]  # the mean counts too
+    # Healthy: one batch's loss is noisy (measured at 64 px: a first step of 3.6, the epoch's mean 9.3).
+    assert epoch_one(3.6, 9.3, update=4e-3, mean=9.3) == []
+    # The same blow-up with a healthy training's steps is an outlier batch, not the optimiser: not diverging.
+    assert epoch_one(4.0, 171.9, update=1e-3) == []
+    # An epoch read from an old history has no course: nothing to judge.
+    assert diagnose([EpochRecord(gradients(1, update=4e-3), 12.0, levels())], SGD) == []
 
 
 def test_nonfinite_without_amp_is_an_error_at_once() -> None:

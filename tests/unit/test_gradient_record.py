@@ -290,3 +290,32 @@ def test_the_heatmap_marks_idle_levels_and_labels_what_the_findings_name(tmp_pat
         pixels = np.asarray(image.convert("RGB"))
     blue = (pixels == np.array([0xC6, 0xDB, 0xEF])).all(axis=-1)
     assert blue.sum() > 100  # the idle rows are pale blue, not red: no targets is not a fault
+
+
+def test_the_recorder_knows_the_optimiser_and_judges_a_first_epoch_by_itself(tmp_path: Path) -> None:
+    """The trainer hands over its optimiser (family, lr0) and each step's loss items: epoch 1 needs no epoch before."""
+    torch.manual_seed(0)
+    model = Tiny()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.5)  # steps of about 0.5 per weight: far beyond healthy
+    torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)  # sets initial_lr, as ultralytics' scheduler does
+    recorder = GradientRecorder(model, GradientsConfig(heatmaps=False), tmp_path, optimizer=optimizer)
+    assert (recorder.facts.optimizer, recorder.facts.lr) == ("Adam", 0.5)
+    recorder.begin_epoch()
+    losses = []
+    for seed in range(3):
+        optimizer.zero_grad()
+        loss = (model(batch(seed)) - 0.3).square().mean() * 100
+        loss.backward()
+        losses.append(float(loss.detach()))
+        assert recorder.due()
+        recorder.observe_gradients({"box": loss.detach() / 4, "cls": loss.detach() * 3 / 4})  # ultralytics' loss items
+        optimizer.step()
+        recorder.observe_update()
+    epoch = recorder.end_epoch(1, loss=sum(losses) / 3)
+    assert epoch.course["loss_first"] == pytest.approx(losses[0], rel=1e-5)
+    assert epoch.course["loss_max"] == pytest.approx(max(losses), rel=1e-5)
+    found = recorder.findings[1]
+    diverging = next(f for f in found if f.cause == "diverging")
+    assert diverging.severity == "error" and "in the first epoch" in diverging.message
+    assert diverging.evidence["optimizer"] == "Adam" and diverging.evidence["lr"] == 0.5
+    assert recorder.tags()["gradients.health"] == "error"

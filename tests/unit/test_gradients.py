@@ -10,7 +10,14 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from pipeline.train.gradients import GradientMonitor, ParameterGroups, gradient_stats, group_name, metric_key
+from pipeline.train.gradients import (
+    EpochGradients,
+    GradientMonitor,
+    ParameterGroups,
+    gradient_stats,
+    group_name,
+    metric_key,
+)
 
 
 class Block(nn.Module):
@@ -174,6 +181,41 @@ def test_epoch_reduction_is_mean_max_and_last_of_the_steps() -> None:
     assert monitor.end_epoch(epoch=2) is None  # nothing sampled, nothing to log
 
 
+@pytest.mark.parametrize("as_dict", [True, False], ids=["loss-items-dict", "loss-tensor"])
+def test_the_course_keeps_the_first_steps_norm_and_loss_and_the_losss_peak_and_last(as_dict: bool) -> None:
+    """What the diagnosis reads to judge an epoch against its own first batches (a blow-up inside epoch 1)."""
+    torch.manual_seed(5)
+    model = Tiny()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    monitor = GradientMonitor(model, "layer")
+    losses, norms = [3.0, 40.0, 12.0], []
+    for seed, loss in enumerate(losses):
+        optimizer.zero_grad()
+        loss_of(model, batch(seed)).backward()
+        monitor.due()
+        items = {"box": torch.tensor(loss / 2), "cls": torch.tensor([loss / 2])} if as_dict else torch.tensor(loss)
+        norms.append(float(monitor.observe_gradients(items)))
+        optimizer.step()
+        monitor.observe_update()
+    epoch = monitor.end_epoch(1)
+    assert epoch.course == pytest.approx(
+        {"norm_first": norms[0], "loss_first": 3.0, "loss_max": 40.0, "loss_last": 12.0}
+    )
+    assert EpochGradients.from_json(epoch.to_json()).course == epoch.course  # history.jsonl: a resume reads it back
+    assert len(epoch.metrics()) == 2 * 3 * len(epoch.parts) + 6  # not sent to MLflow
+    monitor.reset()  # a new epoch starts a new course; a step without a loss leaves it NaN
+    optimizer.zero_grad()
+    loss_of(model, batch(9)).backward()
+    monitor.due()
+    monitor.observe_gradients()
+    optimizer.step()
+    monitor.observe_update()
+    bare = monitor.end_epoch(2).course
+    assert math.isfinite(bare["norm_first"]) and all(
+        math.isnan(bare[k]) for k in ("loss_first", "loss_max", "loss_last")
+    )
+
+
 def test_every_n_samples_every_nth_step() -> None:
     monitor = GradientMonitor(Tiny(), "layer", every=3)
     assert [monitor.due() for _ in range(7)] == [True, False, False, True, False, False, True]
@@ -218,6 +260,7 @@ def trainer_like(model: nn.Module, scale: float | None) -> SimpleNamespace:
         scaler=scaler,
         gradients=monitor,
         ema=None,
+        loss_items={"box": torch.tensor(1.5), "cls": torch.tensor(2.0), "dfl": torch.tensor(0.5)},  # ultralytics 8.4
     )
 
 
@@ -241,6 +284,8 @@ def test_the_trainer_step_records_unscaled_gradients_before_clipping() -> None:
         assert scaled.values[stat]["last"] == pytest.approx(plain.values[stat]["last"], rel=1e-5)
     assert scaled.totals["grad_total_norm"] == pytest.approx(plain.totals["grad_total_norm"], rel=1e-5)
     assert plain.totals["grad_total_norm"] > CLIP_NORM and plain.totals["grad_clipped_fraction"] == 1.0
+    assert plain.course["loss_first"] == plain.course["loss_max"] == pytest.approx(4.0)  # the step's loss items
+    assert plain.course["norm_first"] == pytest.approx(plain.totals["grad_total_norm"])
     for a, b in zip(plain_model.parameters(), scaled_model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
 
@@ -291,9 +336,10 @@ def test_steps_never_wait_for_the_device_and_an_epoch_makes_one_transfer(device_
     for seed in range(2):
         optimizer.zero_grad()
         loss_of(model, batch(seed)).backward()
+        loss = {"box": torch.tensor(1.0), "cls": torch.tensor(2.0)}  # the step's loss items, on the device
         with _HostTransfers() as watch:
             monitor.due()
-            monitor.observe_gradients()
+            monitor.observe_gradients(loss)
         optimizer.step()
         with watch:
             monitor.observe_update()

@@ -102,7 +102,10 @@ class TrainConfig(_Section):
     batch: int = Field(16, ge=1, description="images per batch (ultralytics accumulates to 64 per optimizer step)")
     device: str = Field("auto", description="auto, cpu, 0, 0,1, ...")
     seed: int = Field(0, ge=0, description="random seed of the data order, augmentation and initial weights")
-    workers: int = Field(2, ge=0, description="data-loading processes on a GPU (ultralytics uses none on the CPU)")
+    workers: int = Field(8, ge=0, description="data-loading processes on a GPU (ultralytics uses none on the CPU)")
+    threads: int = Field(
+        0, ge=0, description="PyTorch threads of a CPU training; 0: the cores other processes leave free"
+    )
     patience: int = Field(100, ge=0, description="epochs without improvement before stopping; 0 = never")
     optimizer: Literal["auto", "SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSProp", "MuSGD"] = Field(
         "auto", description="auto: ultralytics picks the optimizer and its learning rate from the training's size"

@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.checkpoints import trained_imgsz, training_image_side
+from pipeline.cpu import LoadProbe
 from pipeline.data.dataset import IMAGE_SUFFIXES
+from pipeline.destinations import writer_lock
 from pipeline.inference.batching import Outcome, Tiling, outcome_of, prepare_ahead, run_batches
 from pipeline.inference.decode import long_side, read_image
 from pipeline.inference.discover import Count, count_images, iter_images, printable
@@ -36,6 +38,7 @@ from pipeline.inference.model import MLFLOW_SCHEMES, OpenedModel, build_detector
 from pipeline.inference.options import PredictOptions
 from pipeline.inference.results import (
     ERRORS,
+    KIND,
     PREDICTIONS,
     SETTINGS,
     SUMMARY,
@@ -50,7 +53,6 @@ from pipeline.inference.results import (
     write_summary,
 )
 from pipeline.inference.review import Queue, check_queue, write_uncertain
-from pipeline.inference.runtime import LoadProbe
 from pipeline.inference.scale import inference_scale
 from pipeline.inference.screen import Screen, merged_thresholds, read_screen
 from pipeline.messages import first_line
@@ -104,6 +106,14 @@ def predict(
         options = PredictOptions.checked(**{**(options.model_dump() if options else {}), **values})
     # Cheap checks first: a refused folder or an empty source costs no model load and no export.
     out = check_out(out)
+    # One writer per results folder (and review queue), held for the whole run: a second predict into it stops
+    # at once or waits (--wait), so no image is predicted twice and no file is written by two processes.
+    with writer_lock(out, KIND, "--out"), writer_lock(options.review or None, KIND, "--review"):
+        return _predict_into(source, model, check_out(out), options)
+
+
+def _predict_into(source: str | Path, model: str, out: Path, options: PredictOptions) -> PredictResult:
+    """`predict`'s work, with ``out`` held by this process."""
     before = recorded_settings(out)
     where = _walk_from(source, before)
     if options.review:  # beside the results, never inside them or the source (whose next walk would find it)

@@ -19,20 +19,12 @@ import numpy as np
 import torch
 
 from pipeline.checkpoints import MODEL_URI_SCHEMES, file_sha256, is_refusal, load_error, trained_imgsz
+from pipeline.cpu import LoadProbe, cpu_threads, free_threads, use_torch_threads
 from pipeline.devices import resolve_device
 from pipeline.inference.errors import ModelError
 from pipeline.inference.onnx_export import onnx_available, onnx_model
 from pipeline.inference.options import PredictOptions
-from pipeline.inference.runtime import (
-    RACE,
-    LoadProbe,
-    Race,
-    cached_choice,
-    cpu_threads,
-    give_torch_the_cores,
-    network_threads,
-    use_session_options,
-)
+from pipeline.inference.runtime import RACE, Race, cached_choice, use_session_options
 from pipeline.messages import first_line
 from pipeline.yolo_env import configure_ultralytics
 
@@ -151,7 +143,7 @@ def build_detector(opened: OpenedModel, options: PredictOptions, load: LoadProbe
     use_half = not on_cpu if options.half is None else options.half and not on_cpu
     cores = cpu_threads()
     others = (load or LoadProbe()).others() if on_cpu else 0.0
-    threads = network_threads(others, cores)
+    threads = free_threads(others, cores)
     runtime, reason = _planned(runtime, on_cpu, opened.weights_sha256, size, options.batch, threads)
     backends, note = {}, ""
     if runtime in {"onnx", "auto"} and on_cpu:
@@ -201,7 +193,7 @@ def _torch_backend(network: Any, device: torch.device, half: bool, threads: int)
     from ultralytics.nn.autobackend import AutoBackend
 
     if device.type == "cpu":
-        give_torch_the_cores(threads)
+        use_torch_threads(threads)
     backend = AutoBackend(model=network, device=device, fp16=half, fuse=True, verbose=False)
     return backend.eval()
 

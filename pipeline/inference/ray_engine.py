@@ -29,8 +29,8 @@ class _PredictActor:
     """A Ray actor: the detector, loaded once, applied to batches of paths."""
 
     def __init__(self, source: str, options: PredictOptions):
+        from pipeline.cpu import LoadProbe
         from pipeline.inference.model import build_detector, open_model
-        from pipeline.inference.runtime import LoadProbe
 
         load = LoadProbe()  # over the model's load (see `build_detector`)
         self.detector = build_detector(open_model(source, options.tracking_uri), options, load)

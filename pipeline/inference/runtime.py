@@ -8,8 +8,8 @@ next's, so the decoding and writing around the network count too, and runs the r
 The answer is cached (``<cache>/runtime/``, keyed by the weights' hash, the size, the batch and the
 thread count), so later runs decide at once and say why.
 
-Threads: the network gets the cores that other processes leave free (`network_threads`, from the
-share of the CPU they used while the model loaded: `LoadProbe`). PyTorch's thread pool stalls when
+Threads: the network gets the cores that other processes leave free (`pipeline.cpu.free_threads`, from
+the share of the CPU they used while the model loaded: `LoadProbe`). PyTorch's thread pool stalls when
 it has more threads than free cores (2 cores beside a training: 56 -> 5 images/s with 2 threads,
 28 with 1), and ONNX Runtime does no better with them. The thread count keys the cache, so what a
 shared machine measured (fewer threads) is kept apart from what a quiet one did.
@@ -22,14 +22,11 @@ and throughput halves. Sessions here do not spin.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from pipeline.files import cache_dir, write_atomic
 
@@ -39,7 +36,6 @@ from pipeline.files import cache_dir, write_atomic
 RACE = ("torch", "onnx", "onnx", "torch", "torch", "onnx")
 TIMED = len(RACE) - len(set(RACE))
 TORCH_MARGIN = 1.05  # PyTorch must beat ONNX Runtime by more than the timed batches vary on a quiet machine
-MIN_LOAD_WINDOW_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -68,53 +64,6 @@ def use_session_options(backend: Any, onnx_file: str | Path, threads: int) -> No
     inner = backend.backend
     inner.session = ort.InferenceSession(str(onnx_file), session_options(threads), providers=["CPUExecutionProvider"])
     inner.output_names = [output.name for output in inner.session.get_outputs()]
-
-
-def cpu_threads() -> int:
-    """The cores this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # no affinity call on this system (macOS, Windows)
-        return max(1, os.cpu_count() or 1)
-
-
-def network_threads(others: float, cores: int) -> int:
-    """The network's threads: the cores other processes leave free (``others``: the share of the CPU they use),
-    at least one. A core counts as taken when they keep more than half of it busy."""
-    return max(1, cores - int(others * cores + 0.5))
-
-
-def give_torch_the_cores(threads: int) -> None:
-    """PyTorch's intra-op threads for prediction: ultralytics' import sets ``OMP_NUM_THREADS=1`` when it comes
-    before torch's, which leaves PyTorch one thread whatever the machine has."""
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-
-
-def _cpu_seconds() -> tuple[float, float, float]:
-    """The machine's busy and total CPU seconds so far, and this process's."""
-    import psutil
-
-    cpu, own = psutil.cpu_times(), psutil.Process().cpu_times()
-    busy = sum(getattr(cpu, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq", "steal"))
-    return busy, busy + cpu.idle + getattr(cpu, "iowait", 0.0), own.user + own.system
-
-
-class LoadProbe:
-    """The CPU counters read when made; `others` gives the share of the machine's CPU time that other
-    processes used since (0 quiet, 1 every core). Made before the model loads, its window costs nothing."""
-
-    def __init__(self) -> None:
-        self._start, self._since = _cpu_seconds(), time.monotonic()
-
-    def others(self) -> float:
-        if (wait := MIN_LOAD_WINDOW_S - (time.monotonic() - self._since)) > 0:
-            time.sleep(wait)  # the counters tick every 10 ms: fewer ticks would say little
-        busy0, total0, own0 = self._start
-        busy1, total1, own1 = _cpu_seconds()
-        if total1 <= total0:
-            return 0.0
-        return min(1.0, max(0.0, (busy1 - busy0 - (own1 - own0)) / (total1 - total0)))
 
 
 def _choice_file(weights_sha256: str, size: int, batch: int, threads: int) -> Path:

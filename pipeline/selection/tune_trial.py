@@ -96,7 +96,6 @@ def _final_metrics(run_id: str, uri: str) -> dict[str, float]:
 
 class SweepTrial(tune.Trainable):
     def setup(self, config: dict[str, Any], context: TrialContext) -> None:
-        import torch
 
         self.context = context
         self.index = int(config["index"])  # the plan's numbering, or the Optuna searcher's
@@ -114,7 +113,6 @@ class SweepTrial(tune.Trainable):
         self.save_dir: str | None = None
         self.epoch = 0  # the last epoch trained (ASHA's time)
         self.resume_dir: str | None = None
-        torch.set_num_threads(max(1, context.threads))
         if Path(context.cwd).is_dir():  # Tune moved into its trial folder; the config's relative paths are the driver's
             os.chdir(context.cwd)
 
@@ -133,7 +131,9 @@ class SweepTrial(tune.Trainable):
         config = child_config(config, self.child, ctx.parent_run_id, ctx.sweep_name)
         tags = {**config.tracking.tags, TRIAL_TAG: self.trial_id}
         tracking = config.tracking.model_copy(update={"uri": ctx.tracking_uri, "tags": tags})
-        return config.model_copy(update={"tracking": tracking})
+        # The trial's share of the CPUs (--cpus-per-trial), not the cores the trials beside it leave free this moment.
+        train = config.train.model_copy(update={"threads": config.train.threads or ctx.threads})
+        return config.model_copy(update={"tracking": tracking, "train": train})
 
     def _earlier_run(self) -> tuple[str, str]:
         """What a sweep killed earlier left of this trial: ("finished", run id) is kept as it is, ("resume", folder)

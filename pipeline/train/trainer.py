@@ -40,6 +40,7 @@ from ultralytics.utils.torch_utils import unwrap_model  # noqa: E402
 # training with no albumentations step at all (ultralytics logs the error and goes on).
 import pipeline.augment.fast_transforms  # noqa: E402, F401
 from pipeline.checkpoints import record_image_side  # noqa: E402
+from pipeline.cpu import LoadProbe  # noqa: E402
 from pipeline.files import write_atomic  # noqa: E402
 from pipeline.redact import redact_text  # noqa: E402
 from pipeline.train.artifacts import log_final_artifacts  # noqa: E402
@@ -50,6 +51,7 @@ from pipeline.train.errors import NonFiniteGradients  # noqa: E402
 from pipeline.train.gradient_recorder import GradientRecorder  # noqa: E402
 from pipeline.train.session import Session  # noqa: E402
 from pipeline.train.symmetry import add_symmetry  # noqa: E402
+from pipeline.train.threads import use_cpu_share  # noqa: E402
 
 LOG = logging.getLogger("pipeline.train")
 SESSION_ENV = "YOLO_PIPELINE_SESSION"
@@ -61,9 +63,15 @@ class PipelineTrainer(DetectionTrainer):
     """DetectionTrainer + MLflow tracking with lossless, exactly-once epoch records."""
 
     def __init__(self, cfg: Any = DEFAULT_CFG, overrides: dict | None = None, _callbacks: dict | None = None):
+        load = LoadProbe()  # over ultralytics' set-up: the share of the CPU other processes use, for the threads
         super().__init__(cfg, overrides, _callbacks)
         session_file = os.environ.get(SESSION_ENV)
         self.session = Session.load(session_file) if session_file else None
+        if self.device.type == "cpu":  # ultralytics' select_device left min(8, cores - 1) threads
+            asked = self.session.config.train.threads if self.session is not None else 0
+            LOG.info("train: %s", use_cpu_share(asked, load))
+        elif self.device.type == "cuda" and not self.args.deterministic and not self.args.multi_scale:
+            torch.backends.cudnn.benchmark = True  # one input size: cuDNN times each convolution's algorithms once
         self.tracker = None
         self.sampler = None
         self.gradients: GradientRecorder | None = None
@@ -115,6 +123,13 @@ class PipelineTrainer(DetectionTrainer):
             if hasattr(loader, "close"):
                 loader.close()
 
+    def validate(self) -> Any:
+        # final_eval validates best.pt and draws every plot (curves, confusion matrix, batches) again: drawn by an
+        # epoch's validation too (ultralytics does at the last epoch and at a patience stop), they are thrown away.
+        if self.validator is not None:
+            self.validator.args.plots = False
+        return super().validate()
+
     def resume_training(self, ckpt: dict | None) -> None:
         if not (self.final_stage_only and ckpt):
             return super().resume_training(ckpt)
@@ -135,6 +150,8 @@ class PipelineTrainer(DetectionTrainer):
                 redact_text(f"{type(exc).__name__}: {exc}".splitlines()[0]),
                 self.session.spool_dir,
             )
+            if self.tracker is not None:
+                self.tracker.close()  # the spool is let go: `sync` sends what was journaled
             self.tracker = None
             return
         if self.session.config.tracking.system_metrics:
@@ -184,6 +201,7 @@ class PipelineTrainer(DetectionTrainer):
                 clip_norm=CLIP_NORM,
                 tracker=self.tracker,
                 resumed_epochs=self.start_epoch,
+                optimizer=self.optimizer,
             )
 
     def save_metrics(self, metrics: dict[str, float]) -> None:
@@ -267,7 +285,7 @@ class PipelineTrainer(DetectionTrainer):
         self.scaler.unscale_(self.optimizer)
         # The true gradients of the loss: unscaled, not yet clipped. The total norm computed for the statistics
         # is the one clipping needs, so clipping costs no second pass over the gradients.
-        total_norm = self.gradients.observe_gradients()
+        total_norm = self.gradients.observe_gradients(self.loss_items)
         torch.nn.utils.clip_grads_with_norm_(self.model.parameters(), CLIP_NORM, total_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()

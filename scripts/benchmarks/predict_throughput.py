@@ -41,10 +41,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing the tests package
 
+from pipeline.cpu import cpu_threads  # noqa: E402
 from pipeline.data.synth import synthesize  # noqa: E402
 from pipeline.files import CACHE_ENV  # noqa: E402
 from pipeline.inference import predict  # noqa: E402
-from pipeline.inference.runtime import cpu_threads  # noqa: E402
 from scripts.benchmarks.common import quiet_ultralytics, save_report  # noqa: E402
 
 TARGET_AUTO_OF_BEST = 0.95

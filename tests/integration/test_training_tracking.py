@@ -9,9 +9,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
+from pipeline.cpu import cpu_threads
 from pipeline.tracking import load_model
 from pipeline.train import train
 from tests.conftest import tiny_config
@@ -168,9 +170,17 @@ def test_training_with_embedded_default_tracking(synth_data: Path, tmp_path: Pat
     assert (result.save_dir / "config.yaml").is_file() and (result.save_dir / "weights" / "best.pt").is_file()
 
 
-def test_tracking_off_trains_without_mlflow(synth_data: Path, tmp_path: Path) -> None:
+def test_tracking_off_trains_without_mlflow(synth_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     config = tiny_config(synth_data, tmp_path / "runs", train={"epochs": 1}, tracking={"enabled": False})
-    result = train(config)
+    with caplog.at_level("INFO", logger="pipeline.train"):
+        result = train(config)
     assert result.run_id is None
     assert not (tmp_path / "mlflow.db").exists() and not (result.save_dir / "tracking").exists()
     assert len(result.epochs) == 1 and not math.isnan(result.epochs[0]["metrics/mAP50(B)"])
+    # The CPU training's threads: the free cores (at least one), said in one line, and PyTorch given them.
+    (line,) = [m for m in caplog.messages if m.startswith("train: ") and "PyTorch thread" in m]
+    threads = int(line.removeprefix("train: ").split()[0])
+    assert 1 <= threads <= cpu_threads() and torch.get_num_threads() == threads
+    assert line.endswith("; data loaded in the training process")
+    # The epoch's validation draws no plot that the final validation of best.pt draws again: each once, from it.
+    assert (result.save_dir / "confusion_matrix.png").is_file() and (result.save_dir / "val_batch0_pred.jpg").is_file()

@@ -120,3 +120,18 @@ def tiny_config(data_yaml: Path, project: Path, **sections: dict) -> Config:
     for section, keys in sections.items():
         raw.setdefault(section, {}).update(keys)
     return build_config(raw, "<tests>")
+
+
+def untracked_training(data_yaml: Path, folder: Path, **train: object):
+    """A tiny training (`tiny_config`, 1 epoch unless ``train`` says otherwise) with no tracking and no gradients:
+    for tests that need a trained model, not its record."""
+    from pipeline.train import train as run_training
+
+    config = tiny_config(
+        data_yaml,
+        folder / "runs",
+        train={"epochs": 1, **train},
+        tracking={"enabled": False},
+        gradients={"enabled": False},
+    )
+    return run_training(config)

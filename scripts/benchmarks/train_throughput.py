@@ -103,13 +103,15 @@ def shared_settings(args: argparse.Namespace, imgsz: int) -> dict[str, Any]:
 
 
 def results_of(save_dir: Path) -> dict[str, Any]:
-    """Per-epoch seconds (ultralytics' cumulative ``time`` column, differenced) and the last mAP50."""
+    """Per-epoch seconds (ultralytics' cumulative ``time`` column, differenced), the last mAP50 and the last
+    epoch's train losses (box + cls + dfl: the learning, compared where a short training's mAP50 is still 0)."""
     with open(save_dir / "results.csv", newline="") as handle:
         rows = [{k.strip(): v for k, v in row.items()} for row in csv.DictReader(handle)]
     times = [float(r["time"]) for r in rows]
     return {
         "epoch_s": [b - a for a, b in zip([0.0, *times], times, strict=False)],
         "mAP50": float(rows[-1]["metrics/mAP50(B)"]),
+        "train_loss": sum(float(rows[-1][f"train/{k}_loss"]) for k in ("box", "cls", "dfl")),
     }
 
 
@@ -175,6 +177,7 @@ def summary(runs: list[dict[str, Any]], images: int, epochs: int) -> dict[str, A
         "epoch_s_median": round(statistics.median(epoch_s), 2),
         "images_per_s": round(images / statistics.median(epoch_s), 2),
         "mAP50": [round(r["mAP50"], 4) for r in runs],
+        "train_loss": [round(r["train_loss"], 3) for r in runs],
     }
 
 
@@ -240,13 +243,15 @@ def main() -> int:
         finally:
             server.stop()
     baseline, candidate = ("loader", "in-process") if args.loaders else ("stock", "ours")
-    print(f"\n{'size':>5} {candidate + ' s/epoch':>18} {baseline + ' s/epoch':>16} {'ratio':>7} {'range':>13}  mAP50")
+    print(
+        f"\n{'size':>5} {candidate + ' s/epoch':>18} {baseline + ' s/epoch':>16} {'ratio':>7} {'range':>13}  mAP50, loss"
+    )
     for row in rows:
         ours, theirs = row[candidate], row[baseline]
         print(
             f"{row['imgsz']:>5} {ours['epoch_s_median']:>18.2f} {theirs['epoch_s_median']:>16.2f} "
             f"{row['ratio_median']:>7.3f} {row['ratio_range'][0]:>6.3f}-{row['ratio_range'][1]:<6.3f} "
-            f"{ours['mAP50']} / {theirs['mAP50']}"
+            f"{ours['mAP50']} / {theirs['mAP50']}, {ours['train_loss']} / {theirs['train_loss']}"
         )
     if not args.loaders:
         met = all(row["ratio_median"] <= TARGET for row in rows)

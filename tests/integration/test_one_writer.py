@@ -24,7 +24,7 @@ import yaml
 from pipeline import cli
 from pipeline.data.synth import synthesize
 from pipeline.destinations import MARKER, marker_of
-from tests.conftest import tiny_config
+from tests.conftest import untracked_training
 
 CLI = [sys.executable, "-m", "pipeline.cli"]
 BUSY = re.compile(
@@ -144,16 +144,7 @@ def model_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def model(model_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One epoch of an untracked tiny training: any model will do, the results' content is not the point."""
-    from pipeline.train import train
-
-    config = tiny_config(
-        model_data,
-        tmp_path_factory.mktemp("one-writer-model") / "runs",
-        train={"epochs": 1},
-        tracking={"enabled": False},
-        gradients={"enabled": False},
-    )
-    return train(config).best_weights
+    return untracked_training(model_data, tmp_path_factory.mktemp("one-writer-model")).best_weights
 
 
 # ---- data synth, split, import, stats: two real processes at once --------------------------------------------

@@ -21,7 +21,7 @@ from pipeline.inference import predict
 from pipeline.inference.onnx_export import onnx_available
 from pipeline.inference.tiling import merge_tiles, tile_grid
 from pipeline.train.run import train
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, untracked_training
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "pipeline.cli"]
@@ -36,15 +36,8 @@ def learned(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def weights(learned: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A YOLO11n trained on `learned` until it finds the defects, untracked."""
-    folder = tmp_path_factory.mktemp("predict-model")
-    config = tiny_config(
-        learned,
-        folder / "runs",
-        train={"epochs": 10, "batch": 8, "optimizer": "AdamW", "lr0": 0.002, "warmup_epochs": 0},
-        tracking={"enabled": False},
-        gradients={"enabled": False},
-    )
-    return train(config).best_weights
+    recipe = {"epochs": 10, "batch": 8, "optimizer": "AdamW", "lr0": 0.002, "warmup_epochs": 0}
+    return untracked_training(learned, tmp_path_factory.mktemp("predict-model"), **recipe).best_weights
 
 
 def _records(out: Path, name: str = "predictions.jsonl") -> list[dict]:

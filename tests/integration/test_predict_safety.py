@@ -17,8 +17,8 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.inference.onnx_export import onnx_available
-from pipeline.train.run import TrainResult, train
-from tests.conftest import tiny_config
+from pipeline.train.run import TrainResult
+from tests.conftest import untracked_training
 
 pytestmark = pytest.mark.slow
 
@@ -26,14 +26,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def trained(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
     """One tiny untracked training (1 epoch): its best.pt and last.pt are two different models."""
-    config = tiny_config(
-        synth_data,
-        tmp_path_factory.mktemp("safety-model") / "runs",
-        train={"epochs": 1},
-        tracking={"enabled": False},
-        gradients={"enabled": False},
-    )
-    return train(config)
+    return untracked_training(synth_data, tmp_path_factory.mktemp("safety-model"))
 
 
 @pytest.fixture

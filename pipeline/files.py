@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 CACHE_ENV = "YOLO_PIPELINE_CACHE"
@@ -22,13 +24,21 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
 
 
-def write_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` beside ``path`` under a temporary name, then rename it over ``path``: whole or absent."""
+@contextmanager
+def replaced_whole(path: Path) -> Iterator[Path]:
+    """Yield `temporary_name` of ``path`` to write; once the block finishes, rename it over ``path``: whole or
+    absent. On any failure the temporary file is removed and ``path`` is left as it was."""
     tmp = temporary_name(path)
     try:
-        tmp.write_text(text, encoding="utf-8")
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` beside ``path`` under a temporary name, then rename it over ``path``: whole or absent."""
+    with replaced_whole(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path

@@ -11,7 +11,6 @@ overwritten only when it carries that chunk, so a mistyped path never replaces s
 from __future__ import annotations
 
 import math
-import os
 import random
 import tempfile
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from pipeline.config import Config
 from pipeline.data.palette import class_colour
 from pipeline.data.training_data import prepare_training_data
 from pipeline.destinations import DestinationError
-from pipeline.files import temporary_name
+from pipeline.files import replaced_whole
 
 SOFTWARE = "yolo-pipeline augment preview"  # the PNG text chunk that marks a preview as this tool's
 
@@ -119,12 +118,10 @@ def write_png(image_bgr: np.ndarray, out: Path) -> Path:
 
     info = PngInfo()
     info.add_text("Software", SOFTWARE)
-    tmp = temporary_name(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.ascontiguousarray(image_bgr[..., ::-1])).save(tmp, format="PNG", pnginfo=info)
-        os.replace(tmp, out)
+        with replaced_whole(out) as tmp:
+            Image.fromarray(np.ascontiguousarray(image_bgr[..., ::-1])).save(tmp, format="PNG", pnginfo=info)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise DestinationError(f"--out {out}: could not write the preview ({exc.strerror or exc})") from None
     return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,7 @@ import cv2
 import numpy as np
 
 from pipeline.data.palette import class_colour
-from pipeline.files import temporary_name
+from pipeline.files import replaced_whole
 
 
 def output_name(path: str) -> Path:
@@ -25,13 +24,8 @@ def _write(path: Path, image: np.ndarray) -> None:
     ok, data = cv2.imencode(path.suffix, image)
     if not ok:
         raise OSError(f"{path}: could not be encoded")
-    tmp = temporary_name(path)  # decoding threads and other processes never share one
-    try:
+    with replaced_whole(path) as tmp:  # decoding threads and other processes never share one
         tmp.write_bytes(data.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_annotated(folder: Path, path: str, image: np.ndarray, detections: list[dict[str, Any]]) -> None:

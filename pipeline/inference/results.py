@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.destinations import MARKER, DestinationError, check_destination, claim, write_marker
-from pipeline.files import temporary_name, write_atomic
+from pipeline.files import replaced_whole, write_atomic
 from pipeline.inference.errors import ResultsError
 
 PREDICTIONS = "predictions.jsonl"
@@ -205,15 +205,8 @@ def check_settings(folder: Path, settings: dict[str, Any]) -> None:
 def write_summary(folder: Path, names: list[str], verdict: Verdict) -> dict[str, Any]:
     """``summary.csv`` (per image: counts per class, max score, verdict) and ``coco_results.json`` from the
     predictions log; returns the totals (images, detections per class, failed verdicts)."""
-    coco_tmp, table_tmp = temporary_name(folder / COCO_RESULTS), temporary_name(folder / SUMMARY)
-    try:
-        totals = _write_tables(folder, names, verdict, coco_tmp, table_tmp)
-        os.replace(coco_tmp, folder / COCO_RESULTS)
-        os.replace(table_tmp, folder / SUMMARY)
-    finally:  # a failure leaves no temporary file behind; after the renames there is none to remove
-        coco_tmp.unlink(missing_ok=True)
-        table_tmp.unlink(missing_ok=True)
-    return totals
+    with replaced_whole(folder / SUMMARY) as table_tmp, replaced_whole(folder / COCO_RESULTS) as coco_tmp:
+        return _write_tables(folder, names, verdict, coco_tmp, table_tmp)
 
 
 def _write_tables(folder: Path, names: list[str], verdict: Verdict, coco_tmp: Path, table_tmp: Path) -> dict[str, Any]:

@@ -7,7 +7,6 @@ import functools
 import json
 import logging
 import math
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.files import temporary_name, write_atomic
+from pipeline.files import replaced_whole, write_atomic
 from pipeline.train.diagnosis import FROZEN, IDLE_LEVEL, Finding
 from pipeline.train.gradients import EpochGradients, group_name
 
@@ -344,8 +343,6 @@ def write_table(history: list[EpochGradients], path: Path) -> Path:
     types = {"epoch": pa.int32(), "layer": pa.string(), "part": pa.string()}
     table = pa.table({k: pa.array(v, type=types.get(k, pa.float64())) for k, v in columns.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_name(path)
-    # Layer and part names repeat every epoch: dictionary encoding plus zstd keep the file small.
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    with replaced_whole(path) as tmp:  # layer and part names repeat every epoch: dictionary encoding plus zstd
+        pq.write_table(table, tmp, compression="zstd")
     return path

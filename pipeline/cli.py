@@ -339,8 +339,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"review:     left out {missing}")
     if result.total_errors:
         print(f"failed:     {result.total_errors} images, each with its reason in {Path(args.out) / 'errors.jsonl'}")
-        return 1
-    return 0
+    if result.screen_warning:  # last, where it is seen
+        print(f"warning:    {result.screen_warning}")
+    return 1 if result.total_errors else 0
 
 
 def _add_predict_options(parser: argparse.ArgumentParser) -> None:

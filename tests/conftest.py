@@ -61,6 +61,22 @@ def downscaled_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return synthesize(tmp_path_factory.mktemp("downscaled-data"), images=400, seed=1, size=128).data_yaml
 
 
+@pytest.fixture(scope="session")
+def good_parts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of defect-free 128-px synthetic parts (as `downscaled_data`'s surfaces, another seed): the good
+    images a screen's false-reject rate is measured on."""
+    import shutil
+
+    made = synthesize(tmp_path_factory.mktemp("good-source"), images=60, seed=5, size=128, backgrounds=0.9)
+    folder = tmp_path_factory.mktemp("good-parts")
+    for label in sorted(made.data_yaml.parent.glob("labels/*/*.txt")):
+        if not label.read_text().strip():  # an empty label file: a part without a defect
+            image = next(made.data_yaml.parent.glob(f"images/{label.parent.name}/{label.stem}.*"))
+            shutil.copy(image, folder / image.name)
+    assert len(list(folder.iterdir())) >= 40
+    return folder
+
+
 SCREEN_EXPERIMENT = "screen-models"  # the experiment both trainings below are logged to
 
 

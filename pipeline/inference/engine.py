@@ -49,15 +49,19 @@ from pipeline.inference.results import (
     check_settings,
     claim_out,
     read_log,
+    record_said,
     recorded_settings,
     write_summary,
 )
 from pipeline.inference.review import Queue, check_queue, write_uncertain
 from pipeline.inference.scale import inference_scale
-from pipeline.inference.screen import Screen, merged_thresholds, read_screen
+from pipeline.inference.screen import Screen, expected_rate, merged_thresholds, read_screen, unexpected_fails
 from pipeline.messages import first_line
 
 LOG = logging.getLogger("pipeline.inference")
+
+
+SCREEN_WARNING_TAG = "pipeline.screen.warning"  # with --track: the screen failed far more than calibration expected
 
 
 @dataclass
@@ -82,6 +86,7 @@ class PredictResult:
     thresholds_source: str = ""  # where they came from (a screen stored with the model, --screen, --threshold)
     conf: float = 0.0  # the lowest score kept: --conf, or lower when a threshold (less the review band) is below it
     review: Queue | None = None  # the review queue written (--review)
+    screen_warning: str = ""  # the screen failed far more images than its calibration expected of good parts
     uncertain: int = 0  # images found uncertain (--review); the queue holds those whose files could be read
 
     @property
@@ -132,7 +137,7 @@ def _predict_into(source: str | Path, model: str, out: Path, options: PredictOpt
     options = options.model_copy(update={"imgsz": scale.size})  # both engines, and the recorded settings
     names = [opened.names[i] for i in sorted(opened.names)]
     _verdict(options.thresholds, names, options.conf)  # the user's own first: a typo is named as theirs
-    stored, origin = _screen_thresholds(model, opened, options, screen)
+    stored, origin, expected = _screen_thresholds(model, opened, options, screen)
     merged = merged_thresholds(stored, options.thresholds)
     verdict = _verdict(merged, names, options.conf, origin)
     about = thresholds_source(origin, options.thresholds, merged, names, options.conf)
@@ -140,6 +145,10 @@ def _predict_into(source: str | Path, model: str, out: Path, options: PredictOpt
     options = options.model_copy(update={"conf": _kept_conf(options, verdict, names)})
     settings = _settings(opened, where, names, verdict, options.imgsz, options)
     settings["thresholds_source"] = about  # said, not compared: the same thresholds by another route are the same
+    if options.thresholds:  # the calibration's rate was for its own thresholds, not for these
+        expected = None
+    if expected is not None:  # what the fails are checked against at the end (said, not compared)
+        settings["expected_false_reject"] = dict(zip(("rate", "low", "high"), expected, strict=True))
     claim_out(out, source=settings["source"], model=settings["model"])
     check_settings(out, settings)  # before the export: a refused rerun costs no more than the model's load
     detector = build_detector(opened, options, load)
@@ -212,6 +221,9 @@ def _predict_into(source: str | Path, model: str, out: Path, options: PredictOpt
         totals["failed_verdicts"],
     )
     result.total_errors = errors.lines
+    # Over the whole folder (earlier runs into it too), as the summary counts it; replaced by each run.
+    result.screen_warning = unexpected_fails(result.failed_verdicts, result.total_images, expected)
+    record_said(out, screen_warning=result.screen_warning)
     if options.review:  # from the log, so a resumed run reviews every image of the folder, not only its own
         result.review, chosen = write_uncertain(
             options.review, read_log(out / PREDICTIONS), verdict.threshold, options.band, names, model
@@ -240,8 +252,9 @@ def _track(result: PredictResult, params: dict[str, Any], experiment: str, track
         **{f"detections.{name}": n for name, n in result.detections.items()},
     }
     files = [result.out / name for name in (SUMMARY, ERRORS, SETTINGS)]
+    tags = {SCREEN_WARNING_TAG: result.screen_warning} if result.screen_warning else {}
     try:
-        result.tracking_run_id = log_prediction(summary, params, files, experiment, tracking_uri, result.run_id)
+        result.tracking_run_id = log_prediction(summary, params, files, experiment, tracking_uri, result.run_id, tags)
     except Exception as exc:  # noqa: BLE001 - the results are in the files whatever MLflow says
         result.note = f"tracking: could not log the summary ({type(exc).__name__}: {str(exc)[:150]}); the files hold it"
 
@@ -260,9 +273,10 @@ def _verdict(thresholds: dict[str, float], names: list[str], conf: float, origin
 
 def _screen_thresholds(
     model: str, opened: OpenedModel, options: PredictOptions, screen: Screen | None
-) -> tuple[dict[str, float], str]:
-    """The thresholds of ``--screen``, else those stored with an MLflow model's version (or run), and where they
-    came from; none for a local file. A store that does not answer costs one line: --threshold and --conf go on."""
+) -> tuple[dict[str, float], str, tuple[float, float, float] | None]:
+    """The thresholds of ``--screen``, else those stored with an MLflow model's version (or run), where they came
+    from, and the false-reject rate they were calibrated to (if known); none for a local file. A store that does
+    not answer costs one line: --threshold and --conf go on."""
     if screen is not None:
         if screen.model_sha256 and screen.model_sha256 != opened.weights_sha256:
             LOG.info(
@@ -270,9 +284,9 @@ def _screen_thresholds(
                 options.screen,
                 screen.model,
             )
-        return screen.thresholds, f"{screen.describe()}, from {options.screen}"
+        return screen.thresholds, f"{screen.describe()}, from {options.screen}", screen.expected_false_reject()
     if not model.startswith(MLFLOW_SCHEMES):
-        return {}, ""
+        return {}, "", None
     from pipeline.tracking.screens import stored_screen
 
     try:  # the version the alias pointed to when the model was opened: the thresholds calibrated for these weights
@@ -285,10 +299,11 @@ def _screen_thresholds(
             first_line(exc, 150),
             fallback,
         )
-        return {}, ""
+        return {}, "", None
     if stored is None:
-        return {}, ""
-    return stored.thresholds, f"{stored.about or 'thresholds'}, stored with {stored.source}"
+        return {}, "", None
+    about = f"{stored.about or 'thresholds'}, stored with {stored.source}"
+    return stored.thresholds, about, expected_rate(stored.false_reject)
 
 
 def thresholds_source(

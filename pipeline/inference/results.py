@@ -38,7 +38,9 @@ COCO_RESULTS = "coco_results.json"
 SETTINGS = "run.json"
 KIND = "predict"  # the marker's kind: only predict adds to a results folder
 # Settings recorded for the reader but not compared: the same thresholds reached by another route are the same results.
-SAID = frozenset({"thresholds_source"})
+# The screen's expected false-reject rate comes with its thresholds (compared); the fail-rate warning describes the
+# whole folder's summary, which each run rewrites.
+SAID = frozenset({"thresholds_source", "expected_false_reject", "screen_warning"})
 
 
 def path_key(path: str) -> int:
@@ -200,6 +202,14 @@ def check_settings(folder: Path, settings: dict[str, Any]) -> None:
         return
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / SETTINGS, json.dumps(settings, indent=2) + "\n")
+
+
+def record_said(folder: Path, **said: Any) -> None:
+    """Bring `SAID` settings in ``run.json`` up to date after a run (an empty value removes the key)."""
+    before = recorded_settings(folder) or {}
+    after = {k: v for k, v in {**before, **said}.items() if not (k in said and v in ("", None))}
+    if after != before:
+        write_atomic(folder / SETTINGS, json.dumps(after, indent=2) + "\n")
 
 
 def write_summary(folder: Path, names: list[str], verdict: Verdict) -> dict[str, Any]:

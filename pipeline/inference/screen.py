@@ -37,6 +37,7 @@ class ClassPoint:
     fp_per_image: float
     objects: int  # ground-truth objects of the class in the split
     note: str = ""
+    false_reject: float | None = None  # good images this class alone rejects at its threshold (None: not known)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,11 @@ class Screen:
     classes: dict[str, ClassPoint] = field(default_factory=dict)
     images: dict[str, Any] = field(default_factory=dict)  # image-level: flagged share, false rejects
     bootstrap: dict[str, Any] = field(default_factory=dict)  # samples, seed, level
+    max_false_reject: float | None = None  # the false-reject budget the thresholds were held within (None: none)
+    prefer: str = "budget"  # "budget": raise thresholds to keep within it; "recall": keep the targets, report
+    false_reject: dict[str, Any] = field(default_factory=dict)  # rate, low, high, how ("measured"/"estimated"), images
+    escape: dict[str, Any] = field(default_factory=dict)  # defective images not flagged: rate, low, high, defective
+    good: str = ""  # the folder of good images the false-reject rate was measured on (--good), if any
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, **asdict(self)}, indent=1, allow_nan=False)
@@ -65,6 +71,10 @@ class Screen:
         path = Path(path)
         path.write_text(self.to_json() + "\n", encoding="utf-8")
         return path
+
+    def expected_false_reject(self) -> tuple[float, float, float] | None:
+        """The false-reject rate calibration found, with its interval: (rate, low, high); None when not known."""
+        return expected_rate(self.false_reject)
 
     def describe(self) -> str:
         """Where the thresholds came from, in a few words: ``calibrated on val of data.yaml (recall >= 0.95)``."""
@@ -75,7 +85,42 @@ class Screen:
             how = f"recall >= {default:g}" if default is not None else "per-class recall targets"
             if default is not None and len(self.targets) > 1:  # the classes with targets of their own
                 how += "; " + ", ".join(f"{k} >= {v:g}" for k, v in self.targets.items() if k != "default")
+        if self.max_false_reject is not None and self.prefer == "budget" and self.mode != "fp_budget":
+            how += f", false rejects <= {100 * self.max_false_reject:g}%"
         return f"calibrated on {self.split} of {self.data} ({how}, {self.created[:10]})"
+
+
+FAIL_CHECK_MIN_IMAGES = 30  # fewer: a fail rate says too little to contradict a calibration
+FAIL_CHECK_P = 0.001  # a binomial test this sure that the fails exceed what calibration expected of good parts
+
+
+def expected_rate(found: Any) -> tuple[float, float, float] | None:
+    """(rate, low, high) from a stored ``{"rate", "low", "high", ...}``; None when it is not one."""
+    found = found if isinstance(found, dict) else {}
+    values = [found.get(k) for k in ("rate", "low", "high")]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        return None
+    return float(found["rate"]), float(found["low"]), float(found["high"])
+
+
+def unexpected_fails(failed: int, images: int, expected: tuple[float, float, float] | None) -> str:
+    """One line when a screen failed far more images than its calibration expected of good parts, else "".
+
+    A one-sided binomial test of ``failed`` of ``images`` against the upper end of the calibration's interval,
+    with at least `FAIL_CHECK_MIN_IMAGES` images: a screen whose thresholds sit at the score floor, or images
+    unlike the calibration split's, show here rather than as a stopped line."""
+    if expected is None or images < FAIL_CHECK_MIN_IMAGES:
+        return ""
+    from scipy.stats import binomtest
+
+    rate, low, high = expected
+    if binomtest(failed, images, min(max(high, 1e-9), 1.0), alternative="greater").pvalue >= FAIL_CHECK_P:
+        return ""
+    return (
+        f"this screen failed {failed} of {images} images ({failed / images:.0%}); its calibration expected "
+        f"{rate:.0%} [{low:.0%}, {high:.0%}] of good images to fail: the images differ from the calibration split, "
+        "or the screen is wrong"
+    )
 
 
 def check_thresholds(thresholds: Any, where: str) -> dict[str, float]:

@@ -3,7 +3,8 @@
 The model predicts every image of the split once at a low threshold (``predict_split``, as evaluate
 does); the detections are matched to the objects as COCO matches them (IoU >= 0.5); each class gets
 the operating point its recall target (or the false-alarm budget) asks for, with a bootstrap interval
-of its recall. The files go to ``--out`` (built beside it, swapped in whole); ``--track`` logs a
+of its recall; then the thresholds are held within a false-reject budget on good images (``--good``, the
+split's own background images, else an estimate: `false_rejects`). The files go to ``--out`` (built beside it, swapped in whole); ``--track`` logs a
 calibration run and, for a ``models:/`` or ``runs:/`` model, stores the thresholds with that model
 version (or run), where ``predict`` finds them.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,15 +23,17 @@ from pipeline.data.dataset import DataYaml, content_hash
 from pipeline.destinations import build_then_swap, reserve
 from pipeline.inference.screen import FILE_NAME, Screen
 from pipeline.messages import UserError
-from pipeline.selection.calibration_report import markdown, plot_pr_curves, table_lines
+from pipeline.selection.calibration_report import markdown, plot_operating_curve, plot_pr_curves, table_lines
 from pipeline.selection.evaluation import data_spec
+from pipeline.selection.false_rejects import good_scores
 from pipeline.selection.matching import IOU, match_split
-from pipeline.selection.operating_points import LEVEL, OperatingPoints, operating_points
+from pipeline.selection.operating_points import LEVEL, PREFER, OperatingPoints, operating_points
 from pipeline.selection.screened_split import screened_split
 
 KIND = "calibrate"  # the marker's kind of an --out folder: a rerun replaces it once the new files are whole
 DEFAULT_OUT = "calibration"
-FILES = (FILE_NAME, "screen.md", "pr_curves.png")
+FILES = (FILE_NAME, "screen.md", "pr_curves.png", "operating_curve.png")
+MAX_FALSE_REJECT = 0.05  # the default image-level budget: 1 good part in 20 sent to a second look
 LOW_CONF = 0.001  # every detection an operating point could want: the thresholds are chosen far above it
 
 
@@ -63,6 +66,9 @@ def calibrate(
     target_recall: float = 0.95,
     recalls: dict[str, float] | None = None,
     max_fp_per_image: float | None = None,
+    good: str | Path | None = None,
+    max_false_reject: float | None = MAX_FALSE_REJECT,
+    prefer: str = "budget",
     out: str | Path | None = None,
     track: bool = False,
     experiment: str = "calibrations",
@@ -74,15 +80,26 @@ def calibrate(
     device: str = "auto",
 ) -> Calibration:
     """Per-class thresholds for ``model`` on ``split`` of ``data``: the highest whose recall reaches
-    ``target_recall`` (``recalls`` per class), or with ``max_fp_per_image`` the lowest within that budget."""
+    ``target_recall`` (``recalls`` per class), or with ``max_fp_per_image`` the lowest within that budget; raised
+    jointly where needed to falsely reject at most ``max_false_reject`` of the good images (``good``: a folder of
+    defect-free images; ``prefer="recall"`` keeps the recall targets and reports the rate)."""
     recalls = dict(recalls or {})
     spec = data_spec(data, split)
     _check_options(target_recall, recalls, max_fp_per_image, bootstrap, spec)
+    _check_budget(max_false_reject, prefer)
     # Held from before the model loads (a refused --out costs nothing) to the swap: one writer per folder.
     with reserve(out or DEFAULT_OUT, KIND, replace=True) as folder:
         started = time.perf_counter()
-        found, problems = screened_split(
-            model, data, split=split, conf=LOW_CONF, imgsz=imgsz, batch=batch, device=device, tracking_uri=tracking_uri
+        found, problems, good_images = screened_split(
+            model,
+            data,
+            split=split,
+            conf=LOW_CONF,
+            imgsz=imgsz,
+            batch=batch,
+            device=device,
+            tracking_uri=tracking_uri,
+            good=good,
         )
         inferred = time.perf_counter()
         matches = match_split(found.truth, found.detections, IOU)
@@ -92,6 +109,9 @@ def calibrate(
             targets=recalls,
             default=target_recall,
             max_fp_per_image=max_fp_per_image,
+            good=good_scores(good_images.detections, len(matches.classes)) if good_images else None,
+            max_false_reject=max_false_reject,
+            prefer=prefer,
             split=split,
             samples=bootstrap,
             seed=seed,
@@ -107,6 +127,11 @@ def calibrate(
             mode=mode,
             targets={} if mode == "fp_budget" else {"default": target_recall, **recalls},
             max_fp_per_image=max_fp_per_image,
+            max_false_reject=max_false_reject,
+            prefer=prefer,
+            false_reject=asdict(chosen.false_reject) if chosen.false_reject else {},
+            escape=chosen.escape,
+            good=str(good) if good is not None else "",
             model_sha256=found.model_sha256,
             data_hash=content_hash(spec.splits),  # as a training records its data (dataset.hash)
             iou=IOU,
@@ -119,7 +144,7 @@ def calibrate(
         result = Calibration(
             screen=screen,
             files=[str(p) for p in files],
-            lines=list(chosen.lines) + skipped,
+            lines=list(chosen.lines) + skipped + (good_images.lines() if good_images else []),
             inference_s=inferred - started,
             calibration_s=time.perf_counter() - inferred,
             model_run_id=found.model_run_id,
@@ -132,7 +157,7 @@ def calibrate(
                 from pipeline.tracking.screens import attach_screen
 
                 result.attached = attach_screen(
-                    model, screen.thresholds, screen.describe(), result.run_id, tracking_uri
+                    model, screen.thresholds, screen.describe(), result.run_id, tracking_uri, screen.false_reject
                 )
             result.tracking_s = time.perf_counter() - tracked
         elif registry_model:
@@ -162,14 +187,25 @@ def _check_options(
         raise CalibrateError(f"--bootstrap: at least 10 resamples for an interval, got {bootstrap}")
 
 
+def _check_budget(max_false_reject: float | None, prefer: str) -> None:
+    if max_false_reject is not None and (math.isnan(max_false_reject) or not 0 <= max_false_reject <= 1):
+        raise CalibrateError(f"--max-false-reject: a share of good images in [0, 1], got {max_false_reject!r}")
+    if prefer not in PREFER:
+        raise CalibrateError(f"--prefer: one of {', '.join(PREFER)}, got {prefer!r}")
+
+
 def _write(screen: Screen, chosen: OperatingPoints, folder: Path) -> list[Path]:
-    """screen.json, screen.md and pr_curves.png, built beside ``folder`` and swapped in whole."""
+    """screen.json, screen.md, pr_curves.png and (when a false-reject rate exists) operating_curve.png, built
+    beside ``folder`` and swapped in whole."""
     info: dict[str, Any] = {"model": screen.model, "data": screen.data, "split": screen.split}
+    names = FILES if chosen.operating is not None else FILES[:3]
     with build_then_swap(folder, KIND, "--out", **info) as staging:
         screen.write(staging / FILES[0])
         (staging / FILES[1]).write_text(markdown(screen, chosen.lines), encoding="utf-8")
         plot_pr_curves(chosen.curves, screen, staging / FILES[2])
-    return [folder / name for name in FILES]
+        if chosen.operating is not None:
+            plot_operating_curve(chosen.operating, screen, staging / FILES[3])
+    return [folder / name for name in names]
 
 
 def _log(result: Calibration, files: list[Path], experiment: str, tracking_uri: str) -> str:
@@ -185,6 +221,8 @@ def _log(result: Calibration, files: list[Path], experiment: str, tracking_uri: 
         for key in ("threshold", "recall", "recall_low", "recall_high", "precision", "fp_per_image", "objects"):
             summary[f"{key}.{class_key(name)}"] = getattr(point, key)
     summary.update({f"images.{k}": v for k, v in screen.images.items() if v is not None})
+    for side, rates in (("false_reject", screen.false_reject), ("escape", screen.escape)):
+        summary.update({f"{side}.{k}": rates[k] for k in ("rate", "low", "high") if rates.get(k) is not None})
     summary.update({"time.inference_s": result.inference_s, "time.calibration_s": result.calibration_s})
     params: dict[str, Any] = {
         "model": screen.model,
@@ -199,6 +237,9 @@ def _log(result: Calibration, files: list[Path], experiment: str, tracking_uri: 
     }
     if screen.mode == "fp_budget":
         params["max_fp_per_image"] = screen.max_fp_per_image
+    params.update({"max_false_reject": screen.max_false_reject, "prefer": screen.prefer, "good": screen.good})
+    if screen.false_reject:
+        params["false_reject.how"] = screen.false_reject["how"]
     params.update({f"target_recall.{class_key(k)}": v for k, v in screen.targets.items()})
     tags = {"pipeline.model_run_id": result.model_run_id} if result.model_run_id else {}
     name = f"calibrate {Path(screen.data).name} {screen.split}"

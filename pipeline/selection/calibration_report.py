@@ -1,4 +1,5 @@
-"""A calibration as people read it: the per-class table (terminal and Markdown) and the precision-recall plot."""
+"""A calibration as people read it: the per-class table (terminal and Markdown), the precision-recall plot and
+the operating curve (escapes against false rejects)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.inference.screen import ClassPoint, Screen
+from pipeline.selection.false_rejects import FalseRejects, OperatingCurve
 from pipeline.selection.operating_points import Curve
+
+CURVE_FILE = "operating_curve.png"
 
 HEADER = ("class", "threshold", "target", "recall [95% interval]", "precision", "FP/image", "objects")
 
@@ -40,7 +44,40 @@ def table_lines(screen: Screen) -> list[str]:
 def how_chosen(screen: Screen) -> str:
     if screen.mode == "fp_budget":
         return f"the lowest threshold with at most {screen.max_fp_per_image:g} false detections per image"
-    return "the highest threshold whose recall reaches the target"
+    how = "the highest threshold whose recall reaches the target"
+    if screen.max_false_reject is not None and screen.prefer == "budget":
+        how += f", raised where needed to reject at most {100 * screen.max_false_reject:g}% of good images"
+    return how
+
+
+def rates_section(screen: Screen) -> list[str]:
+    """screen.md's part on good and defective images: both rates at the chosen point, where they come from."""
+    if not screen.false_reject and not screen.escape:
+        return []
+    out = ["## Good parts rejected, defective parts let through", ""]
+    if all(k in screen.false_reject for k in FalseRejects.__dataclass_fields__):
+        found = FalseRejects(**{k: screen.false_reject[k] for k in FalseRejects.__dataclass_fields__})
+        line = (
+            f"- False-reject rate (good images rejected): {found.rate:.1%} [{found.low:.1%}, {found.high:.1%}], "
+            f"{found.source()}"
+        )
+        if screen.max_false_reject is not None:
+            kept = screen.prefer == "recall" or screen.mode == "fp_budget"  # the budget only reported
+            line += f"; budget {100 * screen.max_false_reject:g}%" + (
+                " (reported; thresholds not raised)" if kept else ""
+            )
+        out.append(line)
+    if screen.escape:
+        e = screen.escape
+        out.append(
+            f"- Escape rate (defective images not flagged): {e['rate']:.1%} [{e['low']:.1%}, {e['high']:.1%}] "
+            f"on {e['defective']} defective images"
+        )
+    out.append(
+        f"- {screen.bootstrap.get('level', 0.95):.0%} bootstrap intervals over images. How the two trade as the "
+        f"thresholds move together: [{CURVE_FILE}]({CURVE_FILE})"
+    )
+    return [*out, ""]
 
 
 def markdown(screen: Screen, lines: list[str]) -> str:
@@ -60,7 +97,7 @@ def markdown(screen: Screen, lines: list[str]) -> str:
         "|" + "|".join(["---"] + ["--:"] * (len(HEADER) - 1)) + "|",
     ]
     out += ["| " + " | ".join(_cells(name, point)) + " |" for name, point in screen.classes.items()]
-    out += ["", *(f"- {line}" for line in lines), ""]
+    out += ["", *(f"- {line}" for line in lines), "", *rates_section(screen)]
     return "\n".join(out)
 
 
@@ -115,6 +152,36 @@ def plot_pr_curves(curves: dict[str, Curve], screen: Screen, path: Path) -> Path
         ax.set_visible(False)
     figure.suptitle(
         f"precision-recall on {screen.split}: dot at threshold t, bar = 95% recall interval, dashed = target"
+    )
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def plot_operating_curve(found: OperatingCurve, screen: Screen, path: Path) -> Path:
+    """Escape rate against false-reject rate as the thresholds move together: the whole screen thick, each class
+    thin (only its threshold moving), the chosen thresholds a dot on each."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7.0, 5.6), layout="constrained")
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="false-reject rate (good images rejected)")
+    ax.set_ylabel("escape rate (defective images not flagged)")
+    ax.grid(alpha=0.3)
+    at = found.chosen
+    for k, (name, mine) in enumerate(found.classes.items()):
+        color = f"C{(k + 1) % 10}"
+        ax.plot(mine.false_reject, mine.escape, color=color, linewidth=1, label=name)
+        ax.plot([mine.false_reject[at]], [mine.escape[at]], "o", color=color, markersize=4)
+    ax.plot(found.false_reject, found.escape, color="C0", linewidth=3, label="screen")
+    ax.plot([found.false_reject[at]], [found.escape[at]], "o", color="C0", markersize=8)
+    ax.legend(loc="upper right", fontsize="small")
+    estimated = ", false rejects estimated from false detections outside the boxes" if found.how == "estimated" else ""
+    figure.suptitle(
+        f"escapes against false rejects on {screen.split}{estimated}\n"
+        "thick: the screen, thin: one class's threshold moving alone; dot: the chosen thresholds",
+        fontsize="medium",
     )
     figure.savefig(path, dpi=110)
     return path

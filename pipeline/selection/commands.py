@@ -174,6 +174,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
         no_regress=args.no_regress,
         dry_run=args.dry_run,
         device=args.device,
+        good=args.good,
+        screen=args.screen,
     )
     value = "no value" if done.value is None else f"{done.value:.4f}"
     chosen = f"best of {len(done.compared)} runs" if args.target == "best" else "as named"
@@ -221,14 +223,18 @@ def _check(args: argparse.Namespace) -> int:
     from pipeline.selection.calibration import CalibrateError
     from pipeline.selection.screen_check import check_screen
 
-    if args.target_recall is not None or args.recall or args.max_fp_per_image is not None or args.track:
-        raise CalibrateError("--check: the thresholds come from the screen file; no targets or --track with it")
+    chosen = (args.target_recall, args.max_fp_per_image, args.max_false_reject)
+    if any(option is not None for option in chosen) or args.recall or args.track or args.prefer != "budget":
+        raise CalibrateError(
+            "--check: the thresholds come from the screen file; no targets, budgets or --track with it"
+        )
     screen = read_screen(args.check)
     done = check_screen(
         args.model,
         args.data,
         screen,
         split=args.split,
+        good=args.good,
         seed=args.seed,
         bootstrap=args.bootstrap,
         imgsz=args.imgsz,
@@ -244,7 +250,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from pipeline.selection.calibration import CalibrateError, calibrate
+    from pipeline.selection.calibration import MAX_FALSE_REJECT, CalibrateError, calibrate
 
     if args.check:
         return _check(args)
@@ -258,6 +264,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         target_recall=0.95 if args.target_recall is None else args.target_recall,
         recalls=recalls,
         max_fp_per_image=args.max_fp_per_image,
+        good=args.good,
+        max_false_reject=MAX_FALSE_REJECT if args.max_false_reject is None else args.max_false_reject,
+        prefer=args.prefer,
         out=args.out,
         track=args.track,
         experiment=args.experiment,
@@ -388,7 +397,31 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         metavar="F",
         help="instead: per class, the lowest threshold with at most F false detections per image",
     )
-    p.add_argument("--out", default="calibration", help="for screen.json, screen.md, pr_curves.png (calibration/)")
+    p.add_argument(
+        "--good",
+        metavar="DIR",
+        help="a folder of defect-free images: the share of good parts the screen rejects is measured on them "
+        "(with the split's own background images); without any, it is estimated",
+    )
+    p.add_argument(
+        "--max-false-reject",
+        type=float,
+        metavar="R",
+        help="at most this share of good images rejected: thresholds are raised jointly where the recall targets "
+        "would reject more (default: 0.05)",
+    )
+    p.add_argument(
+        "--prefer",
+        choices=("budget", "recall"),
+        default="budget",
+        help="when recall targets and the false-reject budget cannot both hold: budget (default) keeps the budget, "
+        "recall keeps the targets and reports the rate",
+    )
+    p.add_argument(
+        "--out",
+        default="calibration",
+        help="for screen.json, screen.md, pr_curves.png, operating_curve.png (calibration/)",
+    )
     p.add_argument(
         "--check",
         metavar="SCREEN",
@@ -428,6 +461,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         type=float,
         metavar="MARGIN",
         help="refuse when the overall mAP50 or any class's AP50 is more than MARGIN below the alias's model",
+    )
+    p.add_argument(
+        "--good",
+        metavar="DIR",
+        help="--gate false_reject: defect-free images it is measured on (with --split's background images)",
+    )
+    p.add_argument(
+        "--screen",
+        metavar="FILE",
+        help="--gate false_reject: the screen.json whose thresholds it is measured at (default: stored with the run)",
     )
     p.add_argument("--dry-run", action="store_true", help="evaluate and decide, register nothing (exit 1: refused)")
     p.add_argument("--device", default="auto", help="where --data is evaluated (default: auto)")

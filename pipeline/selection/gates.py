@@ -23,6 +23,9 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
 }
 OVERALL_MAP50, OVERALL_MAP50_95 = "ultralytics.mAP50", "ultralytics.mAP50_95"
+# The share of good images the candidate's screen rejects: measured by promotion on --good or the split's background
+# images at the thresholds calibrated for the candidate (not a key of Evaluation.metrics()).
+FALSE_REJECT = "screen.false_reject"
 # What a user may write for the overall numbers; the rest are Evaluation.metrics()' own keys.
 SHORT_NAMES = {
     "AP50": OVERALL_MAP50,
@@ -33,6 +36,7 @@ SHORT_NAMES = {
     "mAP50-95": OVERALL_MAP50_95,
     "precision": "ultralytics.precision",
     "recall": "ultralytics.recall",
+    "false_reject": FALSE_REJECT,
 }
 OVERALL = (
     "ultralytics.precision",
@@ -45,6 +49,7 @@ OVERALL = (
     "coco.AP_small",
     "coco.AP_medium",
     "coco.AP_large",
+    FALSE_REJECT,
 )
 # Per-class metrics: "<prefix><class>"; longest first, so "coco.AP50." is not read as "coco.AP" + "50.x".
 PER_CLASS = ("coco.AP50.", "coco.AP.", "AP50_95.", "AP50-95.", "AP50.", "precision.", "recall.")
@@ -102,7 +107,8 @@ def metric_key(name: str, classes: Mapping[str, str]) -> str:
             return f"{prefix.replace('AP50-95', 'AP50_95')}{classes[wanted]}"
     per_class = ", ".join(f"{p}<class>" for p in PER_CLASS if p != "AP50-95.")
     raise GateError(
-        f"unknown metric {name!r} (overall: AP50, AP50_95, precision, recall, ultralytics.*, coco.*; {per_class})"
+        f"unknown metric {name!r} (overall: AP50, AP50_95, precision, recall, false_reject, ultralytics.*, coco.*; "
+        f"{per_class})"
     )
 
 

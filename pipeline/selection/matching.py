@@ -7,7 +7,9 @@ computes it for crowds) is dropped, neither a hit nor a false alarm. Unlike COCO
 cap of 100 detections per image: an operating point is a score threshold, not a ranking.
 
 The result, per class, is what the operating points need: every detection's score (descending), a
-hit flag, an ignored flag and the image it belongs to, and the number of objects of each class in each image.
+hit flag, an ignored flag, an outside flag (it overlaps no labelled box of any class, crowds included: a
+false alarm such as a good image would show) and the image it belongs to, and the number of objects of
+each class in each image.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ class ClassMatches:
     hits: np.ndarray  # bool: the detection matched an object (a true positive at the IoU threshold)
     images: np.ndarray  # int: index of the detection's image in `Matches.image_ids`
     ignored: np.ndarray  # bool: it fell on a crowd region only; neither a hit nor a false alarm (COCO's rule)
+    # bool: its box overlaps no labelled box of any class (crowds included; intersection area 0 with each): a
+    # false alarm where the part looks defect-free, what the false-reject estimate counts
+    outside: np.ndarray
 
     @property
     def false(self) -> np.ndarray:
@@ -97,6 +102,30 @@ def match_image(boxes: np.ndarray, truths: np.ndarray, crowd: np.ndarray, iou: f
     return np.where(taken >= 0, 1, np.where(taken == ON_CROWD, -1, 0)).astype(np.int8)
 
 
+def outside_boxes(
+    d_image: np.ndarray, d_box: np.ndarray, g_image: np.ndarray, g_box: np.ndarray, images: int
+) -> np.ndarray:
+    """Per detection: True when its box meets no ground-truth box of its image (intersection area 0 with each,
+    whatever the class; touching edges do not overlap)."""
+    outside = np.ones(len(d_image), dtype=bool)
+    if not len(d_image) or not len(g_image):
+        return outside
+    d_order, g_order = np.argsort(d_image, kind="stable"), np.argsort(g_image, kind="stable")
+    d_bounds = np.searchsorted(d_image[d_order], np.arange(images + 1))
+    g_bounds = np.searchsorted(g_image[g_order], np.arange(images + 1))
+    for image in np.flatnonzero((np.diff(d_bounds) > 0) & (np.diff(g_bounds) > 0)):
+        mine, rows = d_order[d_bounds[image] : d_bounds[image + 1]], g_order[g_bounds[image] : g_bounds[image + 1]]
+        d, g = d_box[mine], g_box[rows]
+        width = np.minimum(d[:, None, 0] + d[:, None, 2], g[None, :, 0] + g[None, :, 2]) - np.maximum(
+            d[:, None, 0], g[None, :, 0]
+        )
+        height = np.minimum(d[:, None, 1] + d[:, None, 3], g[None, :, 1] + g[None, :, 3]) - np.maximum(
+            d[:, None, 1], g[None, :, 1]
+        )
+        outside[mine] = ~((width > 0) & (height > 0)).any(axis=1)
+    return outside
+
+
 def match_split(truth: dict[str, Any], detections: list[dict[str, Any]], iou: float = IOU) -> Matches:
     """Match COCO results to COCO ground truth (``predict_split``'s ``truth`` and ``detections``)."""
     categories = sorted(truth["categories"], key=lambda c: c["id"])
@@ -123,6 +152,7 @@ def match_split(truth: dict[str, Any], detections: list[dict[str, Any]], iou: fl
     order = np.lexsort((-d_score, d_class, d_image))
     d_image, d_class, d_box, d_score = d_image[order], d_class[order], d_box[order], d_score[order]
     outcome = np.zeros(len(order), dtype=np.int8)
+    outside = outside_boxes(d_image, d_box, g_image, g_box, len(image_ids))
     g_order = np.lexsort((g_class, g_image))
     g_keys = g_image[g_order] * len(classes) + g_class[g_order]
     d_keys = d_image * len(classes) + d_class
@@ -138,8 +168,8 @@ def match_split(truth: dict[str, Any], detections: list[dict[str, Any]], iou: fl
     per_class: dict[str, ClassMatches] = {}
     for k, name in enumerate(classes):
         mine = d_class == k
-        scores, found, images = d_score[mine], outcome[mine], d_image[mine]
+        scores, found, images, away = d_score[mine], outcome[mine], d_image[mine], outside[mine]
         by_score = np.argsort(-scores, kind="stable")
         found = found[by_score]
-        per_class[name] = ClassMatches(scores[by_score], found == 1, images[by_score], found == -1)
+        per_class[name] = ClassMatches(scores[by_score], found == 1, images[by_score], found == -1, away[by_score])
     return Matches(image_ids, classes, objects, per_class)

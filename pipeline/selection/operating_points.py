@@ -11,19 +11,38 @@ in together. Two ways to choose it per class:
 
 The recall's 95% interval comes from a bootstrap over images (the unit a factory samples): ``B``
 resamples of the split as one (B x images) count matrix, times the per-image hit and object counts.
+
+Recall targets alone say nothing of good parts: every choice also reports the false-reject rate (measured on
+good images, else estimated; see ``false_rejects``), and with a false-reject budget the recall-target
+thresholds are raised until the screen keeps within it (``operating_points``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from pipeline.inference.screen import ClassPoint
+from pipeline.selection.false_rejects import (
+    LEVEL,
+    FalseRejects,
+    OperatingCurve,
+    escapes,
+    false_reject_rate,
+    false_rejects,
+    good_table,
+    operating_curve,
+    percent,
+    recall_at,
+    reject_evidence,
+    resample_counts,
+    within_budget,
+)
 from pipeline.selection.matching import ClassMatches, Matches
 
-LEVEL = 0.95
+PREFER = ("budget", "recall")
 
 
 @dataclass(frozen=True)
@@ -88,14 +107,6 @@ def for_fp_budget(name: str, found: Curve, budget: float, images: int) -> Choice
     return Choice(threshold, False, note)
 
 
-def resample_counts(images: int, samples: int, seed: int) -> np.ndarray:
-    """(samples x images): how often each image is drawn in each bootstrap resample of the split."""
-    rng = np.random.default_rng(seed)
-    if images == 0:
-        return np.zeros((samples, 0), dtype=np.int64)
-    return rng.multinomial(images, np.full(images, 1.0 / images), size=samples)
-
-
 def recall_interval(
     counts: np.ndarray, hits_per_image: np.ndarray, objects_per_image: np.ndarray, level: float = LEVEL
 ) -> tuple[float, float]:
@@ -147,6 +158,12 @@ class OperatingPoints:
     images: dict[str, Any]  # image level: flagged defective and falsely rejected good images
     curves: dict[str, Curve]
     lines: list[str] = field(default_factory=list)  # unreachable targets, classes without objects, image level
+    false_reject: FalseRejects | None = None  # at `thresholds`; None: no good image and no defective image
+    max_false_reject: float | None = None  # the budget asked for (None: none)
+    prefer: str = "budget"
+    escape: dict[str, Any] = field(default_factory=dict)  # defective images not flagged: rate, low, high, defective
+    recall_thresholds: dict[str, float] = field(default_factory=dict)  # the recall targets' (or fp budget's) own
+    operating: OperatingCurve | None = None  # escapes against false rejects as the thresholds move together
 
 
 def image_level(matches: Matches, thresholds: dict[str, float]) -> dict[str, Any]:
@@ -184,28 +201,72 @@ def image_lines(images: dict[str, Any]) -> list[str]:
     return lines
 
 
+def floor_note(name: str, found: Curve, target: float, images: int) -> str:
+    """An unreachable target whose threshold fell to the lowest score the class has: said, never silent."""
+    false = float(found.false[-1]) / max(images, 1)
+    return (
+        f"class {name}: recall {target:g} cannot be reached (at most {found.recall[-1]:.2f}); its threshold "
+        f"{found.scores[-1]:.3g} is the lowest score seen, with {false:.1f} false detections per image"
+    )
+
+
+def short_note(name: str, wanted: str, rate: float, how: str, budget: float, recall: float) -> str:
+    """A class the budget held below its recall target; ``rate``: the false-reject rate were it at its target."""
+    estimated = " (estimated)" if how == "estimated" else ""
+    return (
+        f"class {name}: short: recall {wanted} would reject {percent(rate)}{estimated} of good images; "
+        f"at the {100 * budget:g}% false-reject budget it reaches {recall:.2f}"
+    )
+
+
 def operating_points(
     matches: Matches,
     *,
     targets: dict[str, float] | None = None,
     default: float = 0.95,
     max_fp_per_image: float | None = None,
+    good: np.ndarray | None = None,
+    max_false_reject: float | None = None,
+    prefer: str = "budget",
     split: str = "val",
     samples: int = 1000,
     seed: int = 0,
 ) -> OperatingPoints:
     """Every class's operating point: by recall target (``targets`` per class, else ``default``) or, when
-    ``max_fp_per_image`` is given, by false-alarm budget."""
+    ``max_fp_per_image`` is given, by false-alarm budget; then held within a false-reject budget.
+
+    ``good``: a folder of good images' scores (``false_rejects.good_scores``); the split's own background
+    images are added to it here. The false-reject rate is measured on those good images when there is any,
+    else estimated from the false detections outside every labelled box on the defective images.
+
+    1. Each class starts at its recall-target threshold (``for_recall``). An unreachable target that leaves it
+       at the lowest score the class has gets a line saying so, with the false detections per image there.
+    2. With ``prefer="budget"``, a ``max_false_reject`` and a rate above it, thresholds are raised greedily,
+       one class at a time (``false_rejects.within_budget``): each class's move is to just above its next
+       good-image score (estimated: next outside false detection) at or above its threshold; the move with the
+       largest drop in the rate per unit of recall lost is taken (ties: the smaller recall loss), until the
+       rate is within the budget or no class flags anything. No threshold ends below its start. A class whose
+       recall fell below its target gets a ``short:`` line: the rate were it at its target (the others where
+       chosen), and the recall it reaches.
+    3. ``prefer="recall"`` (or no budget, or the false-alarm mode) keeps the thresholds and reports the rate,
+       with a line when it is over the budget.
+
+    The rates at the chosen point come with bootstrap intervals (``samples``, ``seed``), and ``operating`` holds
+    the escape and false-reject rates as the thresholds move together.
+    """
+    if prefer not in PREFER:
+        raise ValueError(f"prefer: one of {', '.join(PREFER)}, got {prefer!r}")
+    if max_false_reject is not None and not 0 <= max_false_reject <= 1:
+        raise ValueError(f"max_false_reject: a share in [0, 1], got {max_false_reject!r}")
     targets = targets or {}
     counts = resample_counts(len(matches.image_ids), samples, seed)  # one set of resamples for every class
-    chosen = OperatingPoints({}, {}, {}, {})
+    chosen = OperatingPoints({}, {}, {}, {}, max_false_reject=max_false_reject, prefer=prefer)
+    start: dict[str, tuple[Choice, float | None]] = {}
     for name in matches.classes:
         per_image = matches.objects_of(name)
         found = curve(matches.per_class[name], int(per_image.sum()))
         chosen.curves[name] = found
         if found.objects == 0:
-            chosen.classes[name] = no_objects_point(name, split)
-            chosen.lines.append(chosen.classes[name].note)
             continue
         if max_fp_per_image is not None:
             target = None
@@ -213,10 +274,59 @@ def operating_points(
         else:
             target = targets.get(name, default)
             choice = for_recall(name, found, target)
-        chosen.classes[name] = point(matches.per_class[name], per_image, choice, target, counts)
+            if not choice.reached and len(found.scores) and choice.threshold == found.scores[-1]:
+                choice = Choice(choice.threshold, False, floor_note(name, found, target, len(per_image)))
+        start[name] = (choice, target)
         chosen.thresholds[name] = choice.threshold
-        if choice.note:
-            chosen.lines.append(choice.note)
+    chosen.recall_thresholds = dict(chosen.thresholds)
+
+    evidence = reject_evidence(matches, good_table(matches, good))
+    budget = max_false_reject if evidence is not None and max_fp_per_image is None and prefer == "budget" else None
+    if budget is not None:
+        chosen.thresholds = within_budget(evidence, chosen.thresholds, chosen.curves, budget)
+
+    for name in matches.classes:
+        if name not in start:
+            chosen.classes[name] = no_objects_point(name, split)
+            chosen.lines.append(chosen.classes[name].note)
+            continue
+        (choice, target), found = start[name], chosen.curves[name]
+        threshold, notes = chosen.thresholds[name], [choice.note] if choice.note else []
+        if threshold != choice.threshold:  # raised by the budget
+            recall, wanted = recall_at(found, threshold), recall_at(found, choice.threshold)
+            goal = target if choice.reached and target is not None else wanted
+            if recall < goal - 1e-12:
+                label = f"{goal:g}" if choice.reached and target is not None else f"{wanted:.2f}"
+                at_target = false_reject_rate(evidence, {**chosen.thresholds, name: choice.threshold})
+                notes.append(short_note(name, label, at_target, evidence.how, budget, recall))
+            reached = choice.reached and (target is None or recall >= target - 1e-12)
+            choice = Choice(threshold, reached, "; ".join(notes))
+        found_point = point(matches.per_class[name], matches.objects_of(name), choice, target, counts)
+        alone = false_reject_rate(evidence, {name: threshold}) if evidence is not None else None
+        chosen.classes[name] = replace(found_point, false_reject=alone)
+        chosen.lines.extend(notes)
+
+    if evidence is not None:
+        chosen.false_reject = false_rejects(evidence, chosen.thresholds, samples, seed)
+        line = chosen.false_reject.line()
+        chosen.lines.append(line if max_false_reject is None else f"{line} (budget {100 * max_false_reject:g}%)")
+        if max_false_reject is not None and chosen.false_reject.rate > max_false_reject + 1e-12:
+            why = "the false-alarm budget chose the thresholds" if max_fp_per_image is not None else "prefer recall"
+            if budget is not None:
+                why = "no class has a false alarm left to drop below 1.0"
+            chosen.lines.append(
+                f"the false-reject rate {percent(chosen.false_reject.rate)} is over the "
+                f"{100 * max_false_reject:g}% budget ({why})"
+            )
+        if chosen.thresholds:
+            chosen.operating = operating_curve(matches, chosen.thresholds, evidence)
+    chosen.escape = escapes(matches, chosen.thresholds, samples, seed)
+    if chosen.escape and chosen.thresholds:
+        e = chosen.escape
+        chosen.lines.append(
+            f"escape rate (defective images not flagged): {e['rate']:.1%} [{e['low']:.1%}, {e['high']:.1%}] "
+            f"on {e['defective']} defective images"
+        )
     chosen.images = image_level(matches, chosen.thresholds)
     chosen.lines.extend(image_lines(chosen.images))
     return chosen

@@ -10,6 +10,8 @@ With ``data``, the promotion is gated (`pipeline.selection.gates`): the candidat
 behind the alias are evaluated on the same split; a failing gate, or (with ``no_regress``) a class
 whose AP50 fell by more than the margin, refuses it. The candidate is registered either way (unless
 ``dry_run``), tagged with the decision, its reason and the numbers; only an accepted one gets the alias.
+A ``false_reject<=R`` gate measures the share of good images (``good``, and the split's background images)
+the candidate's screen rejects: the thresholds calibrated for it (stored with its run, or ``screen``).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.inference.screen import Screen, read_screen
 from pipeline.messages import UserError
-from pipeline.selection.gates import Decision, Gate, decide, parse_gates
+from pipeline.selection.gates import FALSE_REJECT, Decision, Gate, decide, parse_gates
 
 TAG_PREFIX = "pipeline.promotion"
 
@@ -68,6 +71,8 @@ def promote(
     no_regress: float | None = None,
     dry_run: bool = False,
     device: str = "auto",
+    good: str | Path | None = None,
+    screen: str | Path | None = None,
 ) -> Promotion:
     """Register the model of run ``target`` (or of the ``best`` run of ``experiment``, or of the sweep
     ``parent``'s children, by ``metric``); with ``data``, only if it passes ``gates`` and ``no_regress``
@@ -75,6 +80,9 @@ def promote(
     from pipeline.tracking import best_run, register_model, run_metric  # mlflow loads only when needed
 
     parsed = _checked_gates(data, split, gates, no_regress)  # before any lookup or evaluation: a typo costs nothing
+    if (good or screen) and not any(gate.metric == FALSE_REJECT for gate in parsed):
+        raise PromoteError("--good and --screen: they serve a --gate 'false_reject<=R'; add one, or leave them out")
+    screen_file = read_screen(screen) if screen else None  # a bad file is one line before any lookup
     if target == "best":
         try:
             run_id, value, compared = best_run(experiment, metric, tracking_uri, lowest, parent=parent)
@@ -98,8 +106,9 @@ def promote(
     }
     decision, compared_with, previous = None, "none", None
     if data:
+        screening = Screening(good, screen_file, device, tracking_uri)
         decision, compared_with, previous = _gated(
-            run_id, name, alias, data, split, parsed, no_regress, device, tracking_uri
+            run_id, name, alias, data, split, parsed, no_regress, device, tracking_uri, screening
         )
         reason.update(decision.tags(TAG_PREFIX))
         reason[f"{TAG_PREFIX}.compared_with"] = compared_with
@@ -149,6 +158,40 @@ def data_classes(data: str | Path, split: str) -> list[str]:
     return [str(name) for _, name in sorted(read_data_yaml(path, require=(split,)).names.items())]
 
 
+@dataclass(frozen=True)
+class Screening:
+    """What a false_reject gate measures with: good images, the candidate's thresholds (a screen.json, else those
+    stored with its run)."""
+
+    good: str | Path | None
+    screen: Screen | None  # --screen, read
+    device: str
+    tracking_uri: str
+
+    def thresholds(self, model: str) -> dict[str, float]:
+        if self.screen is not None:
+            return dict(self.screen.thresholds)
+        from pipeline.tracking.screens import stored_screen
+
+        stored = stored_screen(model, self.tracking_uri)
+        if stored is None:
+            raise PromoteError(
+                f"--gate false_reject: {model} has no screen: calibrate it with --track, or pass --screen FILE"
+            )
+        return stored.thresholds
+
+    def false_reject(self, model: str, data: str | Path, split: str, thresholds: dict[str, float]) -> float:
+        from pipeline.selection.calibration import CalibrateError
+        from pipeline.selection.screen_check import measured_false_reject
+
+        try:
+            return measured_false_reject(
+                model, data, thresholds, split=split, good=self.good, device=self.device, tracking_uri=self.tracking_uri
+            )
+        except CalibrateError as exc:
+            raise PromoteError(f"--gate {exc}") from None
+
+
 def _gated(
     run_id: str,
     name: str,
@@ -159,6 +202,7 @@ def _gated(
     no_regress: float | None,
     device: str,
     tracking_uri: str,
+    screening: Screening,
 ) -> tuple[Decision, str, str | None]:
     """Evaluate the candidate and the version behind the alias on the same split; (decision, compared with,
     that version)."""
@@ -169,13 +213,19 @@ def _gated(
         current = alias_version(name, alias, tracking_uri)
     except StoreUnavailable as exc:
         raise PromoteError(str(exc)) from None
-    candidate = evaluate(f"runs:/{run_id}/model", data, split=split, device=device, tracking_uri=tracking_uri)
+    model = f"runs:/{run_id}/model"
+    screened = any(gate.metric == FALSE_REJECT for gate in gates)
+    thresholds = screening.thresholds(model) if screened else {}  # looked up before any evaluation
+    candidate = evaluate(model, data, split=split, device=device, tracking_uri=tracking_uri)
+    metrics = candidate.metrics()
+    if screened:
+        metrics[FALSE_REJECT] = screening.false_reject(model, data, split, thresholds)
     if current is None:
-        return decide(gates, candidate.metrics(), None, no_regress), "none", None
+        return decide(gates, metrics, None, no_regress), "none", None
     version, current_run = current
     pinned = f"models:/{name}/{version}"  # not the alias: it cannot move between the two evaluations
     if current_run == run_id:
         now = candidate  # the same run's model: the same weights, evaluated once
     else:
         now = evaluate(pinned, data, split=split, device=device, tracking_uri=tracking_uri)
-    return decide(gates, candidate.metrics(), now.metrics(), no_regress), pinned, version
+    return decide(gates, metrics, now.metrics(), no_regress), pinned, version

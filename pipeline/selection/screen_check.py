@@ -14,6 +14,15 @@ from typing import Any
 
 from pipeline.inference.screen import ClassPoint, Screen
 from pipeline.selection.calibration import LOW_CONF, CalibrateError
+from pipeline.selection.false_rejects import (
+    FalseRejects,
+    escapes,
+    false_reject_rate,
+    false_rejects,
+    good_scores,
+    good_table,
+    reject_evidence,
+)
 from pipeline.selection.matching import match_split
 from pipeline.selection.operating_points import Choice, image_level, image_lines, point, resample_counts
 from pipeline.selection.screened_split import screened_split
@@ -26,6 +35,8 @@ class ScreenCheck:
     classes: dict[str, ClassPoint]  # what each stored threshold reaches on `split`
     images: dict[str, Any]
     lines: list[str] = field(default_factory=list)
+    false_reject: FalseRejects | None = None  # image level, on the good images (or estimated)
+    escape: dict[str, Any] = field(default_factory=dict)  # image level: defective images not flagged
 
     def rows(self) -> list[dict[str, Any]]:
         """Per class: target, the calibration split's recall, the recall reached here with its interval."""
@@ -91,6 +102,7 @@ def check_screen(
     screen: Screen,
     *,
     split: str = "test",
+    good: str | Path | None = None,
     seed: int = 0,
     bootstrap: int = 1000,
     imgsz: int = 0,
@@ -98,11 +110,21 @@ def check_screen(
     device: str = "auto",
     tracking_uri: str = "",
 ) -> ScreenCheck:
-    """The recall, precision and false alarms ``screen``'s thresholds give on ``split`` of ``data``."""
+    """The recall, precision and false alarms ``screen``'s thresholds give on ``split`` of ``data``; and at image
+    level its escape and false-reject rates (measured on ``good`` and the split's background images, else
+    estimated as calibration estimates them)."""
     if split == screen.split and str(data) == screen.data:
         raise CalibrateError(f"--check: the screen was calibrated on {split} of {data}; check it on another split")
-    found, _ = screened_split(
-        model, data, split=split, conf=LOW_CONF, imgsz=imgsz, batch=batch, device=device, tracking_uri=tracking_uri
+    found, _, good_images = screened_split(
+        model,
+        data,
+        split=split,
+        conf=LOW_CONF,
+        imgsz=imgsz,
+        batch=batch,
+        device=device,
+        tracking_uri=tracking_uri,
+        good=good,
     )
     matches = match_split(found.truth, found.detections)
     unknown = sorted(set(screen.thresholds) - set(matches.classes))
@@ -117,8 +139,55 @@ def check_screen(
         classes[name] = point(matches.per_class[name], per_image, Choice(threshold, True), target, counts)
     lines = shortfalls(screen, split, classes)
     images = image_level(matches, screen.thresholds)
+    folder = good_scores(good_images.detections, len(matches.classes)) if good_images else None
+    evidence = reject_evidence(matches, good_table(matches, folder))
+    rejects = false_rejects(evidence, screen.thresholds, bootstrap, seed) if evidence is not None else None
+    escape = escapes(matches, screen.thresholds, bootstrap, seed)
+    if rejects is not None:
+        lines.append(rejects.line() + _against_calibration(screen, rejects))
+    if escape:
+        lines.append(
+            f"escape rate (defective images not flagged): {escape['rate']:.1%} "
+            f"[{escape['low']:.1%}, {escape['high']:.1%}] on {escape['defective']} defective images"
+        )
     lines.extend(image_lines(images))
-    return ScreenCheck(screen, split, classes, images, lines)
+    lines.extend(good_images.lines() if good_images else [])
+    return ScreenCheck(screen, split, classes, images, lines, false_reject=rejects, escape=escape)
 
 
-__all__ = ["ScreenCheck", "check_screen", "shortfalls"]
+def _against_calibration(screen: Screen, rejects: FalseRejects) -> str:
+    """``; calibration expected 4.0% [2.0%, 7.0%]``, and whether this split's interval lies above that."""
+    expected = screen.expected_false_reject()
+    if expected is None:
+        return ""
+    rate, low, high = expected
+    above = "; above what calibration expected" if rejects.low > high else ""
+    return f"; calibration expected {rate:.1%} [{low:.1%}, {high:.1%}]{above}"
+
+
+def measured_false_reject(
+    model: str,
+    data: str | Path,
+    thresholds: dict[str, float],
+    *,
+    split: str,
+    good: str | Path | None = None,
+    device: str = "auto",
+    tracking_uri: str = "",
+) -> float:
+    """The share of good images (``good`` and ``split``'s background images) that ``thresholds`` reject; never an
+    estimate: CalibrateError when there is no good image to measure on."""
+    found, _, good_images = screened_split(
+        model, data, split=split, conf=LOW_CONF, device=device, tracking_uri=tracking_uri, good=good
+    )
+    matches = match_split(found.truth, found.detections)
+    folder = good_scores(good_images.detections, len(matches.classes)) if good_images else None
+    evidence = reject_evidence(matches, good_table(matches, folder))
+    if evidence is None or evidence.how != "measured":
+        raise CalibrateError(
+            f"false_reject: no good image to measure it on ({split} of {data} has no background image): pass --good DIR"
+        )
+    return false_reject_rate(evidence, thresholds)
+
+
+__all__ = ["ScreenCheck", "check_screen", "measured_false_reject", "shortfalls"]

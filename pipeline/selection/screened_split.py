@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,23 @@ import yaml
 
 from pipeline.data.dataset import DatasetError
 from pipeline.selection.evaluation import SplitPredictions, data_spec
+
+
+class CalibrationInputError(DatasetError):
+    """A --good folder that cannot be used (missing, no image in it); the message is one line."""
+
+
+@dataclass
+class GoodImages:
+    """A folder of defect-free images predicted with the split: each image's detections, and what failed."""
+
+    folder: str
+    detections: list[list[tuple[int, float]]] = field(default_factory=list)  # per image read: (class index, score)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of each image that could not be read
+
+    def lines(self) -> list[str]:
+        """The failed images, one line each (file and reason): none is dropped silently."""
+        return [f"--good: {path}: left out ({reason})" for path, reason in self.failed]
 
 
 def _split_only(spec: Any, split: str, folder: Path) -> Path:
@@ -63,29 +81,44 @@ def screened_split(
     batch: int = 16,
     device: str = "auto",
     tracking_uri: str = "",
-) -> tuple[SplitPredictions, int]:
-    """``split`` of ``data`` predicted by `predict` at ``conf``, with its ground truth; and the label problems
-    left out. ``metrics`` of the result is None: these are a screen's detections, not an mAP evaluation's."""
+    good: str | Path | None = None,
+) -> tuple[SplitPredictions, int, GoodImages | None]:
+    """``split`` of ``data`` predicted by `predict` at ``conf``, with its ground truth; the label problems left
+    out; and, with ``good`` (a folder of defect-free images), those images predicted in the same pass.
+    ``metrics`` of the result is None: these are a screen's detections, not an mAP evaluation's."""
     from pipeline.inference import predict
 
     spec = data_spec(data, split)
+    good_paths = _good_images(good) if good is not None else []
     with tempfile.TemporaryDirectory(prefix="yolo-pipeline-screen-") as tmp:
         folder = Path(tmp)
         truth, names, problems = ground_truth(_split_only(spec, split, folder), split)
         listing = folder / "images.txt"
-        listing.write_text("".join(f"{image['file_name']}\n" for image in truth["images"]), encoding="utf-8")
+        paths = [image["file_name"] for image in truth["images"]] + good_paths
+        listing.write_text("".join(f"{path}\n" for path in paths), encoding="utf-8")
         options = {"conf": conf, "imgsz": imgsz, "batch": batch, "device": device, "progress": False}
         found = predict(listing, model, folder / "predicted", tracking_uri=tracking_uri, **options)
         ids = {image["file_name"]: image["id"] for image in truth["images"]}
+        seen = GoodImages(str(good)) if good is not None else None
         detections = []
         for line in (folder / "predicted" / "predictions.jsonl").read_text(encoding="utf-8").splitlines():
             record = json.loads(line)
+            image_id = ids.get(os.path.abspath(record["path"]))
+            if image_id is None:  # one of the good images
+                seen.detections.append([(d["class_id"], d["score"]) for d in record["detections"]])
+                continue
             for d in record["detections"]:
                 x1, y1, x2, y2 = d["box"]
                 detections.append(
-                    {"image_id": ids[os.path.abspath(record["path"])], "category_id": d["class_id"] + 1,
+                    {"image_id": image_id, "category_id": d["class_id"] + 1,
                      "bbox": [x1, y1, x2 - x1, y2 - y1], "score": d["score"]}
                 )  # fmt: skip
+        if seen is not None:
+            errors = folder / "predicted" / "errors.jsonl"
+            for line in errors.read_text(encoding="utf-8").splitlines() if errors.exists() else []:
+                record = json.loads(line)
+                if os.path.abspath(record["path"]) not in ids:
+                    seen.failed.append((record["path"], record["reason"]))
         settings = json.loads((folder / "predicted" / "run.json").read_text(encoding="utf-8"))
     if len(settings["classes"]) != len(names):
         raise DatasetError(
@@ -94,4 +127,21 @@ def screened_split(
     predictions = SplitPredictions(
         truth, detections, dict(enumerate(names)), found.run_id, None, settings.get("model_sha256", "")
     )
-    return predictions, problems
+    return predictions, problems, seen
+
+
+def _good_images(good: str | Path) -> list[str]:
+    """The images of a --good folder, absolute, in `predict`'s order; one line when there is none to use."""
+    from pipeline.inference.discover import iter_images
+    from pipeline.inference.errors import SourceError
+
+    folder = Path(good)
+    if not folder.is_dir():
+        raise CalibrationInputError(f"--good: {good}: not a folder of defect-free images")
+    try:
+        paths = [os.path.abspath(path) for path in iter_images(folder)]
+    except SourceError as exc:
+        raise CalibrationInputError(f"--good: {exc}") from None
+    if not paths:
+        raise CalibrationInputError(f"--good: {good}: no image in it")
+    return paths

@@ -71,10 +71,12 @@ def log_prediction(
     experiment: str = "predictions",
     tracking_uri: str = "",
     model_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> str:
     """One finished run holding a prediction's summary: ``params``, numeric ``summary`` values as metrics,
-    ``files`` as artifacts, tagged with the model's run (``pipeline.model_run_id``) when it came from one."""
-    tags = {"pipeline.model_run_id": model_run_id} if model_run_id else {}
+    ``files`` as artifacts, tagged with the model's run (``pipeline.model_run_id``) when it came from one, and
+    with ``tags``."""
+    tags = {**(tags or {}), **({"pipeline.model_run_id": model_run_id} if model_run_id else {})}
     name = f"predict {params.get('source', '')}"
     return log_summary_run("prediction", summary, params, files, experiment, name, tracking_uri, tags)
 

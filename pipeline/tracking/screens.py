@@ -9,7 +9,8 @@ For ``models:/<name>@<alias>`` (or ``/<version>``) they are tags of that model v
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from pipeline.checkpoints import MODEL_URI_SCHEMES
 from pipeline.tracking.registry import lookup_uri, model_version_of, quick_requests
@@ -18,6 +19,7 @@ from pipeline.tracking.store import client_for
 THRESHOLDS_TAG = "pipeline.screen.thresholds"  # compact JSON: {class: score}
 RUN_TAG = "pipeline.screen.run"  # the calibration run, whose artifacts hold screen/screen.json
 ABOUT_TAG = "pipeline.screen.about"  # Screen.describe(): how they were chosen
+FALSE_REJECT_TAG = "pipeline.screen.false_reject"  # compact JSON: rate, low, high, how (what predict checks against)
 ARTIFACT_PATH = "screen"
 
 
@@ -27,6 +29,7 @@ class StoredScreen:
     about: str  # how they were chosen
     source: str  # where they were read: "models:/name/3" or "run <id>"
     calibration_run: str
+    false_reject: dict[str, Any] = field(default_factory=dict)  # the calibration's false-reject rate, if stored
 
 
 def _target(model_uri: str, uri: str) -> tuple[str, str, str] | None:
@@ -44,9 +47,15 @@ def _target(model_uri: str, uri: str) -> tuple[str, str, str] | None:
 
 
 def attach_screen(
-    model_uri: str, thresholds: dict[str, float], about: str, calibration_run: str, tracking_uri: str = ""
+    model_uri: str,
+    thresholds: dict[str, float],
+    about: str,
+    calibration_run: str,
+    tracking_uri: str = "",
+    false_reject: dict[str, Any] | None = None,
 ) -> str | None:
-    """Tag the model version (or run) behind ``model_uri`` with the thresholds; returns where, None for a file."""
+    """Tag the model version (or run) behind ``model_uri`` with the thresholds (and the false-reject rate they were
+    calibrated to); returns where, None for a file."""
     uri = lookup_uri(tracking_uri)
     with quick_requests():
         target = _target(model_uri, uri)
@@ -54,6 +63,8 @@ def attach_screen(
             return None
         tags = {THRESHOLDS_TAG: json.dumps(thresholds, separators=(",", ":")), ABOUT_TAG: about[:4000]}
         tags[RUN_TAG] = calibration_run
+        if false_reject:
+            tags[FALSE_REJECT_TAG] = json.dumps(false_reject, separators=(",", ":"))
         client = client_for(uri)
         kind, name, version = target
         for key, value in tags.items():
@@ -90,4 +101,9 @@ def stored_screen(model_uri: str, tracking_uri: str = "") -> StoredScreen | None
     except (ValueError, TypeError, AttributeError):
         return None  # a hand-edited tag that is not our JSON: as if none were stored (predict says which it uses)
     source = f"models:/{name}/{version}" if kind == "version" else f"run {name}{behind}"
-    return StoredScreen(thresholds, tags.get(ABOUT_TAG, ""), source, tags.get(RUN_TAG, ""))
+    try:
+        false_reject = json.loads(tags.get(FALSE_REJECT_TAG, "{}"))
+    except ValueError:
+        false_reject = {}  # hand-edited: predict then has no rate to check its fails against
+    false_reject = false_reject if isinstance(false_reject, dict) else {}
+    return StoredScreen(thresholds, tags.get(ABOUT_TAG, ""), source, tags.get(RUN_TAG, ""), false_reject)

@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,8 @@ from mlflow.tracking import MlflowClient
 from pipeline.data.synth import CLASS_NAMES
 from pipeline.inference import predict
 from pipeline.inference.screen import read_screen
+from pipeline.selection.false_rejects import false_rejects, reject_evidence
+from pipeline.selection.matching import match_split
 from pipeline.selection.screened_split import screened_split
 from pipeline.tracking.registry import register_model
 from pipeline.tracking.screens import stored_screen
@@ -51,7 +54,7 @@ def _coco_recall(truth: dict, detections: list[dict], category: int, threshold: 
 
 
 def test_calibrate_stores_thresholds_with_the_model_version(
-    downscaled_training, downscaled_data: Path, mlflow_server, tmp_path: Path
+    downscaled_training, downscaled_data: Path, good_parts: Path, mlflow_server, tmp_path: Path
 ) -> None:
     uri, name = mlflow_server.uri, "calibrate-screen"
     version = register_model(downscaled_training.run_id, name, "screen", {"pipeline.test": "calibrate"}, uri)
@@ -59,18 +62,20 @@ def test_calibrate_stores_thresholds_with_the_model_version(
     out = tmp_path / "calibration"
     command = [*CLI, "calibrate", "--model", model, "--data", str(downscaled_data), "--target-recall", str(TARGET)]
     command += ["--recall", "pit=0.5", "--track", "--experiment", "calibrate-test", "--tracking-uri", uri]
-    command += ["--out", str(out), "--device", "cpu", "--bootstrap", "500"]
+    command += ["--out", str(out), "--device", "cpu", "--bootstrap", "500", "--good", str(good_parts)]
     cli = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert cli.returncode == 0, cli.stderr[-3000:]
     stdout = cli.stdout
 
     # the files, and the numbers in them
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "operating_curve.png",
         "pr_curves.png",
         "screen.json",
         "screen.md",
     ]
-    assert (out / "pr_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for picture in ("pr_curves.png", "operating_curve.png"):
+        assert (out / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     screen = read_screen(out / "screen.json")
     assert screen.model == model and screen.split == "val" and screen.mode == "recall"
     assert screen.targets == {"default": TARGET, "pit": 0.5} and screen.iou == 0.5
@@ -87,11 +92,22 @@ def test_calibrate_stores_thresholds_with_the_model_version(
         assert 0.0 <= point.precision <= 1.0 and point.fp_per_image >= 0.0
         if point.reached:
             assert point.recall >= target, cls
-        else:
-            assert f"class {cls}: recall {target:g} cannot be reached" in stdout
+        else:  # the target is out of reach, or the false-reject budget held the class below it: said either way
+            assert f"class {cls}: recall {target:g} cannot be reached" in stdout or f"class {cls}: short: " in stdout
         assert f"| {cls} | {point.threshold:.4g} |" in markdown
     assert screen.images["images"] == 80 and screen.images["defective"] + screen.images["good"] == 80
     assert f"defective images flagged: {screen.images['defective_flagged']} of {screen.images['defective']}" in stdout
+
+    # both sides of the screen: good images falsely rejected, measured on --good and the split's own backgrounds
+    good = len(list(good_parts.iterdir()))
+    rejects = screen.false_reject
+    assert rejects["how"] == "measured" and rejects["images"] == good + screen.images["good"]
+    assert 0.0 <= rejects["low"] <= rejects["rate"] <= rejects["high"] <= 1.0
+    assert screen.max_false_reject == 0.05 and screen.prefer == "budget" and screen.good == str(good_parts)
+    assert rejects["rate"] <= 0.05 + 1e-9 or "is over the 5% budget" in stdout
+    assert f"false-reject rate: {rejects['rate']:.1%} [{rejects['low']:.1%}, {rejects['high']:.1%}]" in stdout
+    assert screen.escape["defective"] == screen.images["defective"] and 0.0 <= screen.escape["rate"] <= 1.0
+    assert "## Good parts rejected, defective parts let through" in markdown and "(operating_curve.png)" in markdown
 
     # what the command said
     header = next(line for line in stdout.splitlines() if line.startswith("class "))
@@ -103,7 +119,7 @@ def test_calibrate_stores_thresholds_with_the_model_version(
     )
 
     # the recall at each threshold, recomputed by pycocotools from the split screened again
-    found, problems = screened_split(model, downscaled_data, split="val", conf=0.001, device="cpu", tracking_uri=uri)
+    found, problems, _ = screened_split(model, downscaled_data, split="val", conf=0.001, device="cpu", tracking_uri=uri)
     truth, detections = found.truth, found.detections
     assert problems == 0 and len(truth["images"]) == 80
     for index, cls in enumerate(CLASS_NAMES):
@@ -127,6 +143,21 @@ def test_calibrate_stores_thresholds_with_the_model_version(
             point.recall, abs=1.01 / point.objects
         ), cls  # a score at the threshold may move by 1e-7
 
+    # the good parts screened by predict at the screen's thresholds: the rejects calibrate counted (a score at a
+    # threshold may move by 1e-7, so one image either way)
+    screened = predict(good_parts, model, tmp_path / "good-screened", screen=str(out / "screen.json"),
+                       tracking_uri=uri, progress=False, device="cpu")  # fmt: skip
+    counted = screened.failed_verdicts + screen.images["good_rejected"]
+    assert abs(counted - round(rejects["rate"] * rejects["images"])) <= 1
+    assert screened.screen_warning == ""  # the screen fails good parts as often as its calibration said
+
+    # without good images the rate is estimated from the false detections outside every labelled box: two noisy
+    # figures of one rate, so their intervals meet
+    estimate = false_rejects(reject_evidence(match_split(truth, detections), None), screen.thresholds, samples=500)
+    assert estimate.how == "estimated" and estimate.images == screen.images["defective"]
+    assert 0.0 <= estimate.low <= estimate.rate <= estimate.high <= 1.0 and estimate.high > 0.0
+    assert estimate.low <= rejects["high"] and rejects["low"] <= estimate.high, (estimate, rejects)
+
     # the calibration run
     client = MlflowClient(uri)
     run = client.get_run(run_id)
@@ -138,13 +169,20 @@ def test_calibrate_stores_thresholds_with_the_model_version(
         assert run.data.metrics[f"objects.{cls}"] == point.objects
     assert run.data.metrics["images.defective"] == screen.images["defective"]
     assert run.data.params["data_hash"] == screen.data_hash and run.data.params["target_recall.pit"] == "0.5"
-    assert {a.path for a in client.list_artifacts(run_id)} == {"screen", "screen.md", "pr_curves.png"}
+    assert {a.path for a in client.list_artifacts(run_id)} == {
+        "screen",
+        "screen.md",
+        "pr_curves.png",
+        "operating_curve.png",
+    }
+    assert run.data.metrics["false_reject.rate"] == pytest.approx(screen.false_reject["rate"])
     assert [a.path for a in client.list_artifacts(run_id, "screen")] == ["screen/screen.json"]
 
     # the model version holds the thresholds, and predict's reader finds them by alias
     tags = client.get_model_version(name, version).tags
     assert json.loads(tags["pipeline.screen.thresholds"]) == screen.thresholds
     assert tags["pipeline.screen.run"] == run_id and tags["pipeline.screen.about"] == screen.describe()
+    assert json.loads(tags["pipeline.screen.false_reject"]) == screen.false_reject
     found = stored_screen(model, uri)
     assert found is not None and found.thresholds == screen.thresholds and found.source == f"models:/{name}/{version}"
 
@@ -190,6 +228,9 @@ def test_check_reports_what_the_thresholds_reach_on_another_split(
             point.fp_per_image
         )
     assert checked.images == done.screen.images
+    # both rates at image level, as calibration found them on the same images (same thresholds and seed)
+    assert asdict(checked.false_reject) == done.screen.false_reject and checked.escape == done.screen.escape
+    assert any(line.startswith(checked.false_reject.line() + "; calibration expected") for line in checked.lines)
     rows = {row["class"]: row for row in checked.rows()}
     assert rows["pit"]["recall.val"] == rows["pit"]["recall.test"] == done.screen.classes["pit"].recall
 

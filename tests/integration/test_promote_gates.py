@@ -134,3 +134,40 @@ def _table(stdout: str) -> list[list[str]]:
             break
         rows.append(line.split())
     return rows
+
+
+def test_a_false_reject_gate_measures_the_screen_on_good_parts(
+    downscaled_data: Path, downscaled_training, good_parts: Path, mlflow_server, tmp_path: Path
+) -> None:
+    """`--gate false_reject<=R`: the share of good images the candidate's screen rejects, measured on --good at the
+    screen's thresholds: a screen at the score floor is refused, one that passes good parts is accepted."""
+    from pipeline.inference.screen import Screen
+
+    strong, data = downscaled_training.run_id, str(downscaled_data)
+
+    def promote(screen: Path, *args: str) -> subprocess.CompletedProcess:
+        command = [*CLI, "promote", strong, "--name", f"{NAME}-screened", "--alias", "line", "--data", data]
+        command += ["--screen", str(screen), "--tracking-uri", mlflow_server.uri, "--dry-run", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+    def screen_at(threshold: float) -> Path:
+        made = Screen(dict.fromkeys(_classes(downscaled_data), threshold), "m.pt", data, "val", "2026-12-06T00:00:00")
+        return made.write(tmp_path / f"screen-{threshold:g}.json")
+
+    alone = promote(screen_at(0.001), "--good", str(good_parts))  # no false_reject gate for them to serve
+    assert alone.returncode == 2 and alone.stderr.strip().splitlines()[-1].startswith("error: --good and --screen:")
+
+    images = len(list(good_parts.iterdir()))
+    floor = promote(screen_at(0.001), "--gate", "false_reject<=0.05", "--good", str(good_parts))
+    assert floor.returncode == 1, floor.stdout[-2000:] + floor.stderr[-2000:]
+    (refusal,) = _checks(floor.stderr)
+    rate = float(refusal.split(": ")[1].split()[0])
+    assert refusal == f"gate false_reject<=0.05: {rate:.3f} (refused)" and rate > 0.5
+    assert round(rate * images) == pytest.approx(rate * images, abs=1e-6)  # a share of the good images
+    row = next(r for r in _table(floor.stdout) if r[0] == "screen.false_reject")
+    assert row[1] == f"{rate:.3f}"
+
+    passing = promote(screen_at(1.0), "--gate", "false_reject<=0.05", "--good", str(good_parts))
+    assert passing.returncode == 0, passing.stdout[-2000:] + passing.stderr[-2000:]
+    assert "decision:   accepted (all gates passed)" in passing.stdout
+    assert next(r for r in _table(passing.stdout) if r[0] == "screen.false_reject")[1] == "0.000"

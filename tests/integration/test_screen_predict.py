@@ -148,7 +148,7 @@ def test_a_store_that_does_not_answer_costs_one_line(caplog: pytest.LogCaptureFi
     caplog.set_level(logging.INFO, logger="pipeline.inference")
     options = PredictOptions(tracking_uri="http://127.0.0.1:9", thresholds={"scratch": 0.5})
     opened = SimpleNamespace(pinned=f"models:/{NAME}/1")
-    assert _screen_thresholds(f"models:/{NAME}@{ALIAS}", opened, options, None) == ({}, "")
+    assert _screen_thresholds(f"models:/{NAME}@{ALIAS}", opened, options, None) == ({}, "", None)
     (line,) = [r.getMessage() for r in caplog.records]
     assert line.startswith(f"predict: the thresholds stored with models:/{NAME}@{ALIAS} could not be looked up (")
     assert line.endswith("; verdicts use --threshold and --conf") and "\n" not in line
@@ -276,3 +276,60 @@ def test_evaluate_review_at_a_screen_file(setup, downscaled_training, downscaled
         assert all(r["score"] >= thresholds[r["value"]["rectanglelabels"][0]] for r in t["predictions"][0]["result"])
     evaluation = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert evaluation["review"]["missed"] == missed
+
+
+def _floor_screen(classes: list[str], folder: Path, threshold: float) -> Path:
+    """A screen.json whose calibration expected 4% [2%, 7%] of good images to fail, at ``threshold`` for every class
+    (0.001: the score floor, the screen of a target no threshold could reach)."""
+    screen = Screen(
+        thresholds=dict.fromkeys(classes, threshold),
+        model="m.pt",
+        data="data.yaml",
+        split="val",
+        created="2026-12-06T00:00:00+00:00",
+        false_reject={"rate": 0.04, "low": 0.02, "high": 0.07, "how": "measured", "images": 300},
+    )
+    return screen.write(folder / "screen.json")
+
+
+def test_predict_never_screens_blind(setup, good_parts: Path, mlflow_server, tmp_path: Path) -> None:
+    """Good parts through a floor-threshold screen: the fails far above what its calibration expected are said in
+    one line at the end, in run.json and as a tag of the tracked summary; the same parts through a screen that
+    passes them say nothing."""
+    floor = _floor_screen(setup.classes, tmp_path, 0.001)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(
+            [
+                *("predict", str(good_parts), "--model", f"models:/{NAME}@{ALIAS}", "--out", str(tmp_path / "floor")),
+                *("--screen", str(floor), "--track", "--experiment", "screen-blind"),
+                *("--tracking-uri", mlflow_server.uri, "--no-progress", "--device", "cpu", "--runtime", "torch"),
+            ]
+        )
+    assert code == 0, printed.getvalue()
+    images = len(list(good_parts.iterdir()))
+    fails = sum(v == "fail" for v in _verdicts(tmp_path / "floor").values())
+    assert fails > 0.5 * images  # at the score floor almost every good part fails
+    line = (
+        f"this screen failed {fails} of {images} images ({fails / images:.0%}); its calibration expected 4% [2%, 7%] "
+        "of good images to fail: the images differ from the calibration split, or the screen is wrong"
+    )
+    assert printed.getvalue().splitlines()[-1] == f"warning:    {line}"
+    settings = json.loads((tmp_path / "floor" / "run.json").read_text())
+    assert settings["screen_warning"] == line
+    assert settings["expected_false_reject"] == {"rate": 0.04, "low": 0.02, "high": 0.07}
+    client = MlflowClient(mlflow_server.uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("screen-blind").experiment_id])
+    assert run.data.tags["pipeline.screen.warning"] == line
+
+    passing = (
+        _floor_screen(setup.classes, tmp_path / "passing", 1.0) if (tmp_path / "passing").mkdir() is None else None
+    )
+    found = predict(
+        good_parts,
+        f"models:/{NAME}@{ALIAS}",
+        tmp_path / "passed",
+        PredictOptions(screen=str(passing), tracking_uri=mlflow_server.uri, progress=False, device="cpu"),
+    )
+    assert found.failed_verdicts == 0 and found.screen_warning == ""
+    assert "screen_warning" not in json.loads((tmp_path / "passed" / "run.json").read_text())

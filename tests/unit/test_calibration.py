@@ -41,12 +41,19 @@ def _detection(image: int, category: int, box: list[float], score: float) -> dic
     return {"image_id": image, "category_id": category, "bbox": box, "score": score}
 
 
-def _one_class(scores, hits, images, objects_per_image) -> Matches:
-    """A one-class split from known matches: ``hits`` 1 (true), 0 (false), per detection."""
+def _one_class(scores, hits, images, objects_per_image, outside=None) -> Matches:
+    """A one-class split from known matches: ``hits`` 1 (true), 0 (false), per detection; ``outside`` per
+    detection (default: the false ones on images without objects)."""
     scores = np.asarray(scores, dtype=float)
     order = np.argsort(-scores, kind="stable")
+    if outside is None:
+        outside = ~np.asarray(hits, bool) & (np.asarray(objects_per_image)[np.asarray(images, dtype=int)] == 0)
     found = ClassMatches(
-        scores[order], np.asarray(hits, bool)[order], np.asarray(images)[order], np.zeros(len(scores), bool)
+        scores[order],
+        np.asarray(hits, bool)[order],
+        np.asarray(images)[order],
+        np.zeros(len(scores), bool),
+        np.asarray(outside, bool)[order],
     )
     objects = np.asarray(objects_per_image).reshape(-1, 1)
     return Matches(list(range(1, len(objects) + 1)), ["scratch"], objects, {"scratch": found})

@@ -133,3 +133,24 @@ def training_image_side(yolo: Any) -> int | None:
     """The typical long side of a loaded YOLO's training images, if its checkpoint records one (this tool's do)."""
     side = getattr(getattr(yolo, "model", None), IMAGE_SIDE_ATTRIBUTE, None)
     return int(side) if isinstance(side, int | float) and side > 0 else None
+
+
+# The tiles a model was trained on (``data.tile``), an attribute of the network as the image side is: predict (and
+# what runs through it: calibrate, a screen) then cuts large images the same way by default.
+TILE_ATTRIBUTE = "training_tile"
+
+
+def record_training_tile(network: Any, size: int, overlap: float) -> None:
+    """Write the training tiles' size and overlap into ``network`` (saved with it from then on)."""
+    setattr(network, TILE_ATTRIBUTE, {"size": int(size), "overlap": float(overlap)})
+
+
+def training_tile(yolo: Any) -> tuple[int, float] | None:
+    """(size, overlap) of the tiles a loaded YOLO was trained on, if its checkpoint records them."""
+    found = getattr(getattr(yolo, "model", None), TILE_ATTRIBUTE, None)
+    if not isinstance(found, dict):
+        return None
+    size, overlap = found.get("size"), found.get("overlap")
+    if not (isinstance(size, int) and size >= 32 and isinstance(overlap, int | float) and 0 <= overlap < 1):
+        return None  # not ours, or hand-edited: as if none were recorded
+    return size, float(overlap)

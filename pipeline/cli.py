@@ -14,6 +14,7 @@ from typing import Literal
 from pipeline.checkpoints import add_trust_option
 from pipeline.config import Config, ConfigError, class_values, load_config
 from pipeline.data.dataset import DatasetError
+from pipeline.data.formats import CHOICES as FORMAT_CHOICES
 from pipeline.destinations import FolderBusy, add_wait_option, command_context
 from pipeline.inference.options import PredictOptions
 from pipeline.messages import UserError, first_line
@@ -157,6 +158,20 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         f"defect-free images (empty label files): {sum(empty.values())} ({empty['train']} train, {empty['val']} val{drawn})"
     )
     print(f"data.path for a config: {summary.data_yaml}")
+    return 0
+
+
+def cmd_data_tile(args: argparse.Namespace) -> int:
+    from pipeline.data.tiles import tile_dataset, tile_settings
+
+    tile = tile_settings(args.size, args.overlap, args.min_visible, args.backgrounds)
+    result = tile_dataset(args.src, args.out, tile, seed=args.seed)
+    tiles = result.card["tiles"]["splits"]
+    print(f"wrote {sum(c['tiles'] for c in tiles.values()):,} tiles to {result.folder}")
+    for split in tiles:
+        print(f"{split}: {result.line(split)}")
+    print(f"card: {result.folder / 'card.md'}")
+    print(f"data.path for a config: {result.folder / 'data.yaml'}")
     return 0
 
 
@@ -370,10 +385,16 @@ def _add_predict_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, choices=typing.get_args(kind), default=default, help=field.description)
         else:
             metavar = _METAVARS.get(name)
-            parser.add_argument(flag, type=kind, default=default, metavar=metavar, help=field.description)
+            parser.add_argument(flag, type=_given(kind), default=default, metavar=metavar, help=field.description)
 
 
 _METAVARS = {"screen": "FILE", "review": "DIR"}  # predict's options that name a file or a folder
+
+
+def _given(kind: object) -> object:
+    """What a value on the command line is read as: ``int`` for ``int | None`` (None: the option not given)."""
+    members = [k for k in typing.get_args(kind) if k is not type(None)]
+    return members[0] if type(None) in typing.get_args(kind) and len(members) == 1 else kind
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -425,7 +446,30 @@ def build_parser() -> argparse.ArgumentParser:
     add_wait_option(p)
     p.set_defaults(func=cmd_data_synth)
 
-    formats = ["auto", "yolo", "coco", "voc", "labelstudio"]
+    p = data.add_parser(
+        "tile", help="cut a YOLO dataset's images into overlapping tiles at their native resolution (as data.tile)"
+    )
+    p.add_argument("src", help="the dataset: a data.yaml or a folder in YOLO layout")
+    p.add_argument("--size", type=int, required=True, help="tile side in pixels; images not larger are used whole")
+    p.add_argument("--overlap", type=float, default=0.2, help="overlap of neighbouring tiles, a fraction (default 0.2)")
+    p.add_argument(
+        "--min-visible",
+        type=float,
+        default=0.5,
+        help="keep a box in a tile when this share of it is inside, else mask its part (default 0.5)",
+    )
+    p.add_argument(
+        "--backgrounds",
+        type=float,
+        default=0.1,
+        metavar="FRACTION",
+        help="keep defect-free tiles up to this share of a split's cut tiles, drawn from --seed (default 0.1)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the background tiles' draw")
+    p.add_argument("--out", required=True, help="the tiled dataset's folder (data.yaml, images, labels, card)")
+    add_wait_option(p)
+    p.set_defaults(func=cmd_data_tile)
+
     images_help = "where a Label Studio export's images are (--format labelstudio; uploads and URLs match by file name)"
     p = data.add_parser(
         "import", help="convert YOLO, COCO, VOC or Label Studio data into datasets/<name>/ with a dataset card"
@@ -437,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--name", help="dataset name (the folder under --out)")
     p.add_argument("--manifest", help="import what datasets/<name>.yaml describes (SRC, if given, replaces its path)")
-    p.add_argument("--format", choices=formats, default="auto")
+    p.add_argument("--format", choices=FORMAT_CHOICES, default="auto")
     p.add_argument(
         "--classes",
         default="",
@@ -464,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "path", help="a data.yaml or YOLO folder, COCO JSON, VOC folder, Label Studio export, or an imported manifest"
     )
-    p.add_argument("--format", choices=formats, default="auto")
+    p.add_argument("--format", choices=FORMAT_CHOICES, default="auto")
     p.add_argument("--images", metavar="DIR", help=images_help)
     p.add_argument(
         "--policy", choices=["skip", "fail"], default="skip", help="fail: exit 1 when anything would be lost"
@@ -477,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "path", help="a data.yaml or YOLO folder, COCO JSON, VOC folder, Label Studio export, or an imported manifest"
     )
-    p.add_argument("--format", choices=formats, default="auto")
+    p.add_argument("--format", choices=FORMAT_CHOICES, default="auto")
     p.add_argument("--images", metavar="DIR", help=images_help)
     p.add_argument("--out", help="write card.json and card.md into this folder instead of printing")
     add_wait_option(p)
@@ -487,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", help="the dataset to split (any format)")
     p.add_argument("--split", required=True, help="fractions, e.g. train=0.7,val=0.2,test=0.1")
     p.add_argument("--out", required=True, help="the new dataset folder")
-    p.add_argument("--format", choices=formats, default="auto")
+    p.add_argument("--format", choices=FORMAT_CHOICES, default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--policy", choices=["skip", "fail"], default="skip")
     p.add_argument("--show", type=int, default=10)

@@ -71,11 +71,45 @@ class _Section(BaseModel):
         return "" if value is None and cls.model_fields[info.field_name].default == "" else value
 
 
+class TileConfig(_Section):
+    """Training on tiles cut from the images at their native resolution (`pipeline.data.tiles`)."""
+
+    size: int = Field(
+        640,
+        ge=32,
+        description="tile side in pixels: images larger than this are cut into overlapping tiles of it at their "
+        "native resolution, smaller ones are used whole",
+    )
+    overlap: float = Field(
+        0.2, ge=0, lt=1, description="overlap of neighbouring tiles, as a fraction of the tile (as predict's --overlap)"
+    )
+    min_visible: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="a box is kept in a tile (clipped to it) when at least this share of its area is inside; a "
+        "smaller part is masked out of the tile, so it never teaches that a defect is background",
+    )
+    backgrounds: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="of the tiles cut from an image, the defect-free ones are kept, drawn with a fixed seed, until "
+        "they make up this share of the split's cut tiles (0: none, 1: all); images used whole are all kept",
+    )
+
+
 class DataConfig(_Section):
     path: str = Field("", description="a dataset manifest, a data.yaml, or a folder in YOLO layout")
     name: str = Field("", description="dataset name for tags and lineage; default: the manifest's or folder's name")
     policy: Literal["skip", "fail"] = Field(
         "skip", description="bad images, boxes or lines: skip them and report (skip), or stop the run (fail)"
+    )
+    tile: TileConfig | None = Field(
+        None,
+        description="train on tiles cut at the native resolution, e.g. {size: 640, overlap: 0.2, min_visible: 0.5, "
+        "backgrounds: 0.1} (made once per dataset and settings, cached); validation stays on whole images; "
+        "null: whole images",
     )
 
 
@@ -374,6 +408,14 @@ def first_error(source: str, exc: ValidationError) -> ConfigError:
     field = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return ConfigError(f"{source}: {field}: {_describe(error)}{more}")
+
+
+def option_error(exc: ValidationError) -> ConfigError:
+    """A section's fields given as command-line options, their first bad value as one line naming the option:
+    ``--min-visible: must be > 0, got 0.0``."""
+    error = exc.errors()[0]
+    name = str(error["loc"][0]) if error["loc"] else "value"
+    return ConfigError(f"--{name.replace('_', '-')}: {_describe(error)}")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -22,8 +22,36 @@ from pipeline.config import Config, build_config  # noqa: E402
 from pipeline.data.synth import synthesize  # noqa: E402
 from tests.mlflow_server import MlflowServer  # noqa: E402
 
+# The session's screen trainings (below) and the test files that use them: under pytest-xdist (`make test`) these
+# files run on one worker, which trains them once; collection checks the list is whole.
+SHARED_TRAININGS = frozenset({"downscaled_training", "weak_training"})
+SHARED_TRAINING_FILES = frozenset(
+    f"tests/integration/test_{name}.py"
+    for name in ("calibrate", "evaluate", "finetune_registry", "learning", "predict_scale", "promote_gates",
+                 "screen_predict")
+)  # fmt: skip
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """`--dist loadfile`, with the files sharing the screen trainings as one unit of work."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FileOrSharedTraining(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "screen-trainings" if path in SHARED_TRAINING_FILES else path
+
+    return FileOrSharedTraining(config, log)
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unlisted = {
+        item.nodeid.split("::", 1)[0] for item in items if SHARED_TRAININGS & set(getattr(item, "fixturenames", ()))
+    } - SHARED_TRAINING_FILES
+    if unlisted:
+        raise pytest.UsageError(f"tests/conftest.py: add {', '.join(sorted(unlisted))} to SHARED_TRAINING_FILES")
     import torch
 
     if torch.cuda.is_available():

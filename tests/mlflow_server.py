@@ -39,8 +39,11 @@ class MlflowServer:
             "--workers", "1",
         ]  # fmt: skip
         log = open(self.folder / "server.log", "ab")  # noqa: SIM115 - kept open for the server's lifetime
+        # MLflow's job runner (huey consumers for its GenAI jobs, ~8 processes, ~15 s of CPU at each start) serves
+        # nothing the pipeline records.
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         self.process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.folder
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.folder, env=env
         )
         try:
             self._wait_until_healthy(timeout_s)

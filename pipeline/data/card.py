@@ -149,9 +149,44 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"Tiny boxes (under {TINY_AREA_PX} px², COCO small): {sizes['tiny']}; "
         f"elongated (long side at least {ELONGATED_ASPECT:g}x the short): {sizes['elongated']}",
     ]
+    if tiles := card.get("tiles"):
+        lines += ["", *_tiles_markdown(tiles)]
     if validation := card.get("validation"):
         lines += ["", "## Validation", "", ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in validation.items())]
     return printable("\n".join(lines) + "\n")  # a source path may hold bytes that are not UTF-8
+
+
+_TILE_COLUMNS = (
+    ("cut", "images cut"),
+    ("whole", "used whole"),
+    ("tiles", "tiles"),
+    ("boxes_kept", "boxes kept"),
+    ("clipped", "clipped"),
+    ("masked", "masked"),
+    ("background_tiles", "background tiles"),
+    ("boxes_in_no_tile", "boxes in no tile"),
+)
+
+
+def _tiles_markdown(tiles: dict[str, Any]) -> list[str]:
+    """The card's tiles section: the settings, and per split what the cutting made (`pipeline.data.tiles`)."""
+    settings = tiles["settings"]
+    lines = [
+        "## Tiles",
+        "",
+        f"{settings['size']}-px tiles at the native resolution, overlap {settings['overlap']:g}; a box is kept in a "
+        f"tile (clipped to it) when at least {settings['min_visible']:g} of its area is inside, a smaller part is "
+        f"masked; defect-free tiles up to {settings['backgrounds']:g} of a split's cut tiles (seed {tiles['seed']}). "
+        f"Cut from data `{(tiles.get('source_hash') or '-')[:16]}`"
+        + (f" into {tiles['folder']}" if "folder" in tiles else "")
+        + ".",
+        "",
+        "| split | " + " | ".join(title for _, title in _TILE_COLUMNS) + " |",
+        "|---|" + "---|" * len(_TILE_COLUMNS),
+    ]
+    for split, counts in tiles["splits"].items():
+        lines.append(f"| {split} | " + " | ".join(f"{counts.get(key, 0):,}" for key, _ in _TILE_COLUMNS) + " |")
+    return lines
 
 
 def write_card(card: dict[str, Any], folder: str | Path) -> tuple[Path, Path]:

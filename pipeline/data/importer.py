@@ -15,6 +15,7 @@ from pathlib import Path
 from pipeline.data.annotations import Collection
 from pipeline.data.card import build_card, write_card
 from pipeline.data.dataset import DatasetError, content_hash, read_data_yaml
+from pipeline.data.formats import FORMATS
 from pipeline.data.manifest import Manifest, download_sha256, fetch
 from pipeline.data.split import split_collection
 from pipeline.data.validate import Policy, ValidationReport, validate
@@ -35,9 +36,6 @@ class ImportResult:
     report: ValidationReport
     report_file: Path
     notes: list[str] = field(default_factory=list)
-
-
-FORMATS = ("yolo", "coco", "voc", "labelstudio")
 
 
 def _is_json_list(path: Path) -> bool:

@@ -24,12 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from pipeline.config import first_error
 from pipeline.data.dataset import DatasetError, load_yaml
+from pipeline.data.formats import CHOICES
 from pipeline.data.split import check_ratios
 from pipeline.destinations import MARKER, NAME_PATTERN, build_then_swap, marker_of
 
 DOWNLOAD = "download"  # the marker's kind of a fetched archive's folder
 
-Format = Literal["auto", "yolo", "coco", "voc"]
+Format = Literal[CHOICES]  # the one list of formats (pipeline.data.formats)
 
 
 class Manifest(BaseModel):

@@ -4,22 +4,35 @@
 YOLO folder. Every training validates the data first. Clean data is used where it is. When something
 must be left out (a broken image, a bad box, an image in two splits) or converted (16-bit), a cleaned
 view is written into the training folder: symlinks to the good images, rewritten labels, converted
-copies. The source is never changed, and the report says what was left out and why.
+copies. The source is never changed, and the report says what was left out and why. With ``data.tile``
+the train split is replaced by its tiles at the native resolution (`pipeline.data.tiles`, cached once
+per content hash and settings); val stays whole.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import DataConfig
+import yaml
+
+from pipeline.config import DataConfig, TileConfig
 from pipeline.data.annotations import DROPPED_BOX, DROPPED_LINE, RENAMED, SKIPPED_IMAGE
 from pipeline.data.card import build_card, write_card
-from pipeline.data.dataset import TRAINING_SPLITS, Dataset, DatasetError, DataYaml, read_data_yaml, resolve_dataset
+from pipeline.data.dataset import (
+    TRAINING_SPLITS,
+    Dataset,
+    DatasetError,
+    DataYaml,
+    images_in,
+    read_data_yaml,
+    resolve_dataset,
+)
 from pipeline.data.images import needs_copy
 from pipeline.data.manifest import is_manifest, load_manifest
+from pipeline.data.tiles import cached_tiles
 from pipeline.data.validate import ValidationReport, validate
 from pipeline.data.yolo import read_yolo, write_yolo
 
@@ -74,6 +87,24 @@ def _check_splits_left(report: ValidationReport, spec: DataYaml) -> None:
         )
 
 
+def _train_on_tiles(
+    report: ValidationReport, dataset: Dataset, tile: TileConfig, card: dict[str, Any], notes: list[str]
+) -> Dataset:
+    """The dataset with its train split replaced by its tiles (cached, `pipeline.data.tiles`); val stays whole.
+
+    The card gets the tiles' counts and their typical side, which the checkpoint records as the side of
+    the training images: predict's tiles then run at the scale the model learned. The content hash stays
+    the data's own: the tiles follow from it and the settings, which the config records."""
+    tiled = cached_tiles(report.collection, dataset.content_hash, tile, dataset.name)
+    splits = {**dataset.splits, "train": tiled.folder / "images" / "train"}
+    spec = {"path": str(tiled.folder), **{s: str(p) for s, p in splits.items()}, "names": dataset.names}
+    dataset.data_yaml.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    card["tiles"] = {**tiled.card["tiles"], "folder": str(tiled.folder)}
+    card["train_image_side"] = tiled.card["train_image_side"]
+    notes.append(f"data.tile: {tiled.line('train')}; {'made' if tiled.made else 'reused'} in {tiled.folder}")
+    return replace(dataset, splits=splits, images={**dataset.images, "train": len(images_in(splits["train"]))})
+
+
 def prepare_training_data(config: DataConfig, save_dir: Path) -> TrainingData:
     """Validate the data under ``config.policy`` and write what the training will use into ``save_dir``."""
     source, name, notes = _locate(config)
@@ -88,6 +119,8 @@ def prepare_training_data(config: DataConfig, save_dir: Path) -> TrainingData:
     card = build_card(
         report.collection, dataset.name, dataset.content_hash, source=str(source), validation=report.counts()
     )
+    if config.tile is not None:
+        dataset = _train_on_tiles(report, dataset, config.tile, card, notes)
     write_card(card, folder)
     if report.errors:
         notes.append(

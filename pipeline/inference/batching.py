@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.data.tiles import tile_windows
 from pipeline.inference.decode import ImageError, read_image
-from pipeline.inference.tiling import merge_tiles, tile_grid
+from pipeline.inference.tiling import merge_tiles
 
 if TYPE_CHECKING:
     from pipeline.inference.model import Detector
@@ -74,10 +75,7 @@ def prepare(path: str, detector: Detector, keep_image: bool, tiling: Tiling) -> 
     except ImageError as exc:
         return Prepared(path, error=str(exc))
     height, width = image.shape[:2]
-    if tiling.size and max(height, width) > tiling.size:
-        grid = tile_grid(width, height, tiling.size, tiling.overlap)
-    else:
-        grid = [(0, 0, width, height)]
+    grid = tile_windows(width, height, tiling.size, tiling.overlap)  # where the tiled training data is cut too
     inputs = [detector.prepare(image[y1:y2, x1:x2]) for x1, y1, x2, y2 in grid]
     offsets = [(x1, y1) for x1, y1, _, _ in grid]
     sizes = [(y2 - y1, x2 - x1) for x1, y1, x2, y2 in grid]

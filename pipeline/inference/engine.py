@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.checkpoints import trained_imgsz, training_image_side
+from pipeline.checkpoints import trained_imgsz, training_image_side, training_tile
 from pipeline.cpu import LoadProbe
 from pipeline.data.dataset import IMAGE_SUFFIXES
 from pipeline.destinations import writer_lock
@@ -54,7 +54,7 @@ from pipeline.inference.results import (
     write_summary,
 )
 from pipeline.inference.review import Queue, check_queue, write_uncertain
-from pipeline.inference.scale import inference_scale
+from pipeline.inference.scale import inference_scale, tile_choice
 from pipeline.inference.screen import Screen, expected_rate, merged_thresholds, read_screen, unexpected_fails
 from pipeline.messages import first_line
 
@@ -130,11 +130,15 @@ def _predict_into(source: str | Path, model: str, out: Path, options: PredictOpt
     first, images = _peek(images)
     load = LoadProbe()  # over the model's load: what other processes use of the CPU, for the network's threads
     opened = open_model(model, options.tracking_uri)
+    tiles = tile_choice(options.tile, options.overlap, training_tile(opened.yolo))
+    if tiles.line:
+        LOG.info("predict: %s", tiles.line)
     side = training_image_side(opened.yolo)
-    scale = inference_scale(options.imgsz, options.tile, trained_imgsz(opened.yolo), side, long_side(first))
+    scale = inference_scale(options.imgsz, tiles.size, trained_imgsz(opened.yolo), side, long_side(first))
     if scale.line:
         LOG.info("predict: %s", scale.line)
-    options = options.model_copy(update={"imgsz": scale.size})  # both engines, and the recorded settings
+    # both engines, and the recorded settings
+    options = options.model_copy(update={"imgsz": scale.size, "tile": tiles.size, "overlap": tiles.overlap})
     names = [opened.names[i] for i in sorted(opened.names)]
     _verdict(options.thresholds, names, options.conf)  # the user's own first: a typo is named as theirs
     stored, origin, expected = _screen_thresholds(model, opened, options, screen)

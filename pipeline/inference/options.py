@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.inference.errors import ModelError, ResultsError
+from pipeline.inference.scale import OVERLAP
 from pipeline.messages import UserError
 
 
@@ -56,8 +57,14 @@ class PredictOptions(BaseModel):
     save_images: bool = Field(False, description="also write annotated images under OUT/annotated/")
     save_crops: bool = Field(False, description="also write each detection's crop under OUT/crops/")
     max_det: int = Field(300, ge=1, description="most detections per image")
-    tile: int = Field(0, description="cut images larger than SIZE px into SIZE-px tiles (0: whole images)")
-    overlap: float = Field(0.2, description="overlap of neighbouring tiles, as a fraction")
+    tile: int | None = Field(
+        None,
+        description="cut images larger than SIZE px into SIZE-px tiles (0: whole images; default: as the model was "
+        "trained, tiles when it learned on data.tile's, else whole images)",
+    )
+    overlap: float | None = Field(
+        None, description="overlap of neighbouring tiles, as a fraction (default: the training tiles', else 0.2)"
+    )
     track: bool = Field(False, description="log the summary to MLflow (--tracking-uri), tagged with the model's run")
     experiment: str = Field("predictions", description="MLflow experiment for --track")
     engine: Literal["local", "ray"] = Field(
@@ -84,9 +91,10 @@ class PredictOptions(BaseModel):
 
     @model_validator(mode="after")
     def _tile_and_overlap(self) -> PredictOptions:
-        if self.tile and not (self.tile >= 32 and 0 <= self.overlap < 1):
+        overlap = OVERLAP if self.overlap is None else self.overlap
+        if self.tile and not (self.tile >= 32 and 0 <= overlap < 1):
             raise ValueError(
-                f"tile {self.tile}, overlap {self.overlap}: the tile must be >= 32 px and the overlap in [0, 1)"
+                f"tile {self.tile}, overlap {overlap}: the tile must be >= 32 px and the overlap in [0, 1)"
             )
         return self
 

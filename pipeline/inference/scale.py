@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+OVERLAP = 0.2  # tiles' overlap when neither --overlap nor the model's training tiles say
+
 _SAME = 0.05  # scales within 5% of each other are the same scale
 _UNASKED = 1.5  # whole images at the default size: a line only when the scale is off by this factor
 
@@ -81,3 +83,22 @@ def _same(a: float, b: float) -> bool:
 def _ratio(factor: float) -> str:
     """How much larger (or smaller) objects look than in training, in words."""
     return f"{factor:.2f}x as large as in training" if factor >= 1 else f"{1 / factor:.2f}x smaller than in training"
+
+
+@dataclass(frozen=True)
+class TileChoice:
+    size: int  # 0: whole images
+    overlap: float
+    line: str  # what the user is told about it ("" when nothing needs saying)
+
+
+def tile_choice(asked: int | None, overlap: float | None, trained: tuple[int, float] | None) -> TileChoice:
+    """The tiles for ``--tile asked`` (None: not given; 0: whole images) and ``--overlap``, for a model trained on
+    ``trained`` (size, overlap) tiles, or on whole images (None): unasked, a tile-trained model's images are cut as
+    its training data was, and one line says so."""
+    if asked is None and trained is not None:
+        size, learned = trained
+        chosen = learned if overlap is None else overlap
+        line = f"{size}-px tiles (overlap {chosen:g}), as the model was trained (data.tile); --tile 0: whole images"
+        return TileChoice(size, chosen, line)
+    return TileChoice(asked or 0, OVERLAP if overlap is None else overlap, "")

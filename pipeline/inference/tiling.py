@@ -27,24 +27,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def tile_starts(length: int, size: int, overlap: float) -> list[int]:
-    """Where tiles of ``size`` start along a side of ``length`` so they cover it with ``overlap``."""
-    if length <= size:
-        return [0]
-    step = max(1, int(size * (1 - overlap)))
-    starts = list(range(0, length - size, step))
-    return [*starts, length - size]  # the last tile ends at the border, not past it
-
-
-def tile_grid(width: int, height: int, size: int, overlap: float) -> list[tuple[int, int, int, int]]:
-    """Tiles (x1, y1, x2, y2) covering a ``width`` x ``height`` image, row by row."""
-    return [
-        (x, y, min(x + size, width), min(y + size, height))
-        for y in tile_starts(height, size, overlap)
-        for x in tile_starts(width, size, overlap)
-    ]
-
-
 def _covered(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     """Intersection of ``box`` with each of ``others`` over the smaller of the two areas."""
     width = np.minimum(others[:, 2], box[2]) - np.maximum(others[:, 0], box[0])

@@ -12,8 +12,9 @@ images), taken as a Poisson rate of false alarms per image, and rate = 1 - exp(-
 estimate: the area a good image offers differs from a defective image's area outside its boxes, and false
 alarms that cluster on some images reject fewer images than a Poisson count says (the estimate then runs high).
 
-Both come with a 95% percentile bootstrap interval over images (good images, or the defective images the
-estimate counts on), drawn with ``resample_counts`` as the recall intervals are.
+Both come with a 95% interval: the percentile bootstrap over images (good images, or the defective images the
+estimate counts on, drawn with ``resample_counts`` as the recall intervals are), widened to the exact interval of
+the count (Clopper-Pearson, Garwood) where that is wider, since a bootstrap of few or no events collapses.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def good_table(matches: Matches, folder: np.ndarray | None = None) -> np.ndarray
 
 @dataclass(frozen=True)
 class FalseRejects:
-    """The share of good images a screen rejects, with its 95% bootstrap interval."""
+    """The share of good images a screen rejects, with its 95% interval (`false_rejects`)."""
 
     rate: float
     low: float
@@ -226,7 +227,7 @@ def _exact_interval(how: str, per_image: np.ndarray, images: int, level: float) 
     events, tail = int(per_image.sum()), (1 - level) / 2
     low = chi2.ppf(tail, 2 * events) / 2 if events else 0.0
     high = chi2.ppf(1 - tail, 2 * events + 2) / 2
-    return float(-np.expm1(-low / images)), float(-np.expm1(-high / images))
+    return float(-np.expm1(-low / images)) + 0.0, float(-np.expm1(-high / images))  # + 0.0: never "-0.0%"
 
 
 # ---- escapes -----------------------------------------------------------------------------------------------

@@ -187,12 +187,16 @@ def image_level(matches: Matches, thresholds: dict[str, float]) -> dict[str, Any
     }
 
 
-def image_lines(images: dict[str, Any]) -> list[str]:
+def image_lines(images: dict[str, Any], rate_said: bool = False) -> list[str]:
+    """The split's image-level counts; ``rate_said``: a false-reject line (`FalseRejects.line`, counting good images
+    of a --good folder too, or estimating) already speaks of good images, so the split's own count is not repeated."""
     d, g = images["defective"], images["good"]
     lines = []
     if d:
         share = images["defective_flagged_share"]
         lines.append(f"defective images flagged: {images['defective_flagged']} of {d} ({share:.1%})")
+    if rate_said:
+        return lines
     if g:
         share = images["good_rejected_share"]
         lines.append(f"good images falsely rejected: {images['good_rejected']} of {g} ({share:.1%})")
@@ -328,5 +332,5 @@ def operating_points(
             f"on {e['defective']} defective images"
         )
     chosen.images = image_level(matches, chosen.thresholds)
-    chosen.lines.extend(image_lines(chosen.images))
+    chosen.lines.extend(image_lines(chosen.images, rate_said=chosen.false_reject is not None))
     return chosen

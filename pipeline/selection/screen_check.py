@@ -150,7 +150,7 @@ def check_screen(
             f"escape rate (defective images not flagged): {escape['rate']:.1%} "
             f"[{escape['low']:.1%}, {escape['high']:.1%}] on {escape['defective']} defective images"
         )
-    lines.extend(image_lines(images))
+    lines.extend(image_lines(images, rate_said=rejects is not None))
     lines.extend(good_images.lines() if good_images else [])
     return ScreenCheck(screen, split, classes, images, lines, false_reject=rejects, escape=escape)
 

@@ -39,7 +39,7 @@ from ultralytics.utils.torch_utils import unwrap_model  # noqa: E402
 # ``augmentations`` here and in resumed and multi-GPU trainings; an unknown name there would leave the
 # training with no albumentations step at all (ultralytics logs the error and goes on).
 import pipeline.augment.fast_transforms  # noqa: E402, F401
-from pipeline.checkpoints import record_image_side  # noqa: E402
+from pipeline.checkpoints import record_image_side, record_training_tile  # noqa: E402
 from pipeline.cpu import LoadProbe  # noqa: E402
 from pipeline.files import write_atomic  # noqa: E402
 from pipeline.redact import redact_text  # noqa: E402
@@ -187,9 +187,12 @@ class PipelineTrainer(DetectionTrainer):
         if RANK not in {-1, 0}:
             return
         side = self.session.dataset.get("image_side") if self.session is not None else None
-        if side:  # saved with the weights: predict infers tiles at the scale the model learns here
-            for network in (unwrap_model(self.model), self.ema.ema):
+        tile = self.session.config.data.tile if self.session is not None else None
+        for network in (unwrap_model(self.model), self.ema.ema):  # saved with the weights, read by predict
+            if side:  # predict infers tiles at the scale the model learns here
                 record_image_side(network, side)
+            if tile is not None:  # and cuts large images as the training data was cut
+                record_training_tile(network, tile.size, tile.overlap)
         if self.tracker is not None:
             self._settle_pending_epoch(checkpoint_epoch=self.start_epoch - 1)
         if self.session is not None and self.session.config.gradients.enabled:
@@ -244,8 +247,10 @@ class PipelineTrainer(DetectionTrainer):
         if not (self.session.config.tracking.log_model and weights.exists()):
             return
         # The spool takes a copy now; the worker strips the optimizer state from it, off this thread.
-        side = self.session.dataset.get("image_side")
+        side, tile = self.session.dataset.get("image_side"), self.session.config.data.tile
         metadata = {"imgsz": int(self.args.imgsz), **({"training_image_side": int(side)} if side else {})}
+        if tile is not None:
+            metadata["training_tile"] = {"size": tile.size, "overlap": tile.overlap}
         self.tracker.log_model(
             weights, step=self.epoch + 1, extra_files=[self.save_dir / "config.yaml"], metadata=metadata
         )

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 from pipeline.data.synth import synthesize
+from pipeline.data.tiles import tile_grid
 from pipeline.inference import predict
 from pipeline.inference.onnx_export import onnx_available
-from pipeline.inference.tiling import merge_tiles, tile_grid
+from pipeline.inference.tiling import merge_tiles
 from pipeline.train.run import train
 from tests.conftest import tiny_config, untracked_training
 

@@ -8,6 +8,7 @@ same command: the finished child is not trained again, the half-finished one res
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -53,10 +54,28 @@ def _epochs(client: MlflowClient, run_id: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, "val.box_loss"))
 
 
-def _no_ray_left() -> None:
+def _run(command: list[str], timeout: int) -> tuple[subprocess.CompletedProcess, int]:
+    """The command's result, and its pid: a local Ray's session folder is named after its driver's pid."""
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    return subprocess.CompletedProcess(command, process.returncode, out, err), process.pid
+
+
+def _no_ray_left(*drivers: int) -> None:
+    """No Ray service (GCS, raylet) of the sessions these processes started is left. Another test's Ray (on
+    another pytest-xdist worker) is not theirs: its session folder ends with another driver's pid."""
     import psutil
 
-    leftover = [p.info["name"] for p in psutil.process_iter(["name"]) if p.info["name"] in {"raylet", "gcs_server"}]
+    ours = re.compile(rf"session_\S*_({'|'.join(map(str, drivers))})\b")
+    leftover = [
+        p.info["name"]
+        for p in psutil.process_iter(["name", "cmdline"])
+        if p.info["name"] in {"raylet", "gcs_server"} and ours.search(" ".join(p.info["cmdline"] or []))
+    ]
     assert not leftover, leftover
 
 
@@ -66,11 +85,9 @@ def test_asha_stops_weak_trials_between_epochs_on_sqlite(synth_data: Path, tmp_p
     # Measured on this data: after epoch 1 the two small learning rates have the lower val.box_loss; they run
     # first, so the later two meet a rung holding better values and ASHA (reduction factor 2) stops them.
     grid = "train.lr0=0.00001,0.000001,0.02,0.05"
-    done = subprocess.run(
+    done, driver = _run(
         [*CLI, "sweep", str(config), *COMMON, "--engine", "ray", "--parallel", "2", "--grid", grid]
         + ["--early-stop", "asha", "--metric", "val.box_loss", "--grace", "1", "--name", "asha"],
-        capture_output=True,
-        text=True,
         timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -104,7 +121,7 @@ def test_asha_stops_weak_trials_between_epochs_on_sqlite(synth_data: Path, tmp_p
     assert len(table.runs) == 4 and table.table.params == ["train.lr0"]
     promoted = promote("best", name="asha-model", parent=parent.info.run_id, tracking_uri=uri)
     assert promoted.run_id in {c.info.run_id for c in finished}  # a stopped trial is never the best
-    _no_ray_left()
+    _no_ray_left(driver)
 
 
 def _wait_for(condition, timeout_s: float, process: subprocess.Popen) -> None:
@@ -147,7 +164,7 @@ def test_failed_trial_recorded_and_killed_sweep_resumes(synth_data: Path, mlflow
     )
     assert long_run.info.status == "RUNNING" and len(_epochs(client, long_run.info.run_id)) < 4
 
-    again = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    again, driver = _run(command, timeout=900)
     assert again.returncode == 1, again.stderr[-3000:]  # two children failed
     assert "continuing the unfinished sweep" in again.stderr and "Traceback" not in again.stderr
     parent, children = _children(client, "resume")
@@ -176,7 +193,7 @@ def test_failed_trial_recorded_and_killed_sweep_resumes(synth_data: Path, mlflow
         timeout=300,
     )
     assert resumed.returncode == 2 and resumed.stderr.strip().endswith("this sweep finished; nothing to resume")
-    _no_ray_left()
+    _no_ray_left(first.pid, driver)
 
 
 def test_optuna_numbers_its_trials_and_draws_within_the_space(synth_data: Path, tmp_path: Path) -> None:

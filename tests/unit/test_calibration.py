@@ -19,6 +19,7 @@ from pipeline.selection.operating_points import (
     for_fp_budget,
     for_recall,
     image_level,
+    image_lines,
     operating_points,
     recall_interval,
     resample_counts,
@@ -277,16 +278,22 @@ def test_image_level_flagged_and_falsely_rejected_shares() -> None:
     }
     chosen = operating_points(match_split(truth, detections), default=1.0, samples=50)
     assert chosen.thresholds == {"a": 0.9, "b": 0.2}
-    assert chosen.lines[-2:] == [
-        "defective images flagged: 2 of 2 (100.0%)",
-        "good images falsely rejected: 1 of 2 (50.0%)",
-    ]
+    assert chosen.lines[-1] == "defective images flagged: 2 of 2 (100.0%)"
+    # the good images' count is said once, by the false-reject line (measured on the split's two good images)
+    assert any(line.startswith("false-reject rate: 50.0% [") and line.endswith(", measured on 2 good images")
+               for line in chosen.lines)  # fmt: skip
+    assert image_lines(chosen.images)[-1] == "good images falsely rejected: 1 of 2 (50.0%)"
 
 
 def test_a_split_without_good_images_says_the_false_reject_rate_is_not_measured() -> None:
     chosen = operating_points(KNOWN, default=0.5, samples=50)
     assert chosen.images["good"] == 0 and chosen.images["good_rejected_share"] is None
-    assert chosen.lines[-1] == "good images falsely rejected: not measured (every image of the split has an object)"
+    # estimated instead, and said so, never "not measured" beside an estimate
+    assert chosen.false_reject is not None and chosen.false_reject.how == "estimated"
+    assert not any("not measured" in line for line in chosen.lines)
+    assert image_lines(chosen.images)[-1] == (
+        "good images falsely rejected: not measured (every image of the split has an object)"
+    )
 
 
 # ---- files and options --------------------------------------------------------------------------------------

@@ -90,6 +90,14 @@ def test_the_painter_draws_the_latest_request_and_close_waits_for_it(tmp_path: P
 
 
 @pytest.fixture(autouse=True)
+def seeded() -> None:
+    """The tiny model's weights from one seed: some random inits of it are themselves a finding (gradients falling
+    1.2-1.6 orders of magnitude from head to stem, or first steps of 0.35 of the weights), which a test of another
+    cause must not meet by chance."""
+    torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
 def painters_closed(monkeypatch: pytest.MonkeyPatch):
     """Every heatmap painter a test starts is closed after it: a picture still being drawn when the interpreter
     exits (or its folder is deleted) can abort the test process."""

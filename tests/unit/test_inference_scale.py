@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.inference.scale import inference_scale
+from pipeline.inference.scale import TileChoice, inference_scale
 
 
 def test_tiles_run_at_the_scale_the_model_learned() -> None:
@@ -59,3 +59,15 @@ def test_whole_images_at_the_training_size_say_nothing_unless_they_differ_from_t
         "--imgsz 640: images of 640 px (the first one) run at 640 px, 1.00x"
     )
     assert inference_scale(1280, 0, 320, 640, first_side=2560).line == ""  # the asked size keeps the scale
+
+
+def test_a_tile_trained_model_is_tiled_as_trained_unless_asked_otherwise() -> None:
+    from pipeline.inference.scale import tile_choice
+
+    assert tile_choice(None, None, (640, 0.25)) == TileChoice(
+        640, 0.25, "640-px tiles (overlap 0.25), as the model was trained (data.tile); --tile 0: whole images"
+    )
+    assert tile_choice(None, 0.1, (640, 0.25)).overlap == 0.1  # --overlap alone keeps the training's tiles
+    assert tile_choice(0, None, (640, 0.25)) == TileChoice(0, 0.2, "")  # --tile 0: whole images, said by the user
+    assert tile_choice(320, None, (640, 0.25)) == TileChoice(320, 0.2, "")  # --tile decides
+    assert tile_choice(None, None, None) == TileChoice(0, 0.2, "")  # trained on whole images: whole images

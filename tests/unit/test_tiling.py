@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.inference.tiling import merge_tiles, tile_grid, tile_starts
+from pipeline.data.tiles import tile_grid, tile_starts
+from pipeline.inference.tiling import merge_tiles
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,8 @@ demo: $(STAMP)
 	$(BIN)/yolo-pipeline data synth --out datasets/synthetic-defects --images 400 --seed 0 --size 128
 	$(BIN)/yolo-pipeline train configs/demo.yaml
 
-# Ends with its own duration (`make test: 9m 43s`), passed or not; the exit status is the checks'.
+# Ends with the 20 slowest tests and its own duration (`make test: 9m 43s`), passed or not; the exit status is
+# the checks'.
 # Two pytest-xdist workers: much of a test is one Python thread (a command's start, a server's answer), so two
 # share the cores better than one; each file's tests stay on one worker (its module fixtures are made once).
 TEST_WORKERS ?= 2
@@ -27,7 +28,7 @@ test: $(STAMP)
 	@start=$$(date +%s); \
 	$(BIN)/ruff check pipeline tests scripts && \
 	$(BIN)/ruff format --check pipeline tests scripts && \
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile; \
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=20; \
 	status=$$?; elapsed=$$(($$(date +%s) - start)); \
 	echo "make test: $$((elapsed / 60))m $$((elapsed % 60))s"; \
 	exit $$status

@@ -139,13 +139,32 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 1 if left_total else 0
 
 
+def _defect_size(text: str) -> tuple[int, int]:
+    """``--defect-size 8-40`` (or ``16``: one size) as (min, max) pixels."""
+    parts = text.strip().split("-")
+    try:
+        lo, hi = (int(parts[0]), int(parts[-1])) if len(parts) <= 2 else (0, -1)
+    except ValueError:
+        lo, hi = 0, -1
+    if not 2 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"expected MIN-MAX pixels with 2 <= MIN <= MAX, such as 8-40, got {text!r}")
+    return lo, hi
+
+
 def cmd_data_synth(args: argparse.Namespace) -> int:
     from pipeline.data.synth import synthesize
 
     try:
-        summary = synthesize(args.out, images=args.images, seed=args.seed, size=args.size, backgrounds=args.backgrounds)
+        summary = synthesize(
+            args.out,
+            images=args.images,
+            seed=args.seed,
+            size=args.size,
+            backgrounds=args.backgrounds,
+            defect_px=args.defect_size,
+        )
     except ValueError as exc:  # bad counts or sizes: the message names the option
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {str(exc).replace('defect_px:', '--defect-size:', 1)}", file=sys.stderr)
         return 2
     boxes = ", ".join(f"{name} {n}" for name, n in summary.boxes.items())
     print(
@@ -442,6 +461,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FRACTION",
         help="this share of the images (0 <= F < 1, seeded, train and val alike) has no defect: surface only, "
         "an empty label file (default 0)",
+    )
+    p.add_argument(
+        "--defect-size",
+        type=_defect_size,
+        default=None,
+        metavar="MIN-MAX",
+        help="large boards: each defect drawn at an absolute size, its long side log-uniform in MIN-MAX px "
+        "(e.g. --size 1536 --defect-size 8-40), on average one defect per 256 x 256 px; MAX <= --size / 4 "
+        "(default: defects scaled to the image, as before)",
     )
     add_wait_option(p)
     p.set_defaults(func=cmd_data_synth)

@@ -146,11 +146,20 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
 
 
 def tiny_config(data_yaml: Path, project: Path, **sections: dict) -> Config:
-    """A 2-epoch, 64-px CPU training with fast tracking intervals; ``sections`` override any key."""
+    """A 2-epoch, 64-px CPU training without plots, with fast tracking intervals; ``sections`` override any key."""
     raw: dict[str, dict] = {
         "data": {"path": str(data_yaml)},
         "model": {"weights": "yolo11n.yaml"},
-        "train": {"epochs": 2, "imgsz": 64, "batch": 16, "device": "cpu", "workers": 0, "project": str(project)},
+        # No plots unless a test asks (train={"plots": True}): drawing them costs a tiny training more than its epochs.
+        "train": {
+            "epochs": 2,
+            "imgsz": 64,
+            "batch": 16,
+            "device": "cpu",
+            "workers": 0,
+            "plots": False,
+            "project": str(project),
+        },  # fmt: skip
         "augment": {"mosaic": 0.0, "close_mosaic": 0},
         "tracking": {
             "experiment": "tests",

@@ -9,6 +9,12 @@ changing the images it already has.
 ``backgrounds`` makes that share of the images defect-free: the same surface image ``i`` would have,
 without its defects, and an empty label file (the good parts a screen must pass). Which images they
 are is drawn from ``seed`` apart from the images' own draws, spread over train and val in proportion.
+
+``defect_px=(lo, hi)`` draws large boards instead, as an inspection camera sees them: each defect at an
+absolute size, its box's long side log-uniform in ``[lo, hi]`` pixels (as many small defects as large
+ones per octave, the way real defect sizes spread), whatever the image size; a board has a Poisson
+number of defects, on average one per 256 x 256 px (16 on a 1,024-px board, 64 on a 2,048-px one),
+placed where they do not overlap. Without it every image is drawn exactly as before.
 """
 
 from __future__ import annotations
@@ -125,10 +131,14 @@ def _box_of(mask: np.ndarray, cls: int) -> Box | None:
     return Box(cls, int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
 
 
-def render(seed: int, index: int, size: int = 128, defects: bool = True) -> tuple[np.ndarray, list[Box]]:
+def render(
+    seed: int, index: int, size: int = 128, defects: bool = True, defect_px: tuple[int, int] | None = None
+) -> tuple[np.ndarray, list[Box]]:
     """Draw image ``index`` of the set made with ``seed``: a BGR image and its defect boxes (``defects`` False:
-    the same surface without any)."""
+    the same surface without any; ``defect_px``: a large board with defects of absolute sizes, see the module doc)."""
     rng = np.random.default_rng([seed, index])
+    if defect_px is not None:
+        return _render_board(rng, size, defects, defect_px)
     surface = _surface(rng, size)
     boxes: list[Box] = []
     n_defects = int(rng.choice([0, 1, 2, 3], p=[0.05, 0.4, 0.35, 0.2])) if defects else 0
@@ -142,6 +152,96 @@ def render(seed: int, index: int, size: int = 128, defects: bool = True) -> tupl
     return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), boxes
 
 
+# ---- large boards: defects at absolute sizes -----------------------------------------------------------
+
+BOARD_AREA_PER_DEFECT = 256 * 256  # a board's mean defect count is its area over this
+_MARGIN = 2  # around a defect's own canvas: the pit's rim and a gap to its neighbours
+
+
+def _board_surface(rng: np.random.Generator, size: int) -> np.ndarray:
+    """`_surface` for a large board: the same kinds of texture, the mottling drawn on an eighth-size grid and
+    enlarged (a blur of sigma size/12 at full size costs seconds per 2,048-px board, for the same smooth field)."""
+    small = max(16, size // 8)
+    base = rng.uniform(90, 150)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    gradient = rng.uniform(-20, 20) * xx + rng.uniform(-20, 20) * yy
+    coarse = cv2.GaussianBlur(rng.normal(0, 1, (small, small)).astype(np.float32), (0, 0), small / 12)
+    mottling = cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
+    mottling *= 12 / (mottling.std() + 1e-6)
+    grain = rng.normal(0, 4, (size, size)).astype(np.float32)
+    streaks = np.repeat(rng.normal(0, 3, (size, 1)).astype(np.float32), size, axis=1)
+    return base + gradient + mottling + grain + streaks
+
+
+def _board_mask(rng: np.random.Generator, cls: int, side: int) -> np.ndarray:
+    """One defect of class ``cls`` whose box's long side is about ``side`` px, centred on its own canvas."""
+    canvas = side + 2 * _MARGIN
+    mask = np.zeros((canvas, canvas), np.uint8)
+    c = canvas / 2
+    if cls == 0:  # scratch: a line of length ``side``, 2-3 px thick
+        angle = rng.uniform(0, np.pi)
+        half = max(1.0, (side - 2) / 2)
+        dx, dy = np.cos(angle) * half, np.sin(angle) * half
+        thickness = max(2, round(side / 16))
+        p0, p1 = (round(c - dx - 0.5), round(c - dy - 0.5)), (round(c + dx - 0.5), round(c + dy - 0.5))
+        cv2.line(mask, p0, p1, 255, thickness=thickness, lineType=cv2.LINE_8)
+    elif cls == 1:  # pit: an ellipse of diameter ``side`` (the rim adds a pixel on each side)
+        radius = max(1, round(side / 2) - 1)
+        axes = (radius, max(1, round(radius * rng.uniform(0.7, 1.0))))
+        cv2.ellipse(mask, (int(c), int(c)), axes, float(rng.uniform(0, 180)), 0, 360, 255, thickness=-1)
+    else:  # patch: an irregular stain of diameter about ``side``
+        angles = np.sort(rng.uniform(0, 2 * np.pi, 9))
+        radii = side / 2 * rng.uniform(0.6, 1.0, 9)
+        points = np.stack([c + radii * np.cos(angles), c + radii * np.sin(angles)], axis=1)
+        cv2.fillPoly(mask, [points.round().astype(np.int32)], 255)
+    return mask
+
+
+def _render_board(
+    rng: np.random.Generator, size: int, defects: bool, defect_px: tuple[int, int]
+) -> tuple[np.ndarray, list[Box]]:
+    surface = _board_surface(rng, size)
+    boxes: list[Box] = []
+    taken: list[tuple[int, int, int, int]] = []  # canvases placed so far (x0, y0, x1, y1), exclusive ends
+    lo, hi = defect_px
+    n_defects = int(rng.poisson(size * size / BOARD_AREA_PER_DEFECT)) if defects else 0
+    for _ in range(n_defects):
+        cls = int(rng.integers(len(CLASS_NAMES)))
+        side = int(round(np.exp(rng.uniform(np.log(lo), np.log(hi)))))  # log-uniform: each octave equally often
+        mask = _board_mask(rng, cls, side)
+        canvas = mask.shape[0]
+        for _attempt in range(20):  # a free place; a board too crowded for this one leaves it out
+            x0, y0 = (int(v) for v in rng.integers(0, size - canvas + 1, 2))
+            if not any(
+                x0 < bx1 and bx0 < x0 + canvas and y0 < by1 and by0 < y0 + canvas for bx0, by0, bx1, by1 in taken
+            ):
+                break
+        else:
+            continue
+        taken.append((x0, y0, x0 + canvas, y0 + canvas))
+        window = surface[y0 : y0 + canvas, x0 : x0 + canvas]  # a view: the painting lands on the board
+        changed = _apply(window, mask, cls, rng)
+        if (box := _box_of(changed, cls)) is not None:
+            boxes.append(Box(cls, box.x0 + x0, box.y0 + y0, box.x1 + x0, box.y1 + y0))
+    image = np.clip(surface, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), boxes
+
+
+def check_defect_px(defect_px: tuple[int, int] | None, size: int) -> tuple[int, int] | None:
+    """``defect_px`` as (lo, hi) ints, or a one-line ValueError naming what is wrong."""
+    if defect_px is None:
+        return None
+    try:
+        lo, hi = (int(v) for v in defect_px)
+    except (TypeError, ValueError):
+        raise ValueError(f"defect_px: expected (min, max) pixels such as (8, 40), got {defect_px!r}") from None
+    if not 2 <= lo <= hi:
+        raise ValueError(f"defect_px: need 2 <= min <= max pixels, got {lo}-{hi}")
+    if hi > size // 4:
+        raise ValueError(f"defect_px: the largest defect ({hi} px) must be at most a quarter of the size ({size} px)")
+    return lo, hi
+
+
 def synthesize(
     out: str | Path,
     images: int = 200,
@@ -149,9 +249,11 @@ def synthesize(
     size: int = 128,
     val_fraction: float = 0.2,
     backgrounds: float = 0.0,
+    defect_px: tuple[int, int] | None = None,
 ) -> SynthSummary:
     """Write ``images`` synthetic defect images in YOLO layout under ``out``, with a ``data.yaml``; the share
-    ``backgrounds`` of them (0 <= F < 1) without defects.
+    ``backgrounds`` of them (0 <= F < 1) without defects; ``defect_px=(lo, hi)``: large boards with defects of
+    absolute sizes (see the module doc).
 
     ``out`` may exist only when empty or made by an earlier synthesis; it is replaced once the new set is whole."""
     if images < 2:
@@ -162,11 +264,14 @@ def synthesize(
         raise ValueError(f"size: must be >= 32 pixels, got {size}")
     if not 0 <= backgrounds < 1:
         raise ValueError(f"backgrounds: must be a fraction, 0 <= F < 1, got {backgrounds}")
+    defect_px = check_defect_px(defect_px, size)
     out = Path(out)
     surface_only = _surface_only(images, seed, _val_count(images, val_fraction), backgrounds)
-    marked = {"backgrounds": backgrounds} if backgrounds else {}  # the marker of a set without stays as it was
+    marked: dict[str, object] = {"backgrounds": backgrounds} if backgrounds else {}  # a set without: marker as it was
+    if defect_px is not None:
+        marked["defect_px"] = list(defect_px)
     with build_then_swap(out, KIND, "--out", images=images, seed=seed, size=size, **marked) as staging:
-        counts, box_counts, empty = _draw_set(staging, images, seed, size, val_fraction, surface_only)
+        counts, box_counts, empty = _draw_set(staging, images, seed, size, val_fraction, surface_only, defect_px)
         # No `path` key: ultralytics then resolves the splits against this file's folder, wherever it moves.
         spec = {"train": "images/train", "val": "images/val", "names": dict(enumerate(CLASS_NAMES))}
         (staging / "data.yaml").write_text(
@@ -192,7 +297,13 @@ def _surface_only(images: int, seed: int, n_val: int, fraction: float) -> set[in
 
 
 def _draw_set(
-    out: Path, images: int, seed: int, size: int, val_fraction: float, surface_only: set[int]
+    out: Path,
+    images: int,
+    seed: int,
+    size: int,
+    val_fraction: float,
+    surface_only: set[int],
+    defect_px: tuple[int, int] | None = None,
 ) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
     """Draw every image and label into ``out``; (images per split, boxes per class, empty labels per split)."""
     n_val = _val_count(images, val_fraction)
@@ -201,7 +312,7 @@ def _draw_set(
     box_counts = dict.fromkeys(CLASS_NAMES, 0)
     for index in range(images):
         split = "val" if index >= images - n_val else "train"
-        image, boxes = render(seed, index, size, defects=index not in surface_only)
+        image, boxes = render(seed, index, size, defects=index not in surface_only, defect_px=defect_px)
         stem = f"synth_{seed}_{index:06d}"
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
         (out / "labels" / split).mkdir(parents=True, exist_ok=True)

@@ -6,9 +6,9 @@ keeps it. A tile does not: a 320-px tile of a model trained at 320 px on 640-px 
 320 px, shows every defect twice as large as in training, and recall falls. So tiles run at
 ``tile x imgsz / side`` by default, from the side the checkpoint records
 (`pipeline.checkpoints.training_image_side`). ``--imgsz`` still decides; when it changes the scale
-the model learned, or when the scale is not known, one line says so. Whole images run at the
-training size, and one line says so when the images (judged by the first) are of another size
-enough to change the scale by half or more.
+the model learned, or when the scale is not known, one line says so. Whole images (and images no
+larger than the tile, which are not cut) run at the training size, and one line says so when the
+images (judged by the first) are of another size enough to change the scale by half or more.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def inference_scale(asked: int, tile: int, trained: int, side: int | None, first
     """The input size for ``--imgsz asked`` (0: not given) and ``--tile tile`` (0: whole images), for a model
     trained at ``trained`` px on images of typical long side ``side`` (None: not recorded); ``first_side``:
     the long side of the first image to predict (0: unknown)."""
-    if not tile:
+    if not tile or 0 < first_side <= tile:  # an image no larger than the tile is not cut: it runs whole
         return _whole_images(asked, trained, side, first_side)
     learned = trained / side if side else None
     origin = f"trained at {trained} px on images of {side} px"

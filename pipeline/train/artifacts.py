@@ -28,9 +28,11 @@ _MAX_VAL_IMAGES = 3
 
 
 def confusion_matrix_json(trainer: Any, path: Path) -> Path | None:
-    """The validator's confusion matrix as numbers: rows are predictions, columns are ground truth."""
+    """The validator's confusion matrix as numbers: rows are predictions, columns are ground truth. None without
+    plots (``train.plots: false``): ultralytics' validator counts the matrix only when it draws, and a matrix of
+    zeros would say the model predicted nothing."""
     matrix = getattr(getattr(trainer, "validator", None), "confusion_matrix", None)
-    if matrix is None:
+    if matrix is None or not getattr(trainer.args, "plots", True):
         return None
     names = [trainer.data["names"][i] for i in sorted(trainer.data["names"])]
     payload = {

@@ -130,6 +130,25 @@ class PipelineTrainer(DetectionTrainer):
             self.validator.args.plots = False
         return super().validate()
 
+    def get_validator(self) -> Any:
+        tile = self.session.config.data.tile if self.session is not None else None
+        if tile is None:
+            return super().get_validator()
+        # A tiled training is scored on whole val images cut as predict cuts them, not shrunk whole to imgsz.
+        from copy import copy
+
+        from pipeline.train.tiled_validation import TiledDetectionValidator
+
+        return TiledDetectionValidator(
+            self.test_loader,
+            save_dir=self.save_dir,
+            args=copy(self.args),
+            _callbacks=self.callbacks,
+            tile_size=tile.size,
+            overlap=tile.overlap,
+            image_side=self.session.dataset.get("image_side"),
+        )
+
     def resume_training(self, ckpt: dict | None) -> None:
         if not (self.final_stage_only and ckpt):
             return super().resume_training(ckpt)

@@ -1,7 +1,7 @@
 """Resolve ``model.weights`` to something ultralytics can build, falling back when offline.
 
-An architecture ``.yaml`` (a file, or a name ultralytics ships such as ``yolo11n.yaml``) trains from
-scratch. A ``.pt`` is a local file or an ultralytics release name; a name that cannot be downloaded
+An architecture ``.yaml`` (a file, or a name ultralytics ships such as ``yolo11n.yaml``, or one this package
+ships in ``pipeline/models/`` such as ``yolo11n-p2.yaml``) trains from scratch. A ``.pt`` is a local file or an ultralytics release name; a name that cannot be downloaded
 (offline, blocked, unknown) falls back to its architecture YAML with one line saying so. A model in
 MLflow (``models:/name@alias``, ``models:/name/3``, ``runs:/<id>/model``) is this pipeline's own
 logged checkpoint: its ``weights`` artifact is downloaded (the pyfunc is never unpickled) and read
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,17 @@ def _architecture_exists(yaml_name: str) -> bool:
         return False
 
 
+OWN_ARCHITECTURES = Path(__file__).resolve().parents[1] / "models"  # pipeline/models: what ultralytics lacks
+
+
+def _own_architecture(name: str) -> str | None:
+    """The path ultralytics is given for an architecture this package ships, by its scaled name: ``yolo11n-p2.yaml``
+    is ``pipeline/models/yolo11-p2.yaml`` at scale n. Ultralytics reads the scale off the name and loads the unscaled
+    file beside it (`yaml_model_load`), so the scaled path itself need not exist."""
+    unscaled = re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", Path(name).stem) + Path(name).suffix
+    return str(OWN_ARCHITECTURES / name) if (OWN_ARCHITECTURES / unscaled).is_file() else None
+
+
 def _is_architecture(document: Any) -> bool:
     """What ultralytics' model builder needs: a mapping with ``backbone`` and ``head`` layer lists."""
     return isinstance(document, dict) and all(isinstance(document.get(key), list) for key in ("backbone", "head"))
@@ -140,6 +152,8 @@ def resolve_weights(spec: str, tracking_uri: str = "") -> ResolvedWeights:
             return _architecture_file(path)
         if path.parent == Path(".") and _architecture_exists(spec):
             return ResolvedWeights(spec, pretrained=False)
+        if path.parent == Path(".") and (own := _own_architecture(spec)) is not None:
+            return ResolvedWeights(own, pretrained=False)
         raise WeightsError(f"model.weights: {spec}: no such architecture file or ultralytics model YAML")
     if path.suffix != ".pt":
         raise WeightsError(f"model.weights: {spec}: expected a .pt checkpoint or an architecture .yaml")

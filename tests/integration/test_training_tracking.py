@@ -80,6 +80,7 @@ def test_training_is_fully_recorded_in_mlflow_server(synth_data: Path, mlflow_se
     config = tiny_config(
         synth_data,
         tmp_path / "runs",
+        train={"plots": True},  # the plots are part of the record this test checks
         augment={"preset": "surface-light"},
         tracking={"uri": mlflow_server.uri, "experiment": "full"},
     )
@@ -171,7 +172,7 @@ def test_training_with_embedded_default_tracking(synth_data: Path, tmp_path: Pat
 
 
 def test_tracking_off_trains_without_mlflow(synth_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    config = tiny_config(synth_data, tmp_path / "runs", train={"epochs": 1}, tracking={"enabled": False})
+    config = tiny_config(synth_data, tmp_path / "runs", train={"epochs": 1, "plots": True}, tracking={"enabled": False})
     with caplog.at_level("INFO", logger="pipeline.train"):
         result = train(config)
     assert result.run_id is None

@@ -71,3 +71,11 @@ def test_a_tile_trained_model_is_tiled_as_trained_unless_asked_otherwise() -> No
     assert tile_choice(0, None, (640, 0.25)) == TileChoice(0, 0.2, "")  # --tile 0: whole images, said by the user
     assert tile_choice(320, None, (640, 0.25)) == TileChoice(320, 0.2, "")  # --tile decides
     assert tile_choice(None, None, None) == TileChoice(0, 0.2, "")  # trained on whole images: whole images
+
+
+def test_images_no_larger_than_the_tile_run_whole_at_the_training_size() -> None:
+    # NEU-DET's 200-px images under 224-px tiles are not cut: they run at 224 px as whole images, not at the
+    # 251 px a full 224-px tile would take at the learned 1.12x
+    assert inference_scale(0, 224, 224, 200, 200) == inference_scale(0, 0, 224, 200, 200)
+    assert inference_scale(0, 224, 224, 200, 200).size == 224
+    assert inference_scale(0, 224, 224, 200, 1000).size == 251  # a large image is cut: its tiles at the scale

@@ -37,7 +37,7 @@ def test_make_test_ends_with_its_duration(tmp_path: Path) -> None:
     assert lines[:3] == [
         "ruff check pipeline tests scripts",
         "ruff format --check pipeline tests scripts",
-        "python -m pytest -n 2 --dist loadfile",
+        "python -m pytest -n 2 --dist loadfile --durations=20",
     ]
     assert re.fullmatch(r"make test: \d+m \d+s", lines[-1]) and len(lines) == 4
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -289,3 +290,113 @@ def test_bad_backgrounds(tmp_path: Path, fraction: float) -> None:
     with pytest.raises(ValueError, match=r"^backgrounds: must be a fraction, 0 <= F < 1"):
         synthesize(tmp_path / "bad", images=4, backgrounds=fraction)
     assert not (tmp_path / "bad").exists()
+
+
+# ---- large boards: defects at absolute sizes (defect_px) ---------------------------------------------------------
+
+BOARD, SIZES = 256, (8, 40)
+
+
+def test_board_same_seed_same_image_and_boxes() -> None:
+    image_a, boxes_a = render(2, 5, BOARD, defect_px=SIZES)
+    image_b, boxes_b = render(2, 5, BOARD, defect_px=SIZES)
+    assert image_a.shape == (BOARD, BOARD, 3) and image_a.dtype == np.uint8
+    assert image_a.tobytes() == image_b.tobytes() and boxes_a == boxes_b
+    assert not np.array_equal(image_a, render(2, 6, BOARD, defect_px=SIZES)[0])
+
+
+def test_without_defect_px_the_images_are_as_before() -> None:
+    image, boxes = render(3, 4, 64)
+    again, boxes_again = render(3, 4, 64, defect_px=None)
+    assert image.tobytes() == again.tobytes() and boxes == boxes_again
+
+
+def board_boxes(size: int, images: int, sizes: tuple[int, int] = SIZES) -> list[list[Box]]:
+    return [render(0, index, size, defect_px=sizes)[1] for index in range(images)]
+
+
+def test_board_defects_have_the_asked_sizes_log_uniformly() -> None:
+    sides = np.array([max(b.x1 - b.x0, b.y1 - b.y0) + 1 for boxes in board_boxes(512, 40) for b in boxes])
+    assert len(sides) > 120
+    assert sides.min() >= SIZES[0] - 1 and sides.max() <= SIZES[1] + 1  # the box's long side, within a pixel
+    below = float(np.mean(sides < np.sqrt(SIZES[0] * SIZES[1])))  # log-uniform: half below the geometric mean
+    assert 0.35 < below < 0.65, below
+    assert {b.cls for boxes in board_boxes(512, 10) for b in boxes} == {0, 1, 2}
+
+
+def test_more_defects_on_a_larger_board() -> None:
+    """On average one defect per 256 x 256 px: 1 on a 256-px board, 4 on a 512-px one."""
+    small = np.mean([len(b) for b in board_boxes(256, 60)])
+    large = np.mean([len(b) for b in board_boxes(512, 30)])
+    assert 0.6 < small < 1.5 and 3.0 < large < 5.2, (small, large)
+
+
+def test_board_boxes_inside_and_apart() -> None:
+    for boxes in board_boxes(BOARD, 40):
+        for i, a in enumerate(boxes):
+            assert 0 <= a.x0 <= a.x1 < BOARD and 0 <= a.y0 <= a.y1 < BOARD
+            for b in boxes[i + 1 :]:
+                assert a.x1 < b.x0 or b.x1 < a.x0 or a.y1 < b.y0 or b.y1 < a.y0, (a, b)
+
+
+def test_board_boxes_are_tight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each box is the extent of the pixels its defect changed on the board."""
+    original = synth._apply
+    extents: list[tuple[int, int, int, int]] = []
+
+    def recording_apply(window: np.ndarray, mask: np.ndarray, cls: int, rng: np.random.Generator) -> np.ndarray:
+        before = window.copy()
+        changed = original(window, mask, cls, rng)
+        ys, xs = np.nonzero(window != before)
+        extents.append((int(xs.max() - xs.min()), int(ys.max() - ys.min())))  # the window's own coordinates
+        return changed
+
+    monkeypatch.setattr(synth, "_apply", recording_apply)
+    boxes = [b for index in range(10) for b in render(1, index, BOARD, defect_px=SIZES)[1]]
+    assert len(boxes) == len(extents) > 5
+    assert [(b.x1 - b.x0, b.y1 - b.y0) for b in boxes] == extents
+
+
+def test_board_set_on_disk(tmp_path: Path) -> None:
+    summary = synthesize(tmp_path / "boards", images=6, seed=2, size=BOARD, defect_px=SIZES, backgrounds=0.4)
+    image, boxes = render(2, 1, BOARD, defect_px=SIZES, defects=1 not in synth._surface_only(6, 2, 1, 0.4))
+    on_disk = cv2.imread(str(summary.out / "images" / "train" / "synth_2_000001.png"))
+    assert np.array_equal(on_disk, image)
+    label = (summary.out / "labels" / "train" / "synth_2_000001.txt").read_text().splitlines()
+    assert label == [box.to_yolo(BOARD, BOARD) for box in boxes]
+    assert summary.surface_only == 2
+    from pipeline.destinations import MARKER
+
+    assert json.loads((summary.out / MARKER).read_text())["defect_px"] == [8, 40]
+
+
+@pytest.mark.parametrize(
+    ("defect_px", "message"),
+    [
+        ((1, 10), "need 2 <= min <= max"),
+        ((20, 10), "need 2 <= min <= max"),
+        ((8, 80), "at most a quarter of the size"),
+        (("a", "b"), "expected \\(min, max\\)"),
+        ((8,), "expected \\(min, max\\)"),
+    ],
+)
+def test_bad_defect_px(tmp_path: Path, defect_px: tuple, message: str) -> None:
+    with pytest.raises(ValueError, match=rf"^defect_px: .*{message}"):
+        synthesize(tmp_path / "bad", images=4, size=BOARD, defect_px=defect_px)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_cli_defect_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline import cli
+
+    out = tmp_path / "boards"
+    assert (
+        cli.main(["data", "synth", "--out", str(out), "--images", "4", "--size", "256", "--defect-size", "8-40"]) == 0
+    )
+    image = cv2.imread(str(out / "images" / "train" / "synth_0_000000.png"))
+    assert np.array_equal(image, render(0, 0, 256, defect_px=(8, 40))[0])
+    assert cli.main(["data", "synth", "--out", str(tmp_path / "x"), "--size", "256", "--defect-size", "8-80"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: --defect-size: the largest defect (80 px)")
+    with pytest.raises(SystemExit):
+        cli.main(["data", "synth", "--out", str(tmp_path / "y"), "--defect-size", "big"])
+    assert "--defect-size: expected MIN-MAX pixels" in capsys.readouterr().err

@@ -22,7 +22,7 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -231,6 +231,20 @@ def _exact_interval(how: str, per_image: np.ndarray, images: int, level: float) 
 
 
 # ---- escapes -----------------------------------------------------------------------------------------------
+
+
+def escape_line(escape: dict[str, Any]) -> str:
+    """`escapes`' result as calibrate and its check print it."""
+    return (
+        f"escape rate (defective images not flagged): {escape['rate']:.1%} [{escape['low']:.1%}, "
+        f"{escape['high']:.1%}] on {escape['defective']} defective images"
+    )
+
+
+def split_evidence(matches: Matches, folder: np.ndarray | None = None) -> RejectEvidence | None:
+    """What a split's false-reject rate comes from: its background images and a --good folder's scores
+    (`good_scores`), measured when there is any, else the estimate (`reject_evidence`)."""
+    return reject_evidence(matches, good_table(matches, folder))
 
 
 def flagged_images(matches: Matches, thresholds: dict[str, float]) -> np.ndarray:

@@ -29,15 +29,15 @@ from pipeline.selection.false_rejects import (
     LEVEL,
     FalseRejects,
     OperatingCurve,
+    escape_line,
     escapes,
     false_reject_rate,
     false_rejects,
-    good_table,
     operating_curve,
     percent,
     recall_at,
-    reject_evidence,
     resample_counts,
+    split_evidence,
     within_budget,
 )
 from pipeline.selection.matching import ClassMatches, Matches
@@ -284,7 +284,7 @@ def operating_points(
         chosen.thresholds[name] = choice.threshold
     chosen.recall_thresholds = dict(chosen.thresholds)
 
-    evidence = reject_evidence(matches, good_table(matches, good))
+    evidence = split_evidence(matches, good)
     budget = max_false_reject if evidence is not None and max_fp_per_image is None and prefer == "budget" else None
     if budget is not None:
         chosen.thresholds = within_budget(evidence, chosen.thresholds, chosen.curves, budget)
@@ -326,11 +326,7 @@ def operating_points(
             chosen.operating = operating_curve(matches, chosen.thresholds, evidence)
     chosen.escape = escapes(matches, chosen.thresholds, samples, seed)
     if chosen.escape and chosen.thresholds:
-        e = chosen.escape
-        chosen.lines.append(
-            f"escape rate (defective images not flagged): {e['rate']:.1%} [{e['low']:.1%}, {e['high']:.1%}] "
-            f"on {e['defective']} defective images"
-        )
+        chosen.lines.append(escape_line(chosen.escape))
     chosen.images = image_level(matches, chosen.thresholds)
     chosen.lines.extend(image_lines(chosen.images, rate_said=chosen.false_reject is not None))
     return chosen

@@ -12,20 +12,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipeline.inference.screen import ClassPoint, Screen
 from pipeline.selection.calibration import LOW_CONF, CalibrateError
 from pipeline.selection.false_rejects import (
     FalseRejects,
+    escape_line,
     escapes,
     false_reject_rate,
     false_rejects,
     good_scores,
-    good_table,
-    reject_evidence,
+    split_evidence,
 )
-from pipeline.selection.matching import match_split
+from pipeline.selection.matching import Matches, match_split
 from pipeline.selection.operating_points import Choice, image_level, image_lines, point, resample_counts
-from pipeline.selection.screened_split import screened_split
+from pipeline.selection.screened_split import GoodImages, screened_split
 
 
 @dataclass
@@ -139,20 +141,20 @@ def check_screen(
         classes[name] = point(matches.per_class[name], per_image, Choice(threshold, True), target, counts)
     lines = shortfalls(screen, split, classes)
     images = image_level(matches, screen.thresholds)
-    folder = good_scores(good_images.detections, len(matches.classes)) if good_images else None
-    evidence = reject_evidence(matches, good_table(matches, folder))
+    evidence = split_evidence(matches, _good_scores(good_images, matches))
     rejects = false_rejects(evidence, screen.thresholds, bootstrap, seed) if evidence is not None else None
     escape = escapes(matches, screen.thresholds, bootstrap, seed)
     if rejects is not None:
         lines.append(rejects.line() + _against_calibration(screen, rejects))
     if escape:
-        lines.append(
-            f"escape rate (defective images not flagged): {escape['rate']:.1%} "
-            f"[{escape['low']:.1%}, {escape['high']:.1%}] on {escape['defective']} defective images"
-        )
+        lines.append(escape_line(escape))
     lines.extend(image_lines(images, rate_said=rejects is not None))
     lines.extend(good_images.lines() if good_images else [])
     return ScreenCheck(screen, split, classes, images, lines, false_reject=rejects, escape=escape)
+
+
+def _good_scores(good_images: GoodImages | None, matches: Matches) -> np.ndarray | None:
+    return good_scores(good_images.detections, len(matches.classes)) if good_images else None
 
 
 def _against_calibration(screen: Screen, rejects: FalseRejects) -> str:
@@ -181,8 +183,7 @@ def measured_false_reject(
         model, data, split=split, conf=LOW_CONF, device=device, tracking_uri=tracking_uri, good=good
     )
     matches = match_split(found.truth, found.detections)
-    folder = good_scores(good_images.detections, len(matches.classes)) if good_images else None
-    evidence = reject_evidence(matches, good_table(matches, folder))
+    evidence = split_evidence(matches, _good_scores(good_images, matches))
     if evidence is None or evidence.how != "measured":
         raise CalibrateError(
             f"false_reject: no good image to measure it on ({split} of {data} has no background image): pass --good DIR"

@@ -250,7 +250,9 @@ class TrackingConfig(_Section):
     flush_interval_s: float = Field(2.0, gt=0, description="how often the background worker sends a batch")
     retry_interval_s: float = Field(15.0, gt=0, description="how often to retry an unreachable server")
     request_timeout_s: int = Field(10, ge=1, description="timeout of one request to the server, in seconds")
-    finish_timeout_s: float = Field(30.0, ge=0, description="how long the end of a training waits for the server")
+    finish_timeout_s: float = Field(
+        30.0, ge=0, description="how long the end of a training waits for the server to acknowledge a record"
+    )
 
     @field_validator("uri")
     @classmethod

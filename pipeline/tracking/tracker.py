@@ -166,7 +166,7 @@ class Tracker:
         self._stop.set()
         self._wake.set()
         if self._worker is not None:
-            self._worker.join(timeout=timeout_s)  # lets a send in flight complete
+            self._wait_while_acknowledged(timeout_s)
         if self._worker is None or not self._worker.is_alive():
             # One last attempt from here, without waiting out the retry interval; if the server is
             # away it fails fast and `sync` sends the rest later.
@@ -182,6 +182,21 @@ class Tracker:
         if self._worker is None or not self._worker.is_alive():  # a send still in flight keeps the spool held
             self.close()
         return done
+
+    def _wait_while_acknowledged(self, stall_s: float) -> None:
+        """Let the worker send what is left: wait as long as the server keeps acknowledging records, and
+        give up once ``stall_s`` passes without one (a loaded machine may need minutes for a model; a server
+        that went away acknowledges nothing)."""
+        assert self._worker is not None
+        acked = self.spool.state.get("acked", 0)
+        quiet_since = time.monotonic()
+        while self._worker.is_alive():
+            self._worker.join(timeout=min(1.0, stall_s))
+            now_acked = self.spool.state.get("acked", 0)
+            if now_acked != acked:
+                acked, quiet_since = now_acked, time.monotonic()
+            elif time.monotonic() - quiet_since >= stall_s:
+                return
 
     def close(self) -> None:
         """Let go of the spool (`finish` does, once everything is sent or kept); a tracker never started, too."""

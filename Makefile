@@ -23,11 +23,14 @@ demo: $(STAMP)
 # the checks'.
 # Two pytest-xdist workers: much of a test is one Python thread (a command's start, a server's answer), so two
 # share the cores better than one; each file's tests stay on one worker (its module fixtures are made once).
+# The manual (docs/, mkdocs.yml) is built with --strict after ruff: a broken link or a missing picture fails it
+# (not --quiet: with it, mkdocs 1.6 no longer counts the warnings that --strict fails on).
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	@start=$$(date +%s); \
 	$(BIN)/ruff check pipeline tests scripts && \
 	$(BIN)/ruff format --check pipeline tests scripts && \
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site && \
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=20; \
 	status=$$?; elapsed=$$(($$(date +%s) - start)); \
 	echo "make test: $$((elapsed / 60))m $$((elapsed % 60))s"; \

@@ -9,7 +9,6 @@ import sys
 import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 from pipeline.checkpoints import add_trust_option
 from pipeline.config import Config, ConfigError, class_values, load_config
@@ -20,8 +19,8 @@ from pipeline.inference.options import PredictOptions
 from pipeline.messages import UserError, first_line
 from pipeline.quiet import set_verbose
 from pipeline.redact import redact_text
-from pipeline.selection.commands import add_commands
-from pipeline.train.errors import NonFiniteGradients
+from pipeline.selection_commands import add_commands
+from pipeline.training.errors import NonFiniteGradients
 
 
 def _ui_hint(uri: str | None) -> str:
@@ -91,7 +90,7 @@ def _train_config(args: argparse.Namespace) -> Config:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pipeline.train import train
+    from pipeline.training import train
 
     _print_training(train(_train_config(args)))
     return 0
@@ -107,7 +106,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from pipeline.credentials import strip_credentials
-    from pipeline.train import resume
+    from pipeline.training import resume
 
     # Credentials are never stored with a training: ones given here serve this process's requests only.
     tracking_uri = strip_credentials(args.tracking_uri)
@@ -326,7 +325,7 @@ def cmd_data_split(args: argparse.Namespace) -> int:
 
 
 def cmd_augment_preview(args: argparse.Namespace) -> int:
-    from pipeline.augment.preview import preview
+    from pipeline.training.augment_preview import preview
 
     config = load_config(args.config, args.overrides)
     result = preview(config, args.out, samples=args.samples, seed=args.seed)
@@ -400,8 +399,8 @@ def _add_predict_options(parser: argparse.ArgumentParser) -> None:
             off = default is True
             flag, help_text = (f"--no-{flag[2:]}", f"no {field.description}") if off else (flag, field.description)
             parser.add_argument(flag, dest=name, action="store_false" if off else "store_true", help=help_text)
-        elif typing.get_origin(kind) is Literal:
-            parser.add_argument(flag, choices=typing.get_args(kind), default=default, help=field.description)
+        elif choices := PredictOptions.choices(name):  # a Literal's values; the runtime's, from the backends' registry
+            parser.add_argument(flag, choices=choices, default=default, help=field.description)
         else:
             metavar = _METAVARS.get(name)
             parser.add_argument(flag, type=_given(kind), default=default, metavar=metavar, help=field.description)

@@ -33,14 +33,14 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.comparison import compare
 from pipeline.data.importer import import_dataset
+from pipeline.evaluation.evaluation import evaluate
 from pipeline.inference import predict
-from pipeline.selection.calibration import calibrate
-from pipeline.selection.comparison import compare
-from pipeline.selection.evaluation import evaluate
-from pipeline.selection.promotion import promote
-from pipeline.selection.screen_check import check_screen
-from pipeline.selection.sweep import sweep
+from pipeline.promotion.promotion import promote
+from pipeline.screen.calibrate import calibrate
+from pipeline.screen.check import check_screen
+from pipeline.sweeps.sweep import sweep
 
 # ---- what to try: edit here --------------------------------------------------------------------------
 SPLITS = {"train": 0.6, "val": 0.2, "test": 0.2}  # test: only the final check sees it

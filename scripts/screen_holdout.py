@@ -32,13 +32,13 @@ from typing import Any
 from pipeline.data.dataset import DatasetError
 from pipeline.data.importer import import_dataset
 from pipeline.data.synth import synthesize
+from pipeline.evaluation.evaluation import data_spec
+from pipeline.evaluation.matching import match_split
 from pipeline.inference.screen import ClassPoint
-from pipeline.selection.calibration import LOW_CONF, MAX_FALSE_REJECT, calibrate
-from pipeline.selection.evaluation import data_spec
-from pipeline.selection.false_rejects import false_rejects, reject_evidence
-from pipeline.selection.matching import match_split
-from pipeline.selection.screen_check import check_screen
-from pipeline.selection.screened_split import screened_split
+from pipeline.screen.calibrate import LOW_CONF, MAX_FALSE_REJECT, calibrate
+from pipeline.screen.check import check_screen
+from pipeline.screen.false_rejects import false_rejects, reject_evidence
+from pipeline.screen.screened_split import screened_split
 
 SPLITS = {"train": 0.6, "val": 0.2, "test": 0.2}
 SYNTHETIC_IMAGES = 600
@@ -106,7 +106,7 @@ def halved_good(good: str, work: Path) -> dict[str, Path]:
 
 def trained_model(data: Path, work: Path, epochs: int, imgsz: int, batch: int) -> Path:
     from pipeline.config import build_config
-    from pipeline.train import train
+    from pipeline.training import train
 
     config = build_config(
         {

@@ -110,7 +110,7 @@ SCREEN_EXPERIMENT = "screen-models"  # the experiment both trainings below are l
 
 def _screen_training(data: Path, server, folder: Path, epochs: int):
     """The recipe both shared trainings follow, logged to the session's server; only the epochs differ."""
-    from pipeline.train import train
+    from pipeline.training import train
 
     config = tiny_config(
         data,
@@ -178,7 +178,7 @@ def tiny_config(data_yaml: Path, project: Path, **sections: dict) -> Config:
 def untracked_training(data_yaml: Path, folder: Path, **train: object):
     """A tiny training (`tiny_config`, 1 epoch unless ``train`` says otherwise) with no tracking and no gradients:
     for tests that need a trained model, not its record."""
-    from pipeline.train import train as run_training
+    from pipeline.training import train as run_training
 
     config = tiny_config(
         data_yaml,

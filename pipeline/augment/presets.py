@@ -20,7 +20,7 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "none": Preset([]),
     # Surface defects have no "up": the eight flips and quarter turns of the square are free data,
-    # done by the cheap `symmetry` step (pipeline/train/symmetry.py) rather than albumentations'
+    # done by the cheap `symmetry` step (pipeline/training/symmetry.py) rather than albumentations'
     # SquareSymmetry, whose box handling costs three times as much. Lighting, sensor noise, focus and
     # small placement errors are what changes between line-scan frames. The small rotation goes to
     # ultralytics' own random affine, which warps every image anyway, so it costs nothing; an

@@ -42,7 +42,7 @@ class ValidationReport:
     collection: Collection  # what is left to train on
     problems: list[Problem]
     images: Counter[str] = field(default_factory=Counter)  # usable images per split
-    backgrounds: Counter[str] = field(default_factory=Counter)  # images without a label file, per split
+    backgrounds: Counter[str] = field(default_factory=Counter)  # images with no box (no or an empty label file)
 
     @property
     def errors(self) -> list[Problem]:
@@ -206,7 +206,7 @@ def validate(collection: Collection, policy: Policy = "skip") -> ValidationRepor
         Collection(collection.names, usable),
         list(dict.fromkeys(problems)),  # a file in two splits is checked twice, reported once
         images=Counter(s.split for s in usable),
-        backgrounds=Counter(s.split for s in usable if not s.labelled),
+        backgrounds=Counter(s.split for s in usable if not s.boxes),  # as ultralytics counts them
     )
     if policy == "fail" and report.errors:
         first, more = report.errors[0], len(report.errors) - 1

@@ -4,7 +4,7 @@ three steps around the network (letterbox, batched forward, NMS and scaling back
 The steps are ultralytics' own (``LetterBox``, ``AutoBackend``, ``non_max_suppression``,
 ``scale_boxes``) with the arguments its predictor uses, so detections match ``YOLO.predict``; what
 changes is where they run: the letterbox in the decoding threads, the network once per batch, and
-on a CPU in whichever of ONNX Runtime (`pipeline.inference.onnx_export`) and PyTorch is faster for
+on a CPU in whichever backend (`pipeline.inference.backends`: ONNX Runtime, PyTorch) is faster for
 this model here (`pipeline.inference.runtime`). On a GPU the network runs in PyTorch, in half precision.
 """
 
@@ -19,27 +19,27 @@ import numpy as np
 import torch
 
 from pipeline.checkpoints import MODEL_URI_SCHEMES, file_sha256, is_refusal, load_error, trained_imgsz
-from pipeline.cpu import LoadProbe, cpu_threads, free_threads, use_torch_threads
+from pipeline.cpu import LoadProbe, cpu_threads, free_threads
 from pipeline.devices import resolve_device
+from pipeline.inference.backends import AUTO, BACKENDS, FALLBACK, Backend, LoadRequest, Network, label, labels, racers
 from pipeline.inference.errors import ModelError
-from pipeline.inference.onnx_export import onnx_available, onnx_model
 from pipeline.inference.options import PredictOptions
-from pipeline.inference.runtime import RACE, Race, cached_choice, use_session_options
+from pipeline.inference.runtime import Race, cached_choice, schedule
 from pipeline.messages import first_line
 from pipeline.yolo_env import configure_ultralytics
 
 MLFLOW_SCHEMES = (*MODEL_URI_SCHEMES, "mlflow-artifacts:/")
-RACING = "torch+onnx"  # the runtime while `--runtime auto` races the two on the first batches
+RACING = "+".join(racers())  # torch+onnx: the runtime while `--runtime auto` races them on the first batches
 LOG = logging.getLogger("pipeline.inference")
 
 
 @dataclass
 class Detector:
-    backends: dict[str, Any]  # runtime -> ultralytics AutoBackend (fused, eval, on its device); both while racing
+    backends: dict[str, Network]  # runtime -> its loaded `Backend` (or an ultralytics AutoBackend); all while racing
     names: dict[int, str]
     imgsz: int
     source: str
-    runtime: str = "torch"  # torch, onnx, or RACING until the race decides
+    runtime: str = "torch"  # a backend's name (torch, onnx), or the racers' (RACING) until the race decides
     run_id: str | None = None  # the MLflow run the model came from, when it came from MLflow
     note: str = ""  # why the runtime asked for was not used, if it was not
     reason: str = ""  # why this runtime runs the network
@@ -124,11 +124,11 @@ class OpenedModel:
 def build_detector(opened: OpenedModel, options: PredictOptions, load: LoadProbe | None = None) -> Detector:
     """The network of an opened model on its device, ready for batches: the expensive step (ONNX export, fuse).
 
-    ``options.runtime``: ``torch``, ``onnx`` (CPU only), or ``auto``: PyTorch on a GPU; on a CPU the
-    faster of the two for this model, size, batch and thread count: cached from an earlier run, else
-    raced on this run's first batches (`pipeline.inference.runtime`). On a CPU the network gets the
-    cores other processes leave free (``load``: a probe made before the model was opened). An export
-    that fails falls back to PyTorch, with a note saying why.
+    ``options.runtime``: a backend's name (`pipeline.inference.backends`: ``torch``, ``onnx``, CPU only), or
+    ``auto``: PyTorch on a GPU; on a CPU the fastest of the racing backends for this model, size, batch and
+    thread count: cached from an earlier run, else raced on this run's first batches (`pipeline.inference.runtime`).
+    On a CPU the network gets the cores other processes leave free (``load``: a probe made before the model was
+    opened). A backend that fails to load (an export that fails) falls back to PyTorch, with a note saying why.
     """
     configure_ultralytics()
     from ultralytics.data.augment import LetterBox
@@ -138,74 +138,77 @@ def build_detector(opened: OpenedModel, options: PredictOptions, load: LoadProbe
     torch_device = select_device(resolve_device(options.device), verbose=False)
     size = options.imgsz or trained_imgsz(yolo)
     on_cpu = torch_device.type == "cpu"
-    if runtime == "onnx" and not on_cpu:
-        raise ModelError(f"runtime onnx: runs on the CPU only, not on {torch_device}")
+    if runtime in BACKENDS and BACKENDS[runtime].cpu_only and not on_cpu:
+        raise ModelError(f"runtime {runtime}: runs on the CPU only, not on {torch_device}")
     use_half = not on_cpu if options.half is None else options.half and not on_cpu
     cores = cpu_threads()
     others = (load or LoadProbe()).others() if on_cpu else 0.0
     threads = free_threads(others, cores)
     runtime, reason = _planned(runtime, on_cpu, opened.weights_sha256, size, options.batch, threads)
-    backends, note = {}, ""
-    if runtime in {"onnx", "auto"} and on_cpu:
-        try:
-            backends["onnx"] = _onnx_backend(opened.weights, trained_imgsz(yolo), torch_device, threads)
-        except Exception as exc:  # noqa: BLE001 - any exporter failure leaves PyTorch, which always works
-            note = f"ONNX export failed ({type(exc).__name__}: {first_line(exc)}); running in PyTorch"
-            reason = "the ONNX export failed"
-    if runtime != "onnx" or not backends:
-        backends["torch"] = _torch_backend(yolo.model, torch_device, use_half, threads)
+    request = LoadRequest(yolo.model, opened.weights, trained_imgsz(yolo), torch_device, use_half, threads)
+    backends, note, failed = _loaded(runtime, request)
+    reason = failed or reason
     race = None
     if len(backends) > 1:  # auto on a CPU, not measured before with these threads
-        race = Race(opened.weights_sha256, size, options.batch, threads)
+        race = Race(opened.weights_sha256, size, options.batch, threads, tuple(backends))
     if threads < cores:
         reason += (
             f"; other processes keep {others:.0%} of the CPU busy, so the network runs on {threads} of {cores} cores"
         )
     nms = {"conf": options.conf, "iou": options.iou, "max_det": options.max_det}  # applied to each batch's output
-    chosen = RACING if race else next(iter(backends))
+    chosen = "+".join(backends) if race else next(iter(backends))
     detector = Detector(
         backends, opened.names, size, opened.source, chosen, opened.run_id, note, reason, race=race, **nms
     )
-    # Padded only to the stride, as ultralytics' predictor pads a batch of equal images (both runtimes
-    # take any shape: the ONNX export has dynamic axes).
+    # Padded only to the stride, as ultralytics' predictor pads a batch of equal images (every backend
+    # takes any shape: the ONNX export has dynamic axes).
     detector._letterbox = LetterBox(size, auto=True, stride=int(detector.backend.stride))
     return detector
 
 
 def _planned(runtime: str, on_cpu: bool, weights_sha256: str, size: int, batch: int, threads: int) -> tuple[str, str]:
     """What to build, and why: the runtime asked for; for ``auto``, PyTorch on a GPU; on a CPU the runtime
-    measured faster before on these threads (cached), else ``auto`` still: both are built and raced."""
-    if runtime != "auto":
+    measured faster before on these threads (cached), else ``auto`` still: the racers are built and raced."""
+    if runtime != AUTO:
         return runtime, "as --runtime asks"
     if not on_cpu:
-        return "torch", "a GPU: PyTorch in half precision"
-    if not onnx_available():
-        return "torch", "ONNX Runtime is not installed"
-    if known := cached_choice(weights_sha256, size, batch, threads):
+        return FALLBACK, f"a GPU: {label(FALLBACK)} in half precision"
+    racing = racers(available=True)
+    if len(racing) < 2:
+        missing = [name for name in racers() if name not in racing]
+        if not missing:
+            return FALLBACK, f"no other runtime to race {label(FALLBACK)} against"
+        return FALLBACK, f"{labels(missing)} {'is' if len(missing) == 1 else 'are'} not installed"
+    if known := cached_choice(weights_sha256, size, batch, threads, racing):
         return known.runtime, known.reason
-    return "auto", (
-        f"not measured before for this model, size, batch and thread count: the first {len(RACE)} batches run "
-        "on PyTorch and ONNX Runtime in turn, timed end to end, and the rest on the faster"
+    return AUTO, (
+        f"not measured before for this model, size, batch and thread count: the first {len(schedule(racing))} "
+        f"batches run on {labels(racing)} in turn, timed end to end, and the rest on the faster"
     )
 
 
-def _torch_backend(network: Any, device: torch.device, half: bool, threads: int) -> Any:
-    from ultralytics.nn.autobackend import AutoBackend
-
-    if device.type == "cpu":
-        use_torch_threads(threads)
-    backend = AutoBackend(model=network, device=device, fp16=half, fuse=True, verbose=False)
-    return backend.eval()
-
-
-def _onnx_backend(weights: Path, trained_size: int, device: torch.device, threads: int) -> Any:
-    """The ONNX export (made once, at the training size: its shapes are dynamic) in a session of our options."""
-    from ultralytics.nn.autobackend import AutoBackend
-
-    exported = onnx_model(weights, trained_size)
-    backend = AutoBackend(model=str(exported), device=device, fp16=False, fuse=True, verbose=False)
-    use_session_options(backend, exported, threads)
-    return backend.eval()
+def _loaded(runtime: str, request: LoadRequest) -> tuple[dict[str, Backend], str, str]:
+    """The backends `_planned` chose (the racers for ``auto``), loaded, in the registry's order; the note and the
+    reason when one failed to load: the run goes on in PyTorch, which always loads."""
+    wanted = racers(available=True) if runtime == AUTO else (runtime,)
+    backends: dict[str, Backend] = {}
+    note = reason = ""
+    for name in wanted:
+        backend = BACKENDS[name]
+        if name == FALLBACK:  # its failure is the run's: nothing else to run
+            backends[name] = backend.load(request)
+            continue
+        try:
+            backends[name] = backend.load(request)
+        except Exception as exc:  # noqa: BLE001 - any exporter failure leaves PyTorch, which always works
+            step = backend.load_step or f"{backend.label} load"
+            note = f"{step} failed ({type(exc).__name__}: {first_line(exc)}); running in {label(FALLBACK)}"
+            reason = f"the {step} failed"
+    if not backends:
+        backends[FALLBACK] = BACKENDS[FALLBACK].load(request)
+    for loaded in backends.values():
+        LOG.debug("predict: backend %s", loaded.describe())
+    return backends, note, reason
 
 
 def open_model(source: str, tracking_uri: str = "") -> OpenedModel:

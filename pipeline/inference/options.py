@@ -12,7 +12,9 @@ import typing
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
+from pipeline.inference.backends import runtime_choices
 from pipeline.inference.errors import ModelError, ResultsError
 from pipeline.inference.scale import OVERLAP
 from pipeline.messages import UserError
@@ -72,7 +74,7 @@ class PredictOptions(BaseModel):
         description="local: threads in this process; ray: Ray actors ($RAY_ADDRESS, else a local Ray), same files",
     )
     tracking_uri: str = Field("", description="MLflow server for runs:/ and models:/ URIs")
-    runtime: Literal["auto", "torch", "onnx"] = Field(
+    runtime: str = Field(  # one of `runtime_choices`: auto, or a backend's name (`choices`)
         "auto",
         description="what runs the network (auto: on a CPU the faster of ONNX Runtime and PyTorch for this model, size "
         "and batch, timed once and cached; PyTorch on a GPU)",
@@ -83,6 +85,14 @@ class PredictOptions(BaseModel):
     @classmethod
     def _index_is_a_device(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value  # device=0
+
+    @field_validator("runtime", mode="before")
+    @classmethod
+    def _a_known_runtime(cls, value: Any) -> Any:
+        """auto or a registered backend's name: read from the registry when checked, not fixed at import."""
+        if not isinstance(value, str) or value not in runtime_choices():
+            raise PydanticCustomError("literal_error", "Input should be one of the runtimes")
+        return value
 
     @field_validator("thresholds", mode="before")
     @classmethod
@@ -97,6 +107,15 @@ class PredictOptions(BaseModel):
                 f"tile {self.tile}, overlap {overlap}: the tile must be >= 32 px and the overlap in [0, 1)"
             )
         return self
+
+    @classmethod
+    def choices(cls, name: str) -> tuple[str, ...]:
+        """The values a field takes when they are a fixed few (the CLI's choices): a Literal's; the runtime's,
+        from the backends' registry (`pipeline.inference.backends`); none for the other fields."""
+        if name == "runtime":
+            return runtime_choices()
+        kind = cls.model_fields[name].annotation
+        return typing.get_args(kind) if typing.get_origin(kind) is Literal else ()
 
     @classmethod
     def checked(cls, **values: Any) -> PredictOptions:
@@ -122,7 +141,7 @@ def _one_line(error: dict[str, Any]) -> UserError:
         bound = f"between {low} and {high}" if high is not None else f">= {low}"
         return ResultsError(f"--{name.replace('_', '-')}: must be {bound}, got {got}")
     if error["type"] == "literal_error":
-        *first, last = typing.get_args(field.annotation)
+        *first, last = PredictOptions.choices(name)
         error_class = ModelError if name == "runtime" else ResultsError  # the classes these errors always had
         return error_class(f"{name}: must be {', '.join(first)} or {last}, got {got!r}")
     message = error["msg"]

@@ -2,7 +2,7 @@
 
 `predict --review DIR` picks the uncertain images of a prediction (a class's top score within ``band``
 of that class's threshold: the verdicts a small change of score would flip), most uncertain first;
-`evaluate --review DIR` (`pipeline.selection.review`) the images with missed defects and false alarms.
+`evaluate --review DIR` (`pipeline.evaluation.review`) the images with missed defects and false alarms.
 Both write the same folder: ``tasks.json`` (Label Studio's JSON import format), ``label_config.xml``
 (the labelling interface the tasks fit), ``review.csv`` and the images under ``images/``, hard-linked
 (copied across file systems) under unique names. The tasks refer to them as

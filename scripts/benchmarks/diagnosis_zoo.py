@@ -47,7 +47,7 @@ import torch  # noqa: E402
 
 from pipeline.data.synth import synthesize  # noqa: E402
 from pipeline.messages import first_line  # noqa: E402
-from pipeline.train.diagnosis import (  # noqa: E402
+from pipeline.training.diagnosis import (  # noqa: E402
     DEAD_LAYER,
     DETACHED,
     DIVERGING,
@@ -59,7 +59,7 @@ from pipeline.train.diagnosis import (  # noqa: E402
     STALLED,
     VANISHING,
 )
-from pipeline.train.run import prepare_training, session_env  # noqa: E402
+from pipeline.training.run import prepare_training, session_env  # noqa: E402
 from scripts.benchmarks.common import benchmark_config, quiet_ultralytics, save_report  # noqa: E402
 
 DETECT_BY = 3  # a fault must be named within this many epochs
@@ -300,7 +300,7 @@ def dataset_for(case: Case, work: Path, args: argparse.Namespace) -> Path:
 
 def train_case(case: Case, data_yaml: Path, work: Path, args: argparse.Namespace) -> tuple[dict[str, Any], str | None]:
     """Train ``case`` and return its diagnosis.json and, if the training stopped early, why."""
-    from pipeline.train.trainer import PipelineTrainer
+    from pipeline.training.trainer import PipelineTrainer
 
     config = benchmark_config(
         data_yaml,

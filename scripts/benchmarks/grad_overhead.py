@@ -47,7 +47,7 @@ import torch  # noqa: E402
 
 from pipeline.data.synth import synthesize  # noqa: E402
 from pipeline.devices import resolve_device  # noqa: E402
-from pipeline.train.run import prepare_training, session_env  # noqa: E402
+from pipeline.training.run import prepare_training, session_env  # noqa: E402
 from scripts.benchmarks.common import benchmark_config, save_report  # noqa: E402
 
 WARMUP_STEPS = 2
@@ -115,7 +115,7 @@ def timed_training(
     step_each_batch: bool = False,
     heatmaps: bool = True,
 ) -> StepTimer:
-    from pipeline.train.trainer import PipelineTrainer
+    from pipeline.training.trainer import PipelineTrainer
 
     config = benchmark_config(
         data_yaml,
@@ -135,7 +135,7 @@ def timed_training(
         timer.time_optimizer_step(trainer)
         timer.save_dir = Path(prepared.session.save_dir)
         epoch_end = trainer.callbacks["on_train_epoch_end"]
-        i = epoch_end.index(PipelineTrainer._end_gradient_epoch)
+        i = epoch_end.index(PipelineTrainer._on_train_epoch_end)
         epoch_end[i] = timer.timed_epoch_end(epoch_end[i])
         trainer.train()
     return timer
@@ -144,8 +144,8 @@ def timed_training(
 def heatmap_cpu_ms(save_dir: Path, rounds: int = 5) -> dict[str, float]:
     """CPU time of drawing a training's heatmaps (on the painter's thread, it competes for cores, not for the GIL
     alone): the first picture of a training renders the layer names, later ones reuse them."""
-    from pipeline.train.gradient_report import _layer_labels, draw_heatmaps
-    from pipeline.train.gradients import EpochGradients
+    from pipeline.training.gradient_report import _layer_labels, draw_heatmaps
+    from pipeline.training.gradients import EpochGradients
 
     lines = (save_dir / "gradients" / "history.jsonl").read_text().splitlines()
     history = [EpochGradients.from_json(json.loads(line)) for line in lines]
@@ -182,7 +182,7 @@ def stats_benchmark(device: str, rounds: int) -> dict:
     configure_ultralytics()
     from ultralytics.nn.tasks import DetectionModel
 
-    from pipeline.train.gradients import ParameterGroups, gradient_stats, group_name
+    from pipeline.training.gradients import ParameterGroups, gradient_stats, group_name
 
     torch.manual_seed(0)
     target = torch.device("cuda:0" if resolve_device(device) != "cpu" else "cpu")

@@ -2,7 +2,7 @@
 
 Baseline: the same training dataset and DataLoader (same images, image size, mosaic and the rest of
 ultralytics' transforms and keys, same batch and workers) with ultralytics' own default
-albumentations block in place of the preset's (``--preset``) and without our symmetry step. Both come from ``pipeline.train.loader``, built as a training
+albumentations block in place of the preset's (``--preset``) and without our symmetry step. Both come from ``pipeline.training.loader``, built as a training
 builds them, on the data a training would use (``prepare_training_data``).
 
 1. Loader throughput. Each measurement makes a fresh loader (its workers start), pulls and discards
@@ -47,7 +47,7 @@ import torch  # noqa: E402
 from pipeline.augment.spec import describe, serialize  # noqa: E402
 from pipeline.data.synth import synthesize  # noqa: E402
 from pipeline.data.training_data import prepare_training_data  # noqa: E402
-from pipeline.train.loader import STOCK, albumentations_block, training_dataset, training_loader  # noqa: E402
+from pipeline.training.loader import STOCK, albumentations_block, training_dataset, training_loader  # noqa: E402
 from scripts.benchmarks.common import benchmark_config, quiet_ultralytics, save_report  # noqa: E402
 
 TARGET = 0.95

@@ -214,9 +214,9 @@ def bucket_of(box: Sequence[float]) -> str:
 
 
 def _matched(dets: list[tuple[int, float, list[float]]], truths: list[tuple[int, list[float]]], agnostic: bool):
-    """COCO's greedy matching at IoU 0.5 (`pipeline.selection.matching.assign`), per class unless ``agnostic``:
+    """COCO's greedy matching at IoU 0.5 (`pipeline.evaluation.matching.assign`), per class unless ``agnostic``:
     (per detection, highest score first: hit?), (per true box: found?)."""
-    from pipeline.selection.matching import assign
+    from pipeline.evaluation.matching import assign
 
     order = sorted(range(len(dets)), key=lambda k: -dets[k][1])
     hit = np.zeros(len(dets), bool)
@@ -290,7 +290,7 @@ def score(found: dict[str, list[tuple[int, float, list[float]]]], truth: dict, c
 
 
 def train_arm(arm: Arm, data_yaml: Path, work: Path, epochs: int, args: argparse.Namespace) -> tuple[Path, float]:
-    from pipeline.train.run import train
+    from pipeline.training.run import train
 
     data: dict[str, Any] = {"path": str(data_yaml)}
     if arm.tiles:

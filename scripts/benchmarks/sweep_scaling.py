@@ -4,8 +4,8 @@ The same grid (default ``train.lr0=0.00001,0.000001,0.02,0.05``: 4 trials of 3 e
 images of 64 px) is run in this process by the library functions, each way in a fresh temp folder with
 its own SQLite store and ``train.project`` (so Ray's sweep state is new and nothing is resumed):
 
-- ``sequential``, the baseline: ``pipeline.selection.sweep.sweep``, the local engine, one trial after another;
-- ``ray``: ``pipeline.selection.ray_sweep.ray_sweep`` with ``--parallel`` trials at a time;
+- ``sequential``, the baseline: ``pipeline.sweeps.sweep.sweep``, the local engine, one trial after another;
+- ``ray``: ``pipeline.sweeps.ray_sweep.ray_sweep`` with ``--parallel`` trials at a time;
 - ``ray_asha``: the same with ASHA (``--metric``, ``--grace``) stopping weak trials between epochs.
 
 Wall time is the sweep call end to end (for the Ray ways that includes starting the local Ray, which is
@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing the pack
 import yaml  # noqa: E402
 
 from pipeline.data.synth import synthesize  # noqa: E402
-from pipeline.selection.ray_sweep import RayOptions, ray_sweep  # noqa: E402
-from pipeline.selection.sweep import SweepResult, parse_grid, plan_sweep, sweep  # noqa: E402
+from pipeline.sweeps.ray_sweep import RayOptions, ray_sweep  # noqa: E402
+from pipeline.sweeps.sweep import SweepResult, parse_grid, plan_sweep, sweep  # noqa: E402
 from scripts.benchmarks.common import benchmark_config, quiet_ultralytics, save_report  # noqa: E402
 
 WAYS = ("sequential", "ray", "ray_asha")
@@ -218,7 +218,7 @@ def main() -> int:
     ways = {way: summarize(way, rounds) for way in WAYS}
     report = {
         "benchmark": "sweep_scaling",
-        "baseline": "the same sweep run sequentially in this process (pipeline.selection.sweep.sweep)",
+        "baseline": "the same sweep run sequentially in this process (pipeline.sweeps.sweep.sweep)",
         "note": "on a 2-core CPU machine parallel trials cannot be faster than one trial using both cores; "
         "the ratio is reported anyway, and ASHA's saving shows in the epochs spent",
         "grid": args.grid,

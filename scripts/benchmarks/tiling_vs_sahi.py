@@ -37,7 +37,7 @@ from pipeline.config import build_config  # noqa: E402
 from pipeline.data.synth import synthesize  # noqa: E402
 from pipeline.files import CACHE_ENV  # noqa: E402
 from pipeline.inference import predict  # noqa: E402
-from pipeline.train.run import train  # noqa: E402
+from pipeline.training.run import train  # noqa: E402
 from scripts.benchmarks.common import quiet_ultralytics, save_report  # noqa: E402
 
 CELL, GRID = 128, 8

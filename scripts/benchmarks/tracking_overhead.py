@@ -1,7 +1,7 @@
 """Benchmark: what tracking to a real MLflow server costs a training, against the same training untracked.
 
 Baseline: the identical training (same data, seed, config) with ``tracking.enabled=false``. Both are
-timed end to end (``pipeline.train``: data checks, training, final validation and, when tracked, the
+timed end to end (``pipeline.training``: data checks, training, final validation and, when tracked, the
 upload of every record, artifact and the model). Runs alternate (off, on, off, on, ...) so drift in
 the machine's speed hits both sides. Single runs on a shared 2-core machine vary by several percent,
 so the headline ratio is the median of the per-pair ratios (tracked / the untracked run beside it),
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing the tests package
 
 from pipeline.data.synth import synthesize  # noqa: E402
-from pipeline.train import train  # noqa: E402
+from pipeline.training import train  # noqa: E402
 from scripts.benchmarks.common import benchmark_config, save_report  # noqa: E402
 from tests.mlflow_server import MlflowServer  # noqa: E402
 

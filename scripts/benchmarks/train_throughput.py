@@ -66,8 +66,8 @@ OURS_WITH_LOADER = """
 import sys
 from pipeline.config import load_config
 from pipeline.cpu import cpu_threads, use_torch_threads
-from pipeline.train.run import prepare_training, session_env
-from pipeline.train.trainer import PipelineTrainer
+from pipeline.training.run import prepare_training, session_env
+from pipeline.training.trainer import PipelineTrainer
 prepared = prepare_training(load_config(sys.argv[1], sys.argv[2:]))
 with session_env(prepared.session_file):
     trainer = PipelineTrainer(overrides=prepared.ultralytics_args)

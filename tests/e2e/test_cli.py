@@ -88,9 +88,9 @@ def test_resume_and_sync_report_unknown_targets(tmp_path: Path) -> None:
 
 
 def test_nonfinite_stop_is_one_line_and_exit_code_1(monkeypatch, capsys, tmp_path: Path) -> None:
-    import pipeline.train as train_package
+    import pipeline.training as train_package
     from pipeline import cli
-    from pipeline.train.errors import NonFiniteGradients
+    from pipeline.training.errors import NonFiniteGradients
 
     message = "gradients: nonfinite in epoch 2: 1 of 4 sampled steps had NaN/inf gradients; layers: model.0.conv"
 
@@ -201,7 +201,7 @@ def test_init_writes_a_starter_config_once(tmp_path: Path) -> None:
 
 
 def _trained_with(monkeypatch, *argv: str):
-    import pipeline.train as train_package
+    import pipeline.training as train_package
     from pipeline import cli
 
     seen = []  # the config a training would have run with

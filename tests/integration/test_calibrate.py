@@ -18,11 +18,11 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from pipeline.data.synth import CLASS_NAMES
+from pipeline.evaluation.matching import match_split
 from pipeline.inference import predict
 from pipeline.inference.screen import read_screen
-from pipeline.selection.false_rejects import false_rejects, reject_evidence
-from pipeline.selection.matching import match_split
-from pipeline.selection.screened_split import screened_split
+from pipeline.screen.false_rejects import false_rejects, reject_evidence
+from pipeline.screen.screened_split import screened_split
 from pipeline.tracking.registry import register_model
 from pipeline.tracking.screens import stored_screen
 
@@ -55,7 +55,7 @@ def _coco_recall(truth: dict, detections: list[dict], category: int, threshold: 
 
 def point_at(matches, cls: str, threshold: float):
     """What ``threshold`` reaches for ``cls`` on ``matches``, by the operating points' own counting."""
-    from pipeline.selection.operating_points import Choice, point, resample_counts
+    from pipeline.screen.operating_points import Choice, point, resample_counts
 
     per_image = matches.objects_of(cls)
     counts = resample_counts(len(per_image), 10, 0)
@@ -218,8 +218,8 @@ def test_check_reports_what_the_thresholds_reach_on_another_split(
 ) -> None:
     """`calibrate --check`: a split whose images are val's again (named test in a second data.yaml) must give
     exactly the calibration's own numbers, interval included (same images, thresholds and bootstrap seed)."""
-    from pipeline.selection.calibration import calibrate
-    from pipeline.selection.screen_check import check_screen
+    from pipeline.screen.calibrate import calibrate
+    from pipeline.screen.check import check_screen
 
     model = str(downscaled_training.best_weights)
     done = calibrate(model, downscaled_data, target_recall=TARGET, out=tmp_path / "cal", device="cpu", bootstrap=200)

@@ -13,10 +13,10 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from pipeline.selection.comparison import CompareError, compare
-from pipeline.selection.sweep import sweep
-from pipeline.train.run import train
-from pipeline.train.trainer import PipelineTrainer
+from pipeline.comparison import CompareError, compare
+from pipeline.sweeps.sweep import sweep
+from pipeline.training.run import train
+from pipeline.training.trainer import PipelineTrainer
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.slow

@@ -16,8 +16,8 @@ from pipeline.data.dataset import DatasetError
 from pipeline.data.importer import import_manifest, read_source
 from pipeline.data.manifest import load_manifest
 from pipeline.data.voc import write_voc
-from pipeline.train.run import prepare_training, session_env
-from pipeline.train.run import train as run_training
+from pipeline.training.run import prepare_training, session_env
+from pipeline.training.run import train as run_training
 from tests.conftest import tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,8 +95,8 @@ def test_neu_det_original_archive_layout_imports_the_same_boxes(tmp_path: Path) 
 @pytest.mark.slow
 @needs_neu_det
 def test_a_short_training_on_a_neu_det_subset_runs_the_configured_augmentation(tmp_path: Path) -> None:
-    from pipeline.train.loader import albumentations_block
-    from pipeline.train.trainer import PipelineTrainer
+    from pipeline.training.loader import albumentations_block
+    from pipeline.training.trainer import PipelineTrainer
 
     manifest = load_manifest(manifest_copy(tmp_path, NEU_DET))
     subset = import_manifest(manifest, images=100)

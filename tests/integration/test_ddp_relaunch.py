@@ -13,7 +13,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from pipeline.tracking.spool import Spool
-from pipeline.train.run import prepare_training, session_env
+from pipeline.training.run import prepare_training, session_env
 from tests.conftest import tiny_config
 from tests.integration.test_interruptions import strip_ansi
 from tests.integration.test_training_tracking import (
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 def test_the_relaunch_file_rebuilds_the_tracked_trainer(synth_data: Path, tmp_path: Path) -> None:
     from ultralytics.utils.dist import generate_ddp_file
 
-    from pipeline.train.trainer import SESSION_ENV, PipelineTrainer
+    from pipeline.training.trainer import SESSION_ENV, PipelineTrainer
 
     config = tiny_config(
         synth_data,

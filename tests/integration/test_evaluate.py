@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.selection.evaluation import evaluate
+from pipeline.evaluation.evaluation import evaluate
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "pipeline.cli"]

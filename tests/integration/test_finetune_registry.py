@@ -12,8 +12,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from pipeline.checkpoints import read_checkpoint
-from pipeline.train.run import TrainResult, train
-from pipeline.train.weights import resolve_weights
+from pipeline.training.run import TrainResult, train
+from pipeline.training.weights import resolve_weights
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.slow
@@ -102,7 +102,7 @@ def test_finetune_onto_other_classes_says_what_the_head_keeps(
     uri, _ = parent
     data = two_class_data(downscaled_data, tmp_path / "two", {"train": 64, "val": 16})
     sections = recipe(uri, mlflow_server, enabled=False)  # the lookup still uses tracking.uri
-    with caplog.at_level("WARNING", logger="pipeline.train"):
+    with caplog.at_level("WARNING", logger="pipeline.training"):
         result = train(tiny_config(data, tmp_path / "runs", **sections))
 
     note = (
@@ -135,7 +135,7 @@ def test_run_and_version_uris_resolve_to_the_same_parent(
 
 
 def test_an_alias_that_does_not_exist_is_one_line(parent: tuple[str, str], mlflow_server) -> None:
-    from pipeline.train.weights import WeightsError
+    from pipeline.training.weights import WeightsError
 
     with pytest.raises(WeightsError) as info:
         resolve_weights(f"models:/{NAME}@nowhere", mlflow_server.uri)

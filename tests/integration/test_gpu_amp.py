@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.train import train
+from pipeline.training import train
 from tests.conftest import tiny_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.gpu]

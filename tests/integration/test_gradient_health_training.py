@@ -11,8 +11,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from pipeline.tracking.spool import Spool
-from pipeline.train.errors import NonFiniteGradients
-from pipeline.train.run import prepare_training, session_env
+from pipeline.training.errors import NonFiniteGradients
+from pipeline.training.run import prepare_training, session_env
 from tests.conftest import tiny_config
 from tests.integration.test_training_tracking import metric_steps
 
@@ -31,14 +31,14 @@ def inject_inf_in_epoch_2(trainer) -> None:
     def poison(grad: torch.Tensor) -> torch.Tensor:
         handle.remove()
         grad = grad.clone()
-        grad.view(-1)[0] = math.inf
+        grad[(0,) * grad.dim()] = math.inf  # any layout: a CPU training runs NHWC
         return grad
 
     handle = weight.register_hook(poison)
 
 
 def train_with_injection(config) -> tuple[Path, str]:
-    from pipeline.train.trainer import PipelineTrainer
+    from pipeline.training.trainer import PipelineTrainer
 
     prepared = prepare_training(config)
     with session_env(prepared.session_file):

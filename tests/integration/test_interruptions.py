@@ -158,7 +158,7 @@ def test_server_unreachable_from_the_start(synth_data: Path, tmp_path: Path) -> 
         train={"epochs": 2, "name": "offline"},
         tracking={"uri": server.uri, "experiment": "offline", "finish_timeout_s": 2.0},
     )
-    from pipeline.train import train
+    from pipeline.training import train
 
     result = train(config)
     assert result.run_id is None and result.pending_records > 0

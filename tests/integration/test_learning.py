@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.train.run import TrainResult
+from pipeline.training.run import TrainResult
 
 pytestmark = pytest.mark.slow
 

@@ -379,7 +379,7 @@ def test_resume_stops_while_another_process_trains_into_the_folder(tmp_path: Pat
 
 def test_a_ray_sweep_stops_while_the_same_sweep_runs(small_set: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     pytest.importorskip("ray")
-    from pipeline.selection import ray_sweep
+    from pipeline.sweeps import ray_sweep
 
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump({"data": {"path": str(small_set)}, "train": {"project": "runs", "epochs": 1}}))

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.train import train
-from pipeline.train.assignment import assignment_from_json, level_metrics
-from pipeline.train.weights import OWN_ARCHITECTURES, resolve_weights
+from pipeline.training import train
+from pipeline.training.assignment import assignment_from_json, level_metrics
+from pipeline.training.weights import OWN_ARCHITECTURES, resolve_weights
 from tests.conftest import tiny_config
 
 P2_MODELS = ("yolov8n-p2.yaml", "yolo26n-p2.yaml", "yolo11n-p2.yaml")  # ultralytics' two, and ours

@@ -21,7 +21,7 @@ from pipeline.data.tiles import tile_grid
 from pipeline.inference import predict
 from pipeline.inference.onnx_export import onnx_available
 from pipeline.inference.tiling import merge_tiles
-from pipeline.train.run import train
+from pipeline.training.run import train
 from tests.conftest import tiny_config, untracked_training
 
 pytestmark = pytest.mark.slow
@@ -247,21 +247,27 @@ def test_tiling_reports_objects_cut_by_tile_borders_once_with_their_boxes(
     # trainings (they are not bit-identical across machines), so the test predicts every tile alone and
     # asserts what tiling promises for any model: the record is the merge of those views, and each object
     # the whole image shows stays represented by a whole view at least as sure, never by a piece.
+    # Whether a model also finds the pieces of an object differs between trainings too: of the five images it is
+    # surest of, the first whose tiles show a piece.
     whole = _records(_predict_into(learned.parent / "images" / "val", weights, tmp_path / "whole"))
-    best = max((r for r in whole if r["detections"]), key=lambda r: r["detections"][0]["score"])
-    image = cv2.imread(best["path"])
-    frame = np.full((192, 256, 3), np.median(image, axis=(0, 1)), np.uint8)
-    frame[32:96, 32:96] = image
+    surest = sorted((r for r in whole if r["detections"]), key=lambda r: -r["detections"][0]["score"])[:5]
+    options = {"conf": 0.05, "runtime": "torch", "progress": False}
+    for attempt, best in enumerate(surest):
+        image = cv2.imread(best["path"])
+        frame = np.full((192, 256, 3), np.median(image, axis=(0, 1)), np.uint8)
+        frame[32:96, 32:96] = image
+        views, cut = _tile_views(frame, weights, tmp_path / f"views{attempt}", options)
+        if any(cut):
+            break
+    assert any(cut)  # there were pieces to merge
     (tmp_path / "frames").mkdir()
     cv2.imwrite(str(tmp_path / "frames" / "frame.png"), frame)
 
-    options = {"conf": 0.05, "runtime": "torch", "progress": False}
     result = predict(tmp_path / "frames", str(weights), tmp_path / "tiled", tile=64, overlap=0.5, **options)
     assert result.images == 1
     (record,) = _records(tmp_path / "tiled")
     merged = record["detections"]
-    views, cut = _tile_views(frame, weights, tmp_path / "views", options)
-    assert any(cut) and len(merged) < sum(len(v) for v, _ in views)  # there were pieces and repeats to merge
+    assert len(merged) < sum(len(v) for v, _ in views)  # and repeats
     expected = merge_tiles([(v, tile) for v, tile in views], frame.shape[1], frame.shape[0])
     assert [d["class_id"] for d in merged] == [int(c) for c in expected[:, 5]]
     for d, row in zip(merged, expected, strict=True):

@@ -17,7 +17,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.inference.onnx_export import onnx_available
-from pipeline.train.run import TrainResult
+from pipeline.training.run import TrainResult
 from tests.conftest import untracked_training
 
 pytestmark = pytest.mark.slow

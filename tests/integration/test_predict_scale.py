@@ -20,7 +20,7 @@ import pytest
 from pipeline.checkpoints import training_image_side
 from pipeline.data.synth import render
 from pipeline.inference import predict
-from pipeline.train.run import TrainResult
+from pipeline.training.run import TrainResult
 from pipeline.yolo_env import configure_ultralytics
 
 pytestmark = pytest.mark.slow

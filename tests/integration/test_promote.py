@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline.inference import predict
-from pipeline.train.run import train
+from pipeline.training.run import train
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.slow

@@ -19,8 +19,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from pipeline.selection.comparison import compare
-from pipeline.selection.promotion import promote
+from pipeline.comparison import compare
+from pipeline.promotion.promotion import promote
 from tests.conftest import tiny_config
 
 pytest.importorskip("ray.tune")
@@ -210,7 +210,7 @@ def test_optuna_numbers_its_trials_and_draws_within_the_space(synth_data: Path, 
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(uri)
     parent, children = _children(client, "optuna")
-    assert sorted(c.data.tags["pipeline.sweep.index"] for c in children) == ["0", "1"]  # Optuna's own numbering
+    assert sorted(c.data.tags["pipeline.sweeps.index"] for c in children) == ["0", "1"]  # Optuna's own numbering
     for child in children:
         assert child.info.status == "FINISHED" and 1e-4 <= float(child.data.params["train.lr0"]) <= 1e-1
         assert child.data.params["model.freeze"] in {"None", "10"}

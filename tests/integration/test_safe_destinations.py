@@ -243,7 +243,7 @@ def test_compare_refuses_a_user_folder_before_asking_mlflow(tmp_path: Path, caps
 def test_compare_reruns_into_its_own_folder_and_a_failure_keeps_the_previous(
     offline_runs: None, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipeline.selection.comparison import plots
+    from pipeline.comparison import plots
 
     assert cli.main(["compare", "--experiment", "x", "--out", "cmp"]) == 0
     assert cli.main(["compare", "--experiment", "x", "--out", "cmp"]) == 0
@@ -272,7 +272,7 @@ def test_evaluate_refuses_a_user_folder_before_loading_the_model(tmp_path: Path,
 
 
 def test_evaluate_writes_its_files_whole_with_their_final_paths(tmp_path: Path) -> None:
-    from pipeline.selection.evaluation import Evaluation, _write
+    from pipeline.evaluation.evaluation import Evaluation, _write
 
     result = Evaluation("m.pt", "d.yaml", "val", 1, 1, {"mAP50": 0.5}, {"AP": 0.4}, {})
     out = tmp_path / "eval"
@@ -317,7 +317,7 @@ def test_augment_preview_never_overwrites_a_file_it_did_not_make(preview_config:
 def test_augment_preview_overwrites_its_own_preview(preview_config: Path, tmp_path: Path) -> None:
     from PIL import Image
 
-    from pipeline.augment.preview import SOFTWARE, write_png
+    from pipeline.training.augment_preview import SOFTWARE, write_png
 
     write_png(np.zeros((8, 8, 3), np.uint8), tmp_path / "grid.png")  # an earlier preview
     assert cli.main(["augment", "preview", str(preview_config), "--samples", "4", "--out", "grid.png"]) == 0

@@ -21,10 +21,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from pipeline.cli import main
+from pipeline.evaluation.evaluation import evaluate
 from pipeline.inference import PredictOptions, predict
 from pipeline.inference.engine import _screen_thresholds
 from pipeline.inference.screen import Screen
-from pipeline.selection.evaluation import evaluate
 from pipeline.tracking.registry import register_model
 from pipeline.tracking.screens import attach_screen
 

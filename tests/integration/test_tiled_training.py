@@ -18,7 +18,7 @@ import pytest
 from pipeline.checkpoints import training_image_side, training_tile
 from pipeline.data.synth import render, synthesize
 from pipeline.inference import predict
-from pipeline.train import train
+from pipeline.training import train
 from pipeline.yolo_env import configure_ultralytics
 from tests.conftest import tiny_config
 

@@ -32,9 +32,9 @@ pytestmark = pytest.mark.slow
 
 
 def _trained(config: Any) -> Any:
-    """The trainer after a training (as `pipeline.train.train` runs it), for its final validation's metrics."""
-    from pipeline.train.run import prepare_training, session_env
-    from pipeline.train.trainer import PipelineTrainer
+    """The trainer after a training (as `pipeline.training.train` runs it), for its final validation's metrics."""
+    from pipeline.training.run import prepare_training, session_env
+    from pipeline.training.trainer import PipelineTrainer
 
     with ExitStack() as held:
         prepared = prepare_training(config, held)
@@ -84,7 +84,7 @@ def _scored_by_ultralytics(records: list[dict[str, Any]], labels: Path, names: d
 def test_a_tiled_training_validates_on_what_predict_finds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from ultralytics.nn.autobackend import AutoBackend
 
-    from pipeline.train.tiled_validation import TiledDetectionValidator
+    from pipeline.training.tiled_validation import TiledDetectionValidator
 
     monkeypatch.setenv("YOLO_PIPELINE_CACHE", str(tmp_path / "cache"))
     data_yaml = synthesize(tmp_path / "data", images=40, seed=0, size=256).data_yaml

@@ -55,7 +55,7 @@ def test_a_tracking_that_cannot_start_costs_nothing(synth_data: Path, tmp_path: 
     """The store cannot even be opened: the training trains, every record waits in the spool.
     With gradients.every far above an epoch's steps, every epoch still has its gradient statistics."""
     from pipeline.tracking.spool import Spool
-    from pipeline.train import train
+    from pipeline.training import train
 
     config = tiny_config(
         synth_data,
@@ -82,8 +82,8 @@ class Killed(BaseException):
 
 def test_resume_keeps_each_epoch_once_in_results(synth_data: Path, tmp_path: Path, monkeypatch) -> None:
     """Killed after epoch 2's results row but before its checkpoint: epoch 2 is redone, and listed once."""
-    from pipeline.train import resume, train
-    from pipeline.train.trainer import PipelineTrainer
+    from pipeline.training import resume, train
+    from pipeline.training.trainer import PipelineTrainer
 
     save_model = PipelineTrainer.save_model
 
@@ -112,8 +112,8 @@ def test_resume_keeps_each_epoch_once_in_results(synth_data: Path, tmp_path: Pat
 _KILLED_IN_THE_FINAL_VALIDATION = """
 import os, signal, sys
 from pipeline.config import load_config
-from pipeline.train import train
-from pipeline.train.trainer import PipelineTrainer
+from pipeline.training import train
+from pipeline.training.trainer import PipelineTrainer
 PipelineTrainer.final_eval = lambda self: os.kill(os.getpid(), signal.SIGKILL)
 train(load_config(sys.argv[1]))
 """
@@ -124,7 +124,7 @@ def test_resume_after_a_kill_in_the_final_validation_trains_nothing_again(synth_
     from mlflow.tracking import MlflowClient
 
     from pipeline.checkpoints import read_checkpoint
-    from pipeline.train import resume
+    from pipeline.training import resume
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = tiny_config(

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.cpu import cpu_threads
 from pipeline.tracking import load_model
-from pipeline.train import train
+from pipeline.training import train
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.slow
@@ -51,7 +51,7 @@ def assert_gradients_recorded(client: MlflowClient, db: Path, run_id: str, save_
     once; every layer's statistics in the table artifact; heatmaps, report and diagnosis in the run."""
     import pandas as pd
 
-    from pipeline.train.gradients import COUNTS, PART_STATS, REDUCTIONS, STATS, TOTALS, metric_key
+    from pipeline.training.gradients import COUNTS, PART_STATS, REDUCTIONS, STATS, TOTALS, metric_key
 
     layers = json.loads((save_dir / "gradients" / "report.json").read_text())["groups"]
     assert "model.0.conv" in layers and "model.2.cv1.conv" in layers and len(layers) > 100
@@ -173,7 +173,7 @@ def test_training_with_embedded_default_tracking(synth_data: Path, tmp_path: Pat
 
 def test_tracking_off_trains_without_mlflow(synth_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     config = tiny_config(synth_data, tmp_path / "runs", train={"epochs": 1, "plots": True}, tracking={"enabled": False})
-    with caplog.at_level("INFO", logger="pipeline.train"):
+    with caplog.at_level("INFO", logger="pipeline.training"):
         result = train(config)
     assert result.run_id is None
     assert not (tmp_path / "mlflow.db").exists() and not (result.save_dir / "tracking").exists()

@@ -15,8 +15,8 @@ from pipeline.augment.presets import PRESETS
 from pipeline.augment.spec import build_transforms, compose, describe, serialize
 from pipeline.config import AugmentConfig, ConfigError, build_config
 from pipeline.data.training_data import prepare_training_data
-from pipeline.train.loader import STOCK, albumentations_block, training_dataset
-from pipeline.train.symmetry import RandomSquareSymmetry
+from pipeline.training.loader import STOCK, albumentations_block, training_dataset
+from pipeline.training.symmetry import RandomSquareSymmetry
 
 
 def marked_image(box: tuple[int, int, int, int], shape: tuple[int, int] = (48, 64)) -> np.ndarray:

@@ -1,7 +1,9 @@
 """The package's boundaries, read from the import statements of every module (function-level ones included).
 
 Only pipeline/tracking/ imports mlflow and the tracking journal; data/ imports neither train/ nor tracking/;
-nothing imports the CLI; the modules import each other without a cycle; importing the CLI loads no heavy library.
+nothing but the CLI imports the CLI; the modules import each other without a cycle, and so do the packages
+(pipeline/augment/, pipeline/training/, ...: no package imports one that imports it back); importing the CLI loads
+no heavy library.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "pipeline"
 JOURNAL = "pipeline.tracking.spool"
+CLI = frozenset({"pipeline.cli", "pipeline.selection_commands"})  # the command line: it may import any package
 
 
 def _module_name(path: Path) -> str:
@@ -110,7 +113,7 @@ def test_only_the_tracking_package_opens_the_journal() -> None:
 
 
 def test_data_imports_neither_training_nor_tracking() -> None:
-    for layer in ("pipeline.train", "pipeline.tracking"):
+    for layer in ("pipeline.training", "pipeline.tracking"):
         wrong = {name for name in _importers(layer) if _in(name, "pipeline.data")}
         assert not wrong, f"{layer} imported by {sorted(wrong)}"
 
@@ -121,8 +124,9 @@ def test_nothing_imports_the_cli() -> None:
         str(path): _imported(path.read_text(encoding="utf-8"), path.stem, False, known)
         for path in (REPO / "scripts").rglob("*.py")
     }
-    assert _importers("pipeline.cli") == set()
-    assert [path for path, imported in scripts.items() if "pipeline.cli" in imported] == []
+    for module in sorted(CLI):
+        assert _importers(module) <= CLI, module
+        assert [path for path, imported in scripts.items() if module in imported] == [], module
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -156,6 +160,61 @@ def test_the_package_has_no_import_cycle() -> None:
     }
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]  # the walk finds one
     assert [" -> ".join(cycle) for cycle in _cycles(graph)] == []
+
+
+def _package_edges(imports: dict[str, frozenset[str]], packages: set[str]) -> dict[tuple[str, str], str]:
+    """(package, other package) -> one import that makes the first depend on the second: ``module -> ... -> module``.
+
+    A package is ``pipeline.<folder>``; a top-level module (pipeline/config.py ...) belongs to none, so an import of
+    one is followed to what it imports: a package importing config, which imports another package, depends on that
+    package. The CLI's modules are left out: they may import every package, and only the CLI imports them.
+    """
+
+    def package(module: str) -> str | None:
+        return next((p for p in packages if module == p or module.startswith(f"{p}.")), None)
+
+    edges: dict[tuple[str, str], str] = {}
+    for name in sorted(imports):
+        source = package(name)
+        if source is None or name in CLI:
+            continue
+        seen: set[str] = set()
+        todo = [(module, [name, module]) for module in sorted(imports[name])]
+        while todo:
+            module, chain = todo.pop(0)
+            if module in seen or module not in imports or module in CLI:
+                continue
+            seen.add(module)
+            target = package(module)
+            if target is None:  # a top-level module: what it imports counts
+                todo.extend((further, [*chain, further]) for further in sorted(imports[module]))
+            elif target != source:
+                edges.setdefault((source, target), " -> ".join(chain))
+    return edges
+
+
+def test_no_package_imports_a_package_that_imports_it_back() -> None:
+    toy = {
+        "p.a.x": frozenset({"p.b.y"}),
+        "p.b.y": frozenset(),
+        "p.b.z": frozenset({"p.config"}),  # through a top-level module
+        "p.config": frozenset({"p.a.w"}),
+        "p.a.w": frozenset(),
+    }
+    toy_edges = _package_edges(toy, {"p.a", "p.b"})
+    assert toy_edges == {("p.a", "p.b"): "p.a.x -> p.b.y", ("p.b", "p.a"): "p.b.z -> p.config -> p.a.w"}
+    assert _cycles({"p.a": {"p.b"}, "p.b": {"p.a"}}) == [["p.a", "p.b", "p.a"]]  # no module cycle, a package one
+
+    packages = {_module_name(path.parent) for path in PACKAGE.glob("*/__init__.py")}
+    edges = _package_edges(dict(_imports()), packages)
+    graph: dict[str, set[str]] = {package: set() for package in packages}
+    for source, target in edges:
+        graph[source].add(target)
+    found = [
+        " -> ".join(cycle) + "  (" + "; ".join(edges[a, b] for a, b in zip(cycle, cycle[1:], strict=False)) + ")"
+        for cycle in _cycles(graph)
+    ]
+    assert found == []
 
 
 def test_importing_the_cli_loads_neither_mlflow_nor_torch_nor_ultralytics() -> None:

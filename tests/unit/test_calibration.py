@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.evaluation.matching import ClassMatches, Matches, box_iou, match_split
 from pipeline.inference.screen import read_screen
-from pipeline.selection.calibration import CalibrateError, calibrate
-from pipeline.selection.calibration_report import markdown, table_lines
-from pipeline.selection.matching import ClassMatches, Matches, box_iou, match_split
-from pipeline.selection.operating_points import (
+from pipeline.screen.calibrate import CalibrateError, calibrate
+from pipeline.screen.calibration_report import markdown, table_lines
+from pipeline.screen.operating_points import (
     curve,
     for_fp_budget,
     for_recall,

@@ -6,7 +6,7 @@ import csv
 import io
 import math
 
-from pipeline.selection.comparison.table import (
+from pipeline.comparison.table import (
     build_table,
     caution_line,
     class_columns,

@@ -58,7 +58,7 @@ def test_training_warns_for_the_device_auto_resolves_to(
 ) -> None:
     import torch
 
-    from pipeline.train.run import prepare_training
+    from pipeline.training.run import prepare_training
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # auto means the CPU here, with or without a GPU
     config = build_config(

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from pipeline.train.assignment import AssignmentCounter, BranchCounts, find_assigners, level_ids, level_metrics
-from pipeline.train.diagnosis import (
+from pipeline.training.assignment import AssignmentCounter, BranchCounts, find_assigners, level_ids, level_metrics
+from pipeline.training.diagnosis import (
     AMP_OVERFLOW,
     DEAD_LAYER,
     DETACHED,
@@ -25,7 +25,7 @@ from pipeline.train.diagnosis import (
     merge,
     summarize,
 )
-from pipeline.train.gradients import STATS, EpochGradients
+from pipeline.training.gradients import STATS, EpochGradients
 
 HEAD = "model.6"
 BACKBONE = ["model.0.conv", "model.1.conv", "model.2.cv1.conv", "model.3.conv", "model.4.conv", "model.5.conv"]

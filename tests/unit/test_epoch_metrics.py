@@ -1,4 +1,4 @@
-"""pipeline/train/epoch_metrics.py: ultralytics metric names as flat, MLflow-search-safe keys."""
+"""pipeline/training/epoch_metrics.py: ultralytics metric names as flat, MLflow-search-safe keys."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from pipeline.train.epoch_metrics import class_key, epoch_metrics, metric_key, per_class_ap
+from pipeline.training.epoch_metrics import class_key, epoch_metrics, metric_key, per_class_ap
 
 SAFE = re.compile(r"^[A-Za-z0-9_.]+$")
 MLFLOW_SAFE = re.compile(r"^[/\w.\- :]*$")  # what MLflow accepts in a metric name (mlflow/utils/validation.py)

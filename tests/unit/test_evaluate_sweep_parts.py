@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import ConfigError
-from pipeline.selection.evaluation import coco_ground_truth, coco_scores
-from pipeline.selection.sweep import combinations, parse_grid, split_values
+from pipeline.evaluation.evaluation import coco_ground_truth, coco_scores
+from pipeline.sweeps.sweep import combinations, parse_grid, split_values
 
 NAMES = {0: "scratch", 1: "pit"}
 # Two 100x200 images: three small objects (< 32x32 px) and one medium, in normalised xywh.

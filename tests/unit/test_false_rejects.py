@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.evaluation.matching import ClassMatches, Matches, match_split
 from pipeline.inference.screen import FORMAT, Screen, read_screen, unexpected_fails
-from pipeline.selection.calibration_report import markdown, plot_operating_curve
-from pipeline.selection.false_rejects import (
+from pipeline.screen.calibration_report import markdown, plot_operating_curve
+from pipeline.screen.false_rejects import (
     false_reject_rate,
     false_rejects,
     good_scores,
@@ -19,8 +20,7 @@ from pipeline.selection.false_rejects import (
     good_table,
     reject_evidence,
 )
-from pipeline.selection.matching import ClassMatches, Matches, match_split
-from pipeline.selection.operating_points import operating_points
+from pipeline.screen.operating_points import operating_points
 
 
 def _split(objects: list[list[int]], detections: dict[str, list[tuple[float, bool, int, bool]]]) -> Matches:

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from pipeline.messages import UserError
-from pipeline.selection.gates import Gate, GateError, decide, format_table, parse_gate, parse_gates, regressions
+from pipeline.promotion.gates import Gate, GateError, decide, format_table, parse_gate, parse_gates, regressions
 
 # class name (and key) -> the key Evaluation.metrics() uses, as promotion builds it with class_key
 CLASSES = {"scratch": "scratch", "pin hole": "pin_hole", "pin_hole": "pin_hole", "crack": "crack"}

@@ -13,12 +13,12 @@ import torch
 from PIL import Image
 
 from pipeline.config import GradientsConfig
-from pipeline.train.diagnosis import DEAD_LAYER, FROZEN, NONFINITE, EpochRecord, Finding, ModelFacts, diagnose
-from pipeline.train.errors import NonFiniteGradients
-from pipeline.train.gradient_health import message, model_facts
-from pipeline.train.gradient_recorder import GradientRecorder
-from pipeline.train.gradient_report import HeatmapPainter, draw_heatmaps, log10_matrix
-from pipeline.train.gradients import STATS, EpochGradients
+from pipeline.training.diagnosis import DEAD_LAYER, FROZEN, NONFINITE, EpochRecord, Finding, ModelFacts, diagnose
+from pipeline.training.errors import NonFiniteGradients
+from pipeline.training.gradient_health import message, model_facts
+from pipeline.training.gradient_recorder import GradientRecorder
+from pipeline.training.gradient_report import HeatmapPainter, draw_heatmaps, log10_matrix
+from pipeline.training.gradients import STATS, EpochGradients
 from tests.unit.test_gradients import Tiny, batch, loss_of
 
 GROUPS = ["model.0.conv", "model.1.conv", "model.2.conv", "model.3.conv"]

@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from pipeline.config import GradientsConfig, load_config
-from pipeline.train.diagnosis import DEAD_LAYER, IDLE_LEVEL, Finding
-from pipeline.train.gradient_recorder import GradientRecorder
-from pipeline.train.gradient_report import TABLE, cell_marks, draw_heatmaps, heatmap_rows, write_table
-from pipeline.train.gradients import (
+from pipeline.training.diagnosis import DEAD_LAYER, IDLE_LEVEL, Finding
+from pipeline.training.gradient_recorder import GradientRecorder
+from pipeline.training.gradient_report import TABLE, cell_marks, draw_heatmaps, heatmap_rows, write_table
+from pipeline.training.gradients import (
     COUNTS,
     PART_STATS,
     REDUCTIONS,

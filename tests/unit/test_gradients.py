@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from pipeline.train.gradients import (
+from pipeline.training.gradients import (
     EpochGradients,
     GradientMonitor,
     ParameterGroups,
@@ -108,7 +108,7 @@ def test_stats_equal_norms_computed_from_each_grad() -> None:
 @pytest.mark.parametrize("device_like", [False, True], ids=["cpu", "as-if-on-a-device"])
 def test_nonfinite_fraction_counts_nan_and_inf(device_like: bool, monkeypatch) -> None:
     if device_like:
-        monkeypatch.setattr("pipeline.train.gradients.on_host", lambda tensor: False)
+        monkeypatch.setattr("pipeline.training.gradients.on_host", lambda tensor: False)
     model = Tiny()
     loss_of(model, batch()).backward()
     conv = model.model[1].conv.weight
@@ -266,7 +266,7 @@ def trainer_like(model: nn.Module, scale: float | None) -> SimpleNamespace:
 
 def test_the_trainer_step_records_unscaled_gradients_before_clipping() -> None:
     """The same step with a 2**12 GradScaler and without: the same recorded gradients and the same new weights."""
-    from pipeline.train.trainer import CLIP_NORM, PipelineTrainer
+    from pipeline.training.trainer import CLIP_NORM, PipelineTrainer
 
     torch.manual_seed(3)
     plain_model = Tiny()
@@ -294,7 +294,7 @@ def test_the_trainer_step_clips_like_ultralytics() -> None:
     """Recording must not change training: the weights after our step equal those after ultralytics' own step."""
     from ultralytics.engine.trainer import BaseTrainer
 
-    from pipeline.train.trainer import PipelineTrainer
+    from pipeline.training.trainer import PipelineTrainer
 
     torch.manual_seed(4)
     ours, theirs = Tiny(), Tiny()
@@ -329,7 +329,7 @@ class _HostTransfers(TorchFunctionMode):
 def test_steps_never_wait_for_the_device_and_an_epoch_makes_one_transfer(device_like: bool, monkeypatch) -> None:
     """On a GPU nothing is read back during a step; on the CPU only the free 'any non-finite?' flag is."""
     if device_like:
-        monkeypatch.setattr("pipeline.train.gradients.on_host", lambda tensor: False)
+        monkeypatch.setattr("pipeline.training.gradients.on_host", lambda tensor: False)
     model = Tiny()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     monitor = GradientMonitor(model, "layer")

@@ -34,7 +34,7 @@ LIBRARY_VARIABLES = {
     ),
     **dict.fromkeys(["LD_LIBRARY_PATH", "QT_QPA_PLATFORM_PLUGIN_PATH", "QT_QPA_FONTDIR"], "opencv"),
     "_RJEM_MALLOC_CONF": "polars",
-    "RAY_CLIENT_MODE": "ray.tune (imported by pipeline.selection.tune_trial)",
+    "RAY_CLIENT_MODE": "ray.tune (imported by pipeline.sweeps.tune_trial)",
 }
 
 _IMPORT_ALL = """
@@ -95,4 +95,4 @@ def test_importing_every_module_writes_nothing_and_sets_only_the_listed_variable
     assert set(report["changed"]) - set(LIBRARY_VARIABLES) == OWN_VARIABLES
     assert report["network"] == []  # albumentations' version check is off before its import
     assert report["root_handlers"] == 0  # no logging configured on import: the CLI does that in main()
-    assert {"pipeline.train.trainer", "pipeline.cli", "pipeline.inference.ray_engine"} <= set(modules)
+    assert {"pipeline.training.trainer", "pipeline.cli", "pipeline.inference.ray_engine"} <= set(modules)

@@ -14,11 +14,7 @@ import pytest
 
 from pipeline.data.labelstudio import LabeledBox
 from pipeline.destinations import MARKER, DestinationError
-from pipeline.inference.engine import _kept_conf, thresholds_source
-from pipeline.inference.options import PredictOptions
-from pipeline.inference.results import Verdict, check_settings, recorded_settings
-from pipeline.inference.review import check_queue, uncertain_images, unique_name, write_uncertain
-from pipeline.selection.review import (
+from pipeline.evaluation.review import (
     ReviewError,
     ReviewPlan,
     crop_box,
@@ -28,6 +24,10 @@ from pipeline.selection.review import (
     write_review,
     wrong_images,
 )
+from pipeline.inference.engine import _kept_conf, thresholds_source
+from pipeline.inference.options import PredictOptions
+from pipeline.inference.results import Verdict, check_settings, recorded_settings
+from pipeline.inference.review import check_queue, uncertain_images, unique_name, write_uncertain
 
 
 def _det(name: str, score: float, box: tuple[float, float, float, float] = (10, 10, 30, 30)) -> dict:
@@ -264,7 +264,7 @@ def test_evaluate_review_needs_thresholds(tmp_path: Path) -> None:
 
 
 def test_a_box_reported_once_per_class_keeps_its_best_class_only() -> None:
-    from pipeline.selection.review import best_class_per_box
+    from pipeline.evaluation.review import best_class_per_box
 
     detections = [
         {"image_id": 1, "category_id": 1, "bbox": [1.0, 2.0, 3.0, 4.0], "score": 0.6},

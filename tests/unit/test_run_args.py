@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pipeline.config import build_config
 from pipeline.devices import resolve_device
-from pipeline.train.run import _new_save_dir, ultralytics_args
+from pipeline.training.run import _new_save_dir, ultralytics_args
 
 
 def test_config_maps_onto_ultralytics_arguments(tmp_path: Path) -> None:

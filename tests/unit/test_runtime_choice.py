@@ -15,7 +15,8 @@ import torch
 from pipeline.checkpoints import file_sha256
 from pipeline.files import CACHE_ENV
 from pipeline.inference import runtime
-from pipeline.inference.runtime import cached_choice, session_options
+from pipeline.inference.backends.onnx import session_options
+from pipeline.inference.runtime import cached_choice
 
 
 @pytest.fixture()

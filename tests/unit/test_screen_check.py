@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipeline.inference.screen import ClassPoint, Screen
-from pipeline.selection.screen_check import shortfalls
+from pipeline.screen.check import shortfalls
 
 
 def _point(recall: float, low: float, high: float, *, reached: bool = True, objects: int = 50) -> ClassPoint:

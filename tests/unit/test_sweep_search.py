@@ -13,11 +13,11 @@ import yaml
 
 from pipeline import cli
 from pipeline.config import ConfigError
-from pipeline.selection.ray_sweep import RayOptions, check_tracking_for_cluster
-from pipeline.selection.search_space import DISTRIBUTIONS, Range, bound_configs, draw, overrides_of, parse_range
-from pipeline.selection.search_space import parse_space as space_of
-from pipeline.selection.sweep import Child, SweepResult, parse_grid, plan_sweep
-from pipeline.train.epoch_metrics import SUMMARY_METRICS
+from pipeline.sweeps.ray_sweep import RayOptions, check_tracking_for_cluster
+from pipeline.sweeps.search_space import DISTRIBUTIONS, Range, bound_configs, draw, overrides_of, parse_range
+from pipeline.sweeps.search_space import parse_space as space_of
+from pipeline.sweeps.sweep import Child, SweepResult, parse_grid, plan_sweep
+from pipeline.training.epoch_metrics import SUMMARY_METRICS
 from tests.conftest import tiny_config
 
 SPACE = [
@@ -291,12 +291,12 @@ def test_the_mode_follows_the_metric() -> None:
 
 def test_a_grace_as_long_as_the_training_is_a_warning(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
     monkeypatch.setattr(logging.getLogger("pipeline"), "propagate", True)  # cli.main turns it off
-    with caplog.at_level(logging.WARNING, logger="pipeline.sweep"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.sweeps"):
         assert RayOptions(early_stop="asha", grace=3).check(epochs=3) is None
         assert RayOptions(early_stop="asha", grace=2).check(epochs=3) is None
         assert RayOptions(grace=3).check(epochs=3) is None  # no scheduler: the grace means nothing
     # a set: after other tests' cli.main, a record can reach caplog by two handlers
-    assert {r.getMessage() for r in caplog.records if r.name == "pipeline.sweep"} == {
+    assert {r.getMessage() for r in caplog.records if r.name == "pipeline.sweeps"} == {
         "--grace 3: the trials train 3 epochs; ASHA can stop none of them"
     }
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from ultralytics.utils.instance import Instances
 
-from pipeline.train.symmetry import RandomSquareSymmetry, after_flip, transform_image, transform_instances, unflipped
+from pipeline.training.symmetry import RandomSquareSymmetry, after_flip, transform_image, transform_instances, unflipped
 
 ELEMENTS = list(itertools.product((False, True), (None, 0, 1, -1)))  # (transpose, cv2 flip code)
 

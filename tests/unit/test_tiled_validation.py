@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from pipeline.train.tiled_validation import IN_IMAGE_PIXELS, TiledDetectionValidator
+from pipeline.training.tiled_validation import IN_IMAGE_PIXELS, TiledDetectionValidator
 
 
 def _validator(tmp_path: Path) -> TiledDetectionValidator:

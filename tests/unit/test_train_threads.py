@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pipeline.cpu import LoadProbe
-from pipeline.train.threads import cpu_share, use_cpu_share
+from pipeline.training.threads import cpu_share, use_cpu_share
 
 
 @pytest.mark.parametrize(

@@ -198,7 +198,7 @@ def test_skip_goes_on_with_the_right_counts(tmp_path: Path) -> None:
     assert counts == {
         "images": 7,
         "boxes": 5,
-        "backgrounds": 1,
+        "backgrounds": 2,  # d.jpg, and b.jpg, whose only line was dropped: both train as images with no box
         "skipped_images": 1,
         "dropped_boxes": 1,
         "dropped_lines": 1,
@@ -222,3 +222,11 @@ def test_notes_alone_do_not_fail(tmp_path: Path) -> None:
     data_yaml = make_dataset(tmp_path)
     add_image(tmp_path, "plain.jpg", None)  # a background is not an error
     assert validate(read_yolo(data_yaml), "fail").counts()["backgrounds"] == 1
+
+
+def test_an_empty_label_file_counts_as_a_background(tmp_path: Path) -> None:
+    data_yaml = make_dataset(tmp_path)
+    add_image(tmp_path, "empty.jpg", "")  # a defect-free part labelled so: an empty label file
+    add_image(tmp_path, "unlabelled.jpg", None)
+    report = validate(read_yolo(data_yaml))
+    assert report.counts()["backgrounds"] == 2 and report.problems[0].file.name == "unlabelled.jpg"

@@ -1,4 +1,4 @@
-"""pipeline/train/weights.py: model.weights to something ultralytics can build, falling back offline."""
+"""pipeline/training/weights.py: model.weights to something ultralytics can build, falling back offline."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.train.weights import ResolvedWeights, WeightsError, resolve_weights, weights_cache
+from pipeline.training.weights import ResolvedWeights, WeightsError, resolve_weights, weights_cache
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ def test_offline_release_name_falls_back_to_its_architecture(network_attempts: l
 
 
 def test_fallback_logs_the_note(network_attempts: list[str], caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level("WARNING", logger="pipeline.train"):
+    with caplog.at_level("WARNING", logger="pipeline.training"):
         resolved = resolve_weights("yolo11n.pt")
     assert resolved.note in caplog.messages
 
@@ -184,7 +184,7 @@ def test_mlflow_model_uses_the_default_store(tmp_path: Path) -> None:
 
 def test_the_config_names_the_store_before_any_folder_is_made(tmp_path: Path, dead_server: str) -> None:
     from pipeline.config import build_config
-    from pipeline.train.run import prepare_training
+    from pipeline.training.run import prepare_training
 
     config = build_config(
         {
@@ -211,7 +211,7 @@ def weights_error_at(spec: str, tracking_uri: str) -> str:
 
 
 def test_parent_lineage_and_tags() -> None:
-    from pipeline.train.weights import Parent
+    from pipeline.training.weights import Parent
 
     alias = Parent("models:/defects@champion", "models:/defects/3", "3", "abc123", ("scratch", "pit"))
     assert alias.lineage() == "fine-tuned from models:/defects@champion (version 3, run abc123)"
@@ -230,13 +230,13 @@ PARENT = ("scratch", "pit", "patch")
 
 @pytest.mark.parametrize("data", [PARENT, ("Scratch", " pit", "PATCH")])
 def test_same_classes_need_no_note(data: tuple[str, ...]) -> None:
-    from pipeline.train.weights import class_change_note
+    from pipeline.training.weights import class_change_note
 
     assert class_change_note(PARENT, data) == ""
 
 
 def test_fewer_classes_some_by_name() -> None:
-    from pipeline.train.weights import class_change_note
+    from pipeline.training.weights import class_change_note
 
     assert class_change_note(PARENT, ["scratch", "dent"]) == (
         "model.weights: the parent has 3 classes [scratch, pit, patch], the data 2 [scratch, dent]: "
@@ -246,7 +246,7 @@ def test_fewer_classes_some_by_name() -> None:
 
 
 def test_reordered_classes_are_mapped_by_name() -> None:
-    from pipeline.train.weights import class_change_note
+    from pipeline.training.weights import class_change_note
 
     note = class_change_note(PARENT, ["patch", "scratch", "pit"])
     assert note.endswith(
@@ -256,7 +256,7 @@ def test_reordered_classes_are_mapped_by_name() -> None:
 
 
 def test_no_class_in_common_starts_the_class_layer_fresh() -> None:
-    from pipeline.train.weights import class_change_note
+    from pipeline.training.weights import class_change_note
 
     assert class_change_note(PARENT, ["crack", "dent"]) == (
         "model.weights: the parent has 3 classes [scratch, pit, patch], the data 2 [crack, dent]: "
@@ -265,7 +265,7 @@ def test_no_class_in_common_starts_the_class_layer_fresh() -> None:
 
 
 def test_same_count_no_name_in_common_keeps_the_layer_by_index() -> None:
-    from pipeline.train.weights import class_change_note
+    from pipeline.training.weights import class_change_note
 
     note = class_change_note(PARENT, ["a", "b", "c"])
     assert note.endswith(
@@ -275,7 +275,7 @@ def test_same_count_no_name_in_common_keeps_the_layer_by_index() -> None:
 
 
 def test_a_long_class_list_is_shortened() -> None:
-    from pipeline.train.weights import class_change_note
+    from pipeline.training.weights import class_change_note
 
     note = class_change_note([f"c{i}" for i in range(80)], ["c1", "x"])
     assert "the parent has 80 classes [c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, ... 70 more]" in note

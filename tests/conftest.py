@@ -18,9 +18,9 @@ os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = str(_HOME / "hypothesis")  # not .h
 
 import pytest  # noqa: E402
 
-from pipeline.config import Config, build_config  # noqa: E402
 from pipeline.data.synth import synthesize  # noqa: E402
-from tests.mlflow_server import MlflowServer  # noqa: E402
+from tests.helpers.configs import tiny_config  # noqa: E402
+from tests.helpers.mlflow_server import MlflowServer  # noqa: E402
 
 # The session's screen trainings (below) and the test files that use them: under pytest-xdist (`make test`) these
 # files run on one worker, which trains them once; collection checks the list is whole.
@@ -143,48 +143,3 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     server.start()
     yield server
     server.stop()
-
-
-def tiny_config(data_yaml: Path, project: Path, **sections: dict) -> Config:
-    """A 2-epoch, 64-px CPU training without plots, with fast tracking intervals; ``sections`` override any key."""
-    raw: dict[str, dict] = {
-        "data": {"path": str(data_yaml)},
-        "model": {"weights": "yolo11n.yaml"},
-        # No plots unless a test asks (train={"plots": True}): drawing them costs a tiny training more than its epochs.
-        "train": {
-            "epochs": 2,
-            "imgsz": 64,
-            "batch": 16,
-            "device": "cpu",
-            "workers": 0,
-            "plots": False,
-            "project": str(project),
-        },  # fmt: skip
-        "augment": {"mosaic": 0.0, "close_mosaic": 0},
-        "tracking": {
-            "experiment": "tests",
-            "flush_interval_s": 0.5,
-            "retry_interval_s": 1.0,
-            "request_timeout_s": 5,
-            "finish_timeout_s": 20.0,
-            "system_metrics_interval_s": 1.0,
-        },
-    }
-    for section, keys in sections.items():
-        raw.setdefault(section, {}).update(keys)
-    return build_config(raw, "<tests>")
-
-
-def untracked_training(data_yaml: Path, folder: Path, **train: object):
-    """A tiny training (`tiny_config`, 1 epoch unless ``train`` says otherwise) with no tracking and no gradients:
-    for tests that need a trained model, not its record."""
-    from pipeline.training import train as run_training
-
-    config = tiny_config(
-        data_yaml,
-        folder / "runs",
-        train={"epochs": 1, **train},
-        tracking={"enabled": False},
-        gradients={"enabled": False},
-    )
-    return run_training(config)

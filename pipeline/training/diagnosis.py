@@ -48,7 +48,7 @@ REMEDIES = {
 
 @dataclass(frozen=True)
 class Thresholds:
-    """The rules' constants; each is far from what a healthy training shows (see tests/unit/test_diagnosis.py)."""
+    """The rules' constants; each is far from what a healthy training shows (see tests/unit/training/test_diagnosis.py)."""
 
     stall_update_ratio: float = 1e-6  # median ||dw||/||w|| per step; healthy trainings are 1e-5..1e-2
     stall_share: float = 0.6  # ... in this share of the layers

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing the test
 from pipeline.data.synth import synthesize  # noqa: E402
 from pipeline.training import train  # noqa: E402
 from scripts.benchmarks.common import benchmark_config, save_report  # noqa: E402
-from tests.mlflow_server import MlflowServer  # noqa: E402
+from tests.helpers.mlflow_server import MlflowServer  # noqa: E402
 
 
 def timed_training(data_yaml: Path, work: Path, args: argparse.Namespace, tracking: dict) -> float:

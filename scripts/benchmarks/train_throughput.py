@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing the test
 
 from pipeline.data.synth import synthesize  # noqa: E402
 from scripts.benchmarks.common import save_report  # noqa: E402
-from tests.mlflow_server import MlflowServer  # noqa: E402
+from tests.helpers.mlflow_server import MlflowServer  # noqa: E402
 
 TARGET = 0.70
 CLI = Path(sys.executable).with_name("yolo-pipeline")

@@ -17,7 +17,7 @@ from pipeline.comparison import CompareError, compare
 from pipeline.sweeps.sweep import sweep
 from pipeline.training.run import train
 from pipeline.training.trainer import PipelineTrainer
-from tests.conftest import tiny_config
+from tests.helpers.configs import tiny_config
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "pipeline.cli"]

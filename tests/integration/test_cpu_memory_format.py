@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from pipeline.checkpoints import read_checkpoint
-from tests.conftest import tiny_config
+from tests.helpers.configs import tiny_config
 
 pytestmark = pytest.mark.slow
 

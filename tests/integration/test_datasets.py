@@ -18,7 +18,7 @@ from pipeline.data.manifest import load_manifest
 from pipeline.data.voc import write_voc
 from pipeline.training.run import prepare_training, session_env
 from pipeline.training.run import train as run_training
-from tests.conftest import tiny_config
+from tests.helpers.configs import tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
 NEU_DET = REPO.parent / "shared" / "datasets" / "neu-det"

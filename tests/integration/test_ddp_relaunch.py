@@ -14,9 +14,9 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.tracking.spool import Spool
 from pipeline.training.run import prepare_training, session_env
-from tests.conftest import tiny_config
-from tests.integration.test_interruptions import strip_ansi
-from tests.integration.test_training_tracking import (
+from tests.helpers.commands import strip_ansi
+from tests.helpers.configs import tiny_config
+from tests.helpers.tracking import (
     EPOCH_METRICS,
     assert_epochs_exactly_once,
     assert_gradients_recorded,

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from pipeline.checkpoints import read_checkpoint
 from pipeline.training.run import TrainResult, train
 from pipeline.training.weights import resolve_weights
-from tests.conftest import tiny_config
+from tests.helpers.configs import tiny_config
 
 pytestmark = pytest.mark.slow
 NAME, ALIAS = "finetune-registry-defects", "champion"

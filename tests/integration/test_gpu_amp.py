@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.training import train
-from tests.conftest import tiny_config
+from tests.helpers.configs import tiny_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.gpu]
 

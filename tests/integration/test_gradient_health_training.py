@@ -13,8 +13,8 @@ from mlflow.tracking import MlflowClient
 from pipeline.tracking.spool import Spool
 from pipeline.training.errors import NonFiniteGradients
 from pipeline.training.run import prepare_training, session_env
-from tests.conftest import tiny_config
-from tests.integration.test_training_tracking import metric_steps
+from tests.helpers.configs import tiny_config
+from tests.helpers.tracking import metric_steps
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -15,9 +14,10 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import tiny_config
-from tests.integration.test_training_tracking import EPOCH_METRICS, assert_epochs_exactly_once, per_class_keys
-from tests.mlflow_server import MlflowServer
+from tests.helpers.commands import strip_ansi
+from tests.helpers.configs import tiny_config
+from tests.helpers.mlflow_server import MlflowServer
+from tests.helpers.tracking import EPOCH_METRICS, assert_epochs_exactly_once, per_class_keys
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "pipeline.cli"]
@@ -99,10 +99,6 @@ def test_server_outage_loses_nothing(synth_data: Path, tmp_path: Path) -> None:
         assert_epochs_exactly_once(client, run_id, {"mAP50", "val.box_loss"}, epochs=3)
     finally:
         server.stop()
-
-
-def strip_ansi(text: str) -> str:
-    return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
 def test_killed_training_resumes_into_the_same_run(synth_data: Path, mlflow_server, tmp_path: Path) -> None:

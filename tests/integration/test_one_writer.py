@@ -24,20 +24,14 @@ import yaml
 from pipeline import cli
 from pipeline.data.synth import synthesize
 from pipeline.destinations import MARKER, marker_of
-from tests.conftest import untracked_training
+from tests.helpers.configs import untracked_training
+from tests.helpers.processes import hold
 
 CLI = [sys.executable, "-m", "pipeline.cli"]
 BUSY = re.compile(
     r"^error: (?P<folder>.+) is being written by (?P<command>[a-z ]+) \(pid (?P<pid>\d+), started \d\d:\d\d\); "
     r"(?P<rest>.+)$"
 )
-HOLDER = """
-import sys
-from pipeline.destinations import command_context, writer_lock
-with command_context(sys.argv[2]), writer_lock(sys.argv[1]):
-    print("held", flush=True)
-    sys.stdin.read()  # until the test closes our stdin
-"""
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------
@@ -67,27 +61,6 @@ def one_writer(runs: list[tuple[subprocess.Popen, str, str]], command: str, rest
         assert found["command"] == command and found["rest"] == rest, lines[0]
         assert int(found["pid"]) in pids - {process.pid}, lines[0]
     return winners
-
-
-class hold:  # noqa: N801 - used as a context manager, like open()
-    """``folder`` held by another process, as ``command``, until the block ends."""
-
-    def __init__(self, folder: Path, command: str):
-        self.folder, self.command = folder, command
-
-    def __enter__(self) -> subprocess.Popen:
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", HOLDER, str(self.folder), self.command],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout.readline().strip() == "held"
-        return self.process
-
-    def __exit__(self, *exc: object) -> None:
-        self.process.stdin.close()
-        assert self.process.wait(timeout=30) == 0
 
 
 def refused_here(argv: list[str], capsys: pytest.CaptureFixture, holder: subprocess.Popen, command: str) -> re.Match:

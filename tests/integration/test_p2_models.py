@@ -12,7 +12,7 @@ import pytest
 from pipeline.training import train
 from pipeline.training.assignment import assignment_from_json, level_metrics
 from pipeline.training.weights import OWN_ARCHITECTURES, resolve_weights
-from tests.conftest import tiny_config
+from tests.helpers.configs import tiny_config
 
 P2_MODELS = ("yolov8n-p2.yaml", "yolo26n-p2.yaml", "yolo11n-p2.yaml")  # ultralytics' two, and ours
 

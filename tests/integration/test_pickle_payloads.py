@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from pipeline.checkpoints import TRUST_ENV
-from tests.integration.test_predict_safety import one_line_error, run
-from tests.unit.test_checkpoints import write_payload
+from tests.helpers.commands import one_line_error, run
+from tests.helpers.payloads import write_payload
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,7 @@ from pipeline.inference import predict
 from pipeline.inference.onnx_export import onnx_available
 from pipeline.inference.tiling import merge_tiles
 from pipeline.training.run import train
-from tests.conftest import tiny_config, untracked_training
+from tests.helpers.configs import tiny_config, untracked_training
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "pipeline.cli"]

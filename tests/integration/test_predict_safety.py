@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
 from pipeline.inference.onnx_export import onnx_available
 from pipeline.training.run import TrainResult
-from tests.conftest import untracked_training
+from tests.helpers.commands import one_line_error, run
+from tests.helpers.configs import untracked_training
 
 pytestmark = pytest.mark.slow
 
@@ -37,21 +37,6 @@ def images(synth_data: Path, tmp_path: Path) -> Path:
     for image in sorted((synth_data.parent / "images" / "val").glob("*.png"))[:4]:
         shutil.copy(image, folder / image.name)
     return folder
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """The command line in this process: (exit code, stdout, stderr)."""
-    code = main(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def one_line_error(code: int, err: str, *parts: str) -> None:
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for part in parts:
-        assert part in lines[0], (part, lines[0])
 
 
 def records(out: Path, name: str = "predictions.jsonl") -> list[dict]:

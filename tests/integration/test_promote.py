@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.inference import predict
 from pipeline.training.run import train
-from tests.conftest import tiny_config
+from tests.helpers.configs import tiny_config
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "pipeline.cli"]

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.comparison import compare
 from pipeline.promotion.promotion import promote
-from tests.conftest import tiny_config
+from tests.helpers.configs import tiny_config
 
 pytest.importorskip("ray.tune")
 pytestmark = pytest.mark.slow

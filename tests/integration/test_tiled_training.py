@@ -20,7 +20,7 @@ from pipeline.data.synth import render, synthesize
 from pipeline.inference import predict
 from pipeline.training import train
 from pipeline.yolo_env import configure_ultralytics
-from tests.conftest import tiny_config
+from tests.helpers.configs import tiny_config
 
 pytestmark = pytest.mark.slow
 

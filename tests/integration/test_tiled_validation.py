@@ -26,7 +26,7 @@ import torch
 
 from pipeline.data.synth import synthesize
 from pipeline.inference import predict
-from tests.conftest import tiny_config
+from tests.helpers.configs import tiny_config
 
 pytestmark = pytest.mark.slow
 

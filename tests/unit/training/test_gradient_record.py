@@ -26,7 +26,7 @@ from pipeline.training.gradients import (
     metric_key,
     part_name,
 )
-from tests.unit.test_gradients import Tiny  # noqa: E402 - the same tiny model: blocks of two layers and one of one
+from tests.helpers.tiny_network import Tiny  # noqa: E402 - the same tiny model: blocks of two layers and one of one
 
 
 def batch(seed: int) -> torch.Tensor:

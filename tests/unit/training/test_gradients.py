@@ -18,35 +18,7 @@ from pipeline.training.gradients import (
     group_name,
     metric_key,
 )
-
-
-class Block(nn.Module):
-    def __init__(self, c_in: int, c_out: int):
-        super().__init__()
-        self.conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
-        self.bn = nn.BatchNorm2d(c_out)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.bn(self.conv(x)))
-
-
-class Tiny(nn.Module):
-    """Named like an ultralytics model: model.<i>.<layer>."""
-
-    def __init__(self):
-        super().__init__()
-        self.model = nn.Sequential(Block(3, 4), Block(4, 4), nn.Conv2d(4, 2, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
-
-
-def loss_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return (model(x) - 0.3).square().mean() * 100
-
-
-def batch(seed: int = 0) -> torch.Tensor:
-    return torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
+from tests.helpers.tiny_network import Tiny, batch, loss_of
 
 
 def layer_params(model: nn.Module, layer: str) -> list[nn.Parameter]:

@@ -28,7 +28,7 @@ from pipeline.training.callbacks.tracking import PENDING
 from pipeline.training.epoch_listener import STOPPED_BY_TAG, EpochReport, StoppedEarly
 from pipeline.training.errors import NonFiniteGradients
 from pipeline.training.session import Session
-from tests.unit.test_gradients import Tiny, batch, loss_of
+from tests.helpers.tiny_network import Tiny, batch, loss_of
 
 # ---- stand-ins ---------------------------------------------------------------------------------------------
 

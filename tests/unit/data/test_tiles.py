@@ -19,7 +19,7 @@ from pipeline.data.training_data import prepare_training_data
 from pipeline.data.validate import validate
 from pipeline.data.yolo import read_yolo
 from pipeline.inference.batching import Tiling, prepare
-from tests.integration.test_one_writer import hold
+from tests.helpers.processes import hold
 
 Labels = list[tuple[int, float, float, float, float]]  # class, x1, y1, x2, y2 in pixels
 

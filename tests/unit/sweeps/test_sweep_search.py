@@ -18,7 +18,7 @@ from pipeline.sweeps.search_space import DISTRIBUTIONS, Range, bound_configs, dr
 from pipeline.sweeps.search_space import parse_space as space_of
 from pipeline.sweeps.sweep import Child, SweepResult, parse_grid, plan_sweep
 from pipeline.training.epoch_metrics import SUMMARY_METRICS
-from tests.conftest import tiny_config
+from tests.helpers.configs import tiny_config
 
 SPACE = [
     "train.lr0=loguniform(1e-4,1e-1)",

@@ -19,7 +19,7 @@ from pipeline.training.gradient_health import message, model_facts
 from pipeline.training.gradient_recorder import GradientRecorder
 from pipeline.training.gradient_report import HeatmapPainter, draw_heatmaps, log10_matrix
 from pipeline.training.gradients import STATS, EpochGradients
-from tests.unit.test_gradients import Tiny, batch, loss_of
+from tests.helpers.tiny_network import Tiny, batch, loss_of
 
 GROUPS = ["model.0.conv", "model.1.conv", "model.2.conv", "model.3.conv"]
 

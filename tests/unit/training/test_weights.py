@@ -152,7 +152,7 @@ def test_offline_means_no_network_attempt(network_attempts: list[str], spec: str
 def dead_server() -> str:
     """An MLflow URI on a local port nothing listens on: connections are refused at once."""
     import pipeline.tracking.registry  # noqa: F401 - mlflow's import (seconds, once) is setup, not the test
-    from tests.mlflow_server import free_port
+    from tests.helpers.mlflow_server import free_port
 
     return f"http://127.0.0.1:{free_port()}"
 

@@ -3,7 +3,7 @@
 Baseline: ``YOLO(model).predict(source=folder, stream=True, batch=B, imgsz=S)`` iterated to the end, the
 way ultralytics documents predicting over a folder, with PyTorch on one thread (what ultralytics' import
 leaves it: ``OMP_NUM_THREADS=1``) and on a thread per core; the faster of the two is the baseline. Ours: ``pipeline.inference.predict(folder, model,
-out, batch=B, imgsz=S, runtime=R)`` for R in torch, onnx and auto, which also writes predictions.jsonl,
+out, batch=B, imgsz=S, runtime=R)`` for R in each installed racer (torch, onnx, openvino) and auto, which also writes predictions.jsonl,
 summary.csv and coco_results.json. Every run loads the model inside the timed call (a command's whole
 cost). Within one condition (source, size, load) the four alternate, in a rotating order, so drift in
 the machine's speed hits all of them; each repeat gives paired ratios.
@@ -45,11 +45,13 @@ from pipeline.cpu import cpu_threads  # noqa: E402
 from pipeline.data.synth import synthesize  # noqa: E402
 from pipeline.files import CACHE_ENV  # noqa: E402
 from pipeline.inference import predict  # noqa: E402
+from pipeline.inference.backends import racers  # noqa: E402
 from scripts.benchmarks.common import quiet_ultralytics, save_report  # noqa: E402
 
 TARGET_AUTO_OF_BEST = 0.95
 TARGET_AUTO_OF_ULTRALYTICS = 1.5
-OURS = ("torch", "onnx", "auto")
+RUNTIMES = racers(available=True)  # every installed racer: torch, onnx, openvino
+OURS = (*RUNTIMES, "auto")
 THEIRS = ("ultralytics-1", "ultralytics-all")  # PyTorch on one thread, and on a thread per core
 OWN_SIZE = 320  # the untrained default model's recorded training size
 
@@ -153,11 +155,11 @@ def measure(folder: Path, model: Path, size: int, args: argparse.Namespace, work
     if len(counts) != 1:
         raise SystemExit(f"the sides saw different image counts: {sorted(counts)}")
     median = {side: statistics.median(v) for side, v in rates.items()}
-    best = max(median["torch"], median["onnx"])
+    best = max(median[name] for name in RUNTIMES)
     theirs = max(THEIRS, key=median.get)  # ultralytics' faster thread count here
     median["ultralytics"], rates["ultralytics"] = median[theirs], rates[theirs]
     # Per round too, for the spread: auto against the faster runtime of the same round, and against ultralytics.
-    auto_of_best = [rates["auto"][i] / max(rates["torch"][i], rates["onnx"][i]) for i in range(args.repeats)]
+    auto_of_best = [rates["auto"][i] / max(rates[name][i] for name in RUNTIMES) for i in range(args.repeats)]
     auto_of_theirs = [rates["auto"][i] / rates["ultralytics"][i] for i in range(args.repeats)]
     return {
         "images": counts.pop(),
@@ -230,19 +232,20 @@ def main() -> int:
         "conditions": conditions,
         "model": str(args.model or f"YOLO11n from yolo11n.yaml, 6 classes, recorded as trained at {OWN_SIZE} px"),
         "first_run_s": first,
-        "first_run_note": "the first run over new weights exports them to ONNX and races both runtimes on its first batches (cached)",
+        "first_run_note": "the first run over new weights exports them to ONNX and races the runtimes on its first batches (cached)",
     }
     save_report(args, report)
     print(
-        "\nsource          size  load      torch   onnx   auto (picked)   ultra-1 ultra-all  auto/best  auto/ultralytics"
+        f"\nsource          size  load     {''.join(f'{name:>9}' for name in RUNTIMES)}   auto (picked)   "
+        "ultra-1 ultra-all  auto/best  auto/ultralytics"
     )
     for c in conditions:
         rate = c["median_images_per_s"]
         picked = ",".join(sorted(set(c["auto_picked"])))
         print(
-            f"{c['source']:15} {c['size']:4}  {c['load']:8} {rate['torch']:6.1f} {rate['onnx']:6.1f} {rate['auto']:6.1f} "
-            f"({picked:10}) {rate['ultralytics-1']:7.1f} {rate['ultralytics-all']:9.1f}  {c['auto_of_best']:9.3f}  "
-            f"{c['auto_of_ultralytics']:6.3f}"
+            f"{c['source']:15} {c['size']:4}  {c['load']:8} {''.join(f'{rate[name]:9.1f}' for name in RUNTIMES)} "
+            f"{rate['auto']:6.1f} ({picked:10}) {rate['ultralytics-1']:7.1f} {rate['ultralytics-all']:9.1f}  "
+            f"{c['auto_of_best']:9.3f}  {c['auto_of_ultralytics']:6.3f}"
         )
     print(f"wrote {args.out}")
     return 0

@@ -19,7 +19,7 @@ import pytest
 from pipeline.data.synth import synthesize
 from pipeline.data.tiles import tile_grid
 from pipeline.inference import predict
-from pipeline.inference.onnx_export import onnx_available
+from pipeline.inference.backends import racers
 from pipeline.inference.tiling import merge_tiles
 from pipeline.training.run import train
 from tests.helpers.configs import tiny_config, untracked_training
@@ -102,10 +102,10 @@ def test_results_equal_ultralytics_predict(weights: Path, learned: Path, tmp_pat
     from ultralytics import YOLO
 
     folder = learned.parent / "images" / "val"
-    # 16 batches of 5 at runtime auto: the first 6 raced on PyTorch and ONNX Runtime in turn, the rest on
-    # the faster, so the results hold both runtimes' detections.
+    # 16 batches of 5 at runtime auto: the first raced on the installed racers in turn (PyTorch, ONNX Runtime,
+    # OpenVINO), the rest on the fastest, so the results hold every racer's detections.
     result = predict(folder, str(weights), tmp_path / "ours", conf=0.05, batch=5, progress=False)
-    assert result.runtime in ({"torch", "onnx"} if onnx_available() else {"torch"})
+    assert result.runtime in racers(available=True)
     ours = {Path(r["path"]).name: r for r in _records(tmp_path / "ours")}
     reference = YOLO(str(weights)).predict(source=str(folder), stream=True, batch=1, conf=0.05, verbose=False)
     compared = boxes = 0

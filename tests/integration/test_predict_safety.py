@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import socket
 import sys
@@ -15,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.inference.backends import labels, racers
 from pipeline.inference.onnx_export import onnx_available
+from pipeline.inference.runtime import schedule
 from pipeline.training.run import TrainResult
 from tests.helpers.commands import one_line_error, run
 from tests.helpers.configs import untracked_training
@@ -100,12 +101,13 @@ def test_results_are_pinned_to_the_source_and_the_models_bytes(
     out = tmp_path / "results"
     code, _, err = predict(capsys, images, model, out)  # runtime auto: exports ONNX on this CPU
     assert code == 0, err
-    if onnx_available():  # auto races the two on this new model's first batches (one here), and says so
-        assert re.search(
-            r"predict: runtime torch\+onnx: not measured before for this model, size, batch and thread count: "
-            r"the first 6 batches run on PyTorch and ONNX Runtime in turn, timed end to end",
-            err,
-        ), err
+    racing = racers(available=True)
+    if len(racing) > 1:  # auto races them on this new model's first batches (one here), and says so
+        said = (
+            f"predict: runtime {'+'.join(racing)}: not measured before for this model, size, batch and thread count: "
+            f"the first {len(schedule(racing))} batches run on {labels(racing)} in turn, timed end to end"
+        )
+        assert said in err, err
     run_json = json.loads((out / "run.json").read_text())
     assert run_json["source"] == str(images) and len(run_json["model_sha256"]) == 64
 

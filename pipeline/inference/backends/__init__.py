@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from pipeline.inference.backends.base import Backend, BackendInfo, LoadRequest, Network
 from pipeline.inference.backends.onnx import OnnxBackend
+from pipeline.inference.backends.openvino import OpenVinoBackend
 from pipeline.inference.backends.torch import TorchBackend
 
 BACKENDS: dict[str, type[Backend]] = {
     TorchBackend.name: TorchBackend,
     OnnxBackend.name: OnnxBackend,
+    OpenVinoBackend.name: OpenVinoBackend,
 }
 AUTO = "auto"  # --runtime auto: on a GPU the fallback; on a CPU the racers, timed against each other
 FALLBACK = TorchBackend.name  # runs everywhere: a GPU's under auto, and what runs when another fails to load

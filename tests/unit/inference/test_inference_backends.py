@@ -42,20 +42,6 @@ class _RacingFake(_Fake):
     name, label, races = "racer", "Racer", True
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained one-class YOLO11n checkpoint at 32 px: enough to load and run, whatever it finds."""
-    from pipeline.yolo_env import configure_ultralytics
-
-    configure_ultralytics()
-    from ultralytics.nn.tasks import DetectionModel
-
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    model = DetectionModel("yolo11n.yaml", nc=1, verbose=False).half()
-    torch.save({"model": model, "train_args": {"imgsz": 32}, "epoch": -1}, path)
-    return path
-
-
 def _request(tiny_model: Path) -> LoadRequest:
     from pipeline.inference.model import open_model
 
@@ -70,10 +56,11 @@ def test_a_registered_backend_is_offered_by_the_choices_and_chosen_by_build_dete
     from pipeline.cli import build_parser
     from pipeline.inference.model import build_detector, open_model
 
-    assert "fake" not in runtime_choices()
+    before = runtime_choices()
+    assert before[:3] == ("auto", "torch", "onnx") and "fake" not in before
     monkeypatch.setitem(BACKENDS, _Fake.name, _Fake)
     monkeypatch.setattr(_Fake, "loaded", [])
-    assert runtime_choices() == ("auto", "torch", "onnx", "fake")
+    assert runtime_choices() == (*before, "fake")
     assert PredictOptions.choices("runtime") == runtime_choices()
     assert PredictOptions.checked(runtime="fake").runtime == "fake"
     argv = ["predict", "images", "--model", "m.pt", "--out", "out", "--runtime", "fake"]
@@ -98,6 +85,8 @@ def test_a_registered_racer_joins_the_race_and_what_was_cached_without_it_is_mea
 ) -> None:
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))  # this test's answers only
     weights = "ab" * 32
+    for name in [n for n in BACKENDS if n not in ("torch", "onnx")]:  # the race of two, then a third joins
+        monkeypatch.delitem(BACKENDS, name)
     race = runtime.Race(weights, 64, 16, 2, ("torch", "onnx"))
     while race.choice is None:
         race.finished(race.next(), 8)
@@ -145,3 +134,24 @@ def test_the_onnx_backend_exports_the_network_and_describes_itself(tiny_model: P
     theirs = theirs[0] if isinstance(theirs, (list, tuple)) else theirs
     assert ours.shape == theirs.shape and torch.allclose(ours, theirs, atol=1e-3)
     assert BACKENDS["onnx"].cpu_only and not BACKENDS["torch"].cpu_only
+
+
+def test_the_openvino_backend_runs_the_same_export_in_float32_and_describes_itself(tiny_model: Path) -> None:
+    ov = pytest.importorskip("openvino")
+    pytest.importorskip("onnx")
+    request = _request(tiny_model)
+    backend = BACKENDS["openvino"].load(request)
+    info = backend.describe()
+    assert info == BackendInfo("openvino", "OpenVINO", "cpu", "fp32", info.file)
+    assert info.file == BACKENDS["onnx"].load(request).file  # the one export, made once
+    # float32 even where the CPU would run bfloat16 by default (AMX), on the threads asked for
+    assert backend.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
+    assert int(backend.compiled.get_property("INFERENCE_NUM_THREADS")) == request.threads
+    torch_backend = BACKENDS["torch"].load(request)
+    assert (backend.stride, backend.end2end) == (torch_backend.stride, torch_backend.end2end)
+    batch = torch.rand(2, 3, 32, 32)
+    ours = backend(batch)
+    theirs = torch_backend(batch)
+    theirs = theirs[0] if isinstance(theirs, (list, tuple)) else theirs
+    assert ours.shape == theirs.shape and torch.allclose(ours, theirs, atol=1e-3)
+    assert BACKENDS["openvino"].cpu_only and BACKENDS["openvino"].races

@@ -23,7 +23,7 @@ from pipeline.inference.errors import ModelError, ResultsError
         ({"workers": -1}, ResultsError, "--workers: must be >= 0, got -1"),
         ({"max_det": 0}, ResultsError, "--max-det: must be >= 1, got 0"),
         ({"engine": "spark"}, ResultsError, "engine: must be local or ray, got 'spark'"),
-        ({"runtime": "gpu"}, ModelError, "runtime: must be auto, torch or onnx, got 'gpu'"),
+        ({"runtime": "gpu"}, ModelError, "runtime: must be auto, torch, onnx or openvino, got 'gpu'"),
         ({"tile": 16}, ResultsError, "tile 16, overlap 0.2: the tile must be >= 32 px and the overlap in [0, 1)"),
         ({"tile": 64, "overlap": 1.0}, ResultsError, "tile 64, overlap 1.0: the tile must be >= 32 px"),
         ({"batch": "many"}, ResultsError, "batch: input should be a valid integer"),

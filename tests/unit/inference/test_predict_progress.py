@@ -70,22 +70,6 @@ def test_the_bar_shows_the_count_or_counts_up() -> None:
     assert isinstance(_progress(False, Count(5, 2)), _NoBar)
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained one-class YOLO11n checkpoint: enough to run predictions, whatever they find."""
-    import torch
-
-    from pipeline.yolo_env import configure_ultralytics
-
-    configure_ultralytics()
-    from ultralytics.nn.tasks import DetectionModel
-
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    model = DetectionModel("yolo11n.yaml", nc=1, verbose=False).half()
-    torch.save({"model": model, "train_args": {"imgsz": 32}, "epoch": -1}, path)
-    return path
-
-
 @pytest.fixture
 def bars(monkeypatch: pytest.MonkeyPatch) -> list[tqdm]:
     """Every progress bar `predict` makes, kept after it closes."""

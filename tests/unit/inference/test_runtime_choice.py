@@ -19,6 +19,15 @@ from pipeline.inference.backends.onnx import session_options
 from pipeline.inference.runtime import cached_choice
 
 
+@pytest.fixture(autouse=True)
+def two_racers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race's mechanics on two racers (the registry may hold more: each races the same way)."""
+    from pipeline.inference import backends
+
+    for name in [n for n in backends.BACKENDS if n not in ("torch", "onnx")]:
+        monkeypatch.delitem(backends.BACKENDS, name)
+
+
 @pytest.fixture()
 def weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """The SHA-256 of a checkpoint's bytes, which keys the cached answers."""
@@ -43,7 +52,7 @@ def _race(race: runtime.Race, network_s: dict[str, float], waiting_s: dict[str, 
 def test_the_race_times_both_on_the_first_batches_keeps_the_faster_and_caches_it(weights: str) -> None:
     race = runtime.Race(weights, size=64, batch=16, threads=2)
     ran = _race(race, {"torch": 0.03, "onnx": 0.005})
-    assert ran == list(runtime.RACE) == ["torch", "onnx", "onnx", "torch", "torch", "onnx"]
+    assert ran == list(runtime.schedule(("torch", "onnx"))) == ["torch", "onnx", "onnx", "torch", "torch", "onnx"]
     assert race.choice.runtime == "onnx" and race.choice.reason.startswith("ONNX Runtime ")
     assert "against PyTorch's" in race.choice.reason
     assert "on 2 CPU threads, timed end to end on 4 of this run's batches (cached in " in race.choice.reason
@@ -156,10 +165,10 @@ def test_a_racing_detector_runs_the_rest_on_the_faster_and_says_so(weights: str,
     detector = Detector({"torch": slow, "onnx": fast}, {0: "defect"}, 64, "best.pt", RACING, race=race)
     inputs = np.zeros((2, 3, 64, 64), np.uint8)
     with caplog.at_level(logging.INFO, logger="pipeline.inference"):
-        found = [detector.detect(inputs, [(64, 64)] * 2) for _ in range(len(runtime.RACE) + 3)]
+        found = [detector.detect(inputs, [(64, 64)] * 2) for _ in range(len(race.schedule) + 3)]
     assert all(len(batch) == 2 and all(len(boxes) == 0 for boxes in batch) for batch in found)
-    assert slow.calls == runtime.RACE.count("torch") == 3  # the race's, and no more
-    assert fast.calls == runtime.RACE.count("onnx") + 3
+    assert slow.calls == race.schedule.count("torch") == 3  # the race's, and no more
+    assert fast.calls == race.schedule.count("onnx") + 3
     assert detector.runtime == "onnx" and list(detector.backends) == ["onnx"] and detector.race is None
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("predict: runtime ")]
     assert line.startswith("predict: runtime onnx: ONNX Runtime ") and detector.reason in line

@@ -24,6 +24,7 @@ _EXPORTS = {
     "predict": "pipeline.inference",
     "PredictResult": "pipeline.inference",
     "PredictOptions": "pipeline.inference",
+    "RunOptions": "pipeline.inference",  # how evaluate, calibrate and check_screen run a model
     "promote": "pipeline.promotion.promotion",
     "compare": "pipeline.comparison",
     "sweep": "pipeline.sweeps.sweep",

@@ -34,6 +34,7 @@ from pipeline.data.importer import import_dataset
 from pipeline.data.synth import synthesize
 from pipeline.evaluation.evaluation import data_spec
 from pipeline.evaluation.matching import match_split
+from pipeline.inference.options import RunOptions
 from pipeline.inference.screen import ClassPoint
 from pipeline.screen.calibrate import LOW_CONF, MAX_FALSE_REJECT, calibrate
 from pipeline.screen.check import check_screen
@@ -126,7 +127,7 @@ def trained_model(data: Path, work: Path, epochs: int, imgsz: int, batch: int) -
 def estimated(model: str, data: Path, split: str, thresholds: dict[str, float]) -> dict[str, Any] | None:
     """The false-reject rate estimated at ``thresholds`` from the defective images of ``split`` alone (as calibrate
     estimates it without any good image), to set beside the measured one."""
-    found, _, _ = screened_split(model, data, split=split, conf=LOW_CONF)
+    found, _, _ = screened_split(model, data, RunOptions(conf=LOW_CONF), split=split)
     evidence = reject_evidence(match_split(found.truth, found.detections), None)
     return asdict(false_rejects(evidence, thresholds)) if evidence is not None else None
 

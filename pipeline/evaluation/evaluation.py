@@ -26,6 +26,7 @@ import yaml
 
 from pipeline.data.dataset import DatasetError, DataYaml, read_data_yaml
 from pipeline.destinations import build_then_swap, reserve, writer_lock
+from pipeline.inference.options import RunOptions
 from pipeline.messages import UserError
 
 COCO_KEYS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
@@ -165,19 +166,9 @@ class SplitPredictions:
     model_sha256: str = ""
 
 
-def predict_split(
-    model: str,
-    data: str | Path,
-    *,
-    split: str = "val",
-    imgsz: int = 0,
-    batch: int = 16,
-    conf: float = 0.001,
-    iou: float = 0.7,
-    device: str = "auto",
-    tracking_uri: str = "",
-) -> SplitPredictions:
-    """Run ultralytics' validator over ``split`` of ``data`` with ``model`` and keep its predictions."""
+def predict_split(model: str, data: str | Path, options: RunOptions, *, split: str = "val") -> SplitPredictions:
+    """Run ultralytics' validator over ``split`` of ``data`` with ``model``, as ``options`` say, and keep its
+    predictions."""
     from pipeline.checkpoints import trained_imgsz
     from pipeline.data.dataset import SPLITS
     from pipeline.devices import resolve_device
@@ -185,7 +176,7 @@ def predict_split(
 
     if split not in SPLITS:
         raise EvaluateError(f"--split: must be train, val or test, got {split!r}")
-    opened = open_model(model, tracking_uri)
+    opened = open_model(model, options.tracking_uri)
     yolo = opened.yolo
     captured: dict[str, Any] = {}
     yolo.add_callback("on_val_end", lambda validator: captured.update(validator=validator))
@@ -204,11 +195,11 @@ def predict_split(
                 validator=PathKeyedValidator,
                 data=str(data_yaml),
                 split=split,
-                imgsz=imgsz or trained_imgsz(yolo),
-                batch=batch,
-                conf=conf,
-                iou=iou,
-                device=resolve_device(device),
+                imgsz=options.imgsz or trained_imgsz(yolo),
+                batch=options.batch,
+                conf=options.conf,
+                iou=options.iou,
+                device=resolve_device(options.device),
                 save_json=True,
                 plots=False,
                 verbose=False,
@@ -228,24 +219,24 @@ def evaluate(
     data: str | Path,
     *,
     split: str = "val",
-    imgsz: int = 0,
-    batch: int = 16,
-    conf: float = 0.001,
-    iou: float = 0.7,
-    device: str = "auto",
     out: str | Path | None = None,
     track: bool = False,
     experiment: str = "evaluations",
-    tracking_uri: str = "",
     review: str | Path | None = None,
     screen: str | Path | None = None,
+    options: RunOptions | None = None,
+    **run: Any,
 ) -> Evaluation:
     """Evaluate ``model`` (a .pt, ``runs:/``/``models:/`` URI or ultralytics name) on ``split`` of ``data``.
 
     ``out``: a folder for ``evaluation.json``, ``predictions.json`` (COCO results) and ``ground_truth.json``
     (COCO). ``track``: log the numbers and files as an MLflow run tagged ``pipeline.kind=evaluation``.
     ``review``: a folder for the review queue of the images with missed objects and false alarms at the
-    thresholds of ``screen`` (a screen.json), else those stored with the model (`pipeline.evaluation.review`)."""
+    thresholds of ``screen`` (a screen.json), else those stored with the model (`pipeline.evaluation.review`).
+    ``options``: how the model runs (`RunOptions`: imgsz, batch, conf, iou, device, tracking_uri), or its fields as
+    keywords (``imgsz=640, device="cpu"``), laid over ``options``; ``tracking_uri`` is also where ``track`` logs."""
+    options = RunOptions.given(options, run, "evaluate")
+    tracking_uri = options.tracking_uri
     # Held from before the model loads (a refused --out costs nothing) to the swap; --review's folder too.
     with reserve(out, KIND, replace=True) as out, writer_lock(review, KIND, "--review"):
         plan = None
@@ -255,17 +246,7 @@ def evaluate(
             plan = plan_review(review, screen, model, tracking_uri, out)
         elif screen is not None:
             raise EvaluateError("--screen: goes with --review (the thresholds the review queue uses)")
-        found = predict_split(
-            model,
-            data,
-            split=split,
-            imgsz=imgsz,
-            batch=batch,
-            conf=conf,
-            iou=iou,
-            device=device,
-            tracking_uri=tracking_uri,
-        )
+        found = predict_split(model, data, options, split=split)
         truth, detections = found.truth, found.detections
         coco, coco_per_class = coco_scores(truth, detections)
         result = Evaluation(

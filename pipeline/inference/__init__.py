@@ -8,7 +8,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-_EXPORTS = {"PredictOptions": "options", "PredictResult": "engine", "predict": "engine"}
+_EXPORTS = {"PredictOptions": "options", "PredictResult": "engine", "RunOptions": "options", "predict": "engine"}
 
 __all__ = sorted(_EXPORTS)
 

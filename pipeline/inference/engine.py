@@ -35,7 +35,7 @@ from pipeline.inference.discover import Count, count_images, iter_images, printa
 from pipeline.inference.draw import write_annotated, write_crops
 from pipeline.inference.errors import ResultsError, SourceError
 from pipeline.inference.model import MLFLOW_SCHEMES, OpenedModel, build_detector, open_model
-from pipeline.inference.options import PredictOptions
+from pipeline.inference.options import PredictOptions, RunOptions
 from pipeline.inference.results import (
     ERRORS,
     KIND,
@@ -95,20 +95,20 @@ class PredictResult:
 
 
 def predict(
-    source: str | Path, model: str, out: str | Path, options: PredictOptions | None = None, **values: Any
+    source: str | Path, model: str, out: str | Path, options: RunOptions | None = None, **values: Any
 ) -> PredictResult:
     """Run ``model`` over the images of ``source`` and write the results to ``out`` (see the module doc).
 
-    ``options``: a `PredictOptions`, or its fields as keywords (``conf=0.5, engine="ray"``); keywords
-    given with ``options`` replace its fields. ``engine``: ``local`` (threads and batches in this process)
-    or ``ray`` (`pipeline.inference.ray_engine`: the same steps in Ray actors, the same files).
+    ``options``: a `PredictOptions` (or the `RunOptions` it shares with evaluate and calibrate), or its fields as
+    keywords (``conf=0.5, engine="ray"``); keywords given with ``options`` replace its fields. ``engine``:
+    ``local`` (threads and batches in this process) or ``ray`` (`pipeline.inference.ray_engine`: the same steps
+    in Ray actors, the same files).
     The verdicts' thresholds are ``screen``'s (a screen.json), else those stored with a ``runs:/`` or
     ``models:/`` model (`pipeline.tracking.screens`), with ``thresholds`` laid over them class by class;
     ``result.thresholds_source`` says which. ``review``: a folder for the uncertain images' review queue
     (`pipeline.inference.review`), from every image of the results folder.
     """
-    if options is None or values:
-        options = PredictOptions.checked(**{**(options.model_dump() if options else {}), **values})
+    options = PredictOptions.given(options, values, "predict")
     # Cheap checks first: a refused folder or an empty source costs no model load and no export.
     out = check_out(out)
     # One writer per results folder (and review queue), held for the whole run: a second predict into it stops

@@ -1,18 +1,24 @@
-"""How `predict` runs, as one typed model: the command's options, the Python API's keywords, the Ray actors' settings.
+"""How a model runs over images, as typed models: the commands' options, the Python API's keywords, the Ray actors'.
 
-Everything but what it reads (the source), the model and where the results go. The CLI builds its
-options from these fields (type, default, description as help), ``predict(source, model, out, **kw)``
-checks its keywords into one, and the Ray engine hands it to its actors. A bad value stops with one
-line naming it, before anything is loaded: ``--batch: must be >= 1, got 0``.
+`RunOptions`: what every command that runs a model over a split or a folder shares (image size, batch,
+conf, iou, device, tracking URI), at the defaults of a split's evaluation; ``evaluate``, ``calibrate`` and
+``calibrate --check`` take it (each the fields it uses). `PredictOptions` is it with `predict`'s own
+default conf and everything else a prediction takes but what it reads (the source), the model and where
+the results go. The CLI builds each command's options from these fields (type, default, description as
+help), the Python API's functions check their keywords into one (``predict(source, model, out, **kw)``,
+``evaluate(model, data, **kw)``), and the Ray engine hands predict's to its actors. A bad value stops
+with one line naming it, before anything is loaded: ``--batch: must be >= 1, got 0``.
 """
 
 from __future__ import annotations
 
 import typing
+from collections.abc import Collection
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
+from typing_extensions import Self
 
 from pipeline.inference.backends import runtime_choices
 from pipeline.inference.errors import ModelError, ResultsError
@@ -20,18 +26,60 @@ from pipeline.inference.scale import OVERLAP
 from pipeline.messages import UserError
 
 
-class PredictOptions(BaseModel):
-    """The settings of one prediction; the descriptions are the command's help."""
+class RunOptions(BaseModel):
+    """How a model runs over a split or a folder of images; the descriptions are the commands' help. The defaults
+    are a split's evaluation's: every detection down to conf 0.001, as any AP (and a calibration) wants."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     batch: int = Field(16, ge=1, description="images per model call")
+    conf: float = Field(0.001, ge=0, le=1, description="lowest score kept (low, as for any AP)")
+    iou: float = Field(0.7, ge=0, le=1, description="NMS IoU threshold")
+    imgsz: int = Field(0, ge=0, description="image size (default: the model's training size)")
+    device: str = Field("auto", description="auto, cpu, 0, ...")
+    tracking_uri: str = Field("", description="MLflow server (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _index_is_a_device(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value  # device=0
+
+    @classmethod
+    def choices(cls, name: str) -> tuple[str, ...]:
+        """The values a field takes when they are a fixed few (the CLI's choices): a Literal's; none for the others."""
+        kind = cls.model_fields[name].annotation
+        return typing.get_args(kind) if typing.get_origin(kind) is Literal else ()
+
+    @classmethod
+    def checked(cls, **values: Any) -> Self:
+        """The options of these keywords, or the one-line error naming the first bad one."""
+        return cls.given(None, values, cls.__name__)
+
+    @classmethod
+    def given(
+        cls, options: RunOptions | None, values: dict[str, Any], command: str, fields: Collection[str] = ()
+    ) -> Self:
+        """What a public function runs with: ``options`` with ``values`` (its keywords) laid over them, checked.
+
+        ``command`` names the function in the error of a keyword it does not take (a typo, or a field outside
+        ``fields``: those of this model it accepts as keywords, default all)."""
+        unknown = sorted(set(values) - set(fields or cls.model_fields))
+        if unknown:  # a typo, as a function's unknown keyword
+            raise TypeError(f"{command}() got an unexpected keyword argument {unknown[0]!r}")
+        if isinstance(options, cls) and not values:
+            return options
+        try:
+            return cls(**{**(options.model_dump(include=set(cls.model_fields)) if options else {}), **values})
+        except ValidationError as exc:
+            raise _one_line(cls, exc.errors()[0]) from None
+
+
+class PredictOptions(RunOptions):
+    """The settings of one prediction; the descriptions are the command's help."""
+
     conf: float = Field(
         0.25, ge=0, le=1, description="lowest score kept (lowered to the lowest threshold when that is below it)"
     )
-    iou: float = Field(0.7, ge=0, le=1, description="NMS IoU threshold")
-    imgsz: int = Field(0, ge=0, description="inference size (default: the model's training size)")
-    device: str = Field("auto", description="auto, cpu, 0, ...")
     half: bool | None = Field(None, description="half precision (default: on with CUDA)")
     workers: int = Field(0, ge=0, description="decoding threads (default: min(8, CPU cores)); with Ray: actors (1)")
     thresholds: dict[str, float] = Field(
@@ -73,18 +121,12 @@ class PredictOptions(BaseModel):
         "local",
         description="local: threads in this process; ray: Ray actors ($RAY_ADDRESS, else a local Ray), same files",
     )
-    tracking_uri: str = Field("", description="MLflow server for runs:/ and models:/ URIs")
     runtime: str = Field(  # one of `runtime_choices`: auto, or a backend's name (`choices`)
         "auto",
         description="what runs the network (auto: on a CPU the faster of ONNX Runtime and PyTorch for this model, size "
         "and batch, timed once and cached; PyTorch on a GPU)",
     )
     progress: bool = Field(True, description="progress bar")
-
-    @field_validator("device", mode="before")
-    @classmethod
-    def _index_is_a_device(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value  # device=0
 
     @field_validator("runtime", mode="before")
     @classmethod
@@ -110,38 +152,23 @@ class PredictOptions(BaseModel):
 
     @classmethod
     def choices(cls, name: str) -> tuple[str, ...]:
-        """The values a field takes when they are a fixed few (the CLI's choices): a Literal's; the runtime's,
-        from the backends' registry (`pipeline.inference.backends`); none for the other fields."""
-        if name == "runtime":
-            return runtime_choices()
-        kind = cls.model_fields[name].annotation
-        return typing.get_args(kind) if typing.get_origin(kind) is Literal else ()
-
-    @classmethod
-    def checked(cls, **values: Any) -> PredictOptions:
-        """The options of these keywords, or the one-line error naming the first bad one."""
-        unknown = sorted(set(values) - set(cls.model_fields))
-        if unknown:  # a typo, as a function's unknown keyword
-            raise TypeError(f"predict() got an unexpected keyword argument {unknown[0]!r}")
-        try:
-            return cls(**values)
-        except ValidationError as exc:
-            raise _one_line(exc.errors()[0]) from None
+        """As `RunOptions.choices`; the runtime's from the backends' registry (`pipeline.inference.backends`)."""
+        return runtime_choices() if name == "runtime" else super().choices(name)
 
 
-def _one_line(error: dict[str, Any]) -> UserError:
-    """A pydantic error as the line `predict` gives: ``--conf: must be between 0 and 1, got 1.5``."""
+def _one_line(options: type[RunOptions], error: dict[str, Any]) -> UserError:
+    """A pydantic error as the line the commands give: ``--conf: must be between 0 and 1, got 1.5``."""
     if not error["loc"]:  # the tile rule, which words its own message
         return ResultsError(error["msg"].removeprefix("Value error, "))
     name, got = str(error["loc"][0]), error["input"]
-    field = PredictOptions.model_fields[name]
+    field = options.model_fields[name]
     if error["type"] in {"greater_than_equal", "less_than_equal"}:
         low = next(m.ge for m in field.metadata if hasattr(m, "ge"))
         high = next((m.le for m in field.metadata if hasattr(m, "le")), None)
         bound = f"between {low} and {high}" if high is not None else f">= {low}"
         return ResultsError(f"--{name.replace('_', '-')}: must be {bound}, got {got}")
     if error["type"] == "literal_error":
-        *first, last = PredictOptions.choices(name)
+        *first, last = options.choices(name)
         error_class = ModelError if name == "runtime" else ResultsError  # the classes these errors always had
         return error_class(f"{name}: must be {', '.join(first)} or {last}, got {got!r}")
     message = error["msg"]

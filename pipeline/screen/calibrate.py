@@ -23,6 +23,7 @@ from pipeline.data.dataset import DataYaml, content_hash
 from pipeline.destinations import build_then_swap, reserve
 from pipeline.evaluation.evaluation import data_spec
 from pipeline.evaluation.matching import IOU, match_split
+from pipeline.inference.options import RunOptions
 from pipeline.inference.screen import FILE_NAME, Screen
 from pipeline.messages import UserError
 from pipeline.screen.calibration_report import markdown, plot_operating_curve, plot_pr_curves, table_lines
@@ -35,6 +36,7 @@ DEFAULT_OUT = "calibration"
 FILES = (FILE_NAME, "screen.md", "pr_curves.png", "operating_curve.png")
 MAX_FALSE_REJECT = 0.05  # the default image-level budget: 1 good part in 20 sent to a second look
 LOW_CONF = 0.001  # every detection an operating point could want: the thresholds are chosen far above it
+RUN_FIELDS = ("imgsz", "batch", "device", "tracking_uri")  # what calibrate (and --check) take of `RunOptions`
 
 
 class CalibrateError(UserError, ValueError):
@@ -72,17 +74,19 @@ def calibrate(
     out: str | Path | None = None,
     track: bool = False,
     experiment: str = "calibrations",
-    tracking_uri: str = "",
     seed: int = 0,
     bootstrap: int = 1000,
-    imgsz: int = 0,
-    batch: int = 16,
-    device: str = "auto",
+    options: RunOptions | None = None,
+    **run: Any,
 ) -> Calibration:
     """Per-class thresholds for ``model`` on ``split`` of ``data``: the highest whose recall reaches
     ``target_recall`` (``recalls`` per class), or with ``max_fp_per_image`` the lowest within that budget; raised
     jointly where needed to falsely reject at most ``max_false_reject`` of the good images (``good``: a folder of
-    defect-free images; ``prefer="recall"`` keeps the recall targets and reports the rate)."""
+    defect-free images; ``prefer="recall"`` keeps the recall targets and reports the rate). ``options``: how the
+    model runs (`RunOptions`), or as keywords ``imgsz``, ``batch``, ``device``, ``tracking_uri`` (also where
+    ``track`` logs); the conf is always LOW_CONF."""
+    options = run_options(options, run, "calibrate")
+    tracking_uri = options.tracking_uri
     recalls = dict(recalls or {})
     spec = data_spec(data, split)
     _check_options(target_recall, recalls, max_fp_per_image, bootstrap, spec)
@@ -90,17 +94,7 @@ def calibrate(
     # Held from before the model loads (a refused --out costs nothing) to the swap: one writer per folder.
     with reserve(out or DEFAULT_OUT, KIND, replace=True) as folder:
         started = time.perf_counter()
-        found, problems, good_images = screened_split(
-            model,
-            data,
-            split=split,
-            conf=LOW_CONF,
-            imgsz=imgsz,
-            batch=batch,
-            device=device,
-            tracking_uri=tracking_uri,
-            good=good,
-        )
+        found, problems, good_images = screened_split(model, data, options, split=split, good=good)
         inferred = time.perf_counter()
         matches = match_split(found.truth, found.detections, IOU)
         mode = "fp_budget" if max_fp_per_image is not None else "recall"
@@ -165,6 +159,12 @@ def calibrate(
                 f"thresholds not stored with {model}: add --track to attach them (predict then uses them)"
             )
         return result
+
+
+def run_options(options: RunOptions | None, run: dict[str, Any], command: str) -> RunOptions:
+    """How calibrate and its check run the model: ``options`` with ``run`` (their keywords of `RUN_FIELDS`) laid
+    over them, at LOW_CONF whatever they say."""
+    return RunOptions.given(options, run, command, RUN_FIELDS).model_copy(update={"conf": LOW_CONF})
 
 
 def _check_options(

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from pipeline.evaluation.matching import Matches, match_split
+from pipeline.inference.options import RunOptions
 from pipeline.inference.screen import ClassPoint, Screen
-from pipeline.screen.calibrate import LOW_CONF, CalibrateError
+from pipeline.screen.calibrate import CalibrateError, run_options
 from pipeline.screen.false_rejects import (
     FalseRejects,
     escape_line,
@@ -107,27 +108,17 @@ def check_screen(
     good: str | Path | None = None,
     seed: int = 0,
     bootstrap: int = 1000,
-    imgsz: int = 0,
-    batch: int = 16,
-    device: str = "auto",
-    tracking_uri: str = "",
+    options: RunOptions | None = None,
+    **run: Any,
 ) -> ScreenCheck:
     """The recall, precision and false alarms ``screen``'s thresholds give on ``split`` of ``data``; and at image
     level its escape and false-reject rates (measured on ``good`` and the split's background images, else
-    estimated as calibration estimates them)."""
+    estimated as calibration estimates them). ``options``: how the model runs, as `calibrate`'s (keywords
+    ``imgsz``, ``batch``, ``device``, ``tracking_uri``)."""
+    options = run_options(options, run, "check_screen")
     if split == screen.split and str(data) == screen.data:
         raise CalibrateError(f"--check: the screen was calibrated on {split} of {data}; check it on another split")
-    found, _, good_images = screened_split(
-        model,
-        data,
-        split=split,
-        conf=LOW_CONF,
-        imgsz=imgsz,
-        batch=batch,
-        device=device,
-        tracking_uri=tracking_uri,
-        good=good,
-    )
+    found, _, good_images = screened_split(model, data, options, split=split, good=good)
     matches = match_split(found.truth, found.detections)
     unknown = sorted(set(screen.thresholds) - set(matches.classes))
     if unknown:
@@ -179,9 +170,8 @@ def measured_false_reject(
 ) -> float:
     """The share of good images (``good`` and ``split``'s background images) that ``thresholds`` reject; never an
     estimate: CalibrateError when there is no good image to measure on."""
-    found, _, good_images = screened_split(
-        model, data, split=split, conf=LOW_CONF, device=device, tracking_uri=tracking_uri, good=good
-    )
+    options = run_options(None, {"device": device, "tracking_uri": tracking_uri}, "measured_false_reject")
+    found, _, good_images = screened_split(model, data, options, split=split, good=good)
     matches = match_split(found.truth, found.detections)
     evidence = split_evidence(matches, _good_scores(good_images, matches))
     if evidence is None or evidence.how != "measured":

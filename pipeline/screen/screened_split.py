@@ -22,6 +22,7 @@ import yaml
 
 from pipeline.data.dataset import DatasetError
 from pipeline.evaluation.evaluation import SplitPredictions, data_spec
+from pipeline.inference.options import RunOptions
 
 
 class CalibrationInputError(DatasetError):
@@ -72,19 +73,11 @@ def ground_truth(data_yaml: Path, split: str) -> tuple[dict[str, Any], list[str]
 
 
 def screened_split(
-    model: str,
-    data: str | Path,
-    *,
-    split: str,
-    conf: float,
-    imgsz: int = 0,
-    batch: int = 16,
-    device: str = "auto",
-    tracking_uri: str = "",
-    good: str | Path | None = None,
+    model: str, data: str | Path, options: RunOptions, *, split: str, good: str | Path | None = None
 ) -> tuple[SplitPredictions, int, GoodImages | None]:
-    """``split`` of ``data`` predicted by `predict` at ``conf``, with its ground truth; the label problems left
-    out; and, with ``good`` (a folder of defect-free images), those images predicted in the same pass.
+    """``split`` of ``data`` predicted by `predict` as ``options`` say (at their conf), with its ground truth; the
+    label problems left out; and, with ``good`` (a folder of defect-free images), those images predicted in the same
+    pass.
     ``metrics`` of the result is None: these are a screen's detections, not an mAP evaluation's."""
     from pipeline.inference import predict
 
@@ -96,8 +89,7 @@ def screened_split(
         listing = folder / "images.txt"
         paths = [image["file_name"] for image in truth["images"]] + good_paths
         listing.write_text("".join(f"{path}\n" for path in paths), encoding="utf-8")
-        options = {"conf": conf, "imgsz": imgsz, "batch": batch, "device": device, "progress": False}
-        found = predict(listing, model, folder / "predicted", tracking_uri=tracking_uri, **options)
+        found = predict(listing, model, folder / "predicted", options, progress=False)
         ids = {image["file_name"]: image["id"] for image in truth["images"]}
         seen = GoodImages(str(good)) if good is not None else None
         detections = []

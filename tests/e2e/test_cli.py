@@ -203,10 +203,11 @@ def test_init_writes_a_starter_config_once(tmp_path: Path) -> None:
 def _trained_with(monkeypatch, *argv: str):
     import pipeline.training as train_package
     from pipeline import cli
+    from pipeline.cli import train as train_commands
 
     seen = []  # the config a training would have run with
     monkeypatch.setattr(train_package, "train", seen.append)
-    monkeypatch.setattr(cli, "_print_training", lambda result: None)
+    monkeypatch.setattr(train_commands, "_print_training", lambda result: None)
     assert cli.main(["train", *argv]) == 0
     return seen[0]
 

@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from pipeline.data.synth import CLASS_NAMES
 from pipeline.evaluation.matching import match_split
 from pipeline.inference import predict
+from pipeline.inference.options import RunOptions
 from pipeline.inference.screen import read_screen
 from pipeline.screen.false_rejects import false_rejects, reject_evidence
 from pipeline.screen.screened_split import screened_split
@@ -130,7 +131,8 @@ def test_calibrate_stores_thresholds_with_the_model_version(
     # the recall at each threshold, recomputed by pycocotools from the split screened again: exactly the recall our
     # matching gives those detections, and calibrate's own within one object (a threshold the budget raised sits
     # just above a score, and a second screening may move a score by 1e-7)
-    found, problems, _ = screened_split(model, downscaled_data, split="val", conf=0.001, device="cpu", tracking_uri=uri)
+    screening = RunOptions(conf=0.001, device="cpu", tracking_uri=uri)
+    found, problems, _ = screened_split(model, downscaled_data, screening, split="val")
     truth, detections = found.truth, found.detections
     assert problems == 0 and len(truth["images"]) == 80
     again = match_split(truth, detections)

@@ -73,7 +73,7 @@ def test_finetune_from_an_alias_starts_from_the_parent(
     assert counted[0] == counted[1], transferred  # same classes: every tensor comes from the parent
     assert not any("classes" in note for note in result.notes)  # no class-change line
 
-    from pipeline.cli import _print_training
+    from pipeline.cli.train import _print_training
 
     _print_training(result)
     assert f"note: {lineage}\n" in capsys.readouterr().out

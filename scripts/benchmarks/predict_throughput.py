@@ -3,7 +3,7 @@
 Baseline: ``YOLO(model).predict(source=folder, stream=True, batch=B, imgsz=S)`` iterated to the end, the
 way ultralytics documents predicting over a folder, with PyTorch on one thread (what ultralytics' import
 leaves it: ``OMP_NUM_THREADS=1``) and on a thread per core; the faster of the two is the baseline. Ours: ``pipeline.inference.predict(folder, model,
-out, batch=B, imgsz=S, runtime=R)`` for R in each installed racer (torch, onnx, openvino) and auto, which also writes predictions.jsonl,
+out, batch=B, imgsz=S, runtime=R)`` for R in each installed backend (torch, onnx, openvino) and auto, which also writes predictions.jsonl,
 summary.csv and coco_results.json. Every run loads the model inside the timed call (a command's whole
 cost). Within one condition (source, size, load) the four alternate, in a rotating order, so drift in
 the machine's speed hits all of them; each repeat gives paired ratios.
@@ -45,12 +45,13 @@ from pipeline.cpu import cpu_threads  # noqa: E402
 from pipeline.data.synth import synthesize  # noqa: E402
 from pipeline.files import CACHE_ENV  # noqa: E402
 from pipeline.inference import predict  # noqa: E402
-from pipeline.inference.backends import racers  # noqa: E402
+from pipeline.inference.backends import BACKENDS, racers  # noqa: E402
 from scripts.benchmarks.common import quiet_ultralytics, save_report  # noqa: E402
 
 TARGET_AUTO_OF_BEST = 0.95
 TARGET_AUTO_OF_ULTRALYTICS = 1.5
-RUNTIMES = racers(available=True)  # every installed racer: torch, onnx, openvino
+RUNTIMES = tuple(name for name, backend in BACKENDS.items() if backend.available())  # torch, onnx, openvino
+RACERS = racers(available=True)  # what auto chooses among: auto is measured against the faster of these
 OURS = (*RUNTIMES, "auto")
 THEIRS = ("ultralytics-1", "ultralytics-all")  # PyTorch on one thread, and on a thread per core
 OWN_SIZE = 320  # the untrained default model's recorded training size
@@ -155,11 +156,11 @@ def measure(folder: Path, model: Path, size: int, args: argparse.Namespace, work
     if len(counts) != 1:
         raise SystemExit(f"the sides saw different image counts: {sorted(counts)}")
     median = {side: statistics.median(v) for side, v in rates.items()}
-    best = max(median[name] for name in RUNTIMES)
+    best = max(median[name] for name in RACERS)
     theirs = max(THEIRS, key=median.get)  # ultralytics' faster thread count here
     median["ultralytics"], rates["ultralytics"] = median[theirs], rates[theirs]
     # Per round too, for the spread: auto against the faster runtime of the same round, and against ultralytics.
-    auto_of_best = [rates["auto"][i] / max(rates[name][i] for name in RUNTIMES) for i in range(args.repeats)]
+    auto_of_best = [rates["auto"][i] / max(rates[name][i] for name in RACERS) for i in range(args.repeats)]
     auto_of_theirs = [rates["auto"][i] / rates["ultralytics"][i] for i in range(args.repeats)]
     return {
         "images": counts.pop(),
@@ -167,7 +168,7 @@ def measure(folder: Path, model: Path, size: int, args: argparse.Namespace, work
         "per_round_images_per_s": {side: [round(x, 2) for x in v] for side, v in rates.items()},
         "auto_picked": picked,
         "ultralytics_baseline": theirs,
-        "auto_of_best": round(median["auto"] / best, 3),  # medians: auto / the faster runtime's
+        "auto_of_best": round(median["auto"] / best, 3),  # medians: auto / the faster racer's
         "auto_of_best_per_round": [round(min(auto_of_best), 3), round(max(auto_of_best), 3)],
         "auto_of_ultralytics": round(median["auto"] / median["ultralytics"], 3),
         "auto_of_ultralytics_per_round": [round(min(auto_of_theirs), 3), round(max(auto_of_theirs), 3)],

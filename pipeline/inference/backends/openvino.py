@@ -1,8 +1,11 @@
 """OpenVINO, on the CPU: the same ONNX export ONNX Runtime runs (`pipeline.inference.onnx_export`), read and
 compiled by OpenVINO's runtime in float32.
 
-On a CPU with AVX-512 OpenVINO runs a YOLO11n about 1.8x as fast as ONNX Runtime at the same precision
-(`scripts/benchmarks/predict_throughput.py`). Its CPU plugin would run float32 networks in bfloat16 on a CPU
+On 2 cores of an Intel Xeon with AVX-512 OpenVINO runs a YOLO11n network alone 1.8x as fast as ONNX Runtime at
+the same precision (320 px, batch 8), but a whole `predict` only 1.08x as fast at 640 px and 0.90x at 320,
+where decoding the images takes the cores (on 2 AMD EPYC cores it was no faster alone) (`scripts/benchmarks/predict_throughput.py`). So it is chosen by
+``--runtime openvino`` and not raced by ``auto``: a third racer makes the race 9 batches long, and a run of
+fewer batches (a small folder) would pay for loading all three every time. Its CPU plugin would run float32 networks in bfloat16 on a CPU
 with AMX (its default there): faster, but with other scores and boxes than the checkpoint's, so the precision
 is pinned to float32 here. Only the runtime is used: OpenVINO's converter (and its usage telemetry) is not.
 """
@@ -21,7 +24,7 @@ class OpenVinoBackend(Backend):
     name = "openvino"
     label = "OpenVINO"
     cpu_only = True
-    races = True
+    races = False  # see above: chosen by --runtime openvino
     load_step = "ONNX export"
 
     def __init__(self, compiled: Any, file: Path, stride: int, end2end: bool, device: Any) -> None:

@@ -209,8 +209,12 @@ def false_rejects(
         resampled = -np.expm1(-(counts @ per_image) / evidence.images)
     low, high = percentile_interval(resampled, level)
     exact_low, exact_high = _exact_interval(evidence.how, per_image, evidence.images, level)
-    return FalseRejects(
-        evidence.rate_of(per_image), min(low, exact_low), max(high, exact_high), evidence.how, evidence.images
+    return FalseRejects(  # + 0.0: a bootstrap of no false alarm is -expm1(-0.0) = -0.0, printed "-0.0%"
+        evidence.rate_of(per_image) + 0.0,
+        min(low, exact_low) + 0.0,
+        max(high, exact_high),
+        evidence.how,
+        evidence.images,
     )
 
 

@@ -205,6 +205,9 @@ def test_the_estimate_is_one_minus_exp_of_the_summed_poisson_rates() -> None:
     assert chosen.false_reject is not None and chosen.false_reject.how == "estimated"
     assert chosen.thresholds == {"pit": 0.99, "scratch": 0.97}
     assert chosen.false_reject.rate == 0.0  # no outside false detection at or above 0.99 / 0.97
+    # none at all: the line says 0.0% [0.0%, ...], never "-0.0%" (a bootstrap of zeros through 1 - exp is -0.0)
+    none = false_rejects(evidence, {"pit": 1.0, "scratch": 1.0}, samples=200, seed=0)
+    assert none.line().startswith("false-reject rate: 0.0% [0.0%, ") and "-0.0%" not in none.line()
 
 
 def test_the_estimate_agrees_with_the_measured_rate_on_simulated_false_alarms() -> None:

@@ -18,6 +18,7 @@ import math
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ from pipeline.data.dataset import DatasetError, DataYaml, read_data_yaml
 from pipeline.destinations import build_then_swap, reserve, writer_lock
 from pipeline.inference.options import RunOptions
 from pipeline.messages import UserError
+
+LOG = logging.getLogger("pipeline.evaluation")
 
 COCO_KEYS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
 KIND = "evaluate"  # the marker's kind of an --out folder: a rerun replaces it once the new files are whole
@@ -166,6 +169,21 @@ class SplitPredictions:
     model_sha256: str = ""
 
 
+def split_validator(yolo: Any) -> Any:
+    """The validator class `predict_split` runs: a model trained on tiles (``data.tile``, recorded in its checkpoint)
+    is scored on whole images cut into its tiles and merged as predict and its training's validation do; any
+    other on whole images, letterboxed as ultralytics validates."""
+    from pipeline.checkpoints import training_image_side, training_tile
+    from pipeline.evaluation.validators import PathKeyedValidator, TiledPathKeyedValidator
+
+    tile = training_tile(yolo)
+    if tile is None:
+        return PathKeyedValidator
+    size, overlap = tile
+    LOG.info("evaluate: %d-px tiles (overlap %g) as the model was trained, merged per image", size, overlap)
+    return partial(TiledPathKeyedValidator, tile_size=size, overlap=overlap, image_side=training_image_side(yolo))
+
+
 def predict_split(model: str, data: str | Path, options: RunOptions, *, split: str = "val") -> SplitPredictions:
     """Run ultralytics' validator over ``split`` of ``data`` with ``model``, as ``options`` say, and keep its
     predictions."""
@@ -188,11 +206,9 @@ def predict_split(model: str, data: str | Path, options: RunOptions, *, split: s
                 f"{data}: {len(names)} classes {list(names.values())}, but the model has {len(model_names)} "
                 f"{list(model_names.values())}"
             )
-        from pipeline.evaluation.validators import PathKeyedValidator
-
         with _lines_naming_hidden(tmp):  # "Results saved to <tmp>": a folder gone when this returns
             yolo.val(
-                validator=PathKeyedValidator,
+                validator=split_validator(yolo),
                 data=str(data_yaml),
                 split=split,
                 imgsz=options.imgsz or trained_imgsz(yolo),

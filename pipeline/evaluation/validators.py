@@ -15,6 +15,8 @@ from pipeline.yolo_env import configure_ultralytics
 configure_ultralytics()
 from ultralytics.models.yolo.detect import DetectionValidator  # noqa: E402
 
+from pipeline.training.tiled_validation import TiledDetectionValidator  # noqa: E402
+
 
 class PathKeyedValidator(DetectionValidator):
     def pred_to_json(self, predn: dict[str, Any], pbatch: dict[str, Any]) -> None:
@@ -25,3 +27,8 @@ class PathKeyedValidator(DetectionValidator):
 
     def eval_json(self, stats: dict[str, Any]) -> dict[str, Any]:
         return stats  # COCO metrics come from pycocotools, in pipeline.evaluation.evaluation
+
+
+class TiledPathKeyedValidator(PathKeyedValidator, TiledDetectionValidator):
+    """`evaluate` of a model trained on tiles: whole images cut and merged as predict does (its boxes in image
+    pixels, as the JSON records them), keyed by path."""

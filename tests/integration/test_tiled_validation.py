@@ -149,3 +149,11 @@ def test_a_tiled_training_validates_on_what_predict_finds(tmp_path: Path, monkey
     box = trainer.validator.metrics.box
     assert list(box.ap_class_index) == list(independent.box.ap_class_index)
     np.testing.assert_allclose(box.ap, independent.box.ap, atol=1e-6)
+
+    # `evaluate` of best.pt scores it as the training's final validation did: through its tiles, by default
+    from pipeline.evaluation import evaluation
+
+    evaluated = evaluation.evaluate(str(trainer.best), data_yaml, split="val", device="cpu", conf=0.001, iou=0.7)
+    assert evaluated.ultralytics["mAP50"] == pytest.approx(final["metrics/mAP50(B)"], abs=1e-6)
+    assert evaluated.ultralytics["mAP50_95"] == pytest.approx(final["metrics/mAP50-95(B)"], abs=1e-6)
+    assert evaluated.images == len(seen)

@@ -258,3 +258,28 @@ def test_a_refused_batch_sets_aside_only_the_refused_record(tmp_path: Path, uri:
     assert [m.step for m in client.get_metric_history(tracker.run_id, "loss")] == [1, 2]
     refused = [json.loads(line) for line in (tmp_path / "spool" / "refused.jsonl").read_text().splitlines()]
     assert [r["kind"] for r in refused] == ["params"]
+
+
+def test_finish_waits_while_the_server_keeps_acknowledging(tmp_path: Path, uri: str, monkeypatch) -> None:
+    """A slow server that answers every record is waited for past finish's timeout: the timeout is the longest
+    silence, not the whole wait (a loaded machine took longer than it to upload a model)."""
+    tracker = Tracker(tmp_path / "spool", uri, "exp", "run1", flush_interval_s=0.2)
+    tracker.start()
+    send = tracker._send_group
+
+    def slow(pending: list) -> int:
+        time.sleep(0.3)  # each record answered within the timeout below, all of them far beyond it
+        return send(pending)
+
+    monkeypatch.setattr(tracker, "_send_group", slow)
+    for i in range(8):  # artifacts: sent one request each
+        artifact = tmp_path / f"a{i}.txt"
+        artifact.write_text(str(i))
+        tracker.log_artifact(artifact)
+    while tracker.spool.state.get("acked", 0) < 2:  # the worker is sending: the run, then the first artifact
+        time.sleep(0.05)
+    started = time.monotonic()  # about 2 s of sending left, in the worker
+    assert tracker.finish(timeout_s=1.0) is True and tracker.spool.pending() == []
+    assert time.monotonic() - started > 1.0  # it waited past the timeout, as long as records were answered
+    client = MlflowClient(uri)
+    assert sorted(a.path for a in client.list_artifacts(tracker.run_id)) == [f"a{i}.txt" for i in range(8)]

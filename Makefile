@@ -24,15 +24,16 @@ demo: $(STAMP)
 # Two pytest-xdist workers: much of a test is one Python thread (a command's start, a server's answer), so two
 # share the cores better than one; each file's tests stay on one worker (its module fixtures are made once).
 # The manual (docs/, mkdocs.yml) is built with --strict after ruff: a broken link or a missing picture fails it
-# (not --quiet: with it, mkdocs 1.6 no longer counts the warnings that --strict fails on).
+# (not --quiet: with it, mkdocs 1.6 no longer counts the warnings that --strict fails on), into a temporary folder
+# removed afterwards: the checks leave nothing in the checkout.
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	@start=$$(date +%s); \
+	@start=$$(date +%s); site=$$(mktemp -d); \
 	$(BIN)/ruff check pipeline tests scripts && \
 	$(BIN)/ruff format --check pipeline tests scripts && \
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site && \
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $$site && \
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=20; \
-	status=$$?; elapsed=$$(($$(date +%s) - start)); \
+	status=$$?; rm -rf $$site; elapsed=$$(($$(date +%s) - start)); \
 	echo "make test: $$((elapsed / 60))m $$((elapsed % 60))s"; \
 	exit $$status
 

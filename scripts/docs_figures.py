@@ -26,18 +26,18 @@ import argparse
 import csv
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing the tests package
+
+from tests.helpers.mlflow_server import MlflowServer  # noqa: E402
+
 CLI = [sys.executable, "-m", "pipeline.cli"]
-MLFLOW = Path(sys.executable).with_name("mlflow")
 EXPERIMENT = "docs"
 MAX_BYTES = 300_000
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
@@ -155,49 +155,18 @@ def screenshot(url: str, target: Path, work: Path, env: dict[str, str], size: st
     return target
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def mlflow_run_page(uri: str, experiment_id: str, run_id: str, target: Path, work: Path, env: dict[str, str]) -> Path:
-    """`mlflow server` on 127.0.0.1 over the trainings' store, in a process group of its own; the run page
-    screenshot once /health answers; the group stopped by its id, whatever happened."""
+def mlflow_run_page(work: Path, experiment_id: str, run_id: str, target: Path, env: dict[str, str]) -> Path:
+    """`mlflow server` on 127.0.0.1 over the trainings' store (``work/mlflow.db``; the tests' `MlflowServer`: its
+    own process group, /health waited for, the group stopped by its id, whatever happened); the run page
+    screenshot."""
     chromium()  # no server to start where no browser can look at it
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [str(MLFLOW), "server", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri", uri]
-    command += ["--workers", "1"]
-    with open(work / "mlflow-server.log", "ab") as server_log:
-        server = subprocess.Popen(
-            command, cwd=work, env=env, stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    server = MlflowServer(work)
+    server.start(timeout_s=120)
     try:
-        deadline = time.monotonic() + 120
-        while not healthy(url):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not answer /health (see {work / 'mlflow-server.log'})")
-            time.sleep(0.5)
-        page = f"{url}/#/experiments/{experiment_id}/runs/{run_id}"
+        page = f"{server.uri}/#/experiments/{experiment_id}/runs/{run_id}"
         cut_side_panel(screenshot(page, target, work, env, "1500,1300", wait_ms=20000))
     finally:
-        try:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=20)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=20)
+        server.stop()
     return target
 
 
@@ -342,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     picture(
         "mlflow-run.png",
         lambda: save_small(
-            mlflow_run_page(uri, experiment_id, run_ids[first], work / "mlflow-run.png", work, env),
+            mlflow_run_page(work, experiment_id, run_ids[first], work / "mlflow-run.png", env),
             out / "mlflow-run.png",
         ),
     )

@@ -22,6 +22,7 @@ from pipeline.messages import UserError
 
 # Where a model comes from besides a file: an MLflow registry version or a run's logged model.
 MODEL_URI_SCHEMES = ("models:/", "runs:/")
+MLFLOW_SCHEMES = (*MODEL_URI_SCHEMES, "mlflow-artifacts:/")  # and an artifact's, which predict also downloads
 TRUST_OPTION = "--trust-checkpoint"
 
 

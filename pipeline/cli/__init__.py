@@ -1,7 +1,7 @@
 """The ``yolo-pipeline`` command: one module per command or group, each with its parser and handler.
 
 `train` (init, train, resume, sync), `data`, `augment`, `predict`, `compare`, `sweep`, `evaluate`, `calibrate`,
-`promote`; `common` holds what they share (options generated from an options model, the one-line errors). This
+`promote`, `export`; `common` holds what they share (options generated from an options model, the one-line errors). This
 module only assembles them: `build_parser` and `main` (the console script's entry point).
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from pipeline.cli import augment, calibrate, common, compare, data, evaluate, predict, promote, sweep, train
+from pipeline.cli import augment, calibrate, common, compare, data, evaluate, export, predict, promote, sweep, train
 
-COMMANDS = (train, data, augment, predict, compare, sweep, evaluate, calibrate, promote)  # in `--help`'s order
+COMMANDS = (train, data, augment, predict, compare, sweep, evaluate, calibrate, promote, export)  # in `--help`'s order
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,8 @@ from pipeline.quiet import set_verbose
 from pipeline.redact import redact_text
 from pipeline.training.errors import NonFiniteGradients
 
+# The `train` extra's top-level modules: a command that needs one on a line PC's install says how to add them.
+TRAINING_STACK = {"torch", "torchvision", "ultralytics", "mlflow", "albumentations", "onnx", "nncf", "pycocotools"}
 TRACKING_HELP = RunOptions.model_fields["tracking_uri"].description  # every command's --tracking-uri
 
 
@@ -90,14 +92,28 @@ def run(args: argparse.Namespace) -> int:
     except (UserError, FileNotFoundError) as exc:  # the message is already the one line a user needs
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] in TRAINING_STACK:  # a line PC's install, asked for more than screening
+            print(
+                f"error: {command_name(args)} needs {exc.name}, which a line PC's install leaves out: "
+                "pip install 'yolo-pipeline[train]'",
+                file=sys.stderr,
+            )
+            return 2
+        return _unforeseen(exc, args.verbose)
     except NonFiniteGradients as exc:  # the training stopped itself; its checkpoint is kept
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - nothing foreseen: still one line for the user, the traceback behind -v
-        if args.verbose:
-            raise
-        reason = redact_text(first_line(exc, 300)) if str(exc).strip() else ""
-        print(f"error: {type(exc).__name__}: {reason} (run with -v for the traceback)", file=sys.stderr)
-        return 1
+        return _unforeseen(exc, args.verbose)
     finally:  # main() called again in one process (a script, the tests) writes each line once, to its own stderr
         logger.removeHandler(handler)
+
+
+def _unforeseen(exc: Exception, verbose: bool) -> int:
+    """One line for an error nothing foresaw, exit 1; under -v its traceback instead."""
+    if verbose:
+        raise exc
+    reason = redact_text(first_line(exc, 300)) if str(exc).strip() else ""
+    print(f"error: {type(exc).__name__}: {reason} (run with -v for the traceback)", file=sys.stderr)
+    return 1

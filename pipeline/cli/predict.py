@@ -69,7 +69,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("source", help="a folder (recursive), a glob ('parts/**/*.png'), an image, or a text file of paths")
     p.add_argument(
-        "--model", required=True, help="a .pt file, runs:/<id>/model, models:/<name>@<alias> or models:/<name>/<n>"
+        "--model",
+        required=True,
+        help="a .pt file, runs:/<id>/model, models:/<name>@<alias>, models:/<name>/<n>, or a bundle folder (export)",
     )
     p.add_argument("--out", required=True, help="results folder; the same command again skips the images done")
     add_options(p, PredictOptions, own={"thresholds": _add_thresholds}, metavars=_METAVARS)

@@ -190,11 +190,11 @@ def predict_split(model: str, data: str | Path, options: RunOptions, *, split: s
     from pipeline.checkpoints import trained_imgsz
     from pipeline.data.dataset import SPLITS
     from pipeline.devices import resolve_device
-    from pipeline.inference.model import open_model
+    from pipeline.inference.model import open_checkpoint
 
     if split not in SPLITS:
         raise EvaluateError(f"--split: must be train, val or test, got {split!r}")
-    opened = open_model(model, options.tracking_uri)
+    opened = open_checkpoint(model, options.tracking_uri)
     yolo = opened.yolo
     captured: dict[str, Any] = {}
     yolo.add_callback("on_val_end", lambda validator: captured.update(validator=validator))

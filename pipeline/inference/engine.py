@@ -23,18 +23,19 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.checkpoints import trained_imgsz, training_image_side, training_tile
+from pipeline.checkpoints import MLFLOW_SCHEMES
 from pipeline.cpu import LoadProbe
 from pipeline.data.dataset import IMAGE_SUFFIXES
 from pipeline.destinations import writer_lock
 from pipeline.inference.batching import Outcome, Tiling, outcome_of, prepare_ahead, run_batches
+from pipeline.inference.bundle import OpenedBundle
 from pipeline.inference.decode import long_side, read_image
 from pipeline.inference.discover import Count, count_images, iter_images, printable
 from pipeline.inference.draw import write_annotated, write_crops
 from pipeline.inference.errors import ResultsError, SourceError
-from pipeline.inference.model import MLFLOW_SCHEMES, OpenedModel, build_detector, open_model
+from pipeline.inference.opening import build_detector, open_model
 from pipeline.inference.options import PredictOptions, RunOptions
 from pipeline.inference.results import (
     ERRORS,
@@ -57,6 +58,9 @@ from pipeline.inference.review import Queue, check_queue, write_uncertain
 from pipeline.inference.scale import inference_scale, tile_choice
 from pipeline.inference.screen import Screen, expected_rate, merged_thresholds, read_screen, unexpected_fails
 from pipeline.messages import first_line
+
+if TYPE_CHECKING:
+    from pipeline.inference.opening import Opened
 
 LOG = logging.getLogger("pipeline.inference")
 
@@ -130,11 +134,12 @@ def _predict_into(source: str | Path, model: str, out: Path, options: PredictOpt
     first, images = _peek(images)
     load = LoadProbe()  # over the model's load: what other processes use of the CPU, for the network's threads
     opened = open_model(model, options.tracking_uri)
-    tiles = tile_choice(options.tile, options.overlap, training_tile(opened.yolo))
+    tiles = tile_choice(options.tile, options.overlap, opened.training_tile)
     if tiles.line:
         LOG.info("predict: %s", tiles.line)
-    side = training_image_side(opened.yolo)
-    scale = inference_scale(options.imgsz, tiles.size, trained_imgsz(opened.yolo), side, long_side(first))
+    scale = inference_scale(
+        options.imgsz, tiles.size, opened.trained_imgsz, opened.training_image_side, long_side(first)
+    )
     if scale.line:
         LOG.info("predict: %s", scale.line)
     # both engines, and the recorded settings
@@ -276,7 +281,7 @@ def _verdict(thresholds: dict[str, float], names: list[str], conf: float, origin
 
 
 def _screen_thresholds(
-    model: str, opened: OpenedModel, options: PredictOptions, screen: Screen | None
+    model: str, opened: Opened, options: PredictOptions, screen: Screen | None
 ) -> tuple[dict[str, float], str, tuple[float, float, float] | None]:
     """The thresholds of ``--screen``, else those stored with an MLflow model's version (or run), where they came
     from, and the false-reject rate they were calibrated to (if known); none for a local file. A store that does
@@ -289,6 +294,9 @@ def _screen_thresholds(
                 screen.model,
             )
         return screen.thresholds, f"{screen.describe()}, from {options.screen}", screen.expected_false_reject()
+    if isinstance(opened, OpenedBundle):  # the screen it was exported with
+        own = opened.screen
+        return own.thresholds, f"{own.describe()}, from the bundle {opened.folder}", own.expected_false_reject()
     if not model.startswith(MLFLOW_SCHEMES):
         return {}, "", None
     from pipeline.tracking.screens import stored_screen
@@ -348,14 +356,16 @@ def _kept_conf(options: PredictOptions, verdict: Verdict, names: list[str]) -> f
 
 
 def _settings(
-    opened: OpenedModel, source: str, names: list[str], verdict: Verdict, imgsz: int, options: PredictOptions
+    opened: Opened, source: str, names: list[str], verdict: Verdict, imgsz: int, options: PredictOptions
 ) -> dict[str, Any]:
     """What the results in a folder depend on: a rerun must match them to add to it.
 
     The model is pinned by its bytes (SHA-256) and, from MLflow, its run and registry version: a
     retrained model at the same path, or an alias moved to another version, is another model.
     """
-    local = not opened.source.startswith(MLFLOW_SCHEMES) and Path(opened.source).is_file()
+    local = isinstance(opened, OpenedBundle) or (
+        not opened.source.startswith(MLFLOW_SCHEMES) and Path(opened.source).is_file()
+    )
     return {
         "source": source,
         "model": os.path.abspath(opened.source) if local else opened.source,

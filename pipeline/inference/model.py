@@ -18,7 +18,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.checkpoints import MODEL_URI_SCHEMES, file_sha256, is_refusal, load_error, trained_imgsz
+from pipeline.checkpoints import (
+    MLFLOW_SCHEMES,
+    file_sha256,
+    is_refusal,
+    load_error,
+    trained_imgsz,
+    training_image_side,
+    training_tile,
+)
 from pipeline.cpu import LoadProbe, cpu_threads, free_threads
 from pipeline.devices import resolve_device
 from pipeline.inference.backends import AUTO, BACKENDS, FALLBACK, Backend, LoadRequest, Network, label, labels, racers
@@ -28,7 +36,6 @@ from pipeline.inference.runtime import Race, cached_choice, schedule
 from pipeline.messages import first_line
 from pipeline.yolo_env import configure_ultralytics
 
-MLFLOW_SCHEMES = (*MODEL_URI_SCHEMES, "mlflow-artifacts:/")
 RACING = "+".join(racers())  # torch+onnx: the runtime while `--runtime auto` races them on the first batches
 LOG = logging.getLogger("pipeline.inference")
 
@@ -120,8 +127,20 @@ class OpenedModel:
         """The checkpoint's SHA-256, as its identity already holds it (hashed once, when it was opened)."""
         return self.identity.get("model_sha256") or file_sha256(self.weights)
 
+    @property
+    def trained_imgsz(self) -> int:
+        return trained_imgsz(self.yolo)
 
-def build_detector(opened: OpenedModel, options: PredictOptions, load: LoadProbe | None = None) -> Detector:
+    @property
+    def training_tile(self) -> tuple[int, float] | None:
+        return training_tile(self.yolo)
+
+    @property
+    def training_image_side(self) -> int | None:
+        return training_image_side(self.yolo)
+
+
+def build_checkpoint_detector(opened: OpenedModel, options: PredictOptions, load: LoadProbe | None = None) -> Detector:
     """The network of an opened model on its device, ready for batches: the expensive step (ONNX export, fuse).
 
     ``options.runtime``: a backend's name (`pipeline.inference.backends`: ``torch``, ``onnx``, CPU only), or
@@ -211,7 +230,7 @@ def _loaded(runtime: str, request: LoadRequest) -> tuple[dict[str, Backend], str
     return backends, note, reason
 
 
-def open_model(source: str, tracking_uri: str = "") -> OpenedModel:
+def open_checkpoint(source: str, tracking_uri: str = "") -> OpenedModel:
     """The model of ``source`` loaded (safely: `pipeline.checkpoints`), with its identity; ModelError in one line.
 
     An MLflow model is its ``weights`` artifact, downloaded and loaded as a local checkpoint: the

@@ -127,6 +127,12 @@ class PredictOptions(RunOptions):
         "and batch, timed once and cached; PyTorch on a GPU)",
     )
     progress: bool = Field(True, description="progress bar")
+    watch: bool = Field(
+        False,
+        description="keep running: screen the source folder's images, then each one that appears, once it is "
+        "written whole, until SIGINT or SIGTERM",
+    )
+    move_done: str = Field("", description="--watch: move each screened image into this folder after its record")
 
     @field_validator("runtime", mode="before")
     @classmethod
@@ -150,6 +156,14 @@ class PredictOptions(RunOptions):
             )
         return self
 
+    @model_validator(mode="after")
+    def _watch_alone(self) -> PredictOptions:
+        if self.move_done and not self.watch:
+            raise ValueError("--move-done: only with --watch (a folder the line fills)")
+        if self.watch and self.engine != "local":
+            raise ValueError("--watch: runs in this process (--engine local), not in Ray actors")
+        return self
+
     @classmethod
     def choices(cls, name: str) -> tuple[str, ...]:
         """As `RunOptions.choices`; the runtime's from the backends' registry (`pipeline.inference.backends`)."""
@@ -158,7 +172,7 @@ class PredictOptions(RunOptions):
 
 def _one_line(options: type[RunOptions], error: dict[str, Any]) -> UserError:
     """A pydantic error as the line the commands give: ``--conf: must be between 0 and 1, got 1.5``."""
-    if not error["loc"]:  # the tile rule, which words its own message
+    if not error["loc"]:  # the tile and watch rules, which word their own messages
         return ResultsError(error["msg"].removeprefix("Value error, "))
     name, got = str(error["loc"][0]), error["input"]
     field = options.model_fields[name]

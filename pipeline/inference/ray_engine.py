@@ -30,7 +30,7 @@ class _PredictActor:
 
     def __init__(self, source: str, options: PredictOptions):
         from pipeline.cpu import LoadProbe
-        from pipeline.inference.model import build_detector, open_model
+        from pipeline.inference.opening import build_detector, open_model
 
         load = LoadProbe()  # over the model's load (see `build_detector`)
         self.detector = build_detector(open_model(source, options.tracking_uri), options, load)

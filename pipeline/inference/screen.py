@@ -16,6 +16,7 @@ from typing import Any
 from pipeline.messages import UserError
 
 FORMAT = "yolo-pipeline screen 1"
+UNCALIBRATED = "uncalibrated"  # a screen with one threshold for every class, no calibration behind it
 FILE_NAME = "screen.json"
 
 
@@ -49,7 +50,7 @@ class Screen:
     data: str
     split: str
     created: str  # ISO 8601, UTC
-    mode: str = "recall"  # "recall": per-class recall targets; "fp_budget": --max-fp-per-image
+    mode: str = "recall"  # "recall": per-class recall targets; "fp_budget": --max-fp-per-image; "uncalibrated"
     targets: dict[str, float] = field(default_factory=dict)  # class (or "default") -> target recall
     max_fp_per_image: float | None = None
     model_sha256: str = ""
@@ -78,6 +79,8 @@ class Screen:
 
     def describe(self) -> str:
         """Where the thresholds came from, in a few words: ``calibrated on val of data.yaml (recall >= 0.95)``."""
+        if self.mode == UNCALIBRATED:
+            return f"not calibrated: one score threshold, {self.thresholds.get('default', 0.25):g}, for every class"
         if self.mode == "fp_budget":
             how = f"at most {self.max_fp_per_image:g} false detections per image"
         else:

@@ -92,7 +92,9 @@ class TiledDetectionValidator(DetectionValidator):
         names = {int(k): str(v) for k, v in model.names.items()}
         nms = {"conf": self.args.conf, "iou": self.args.iou, "max_det": self.args.max_det}
         detector = Detector({"torch": backend}, names, size, "validation", **nms)
-        detector._letterbox = LetterBox(size, auto=True, stride=int(backend.stride))  # as build_detector makes it
+        detector._letterbox = LetterBox(
+            size, auto=True, stride=int(backend.stride)
+        )  # as build_checkpoint_detector makes it
         return detector
 
     def preprocess(self, batch: dict[str, Any]) -> dict[str, Any]:

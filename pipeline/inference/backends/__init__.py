@@ -1,4 +1,4 @@
-"""The inference backends, by name: the one registry that ``--runtime``'s choices, `build_detector` and
+"""The inference backends, by name: the one registry that ``--runtime``'s choices, `build_checkpoint_detector` and
 the race of ``--runtime auto`` read (`pipeline.inference.runtime`).
 
 A new backend is a module here with a `Backend` subclass, and one entry in `BACKENDS`. The order

@@ -49,12 +49,7 @@ class OpenVinoBackend(Backend):
         import openvino as ov
 
         exported = onnx_model(request.weights, request.trained_size)
-        config = {
-            "PERFORMANCE_HINT": "LATENCY",  # one batch at a time, as predict hands them over
-            "INFERENCE_PRECISION_HINT": "f32",
-            "INFERENCE_NUM_THREADS": max(1, request.threads),
-        }
-        compiled = ov.Core().compile_model(str(exported), "CPU", config)
+        compiled = ov.Core().compile_model(str(exported), "CPU", compile_config(request.threads))
         stride, end2end = export_facts(exported)
         return cls(compiled, exported, stride, end2end, request.device)
 
@@ -64,6 +59,16 @@ class OpenVinoBackend(Backend):
         outputs = list(self.compiled(batch.cpu().numpy()).values())
         tensors = [torch.from_numpy(output) for output in outputs]
         return tensors[0] if len(tensors) == 1 else tensors  # as ultralytics' AutoBackend returns an export's outputs
+
+
+def compile_config(threads: int) -> dict[str, Any]:
+    """OpenVINO's CPU settings for predict: one batch at a time, ``threads`` threads, float32 wherever the network
+    is not quantized (an INT8 network's quantized layers run in INT8 whatever this says)."""
+    return {
+        "PERFORMANCE_HINT": "LATENCY",  # one batch at a time, as predict hands them over
+        "INFERENCE_PRECISION_HINT": "f32",  # not bfloat16 on AMX: the scores the checkpoint (or the gate) gave
+        "INFERENCE_NUM_THREADS": max(1, threads),
+    }
 
 
 def export_facts(exported: Path) -> tuple[int, bool]:

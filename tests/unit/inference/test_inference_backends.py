@@ -1,4 +1,4 @@
-"""The inference backends' registry: a backend registered there is a --runtime choice, built by `build_detector`
+"""The inference backends' registry: a backend registered there is a --runtime choice, built by `build_checkpoint_detector`
 and, when it races, timed by `--runtime auto`; each real backend loads a model and says what it runs."""
 
 from __future__ import annotations
@@ -43,18 +43,18 @@ class _RacingFake(_Fake):
 
 
 def _request(tiny_model: Path) -> LoadRequest:
-    from pipeline.inference.model import open_model
+    from pipeline.inference.model import open_checkpoint
 
-    opened = open_model(str(tiny_model))
+    opened = open_checkpoint(str(tiny_model))
     # the threads PyTorch has already: loading the torch backend sets them for the whole process
     return LoadRequest(opened.yolo.model, opened.weights, 32, torch.device("cpu"), False, torch.get_num_threads())
 
 
-def test_a_registered_backend_is_offered_by_the_choices_and_chosen_by_build_detector(
+def test_a_registered_backend_is_offered_by_the_choices_and_chosen_by_build_checkpoint_detector(
     tiny_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pipeline.cli import build_parser
-    from pipeline.inference.model import build_detector, open_model
+    from pipeline.inference.model import build_checkpoint_detector, open_checkpoint
 
     before = runtime_choices()
     assert before[:3] == ("auto", "torch", "onnx") and "fake" not in before
@@ -68,9 +68,9 @@ def test_a_registered_backend_is_offered_by_the_choices_and_chosen_by_build_dete
     assert "fake" not in racers()  # it does not race: auto never builds it
 
     load = LoadProbe()
-    opened = open_model(str(tiny_model))
+    opened = open_checkpoint(str(tiny_model))
     options = PredictOptions.checked(runtime="fake", device="cpu", imgsz=32)
-    detector = build_detector(opened, options, load)
+    detector = build_checkpoint_detector(opened, options, load)
     assert detector.runtime == "fake" and list(detector.backends) == ["fake"] and detector.race is None
     assert detector.reason.startswith("as --runtime asks") and detector.note == ""
     (request,) = _Fake.loaded

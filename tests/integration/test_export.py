@@ -1,0 +1,235 @@
+"""`export`: bundles of a really trained model, screened by `predict --model DIR` as the checkpoint screens; INT8
+behind its accuracy gate, refused in a forced bad case with nothing written; the destination rules; and a line
+PC's environment, without torch, ultralytics or MLflow, screening a folder with a bundle.
+
+The model is `downscaled_training`'s (tests/conftest.py): 64 px, three classes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from pipeline.checkpoints import file_sha256
+from pipeline.inference import predict
+from pipeline.inference.screen import Screen
+from tests.helpers.commands import run
+from tests.helpers.line_venv import clean_env, make_line_venv
+
+pytestmark = pytest.mark.slow
+THRESHOLDS = (0.3, 0.2, 0.25)  # per class, in the model's order: distinct, so a class mixed up shows
+
+
+@pytest.fixture(scope="module")
+def classes(downscaled_data: Path) -> list[str]:
+    return list(yaml.safe_load(downscaled_data.read_text())["names"].values())
+
+
+@pytest.fixture(scope="module")
+def screen_file(classes: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    thresholds = {name: THRESHOLDS[k % 3] for k, name in enumerate(classes)}
+    screen = Screen(thresholds, "test", "data.yaml", "val", "2026-12-06T00:00:00+00:00", targets={"default": 0.9})
+    return screen.write(tmp_path_factory.mktemp("screen") / "screen.json")
+
+
+@pytest.fixture(scope="module")
+def val(downscaled_data: Path) -> Path:
+    return downscaled_data.parent / "images" / "val"
+
+
+@pytest.fixture(scope="module")
+def checkpoint_results(downscaled_training, val: Path, screen_file: Path, tmp_path_factory) -> Path:
+    """The checkpoint's own screening of the val images, in PyTorch: what every FP32 bundle must repeat."""
+    out = tmp_path_factory.mktemp("checkpoint") / "out"
+    predict(val, str(downscaled_training.best_weights), out, screen=str(screen_file), runtime="torch", progress=False)
+    return out
+
+
+def _records(out: Path) -> dict[str, dict]:
+    lines = (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    return {record["path"]: record for record in map(json.loads, lines)}
+
+
+def _verdicts(out: Path) -> dict[str, str]:
+    with open(out / "summary.csv", encoding="utf-8", newline="") as table:
+        return {row["path"]: row["verdict"] for row in csv.DictReader(table)}
+
+
+def _same_detections(these: Path, those: Path, box_px: float = 0.5, score: float = 1e-3) -> int:
+    """Every image has the same detections in both folders: classes, boxes within ``box_px``, scores within
+    ``score``; returns how many were compared."""
+    a, b = _records(these), _records(those)
+    assert a.keys() == b.keys()
+    compared = 0
+    for path, record in a.items():
+        mine, theirs = record["detections"], b[path]["detections"]
+        assert [d["class_id"] for d in mine] == [d["class_id"] for d in theirs], path
+        for d, e in zip(mine, theirs):
+            assert np.abs(np.subtract(d["box"], e["box"])).max() <= box_px, (path, d, e)
+            assert abs(d["score"] - e["score"]) <= score, (path, d, e)
+            compared += 1
+    return compared
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_an_fp32_bundle_screens_as_its_checkpoint(
+    fmt: str,
+    downscaled_training,
+    screen_file: Path,
+    classes: list[str],
+    val: Path,
+    checkpoint_results: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    weights = downscaled_training.best_weights
+    bundle = tmp_path / "bundle"
+    code, out, err = run(
+        capsys, "export", "--model", str(weights), "--screen", str(screen_file), "--format", fmt, "--out", str(bundle)
+    )
+    assert code == 0, err
+    document = json.loads((bundle / "screen.json").read_text(encoding="utf-8"))
+    assert document["thresholds"] == json.loads(screen_file.read_text())["thresholds"]
+    section = document["bundle"]
+    assert section["names"] == classes and section["imgsz"] == 64 and section["precision"] == "fp32"
+    assert section["source"]["sha256"] == file_sha256(weights)
+    assert {"yolo-pipeline", "ultralytics", "onnx"} <= set(section["versions"])
+    assert file_sha256(bundle / section["network"]) == section["network_sha256"]
+    assert "thresholds: calibrated on val of data.yaml" in out
+
+    results = tmp_path / "results"
+    found = predict(val, str(bundle), results, progress=False)
+    assert found.runtime == fmt
+    assert "from the bundle" in found.thresholds_source
+    assert _same_detections(results, checkpoint_results) > 0
+    assert _verdicts(results) == _verdicts(checkpoint_results)
+
+
+def test_int8_is_gated_against_fp32_and_the_gate_is_recorded(
+    downscaled_training, downscaled_data: Path, screen_file: Path, classes: list[str], val: Path, tmp_path: Path, capsys
+) -> None:
+    bundle = tmp_path / "int8"
+    # Wide limits: this asserts what the gate records and that an INT8 bundle screens; the refusal is the next test's.
+    code, out, err = run(
+        capsys,
+        "export",
+        "--model", str(downscaled_training.best_weights),
+        "--screen", str(screen_file),
+        "--format", "onnx-int8",
+        "--data", str(downscaled_data),
+        "--calibration-images", "24",
+        "--max-recall-drop", "0.3",
+        "--max-map50-drop", "0.3",
+        "--out", str(bundle),
+    )  # fmt: skip
+    assert code == 0, err
+    gate = json.loads((bundle / "screen.json").read_text(encoding="utf-8"))["bundle"]["gate"]
+    assert gate["passed"] and gate["split"] == "val" and gate["max_recall_drop"] == 0.3
+    assert set(gate["fp32"]["recall"]) == set(classes) == set(gate["int8"]["recall"])
+    assert gate["fp32"]["images"] == gate["int8"]["images"] == len(list(val.iterdir()))
+    for name in classes:
+        assert gate["fp32"]["recall"][name] - gate["int8"]["recall"][name] <= 0.3
+    assert gate["fp32"]["map50"] > 0.3  # the model finds the defects: the gate compared something
+    assert all(name in out for name in classes) and "gate:       passed" in out
+
+    import onnx
+
+    network = onnx.load(str(bundle / "network.onnx"))
+    assert sum(node.op_type == "QuantizeLinear" for node in network.graph.node) > 10
+
+    results = tmp_path / "results"
+    found = predict(val, str(bundle), results, progress=False)
+    assert found.images == len(list(val.iterdir())) and found.errors == 0
+
+
+def test_the_gate_refuses_a_forced_bad_case_and_writes_nothing(
+    downscaled_training, downscaled_data: Path, screen_file: Path, tmp_path: Path, capsys
+) -> None:
+    """Quantized on one flat grey image, the INT8 network's ranges are wrong for real parts: refused, exit 1,
+    one line per failing class, and the bundle folder of an earlier export is left exactly as it was."""
+    data = tmp_path / "one-image"
+    for split in ("train", "val"):
+        (data / "images" / split).mkdir(parents=True)
+        (data / "labels" / split).mkdir(parents=True)
+    cv2.imwrite(str(data / "images" / "train" / "flat.png"), np.full((128, 128, 3), 128, np.uint8))
+    (data / "labels" / "train" / "flat.txt").write_text("")
+    source = downscaled_data.parent
+    for image in sorted((source / "images" / "val").iterdir()):
+        (data / "images" / "val" / image.name).symlink_to(image)
+        label = source / "labels" / "val" / f"{image.stem}.txt"
+        (data / "labels" / "val" / label.name).symlink_to(label)
+    names = yaml.safe_load(downscaled_data.read_text())["names"]
+    (data / "data.yaml").write_text(yaml.safe_dump({"path": str(data), "train": "images/train", "val": "images/val",
+                                                    "names": names}))  # fmt: skip
+    bundle = tmp_path / "bundle"
+    weights = str(downscaled_training.best_weights)
+    assert run(capsys, "export", "--model", weights, "--screen", str(screen_file), "--out", str(bundle))[0] == 0
+    before = {path.name: path.read_bytes() for path in bundle.iterdir()}
+
+    code, out, err = run(
+        capsys,
+        "export",
+        "--model", weights,
+        "--screen", str(screen_file),
+        "--format", "onnx-int8",
+        "--data", str(data / "data.yaml"),
+        "--out", str(bundle),
+    )  # fmt: skip
+    assert code == 1, (out, err)
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("error: INT8 refused by the accuracy gate; nothing written")
+    assert len(lines) >= 2 and all(line.startswith("error: ") for line in lines)
+    assert any("INT8 recall" in line or "mAP50" in line for line in lines[:-1])
+    assert {path.name: path.read_bytes() for path in bundle.iterdir()} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bundle")]  # no staging left beside it
+
+
+def test_a_users_folder_is_never_replaced(downscaled_training, tmp_path: Path, capsys) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    code, _, err = run(capsys, "export", "--model", str(downscaled_training.best_weights), "--out", str(mine))
+    assert code == 2 and "was not made by yolo-pipeline" in err
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+def test_a_line_pc_without_the_training_stack_screens_a_folder_with_a_bundle(
+    downscaled_training, val: Path, screen_file: Path, checkpoint_results: Path, tmp_path: Path, capsys
+) -> None:
+    """A fresh venv with only the project's own dependencies (no extra): no torch, ultralytics or MLflow."""
+    bundle = tmp_path / "bundle"
+    weights = str(downscaled_training.best_weights)
+    assert run(capsys, "export", "--model", weights, "--screen", str(screen_file), "--out", str(bundle))[0] == 0
+    python = make_line_venv(tmp_path / "line")
+    missing = subprocess.run(
+        [str(python), "-c", "import importlib.util as u; print([m for m in ('torch', 'ultralytics', 'mlflow') "
+         "if u.find_spec(m)])"], capture_output=True, text=True, env=clean_env(), check=True
+    )  # fmt: skip
+    assert missing.stdout.strip() == "[]"
+    results = tmp_path / "results"
+    screened = subprocess.run(
+        [str(python), "-m", "pipeline.cli", "predict", str(val), "--model", str(bundle), "--out", str(results)],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        cwd=tmp_path,
+    )
+    assert screened.returncode == 0, screened.stderr
+    assert "runtime onnx" in screened.stderr
+    assert _same_detections(results, checkpoint_results) > 0
+    assert _verdicts(results) == _verdicts(checkpoint_results)
+    refused = subprocess.run(
+        [str(python), "-m", "pipeline.cli", "export", "--model", weights, "--out", str(tmp_path / "other")],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        cwd=tmp_path,
+    )
+    assert refused.returncode == 2 and "pip install 'yolo-pipeline[train]'" in refused.stderr

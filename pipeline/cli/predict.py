@@ -10,6 +10,7 @@ from pipeline.checkpoints import add_trust_option
 from pipeline.cli.common import add_options, options_from
 from pipeline.config import class_values
 from pipeline.destinations import add_wait_option
+from pipeline.inference.hot_folder import percentile_line
 from pipeline.inference.options import PredictOptions
 
 _METAVARS = {"screen": "FILE", "review": "DIR"}  # predict's options that name a file or a folder
@@ -43,11 +44,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         )
         for missing in queue.missing:
             print(f"review:     left out {missing}")
+    if result.watch_latency:
+        print(f"watch:      {percentile_line(result.watch_latency)} ({result.watch_latency['images']:.0f} images)")
     if result.total_errors:
         print(f"failed:     {result.total_errors} images, each with its reason in {Path(args.out) / 'errors.jsonl'}")
     if result.screen_warning:  # last, where it is seen
         print(f"warning:    {result.screen_warning}")
-    return 1 if result.total_errors else 0
+    return 1 if result.total_errors and not args.watch else 0  # a watch ends by a signal, as asked: not a failure
 
 
 def _add_thresholds(parser: argparse.ArgumentParser) -> None:

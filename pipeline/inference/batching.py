@@ -24,6 +24,14 @@ if TYPE_CHECKING:
     from pipeline.inference.model import Detector
 
 
+class BatchEnd:
+    """In a stream of paths: the images so far are all there is for now; run them without waiting for a full batch
+    (``predict --watch`` marks each group of images that arrived together)."""
+
+
+BATCH_END = BatchEnd()
+
+
 @dataclass
 class Outcome:
     """What became of one image: its detections (as written to predictions.jsonl), or why it failed."""
@@ -84,15 +92,21 @@ def prepare(path: str, detector: Detector, keep_image: bool, tiling: Tiling) -> 
 
 def prepare_ahead(
     pool: ThreadPoolExecutor,
-    paths: Iterator[str],
+    paths: Iterator[str | BatchEnd],
     detector: Detector,
     keep_images: bool,
     tiling: Tiling,
     window: int,
-) -> Iterator[Prepared]:
-    """Prepared images in the order of ``paths``, with up to ``window`` being prepared ahead."""
+) -> Iterator[Prepared | BatchEnd]:
+    """Prepared images in the order of ``paths``, with up to ``window`` being prepared ahead; a `BATCH_END` is
+    passed on once every image before it is prepared."""
     ahead: deque[Future[Prepared]] = deque()
     for path in paths:
+        if isinstance(path, BatchEnd):
+            while ahead:
+                yield ahead.popleft().result()
+            yield path
+            continue
         ahead.append(pool.submit(prepare, path, detector, keep_images, tiling))
         if len(ahead) >= window:
             yield ahead.popleft().result()
@@ -100,11 +114,12 @@ def prepare_ahead(
         yield ahead.popleft().result()
 
 
-def run_batches(items: Iterator[Prepared], detector: Detector, size: int) -> Iterator[Prepared]:
+def run_batches(items: Iterator[Prepared | BatchEnd], detector: Detector, size: int) -> Iterator[Prepared]:
     """Every item, finished (its detections found, or its error), in the order given.
 
     Inputs go to the model in runs of at most ``size`` of one shape (a change of shape closes a
-    run), so a batch may hold the tiles of several images, or part of one image's tiles.
+    run), so a batch may hold the tiles of several images, or part of one image's tiles. A `BATCH_END`
+    runs what is waiting at once and hands every item back.
     """
     waiting: deque[Prepared] = deque()  # items not yet handed back, in order
     units: list[tuple[Prepared, int]] = []  # (item, input index) for the next model call
@@ -120,6 +135,12 @@ def run_batches(items: Iterator[Prepared], detector: Detector, size: int) -> Ite
         units.clear()
 
     for item in items:
+        if isinstance(item, BatchEnd):
+            if units:
+                run()
+            while waiting:
+                yield _release(waiting.popleft())
+            continue
         waiting.append(item)
         for k, network_input in enumerate(item.inputs):
             if units and (len(units) == size or network_input.shape != units[0][0].inputs[units[0][1]].shape):

@@ -14,6 +14,7 @@ runs the same steps in Ray actors (`pipeline.inference.ray_engine`) and writes t
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -35,6 +36,7 @@ from pipeline.inference.decode import long_side, read_image
 from pipeline.inference.discover import Count, count_images, iter_images, printable
 from pipeline.inference.draw import write_annotated, write_crops
 from pipeline.inference.errors import ResultsError, SourceError
+from pipeline.inference.hot_folder import HotFolder, stop_on_signals
 from pipeline.inference.opening import build_detector, open_model
 from pipeline.inference.options import PredictOptions, RunOptions
 from pipeline.inference.results import (
@@ -92,6 +94,7 @@ class PredictResult:
     review: Queue | None = None  # the review queue written (--review)
     screen_warning: str = ""  # the screen failed far more images than its calibration expected of good parts
     uncertain: int = 0  # images found uncertain (--review); the queue holds those whose files could be read
+    watch_latency: dict[str, float] = field(default_factory=dict)  # --watch: p50_ms, p95_ms from written to verdict
 
     @property
     def images_per_s(self) -> float:
@@ -130,16 +133,20 @@ def _predict_into(source: str | Path, model: str, out: Path, options: PredictOpt
             options.review, others=[("--out", out), *([("the source", Path(where))] if Path(where).is_dir() else [])]
         )
     screen = read_screen(options.screen) if options.screen else None  # a bad file costs no model load
-    images = _first_checked(iter_images(where, exclude=out), source)
-    first, images = _peek(images)
+    if options.watch:  # the images come as they arrive (`HotFolder`), none may be there yet
+        if not Path(where).is_dir():
+            raise SourceError(f"--watch: {printable(source)}: not a folder")
+        images, first_side = iter(()), 0
+    else:
+        images = _first_checked(iter_images(where, exclude=out), source)
+        first, images = _peek(images)
+        first_side = long_side(first)
     load = LoadProbe()  # over the model's load: what other processes use of the CPU, for the network's threads
     opened = open_model(model, options.tracking_uri)
     tiles = tile_choice(options.tile, options.overlap, opened.training_tile)
     if tiles.line:
         LOG.info("predict: %s", tiles.line)
-    scale = inference_scale(
-        options.imgsz, tiles.size, opened.trained_imgsz, opened.training_image_side, long_side(first)
-    )
+    scale = inference_scale(options.imgsz, tiles.size, opened.trained_imgsz, opened.training_image_side, first_side)
     if scale.line:
         LOG.info("predict: %s", scale.line)
     # both engines, and the recorded settings
@@ -176,6 +183,8 @@ def _predict_into(source: str | Path, model: str, out: Path, options: PredictOpt
         if outcome.error:
             errors.append({"path": outcome.path, "reason": outcome.error})
             result.errors += 1
+            if hot is not None:
+                hot.failed(outcome.path)
             return
         if save_images or save_crops:
             image = outcome.image if outcome.image is not None else read_image(Path(outcome.path))
@@ -194,9 +203,12 @@ def _predict_into(source: str | Path, model: str, out: Path, options: PredictOpt
             }
         )
         result.images += 1
+        if hot is not None:  # after the record: a moved image is always a screened one
+            hot.screened(outcome.path, outcome.detections)
 
+    hot = _hot_folder(where, out, verdict, names, options, settings, detector.run_id) if options.watch else None
     # A folder or list is counted ahead (its listings, not its images), for the bar's total and ETA.
-    count = count_images(where, out, done) if options.progress else None
+    count = count_images(where, out, done) if options.progress and hot is None else None
     start = time.perf_counter()
     try:
         todo = _not_done(images, done, result)
@@ -212,7 +224,9 @@ def _predict_into(source: str | Path, model: str, out: Path, options: PredictOpt
             threads = options.workers or min(8, os.cpu_count() or 1)
             # Images prepared ahead of the model: enough to fill two batches; a few when each is many tiles.
             window = threads + (2 if tiling.size else 2 * options.batch)
-            with ThreadPoolExecutor(threads, thread_name_prefix="decode") as pool:
+            with ThreadPoolExecutor(threads, thread_name_prefix="decode") as pool, _watching(hot):
+                if hot is not None:
+                    todo = hot.paths(done, lambda _: _skipped(result))
                 prepared = prepare_ahead(pool, todo, detector, save_images or save_crops, tiling, window)
                 for finished in run_batches(prepared, detector, options.batch):
                     finish(outcome_of(finished, detector))
@@ -223,6 +237,7 @@ def _predict_into(source: str | Path, model: str, out: Path, options: PredictOpt
         errors.close()
         result.seconds = time.perf_counter() - start
     result.runtime = detector.runtime  # what the race decided, or torch+onnx if the run ended before it did
+    result.watch_latency = hot.latency() if hot is not None else {}
     totals = write_summary(out, names, verdict)
     result.total_images, result.detections, result.failed_verdicts = (
         totals["images"],
@@ -238,10 +253,60 @@ def _predict_into(source: str | Path, model: str, out: Path, options: PredictOpt
             options.review, read_log(out / PREDICTIONS), verdict.threshold, options.band, names, model
         )
         result.uncertain = len(chosen)
-    if options.track:
+    if hot is not None and hot.tracker is not None:  # the watch's own run: its minutes, now the whole
+        _finish_watch_run(result, hot.tracker)
+    elif options.track:
         params = {**settings, "out": str(out), "batch": options.batch, "runtime": result.runtime}
         _track(result, params, options.experiment, options.tracking_uri)
     return result
+
+
+def _skipped(result: PredictResult) -> None:
+    result.skipped += 1
+
+
+def _hot_folder(
+    where: str,
+    out: Path,
+    verdict: Verdict,
+    names: list[str],
+    options: PredictOptions,
+    settings: dict[str, Any],
+    model_run_id: str | None,
+) -> HotFolder:
+    """The watch of ``where``, with an MLflow run of its own under --track (its figures sent in the background)."""
+    tracker = None
+    if options.track:
+        from pipeline.tracking import Tracker
+
+        spool = out / ".watch-tracking" / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        tracker = Tracker(spool, options.tracking_uri, options.experiment, run_name=f"watch {where}")
+        tags = {"pipeline.kind": "prediction", "pipeline.watch": "true"}
+        tracker.start(tags={**tags, **({"pipeline.model_run_id": model_run_id} if model_run_id else {})})
+        tracker.log_params({**settings, "out": str(out), "batch": options.batch, "move_done": options.move_done})
+    return HotFolder(Path(where), out, verdict, names, options.move_done, tracker)
+
+
+@contextlib.contextmanager
+def _watching(hot: HotFolder | None) -> Iterator[None]:
+    """The watch running, and SIGINT/SIGTERM ending it after the images in hand (nothing without --watch)."""
+    if hot is None:
+        yield
+        return
+    with hot, stop_on_signals(hot.stop):
+        yield
+
+
+def _finish_watch_run(result: PredictResult, tracker: Any) -> None:
+    """The watch's run gets the summary's totals and files, and ends; what the server has not taken stays journaled."""
+    totals = {"total_images": result.total_images, "failed_verdicts": result.failed_verdicts, "errors": result.errors}
+    totals.update({f"latency_{k}": v for k, v in result.watch_latency.items() if k != "images"})
+    tracker.log_metrics(totals, step=0)
+    for name in (SUMMARY, ERRORS, SETTINGS):
+        if (result.out / name).exists():
+            tracker.log_artifact(result.out / name)
+    tracker.finish()
+    result.tracking_run_id = tracker.run_id
 
 
 def _track(result: PredictResult, params: dict[str, Any], experiment: str, tracking_uri: str) -> None:

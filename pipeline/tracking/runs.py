@@ -20,7 +20,7 @@ from pipeline.redact import redact_text, redact_uri
 from pipeline.tracking.store import client_for, get_or_create_experiment, now_ms, resolve_tracking_uri
 
 # Runs that are not trainings: a comparison or a choice of the best leaves them out.
-NOT_TRAINING = ("prediction", "evaluation", "sweep", "calibration")
+NOT_TRAINING = ("prediction", "evaluation", "sweep", "calibration", "export")
 KIND_TAG = "pipeline.kind"
 PARENT_TAG = "mlflow.parentRunId"
 CONTEXT_TAG = "mlflow.data.context"  # a dataset input's role; a training logs its data as "training"

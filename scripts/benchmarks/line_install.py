@@ -16,6 +16,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,13 +40,22 @@ def verdicts_and_counts(table: Path) -> list[tuple[str, str, str]]:
         return [(row["path"], row["detections"], row["verdict"]) for row in csv.DictReader(f)]
 
 
-def fresh_install(folder: Path, target: str) -> tuple[Path, float, int]:
-    """A new venv in ``folder`` with ``pip install target`` (not editable); (its python, seconds, bytes)."""
+def source_copy(into: Path) -> Path:
+    """The checkout's files a wheel is built from, copied: pip builds in the source folder, and leaves build/ there."""
+    ignored = shutil.ignore_patterns(
+        ".*", "build", "*.egg-info", "__pycache__", "benchmark-results", "datasets", "runs"
+    )
+    return Path(shutil.copytree(ROOT, into, ignore=ignored))
+
+
+def fresh_install(folder: Path, source: Path, target: str) -> tuple[Path, float, int]:
+    """A new venv in ``folder`` with ``pip install target`` from ``source`` (not editable); (its python, seconds,
+    bytes)."""
     subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
     python = folder / "bin" / "python"
     env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
     start = time.perf_counter()
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", target], check=True, env=env, cwd=ROOT)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", target], check=True, env=env, cwd=source)
     return python, time.perf_counter() - start, folder_size(folder)
 
 
@@ -71,7 +81,8 @@ def main() -> int:
             progress=False,
         )  # fmt: skip
 
-        python, seconds, size = fresh_install(work / "line-venv", ".")
+        source = source_copy(work / "source")
+        python, seconds, size = fresh_install(work / "line-venv", source, ".")
         listed = subprocess.run(
             [str(python), "-m", "pip", "list", "--format", "json"], capture_output=True, text=True, check=True
         )
@@ -98,7 +109,7 @@ def main() -> int:
             },
         }
         if not args.skip_train_env:
-            _, train_seconds, train_size = fresh_install(work / "train-venv", ".[train]")
+            _, train_seconds, train_size = fresh_install(work / "train-venv", source, ".[train]")
             report["whole_tool"] = {"seconds": round(train_seconds, 1), "megabytes": round(train_size / 2**20)}
             report["line_of_whole"] = round(size / train_size, 3)
     save_report(args, report)

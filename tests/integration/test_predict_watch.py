@@ -1,0 +1,117 @@
+"""`predict FOLDER --watch`: a real writer process fills a hot folder while the watcher screens it; killed with
+SIGKILL mid-stream and started again, every image is screened exactly once; SIGTERM ends it with exit 0 after the
+images in hand; a corrupt image is an errors.jsonl line, never a stop; --move-done moves only screened images.
+
+The watcher runs a bundle (`export` of a YOLO11n built from its architecture, 64 px): a line PC's process, without
+torch, which starts in a second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.export.bundles import export_bundle
+
+pytestmark = pytest.mark.slow
+WRITER = """
+import os, sys, time
+from pathlib import Path
+source, hot, start, count = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+images = sorted(source.iterdir())
+for k in range(start, start + count):
+    data = images[k % len(images)].read_bytes()
+    name = f"part{k:03d}.png"
+    if k % 3 == 0:  # an atomic writer: a hidden temporary name, then the rename
+        (hot / f".{name}.part").write_bytes(data)
+        os.replace(hot / f".{name}.part", hot / name)
+    else:  # a slow writer: half, a pause, the rest, then the close
+        with open(hot / name, "wb") as f:
+            f.write(data[: len(data) // 2]); f.flush(); time.sleep(0.05); f.write(data[len(data) // 2 :])
+    time.sleep(0.1)
+"""
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+    from ultralytics.nn.tasks import DetectionModel
+
+    folder = tmp_path_factory.mktemp("watch-model")
+    model = DetectionModel("yolo11n.yaml", nc=3, verbose=False)
+    model.names = {0: "scratch", 1: "pit", 2: "patch"}
+    torch.save({"model": model.half(), "train_args": {"imgsz": 64}, "epoch": -1}, folder / "untrained.pt")
+    return export_bundle(str(folder / "untrained.pt"), folder / "bundle", "onnx").out
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("parts")
+    rng = np.random.default_rng(0)
+    for k in range(8):
+        cv2.imwrite(str(folder / f"p{k}.png"), rng.integers(0, 255, (96, 96, 3), dtype=np.uint8))
+    return folder
+
+
+def _watcher(bundle: Path, hot: Path, out: Path, done: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "pipeline.cli", "predict", str(hot), "--model", str(bundle), "--out", str(out),
+               "--watch", "--move-done", str(done), "--no-progress", "--conf", "0.0001"]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _write(parts: Path, hot: Path, start: int, count: int) -> None:
+    subprocess.run([sys.executable, "-c", WRITER, str(parts), str(hot), str(start), str(count)], check=True)
+
+
+def _wait_for_records(out: Path, count: int, timeout: float = 30) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        logs = [out / "predictions.jsonl", out / "errors.jsonl"]
+        records = [json.loads(line) for log in logs if log.exists() for line in log.read_text().splitlines()]
+        if len(records) >= count:
+            return records
+        time.sleep(0.1)
+    raise AssertionError(f"{count} records expected in {out}, {len(records)} found")
+
+
+def test_a_killed_watch_restarts_and_screens_each_image_once(bundle: Path, parts: Path, tmp_path: Path) -> None:
+    hot, out, done = tmp_path / "hot", tmp_path / "out", tmp_path / "done"
+    hot.mkdir()
+    (hot / "already.png").write_bytes((parts / "p0.png").read_bytes())  # there before the watch: screened first
+    watcher = _watcher(bundle, hot, out, done)
+    try:
+        _write(parts, hot, 0, 12)
+        _wait_for_records(out, 13)
+        os.killpg(watcher.pid, signal.SIGKILL)  # mid-stream, as a power cut
+        watcher.wait(timeout=10)
+        _write(parts, hot, 12, 6)  # arriving while nothing watches
+        (hot / "broken.png").write_bytes(b"\x89PNG not really")
+        watcher = _watcher(bundle, hot, out, done)
+        _write(parts, hot, 18, 6)
+        _wait_for_records(out, 1 + 24 + 1)
+    finally:
+        os.killpg(watcher.pid, signal.SIGTERM)
+        printed, said = watcher.communicate(timeout=30)
+    assert watcher.returncode == 0, said
+    screened = [json.loads(line)["path"] for line in (out / "predictions.jsonl").read_text().splitlines()]
+    expected = {str(hot / "already.png"), *(str(hot / f"part{k:03d}.png") for k in range(24))}
+    assert sorted(screened) == sorted(expected)  # each once: none twice after the kill, none lost
+    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert [e["path"] for e in errors] == [str(hot / "broken.png")]
+    assert {p.name for p in done.iterdir()} == {Path(p).name for p in expected}  # moved once screened
+    assert [p.name for p in hot.iterdir()] == ["broken.png"]  # an error stays where it was
+    assert "SIGTERM: finishing the images in hand" in said
+    assert "latency from written to verdict: p50" in printed
+    # The killed watch never closed its minute; the second saw the 12 new images and the broken one.
+    minutes = [json.loads(line) for line in (out / "watch.jsonl").read_text().splitlines()]
+    assert sum(m["images"] for m in minutes) == 12 and sum(m["errors"] for m in minutes) == 1
+    assert all("latency_p95_ms" in m for m in minutes if m["images"])

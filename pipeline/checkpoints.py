@@ -23,6 +23,9 @@ from pipeline.messages import UserError
 # Where a model comes from besides a file: an MLflow registry version or a run's logged model.
 MODEL_URI_SCHEMES = ("models:/", "runs:/")
 MLFLOW_SCHEMES = (*MODEL_URI_SCHEMES, "mlflow-artifacts:/")  # and an artifact's, which predict also downloads
+SERVED_SCREEN = "screen.json"  # in a logged model's folder, beside MLmodel: the screen the served model applies
+SERVED_WEIGHTS = "weights"  # in a logged model's data folder: its checkpoint's folder
+SERVING_MODULE = "pipeline.inference.serving"  # what MLflow loads a logged model with (its loader_module)
 TRUST_OPTION = "--trust-checkpoint"
 
 

@@ -20,10 +20,12 @@ def configure_ultralytics() -> None:
     """Idempotent; call before the first ``import ultralytics`` in a process, and before each checkpoint load."""
     global _configured
     from pipeline.load_policy import apply_load_policy
+    from pipeline.telemetry import block_telemetry
 
     apply_load_policy()  # checkpoints are pickles: safe loading unless the user trusts them (re-read each call)
     if _configured:
         return
+    block_telemetry()  # ultralytics' exporter and AutoBackend import ONNX Runtime and OpenVINO
     if "YOLO_CONFIG_DIR" not in os.environ:
         # A per-process folder (inherited by DDP workers through the environment), removed at exit.
         folder = tempfile.mkdtemp(prefix="yolo-pipeline-ultralytics-")

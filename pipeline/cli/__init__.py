@@ -11,6 +11,7 @@ import argparse
 from collections.abc import Sequence
 
 from pipeline.cli import augment, calibrate, common, compare, data, evaluate, export, predict, promote, sweep, train
+from pipeline.telemetry import block_telemetry
 
 COMMANDS = (train, data, augment, predict, compare, sweep, evaluate, calibrate, promote, export)  # in `--help`'s order
 
@@ -26,4 +27,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, run the command (its summary printed, any error one line), return the exit code."""
+    block_telemetry()  # before any command imports ONNX Runtime or OpenVINO
     return common.run(build_parser().parse_args(argv))

@@ -62,7 +62,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="the bundle's folder (replaced whole only if export made it)")
     p.add_argument("--format", default="onnx", choices=tuple(FORMATS), help="the network's format and precision")
     p.add_argument(
-        "--screen", metavar="FILE", help="its thresholds (default: those stored with --model, else 0.25 for every class, uncalibrated)"
+        "--screen",
+        metavar="FILE",
+        help="its thresholds (default: those stored with --model, else 0.25 for every class, uncalibrated)",
     )
     p.add_argument(
         "--data", help="INT8: images to quantize on (its train split) and to gate on (default: the training's data)"

@@ -26,6 +26,7 @@ from pipeline.inference.errors import ModelError
 from pipeline.inference.options import PredictOptions
 from pipeline.inference.screen import FILE_NAME, Screen, ScreenError, read_screen
 from pipeline.inference.steps import detections, letterbox, scale_to_image
+from pipeline.telemetry import block_telemetry
 
 LOG = logging.getLogger("pipeline.inference")
 
@@ -243,6 +244,7 @@ def build_bundle_detector(
 
 
 def _onnx_session(network: Path, threads: int) -> Any:
+    block_telemetry()
     try:
         import onnxruntime as ort
     except ImportError:
@@ -259,6 +261,7 @@ def _onnx_session(network: Path, threads: int) -> Any:
 
 
 def _openvino_session(network: Path, threads: int) -> Any:
+    block_telemetry()
     try:
         import openvino as ov
     except ImportError:

@@ -17,9 +17,11 @@ from pathlib import Path
 
 from pipeline.checkpoints import file_sha256
 from pipeline.files import cache_dir
+from pipeline.telemetry import block_telemetry
 
 
 def onnx_available() -> bool:
+    block_telemetry()
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401

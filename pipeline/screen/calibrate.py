@@ -148,10 +148,18 @@ def calibrate(
             tracked = time.perf_counter()
             result.run_id = _log(result, files, experiment, tracking_uri)
             if registry_model:
-                from pipeline.tracking.screens import attach_screen
+                from pipeline.tracking.screens import attach_screen, serve_screen
 
                 result.attached = attach_screen(
                     model, screen.thresholds, screen.describe(), result.run_id, tracking_uri, screen.false_reject
+                )
+                # The served model (`mlflow models serve`) reads screen.json from its own files: one logged model
+                # for a version and its run, so the last calibration of these weights is the screen they serve.
+                served = serve_screen(model, folder / FILE_NAME, tracking_uri)
+                result.notes.append(
+                    f"screen.json put into the files of {served}: served with {model}, until the next calibration"
+                    if served
+                    else f"{model} has no MLflow 3 logged model: its served model keeps no screen (tags only)"
                 )
             result.tracking_s = time.perf_counter() - tracked
         elif registry_model:

@@ -14,7 +14,6 @@ import os
 # installation id into ~/.config/mlflow/ and send usage events from every process. A user's own setting stays.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from pipeline.tracking.pyfunc import YoloPyfuncModel  # noqa: E402
 from pipeline.tracking.registry import best_run, load_model, model_run_id, register_model, run_metric, run_output_dir  # noqa: E402
 from pipeline.tracking.runs import log_prediction  # noqa: E402
 from pipeline.tracking.spool import SpoolStatus, is_spool, spool_status  # noqa: E402
@@ -27,7 +26,6 @@ __all__ = [
     "SpoolStatus",
     "SystemMetricsSampler",
     "Tracker",
-    "YoloPyfuncModel",
     "best_run",
     "client_for",
     "is_spool",

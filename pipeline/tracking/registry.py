@@ -161,11 +161,14 @@ def _artifact_base(model_uri: str, uri: str) -> str:
 
 
 def _weights_path(spec: Path, model_uri: str) -> str:
-    """Where ``MLmodel`` says the pyfunc's ``weights`` artifact is, inside the model folder."""
+    """Where ``MLmodel`` says the checkpoint is, inside the model folder: its metadata's ``weights`` (models served
+    by `pipeline.inference.serving`), or the pyfunc's ``weights`` artifact (models logged before)."""
     try:
         document = yaml.safe_load(spec.read_text(encoding="utf-8"))
-        relative = document["flavors"]["python_function"]["artifacts"]["weights"]["path"]
-    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError):
+        relative = (document.get("metadata") or {}).get("weights") or (
+            document["flavors"]["python_function"]["artifacts"]["weights"]["path"]
+        )
+    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError, AttributeError):
         raise StoreUnavailable(
             f"{model_uri}: not a model of this pipeline (its MLmodel names no weights artifact)"
         ) from None

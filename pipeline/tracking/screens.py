@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from pipeline.checkpoints import MODEL_URI_SCHEMES
+from pipeline.checkpoints import MODEL_URI_SCHEMES, SERVED_SCREEN
 from pipeline.tracking.registry import lookup_uri, model_version_of, quick_requests
 from pipeline.tracking.store import client_for
 
@@ -56,15 +57,20 @@ def attach_screen(
 ) -> str | None:
     """Tag the model version (or run) behind ``model_uri`` with the thresholds (and the false-reject rate they were
     calibrated to); returns where, None for a file."""
+    tags = {THRESHOLDS_TAG: json.dumps(thresholds, separators=(",", ":")), ABOUT_TAG: about[:4000]}
+    tags[RUN_TAG] = calibration_run
+    if false_reject:
+        tags[FALSE_REJECT_TAG] = json.dumps(false_reject, separators=(",", ":"))
+    return tag_model(model_uri, tags, tracking_uri)
+
+
+def tag_model(model_uri: str, tags: dict[str, str], tracking_uri: str = "") -> str | None:
+    """Set ``tags`` on the model version (or run) behind ``model_uri``; returns where, None for a file."""
     uri = lookup_uri(tracking_uri)
     with quick_requests():
         target = _target(model_uri, uri)
         if target is None:
             return None
-        tags = {THRESHOLDS_TAG: json.dumps(thresholds, separators=(",", ":")), ABOUT_TAG: about[:4000]}
-        tags[RUN_TAG] = calibration_run
-        if false_reject:
-            tags[FALSE_REJECT_TAG] = json.dumps(false_reject, separators=(",", ":"))
         client = client_for(uri)
         kind, name, version = target
         for key, value in tags.items():
@@ -107,3 +113,69 @@ def stored_screen(model_uri: str, tracking_uri: str = "") -> StoredScreen | None
         false_reject = {}  # hand-edited: predict then has no rate to check its fails against
     false_reject = false_reject if isinstance(false_reject, dict) else {}
     return StoredScreen(thresholds, tags.get(ABOUT_TAG, ""), source, tags.get(RUN_TAG, ""), false_reject)
+
+
+def stored_screen_file(stored: StoredScreen, folder: str | Path, tracking_uri: str = "") -> Path | None:
+    """The whole screen.json of a stored screen (an artifact of its calibration run), downloaded into ``folder``;
+    None when the run or the file is not there (a screen stored by hand, a run deleted since)."""
+    import mlflow
+
+    if not stored.calibration_run:
+        return None
+    uri = lookup_uri(tracking_uri)
+    with quick_requests():
+        try:
+            found = mlflow.artifacts.download_artifacts(
+                run_id=stored.calibration_run,
+                artifact_path=f"{ARTIFACT_PATH}/screen.json",
+                dst_path=str(folder),
+                tracking_uri=uri,
+            )
+        except Exception:  # noqa: BLE001 - MLflow raises many kinds for a file that is not there
+            return None
+    return Path(found)
+
+
+def serve_screen(model_uri: str, screen_file: str | Path, tracking_uri: str = "") -> str | None:
+    """Put ``screen_file`` (a screen.json) into the files of the MLflow 3 logged model behind ``model_uri``, beside its
+    ``MLmodel``, where the served model (`pipeline.inference.serving`) reads its thresholds; returns that model's URI
+    (``models:/<model id>``), None for a file or a model without a logged model (registered from files, MLflow 2).
+
+    A registered version and the run it came from share one logged model, so this is the screen every URI of those
+    weights serves: the last calibration of them replaces an earlier one's (the tags, per version or run, stay as
+    each calibration set them). A server already running keeps the screen it loaded until it is restarted."""
+    import shutil
+    import tempfile
+
+    if not model_uri.startswith(MODEL_URI_SCHEMES):
+        return None
+    uri = lookup_uri(tracking_uri)
+    with quick_requests():
+        target = _target(model_uri, uri)
+        if target is None:
+            return None
+        client = client_for(uri)
+        model_id = _logged_model_id(client, model_uri, target)
+        if not model_id:
+            return None
+        with tempfile.TemporaryDirectory() as tmp:  # uploaded under its own name, whatever the file is called
+            named = Path(tmp) / SERVED_SCREEN
+            shutil.copyfile(screen_file, named)
+            client.log_model_artifact(model_id, str(named))
+    return f"models:/{model_id}"
+
+
+def _logged_model_id(client: Any, model_uri: str, target: tuple[str, str, str]) -> str:
+    """The id of the MLflow 3 logged model behind a version (its source, ``models:/<model id>``: MLflow's own stores
+    leave the version's ``model_id`` empty) or behind ``runs:/<id>/<name>`` (the run's logged model of that name);
+    "" when there is none (a version registered from a run's files, as MLflow 2 did)."""
+    kind, name, version = target
+    if kind == "version":
+        found = client.get_model_version(name, version)
+        source = found.source or ""
+        model_id = found.model_id or (source.removeprefix("models:/") if source.startswith("models:/") else "")
+        return "" if "/" in model_id else model_id
+    logged = model_uri.removeprefix("runs:/").partition("/")[2].strip("/") or "model"
+    experiment_id = client.get_run(name).info.experiment_id
+    models = client.search_logged_models([experiment_id], filter_string=f"name = '{logged}'")
+    return next((m.model_id for m in models if m.source_run_id == name), "")

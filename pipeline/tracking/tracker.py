@@ -25,12 +25,14 @@ from typing import Any
 import mlflow
 from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelOutput, LoggedModelStatus, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.models.signature import ModelSignature
 from mlflow.tracking import MlflowClient
+from mlflow.types.schema import ParamSchema, ParamSpec
 
+from pipeline.checkpoints import SERVED_WEIGHTS, SERVING_MODULE
 from pipeline.credentials import AUTH_HINT, is_auth_failure, strip_credentials
 from pipeline.destinations import writer_lock
 from pipeline.redact import redact_text
-from pipeline.tracking.pyfunc import YoloPyfuncModel
 from pipeline.tracking.spool import REFUSED, Spool, original_name
 from pipeline.tracking.store import get_or_create_experiment, new_client, now_ms, resolve_tracking_uri
 
@@ -38,6 +40,8 @@ LOG = logging.getLogger("pipeline.tracking")
 
 
 MODEL_NAME = "model"
+# The served model's one parameter: predict's conf (the lowest score kept, the threshold of an unnamed class).
+SIGNATURE = ModelSignature(inputs=None, outputs=None, params=ParamSchema([ParamSpec("conf", "double", 0.25)]))
 # log_batch limits of the MLflow REST API
 _MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100
 _BATCHED = {"metrics", "params", "tags"}
@@ -366,12 +370,23 @@ class Tracker:
         ]
         if existing:
             return  # sent before, and the acknowledgement was lost
+        from importlib.metadata import PackageNotFoundError, version
+
+        import pipeline
+
+        try:  # which pipeline code the model carries
+            project = version("yolo-pipeline")
+        except PackageNotFoundError:
+            project = "unknown"  # run from a source tree that was never installed
         weights = self.spool.path(record["weights"])
         extras = {k: self.spool.path(v) for k, v in record.items() if k.startswith("extra")}
         with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / MODEL_NAME
-            artifacts = {"weights": str(_inference_weights(weights, Path(tmp) / "weights"))}
-            artifacts.update({k: str(_renamed_copy(p, Path(tmp) / k)) for k, p in extras.items()})
+            local, data = Path(tmp) / MODEL_NAME, Path(tmp) / "yolo"  # MLflow copies it in as data/yolo
+            checkpoint = _inference_weights(weights, data / SERVED_WEIGHTS)
+            for spooled in extras.values():
+                _renamed_copy(spooled, data)
+            metadata = {**(record.get("metadata") or {}), "yolo_pipeline_version": project}
+            metadata["weights"] = f"data/{data.name}/{SERVED_WEIGHTS}/{checkpoint.name}"  # where predict finds it
             with warnings.catch_warnings():
                 # MLflow nudges towards models-from-code and type-hint signatures; neither fits a file-based model.
                 warnings.simplefilter("ignore")
@@ -379,11 +394,16 @@ class Tracker:
                 try:
                     mlflow.pyfunc.save_model(
                         str(local),
-                        python_model=YoloPyfuncModel(),
-                        artifacts=artifacts,
+                        # MLflow imports this module from the model's code/ folder and calls its _load_pyfunc: no
+                        # pickle to trust, and the tracking package never imports the inference it names.
+                        loader_module=SERVING_MODULE,
+                        data_path=str(data),
+                        # This project is on no package index: its code travels in the model (MLflow leaves out
+                        # __pycache__), and the model's loader puts it first on sys.path.
+                        code_paths=[str(Path(pipeline.__file__).parent)],
                         pip_requirements=_requirements(),
-                        signature=YoloPyfuncModel.signature(),
-                        metadata=record.get("metadata") or None,
+                        signature=SIGNATURE,
+                        metadata=metadata,
                     )
                 finally:
                     logging.getLogger("mlflow.pyfunc").disabled = False
@@ -415,9 +435,22 @@ def _renamed_copy(spooled: Path, folder: Path) -> Path:
 
 
 def _requirements() -> list[str]:
-    from importlib.metadata import version
+    """The model's pip requirements: what its predict path (`pipeline.inference.predict`) imports, pinned to the
+    versions installed here, so a fresh environment (``mlflow models serve`` without ``--env-manager local``) runs it
+    as this one does; a package not installed here is left out (the predict path runs without it, as here). The
+    project itself is on no package index: its code travels in the model (``code_paths``)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return [f"{name}=={version(name)}" for name in ("ultralytics", "torch", "torchvision", "mlflow")]
+    pinned = []
+    for name in (
+        *("ultralytics", "torch", "torchvision", "mlflow", "numpy", "opencv-python", "onnxruntime", "onnx"),
+        *("pydantic", "pyyaml", "pillow", "psutil", "tqdm", "scipy", "watchdog"),
+    ):
+        try:
+            pinned.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            continue
+    return pinned
 
 
 def sync(spool_dir: str | Path, timeout_s: float = 120.0) -> tuple[str | None, int, int]:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+from importlib import metadata
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
 from pipeline.cpu import cpu_threads
+from pipeline.inference import predict
 from pipeline.tracking import load_model
 from pipeline.training import train
 from tests.helpers.configs import tiny_config
@@ -85,15 +88,51 @@ def test_training_is_fully_recorded_in_mlflow_server(synth_data: Path, mlflow_se
     assert len(client.list_artifacts(result.run_id, "val_predictions")) >= 1
 
     model = load_model(f"runs:/{result.run_id}/model", mlflow_server.uri)
-    # The scale the model learned travels with it: training size and the images' typical side (64-px images).
-    assert model.metadata.metadata == {"imgsz": 64, "training_image_side": 64}
+    # The scale the model learned travels with it (training size, the images' typical side; 64-px images), and which
+    # pipeline code it carries.
+    assert model.metadata.metadata == {
+        "imgsz": 64,
+        "training_image_side": 64,
+        "yolo_pipeline_version": metadata.version("yolo-pipeline"),
+        "weights": "data/yolo/weights/best.pt",  # where predict finds the checkpoint; MLflow loads no pickle
+    }
+    assert model.metadata.flavors["python_function"]["loader_module"] == "pipeline.inference.serving"
+    # The model is the screen: predict's detections per image, in order, each with its verdict (no screen was
+    # calibrated: an image fails at any detection reaching conf), and a file it cannot read as an error row.
     images = sorted((synth_data.parent / "images" / "val").glob("*.png"))[:2]
-    detections = model.predict([str(p) for p in images], params={"conf": 0.0})
-    assert list(detections.columns) == ["source", "class_id", "class_name", "confidence", "x0", "y0", "x1", "y1"]
-    assert len(detections) > 0
-    assert set(detections["class_name"]) <= set(CLASSES)
-    assert detections["x0"].min() >= 0 and detections["x1"].max() <= 64
-    assert set(detections["source"]) <= {str(p) for p in images}
+    conf = 0.001  # low enough that a 2-epoch model keeps a few detections
+    missing = tmp_path / "missing.png"
+    answers = model.predict([str(images[0]), str(missing), str(images[1])], params={"conf": conf})
+    listed = tmp_path / "listed.txt"
+    listed.write_text(f"{images[0]}\n{images[1]}\n", encoding="utf-8")
+    predict(
+        listed,
+        f"runs:/{result.run_id}/model",
+        tmp_path / "predicted",
+        conf=conf,
+        progress=False,
+        tracking_uri=mlflow_server.uri,
+    )
+    records = [json.loads(line) for line in (tmp_path / "predicted" / "predictions.jsonl").read_text().splitlines()]
+    assert [a["image"] for a in answers] == [str(images[0]), str(missing), str(images[1])]
+    assert answers[1] == {
+        "image": str(missing),
+        "verdict": "error",
+        "failed_classes": [],
+        "detections": [],
+        "error": "no such file",
+    }
+    served = [answers[0], answers[2]]
+    assert [r["path"] for r in records] == [str(p) for p in images] and sum(len(r["detections"]) for r in records) > 0
+    for answer, record in zip(served, records, strict=True):
+        assert len(answer["detections"]) == len(record["detections"])
+        for got, want in zip(answer["detections"], record["detections"], strict=True):
+            assert (got["class_id"], got["class"]) == (want["class_id"], want["class"]) and got["class"] in CLASSES
+            assert abs(got["score"] - want["score"]) <= 1e-3 and got["score"] >= conf
+            assert all(abs(a - b) <= 0.5 for a, b in zip(got["box"], want["box"], strict=True))
+            assert 0 <= got["box"][0] <= got["box"][2] <= 64 and 0 <= got["box"][1] <= got["box"][3] <= 64
+        failing = sorted({d["class"] for d in record["detections"]})  # every kept detection reaches conf
+        assert answer["failed_classes"] == failing and answer["verdict"] == ("fail" if failing else "pass")
 
     # The run's model is one MLflow 3 logged model, which the registry takes as a version.
     logged = [m for m in client.search_logged_models([run.info.experiment_id]) if m.source_run_id == result.run_id]
@@ -103,7 +142,8 @@ def test_training_is_fully_recorded_in_mlflow_server(synth_data: Path, mlflow_se
         "synthetic-defects", f"models:/{logged[0].model_id}", run_id=result.run_id, model_id=logged[0].model_id
     )
     registered = load_model(f"models:/synthetic-defects/{version.version}", mlflow_server.uri)
-    assert len(registered.predict([str(images[0])], params={"conf": 0.0})) > 0
+    (row,) = registered.predict(pd.DataFrame({"path": [str(images[0])]}), params={"conf": conf})
+    assert row["image"] == str(images[0]) and len(row["detections"]) == len(records[0]["detections"])
 
 
 def test_training_with_embedded_default_tracking(synth_data: Path, tmp_path: Path) -> None:

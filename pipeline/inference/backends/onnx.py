@@ -13,6 +13,7 @@ from typing import Any
 
 from pipeline.inference.backends.base import AutoBackendRunner, LoadRequest
 from pipeline.inference.onnx_export import onnx_available, onnx_model
+from pipeline.telemetry import block_telemetry
 
 
 class OnnxBackend(AutoBackendRunner):
@@ -39,6 +40,7 @@ class OnnxBackend(AutoBackendRunner):
 
 def session_options(threads: int) -> Any:
     """ONNX Runtime session options for a CPU that other work may share: ``threads`` threads, no spinning."""
+    block_telemetry()
     import onnxruntime as ort
 
     options = ort.SessionOptions()

@@ -7,7 +7,7 @@ where decoding the images takes the cores (on 2 AMD EPYC cores it was no faster 
 ``--runtime openvino`` and not raced by ``auto``: a third racer makes the race 9 batches long, and a run of
 fewer batches (a small folder) would pay for loading all three every time. Its CPU plugin would run float32 networks in bfloat16 on a CPU
 with AMX (its default there): faster, but with other scores and boxes than the checkpoint's, so the precision
-is pinned to float32 here. Only the runtime is used: OpenVINO's converter (and its usage telemetry) is not.
+is pinned to float32 here. OpenVINO's usage telemetry is off (`pipeline.telemetry`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 from pipeline.inference.backends.base import Backend, LoadRequest
 from pipeline.inference.onnx_export import onnx_available, onnx_model
+from pipeline.telemetry import block_telemetry
 
 
 class OpenVinoBackend(Backend):
@@ -37,6 +38,7 @@ class OpenVinoBackend(Backend):
 
     @classmethod
     def available(cls) -> bool:
+        block_telemetry()
         try:
             import openvino  # noqa: F401
         except ImportError:
@@ -46,6 +48,7 @@ class OpenVinoBackend(Backend):
     @classmethod
     def load(cls, request: LoadRequest) -> OpenVinoBackend:
         """The ONNX export (made once, at the training size; dynamic shapes) compiled for the CPU in float32."""
+        block_telemetry()
         import openvino as ov
 
         exported = onnx_model(request.weights, request.trained_size)

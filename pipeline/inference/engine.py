@@ -299,8 +299,9 @@ def _watching(hot: HotFolder | None) -> Iterator[None]:
 
 def _finish_watch_run(result: PredictResult, tracker: Any) -> None:
     """The watch's run gets the summary's totals and files, and ends; what the server has not taken stays journaled."""
-    totals = {"total_images": result.total_images, "failed_verdicts": result.failed_verdicts, "errors": result.errors}
-    totals.update({f"latency_{k}": v for k, v in result.watch_latency.items() if k != "images"})
+    totals = {"total_images": result.total_images, "total_failed_verdicts": result.failed_verdicts}
+    totals["total_errors"] = result.total_errors  # "total_": the minutes' own figures have the short names
+    totals.update({f"total_latency_{k}": v for k, v in result.watch_latency.items() if k != "images"})
     tracker.log_metrics(totals, step=0)
     for name in (SUMMARY, ERRORS, SETTINGS):
         if (result.out / name).exists():

@@ -38,7 +38,7 @@ def save_report(args: argparse.Namespace, report: dict[str, Any]) -> None:
     options = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
     report = report | {"config": options, "machine": machine()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    args.out.write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")  # a Path in an option: its text
 
 
 def machine() -> dict[str, str]:

@@ -115,3 +115,34 @@ def test_a_killed_watch_restarts_and_screens_each_image_once(bundle: Path, parts
     minutes = [json.loads(line) for line in (out / "watch.jsonl").read_text().splitlines()]
     assert sum(m["images"] for m in minutes) == 12 and sum(m["errors"] for m in minutes) == 1
     assert all("latency_p95_ms" in m for m in minutes if m["images"])
+
+
+def test_a_tracked_watch_keeps_its_minutes_in_one_mlflow_run(
+    bundle: Path, parts: Path, mlflow_server, tmp_path: Path
+) -> None:
+    """--track: the watch's own run, its minute's figures (the last minute is closed when the watch stops) and its
+    totals as metrics, the settings as params, the results files as artifacts."""
+    from mlflow.tracking import MlflowClient
+
+    hot, out = tmp_path / "hot", tmp_path / "out"
+    hot.mkdir()
+    command = [sys.executable, "-m", "pipeline.cli", "predict", str(hot), "--model", str(bundle), "--out", str(out),
+               "--watch", "--no-progress", "--conf", "0.0001", "--track", "--experiment", "watch-test",
+               "--tracking-uri", mlflow_server.uri]  # fmt: skip
+    watcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # fmt: skip
+    try:
+        _write(parts, hot, 0, 5)
+        _wait_for_records(out, 5)
+    finally:
+        os.killpg(watcher.pid, signal.SIGTERM)
+        printed, said = watcher.communicate(timeout=60)
+    assert watcher.returncode == 0, said
+    run_id = printed.split("MLflow run: ")[1].split()[0]
+    run = MlflowClient(mlflow_server.uri).get_run(run_id)
+    assert run.data.tags["pipeline.watch"] == "true" and run.data.tags["pipeline.kind"] == "prediction"
+    assert run.data.metrics["images"] == 5 and run.data.metrics["total_images"] == 5
+    assert run.data.metrics["latency_p95_ms"] > 0 and run.data.metrics["total_latency_p95_ms"] > 0
+    assert run.data.params["source"] == str(hot)
+    artifacts = {a.path for a in MlflowClient(mlflow_server.uri).list_artifacts(run_id)}
+    assert {"summary.csv", "run.json"} <= artifacts

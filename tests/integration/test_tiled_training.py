@@ -80,3 +80,19 @@ def test_a_tiled_training_records_the_tile_side_and_predict_tiles_at_it(
         "images of 256 px (the first one) run at 64 px, 0.25x: objects look 2.00x smaller than in training "
         "(trained at 64 px on images of 128 px); --imgsz 128 or --tile 128 keeps the scale",
     )
+
+    # Its bundle tiles the same way on a line PC: the tiles and the scale travel in screen.json.
+    from pipeline.export.bundles import export_bundle
+
+    bundle = export_bundle(str(result.best_weights), tmp_path / "bundle", "onnx").out
+    section = json.loads((bundle / "screen.json").read_text())["bundle"]
+    assert (section["tile"], section["training_image_side"], section["imgsz"]) == (
+        {"size": 128, "overlap": 0.2},
+        128,
+        64,
+    )
+    from_bundle = predict(frames, str(bundle), tmp_path / "from-bundle", progress=False)
+    assert (from_bundle.imgsz, from_bundle.scale) == (tiled.imgsz, tiled.scale)
+    assert json.loads((tmp_path / "from-bundle" / "run.json").read_text())["tile"] == 128
+    bundled = json.loads((tmp_path / "from-bundle" / "predictions.jsonl").read_text().splitlines()[0])
+    assert sorted(d["class"] for d in bundled["detections"]) == sorted(d["class"] for d in record["detections"])

@@ -25,6 +25,7 @@ OWN_VARIABLES = {
     "ULTRALYTICS_SAFE_LOAD",  # checkpoints load safely (pipeline.load_policy)
     "NO_ALBUMENTATIONS_UPDATE",  # albumentations asks PyPI for no newer version (pipeline.augment.fast_transforms)
     "MLFLOW_DISABLE_TELEMETRY",  # mlflow writes no ~/.config/mlflow/telemetry.json, sends nothing (pipeline.tracking)
+    "ORT_DISABLE_TELEMETRY",  # ONNX Runtime writes nothing under ~/.cache/Microsoft, sends nothing (pipeline.telemetry)
 }
 # Set by the libraries' own imports, which some modules import at theirs.
 LIBRARY_VARIABLES = {

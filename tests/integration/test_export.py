@@ -232,3 +232,39 @@ def test_a_line_pc_without_the_training_stack_screens_a_folder_with_a_bundle(
         cwd=tmp_path,
     )
     assert refused.returncode == 2 and "pip install 'yolo-pipeline[train]'" in refused.stderr
+
+
+def test_a_registered_version_exports_its_stored_screen_and_records_the_export(
+    downscaled_training, downscaled_data: Path, mlflow_server, tmp_path: Path, capsys
+) -> None:
+    """A version calibrated with --track exports its own screen by default (the calibration run's whole screen.json,
+    lineage and all); --track records an export run and tags the version with it."""
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.screen.calibrate import calibrate
+    from pipeline.tracking.registry import register_model
+
+    uri, name = mlflow_server.uri, "export-test"
+    version = register_model(downscaled_training.run_id, name, "line", {}, uri)
+    calibrated = calibrate(
+        f"models:/{name}@line", downscaled_data, target_recall=0.8, max_false_reject=None, track=True,
+        out=tmp_path / "calibration", bootstrap=100, tracking_uri=uri, experiment="export-test",
+    )  # fmt: skip
+    bundle = tmp_path / "bundle"
+    code, out, err = run(
+        capsys, "export", "--model", f"models:/{name}@line", "--out", str(bundle), "--track",
+        "--experiment", "export-test", "--tracking-uri", uri,
+    )  # fmt: skip
+    assert code == 0, err
+    document = json.loads((bundle / "screen.json").read_text(encoding="utf-8"))
+    assert document["thresholds"] == calibrated.screen.thresholds
+    assert document["data_hash"] == calibrated.screen.data_hash and document["targets"] == {"default": 0.8}
+    assert document["bundle"]["source"]["run_id"] == downscaled_training.run_id
+    assert document["bundle"]["source"]["version"] == version
+    assert f"stored with models:/{name}/{version}" in out
+    client = MlflowClient(uri)
+    tag = json.loads(client.get_model_version(name, version).tags["pipeline.export.onnx"])
+    assert tag["network_sha256"] == document["bundle"]["network_sha256"]
+    export_run = client.get_run(tag["run"])
+    assert export_run.data.tags["pipeline.kind"] == "export" and export_run.data.params["format"] == "onnx"
+    assert [a.path for a in client.list_artifacts(tag["run"])] == ["screen.json"]

@@ -80,7 +80,8 @@ class HotFolder:
         self.move_done = Path(move_done).resolve() if move_done else None
         self.tracker = tracker  # a started `pipeline.tracking.Tracker`, or None
         self.stop = threading.Event()
-        self.figures = AppendLog(out / FIGURES)
+        self.figures_path = out / FIGURES
+        self.figures: AppendLog | None = None  # open while the watch runs
         self.seen: dict[str, float] = {}  # path -> when it was seen complete (monotonic)
         self.latencies_ms: list[float] = []  # every image's, for the run's p50 and p95
         self.minute = Minute(time.time())
@@ -88,12 +89,15 @@ class HotFolder:
 
     def __enter__(self) -> HotFolder:
         self.watch.start()
+        self.figures = AppendLog(self.figures_path)
         return self
 
     def __exit__(self, *_: object) -> None:
         self.watch.close()
-        self._close_minute()
-        self.figures.close()
+        if self.figures is not None:
+            self._close_minute()
+            self.figures.close()
+            self.figures = None
 
     def paths(self, done: DoneSet, skipped: Any) -> Iterator[str | BatchEnd]:
         """The complete images not yet screened, in arrival order, each group followed by `BATCH_END`; until stopped.
@@ -173,7 +177,8 @@ class HotFolder:
         """The minute's figures into watch.jsonl and, with --track, the run's metrics (an idle minute too)."""
         figures = self.minute.figures()
         stamp = datetime.fromtimestamp(self.minute.start, timezone.utc).isoformat(timespec="seconds")
-        self.figures.append({"minute": stamp, **figures})
+        if self.figures is not None:
+            self.figures.append({"minute": stamp, **figures})
         if self.tracker is not None:
             self.tracker.log_metrics(figures, step=self._minutes, timestamp_ms=int(1000 * self.minute.start))
         self._minutes += 1

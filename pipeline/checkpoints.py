@@ -135,7 +135,11 @@ def record_image_side(network: Any, side: int) -> None:
 
 def training_image_side(yolo: Any) -> int | None:
     """The typical long side of a loaded YOLO's training images, if its checkpoint records one (this tool's do)."""
-    side = getattr(getattr(yolo, "model", None), IMAGE_SIDE_ATTRIBUTE, None)
+    return checked_image_side(getattr(getattr(yolo, "model", None), IMAGE_SIDE_ATTRIBUTE, None))
+
+
+def checked_image_side(side: Any) -> int | None:
+    """A recorded image side (a checkpoint's, a bundle's), or None when it is not a positive number."""
     return int(side) if isinstance(side, int | float) and side > 0 else None
 
 
@@ -151,7 +155,11 @@ def record_training_tile(network: Any, size: int, overlap: float) -> None:
 
 def training_tile(yolo: Any) -> tuple[int, float] | None:
     """(size, overlap) of the tiles a loaded YOLO was trained on, if its checkpoint records them."""
-    found = getattr(getattr(yolo, "model", None), TILE_ATTRIBUTE, None)
+    return checked_tile(getattr(getattr(yolo, "model", None), TILE_ATTRIBUTE, None))
+
+
+def checked_tile(found: Any) -> tuple[int, float] | None:
+    """(size, overlap) of recorded tiles (``{"size", "overlap"}``: a checkpoint's, a bundle's), or None."""
     if not isinstance(found, dict):
         return None
     size, overlap = found.get("size"), found.get("overlap")

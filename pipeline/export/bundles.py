@@ -162,8 +162,9 @@ def export_bundle(
 
 
 def _write(folder: Path, info: BundleInfo, screen: Screen, network: Path) -> BundleInfo:
-    """screen.json with its bundle section (the network's SHA-256 filled in) into ``folder``; the info written."""
-    info = replace(info, network_sha256=file_sha256(network))
+    """screen.json with its bundle section (the network's SHA-256 filled in, unless known) into ``folder``; the info
+    written."""
+    info = replace(info, network_sha256=info.network_sha256 or file_sha256(network))
     document = {**json.loads(screen.to_json()), "bundle": bundle_section(info)}
     (folder / FILE_NAME).write_text(json.dumps(document, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     return info

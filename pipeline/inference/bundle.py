@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.checkpoints import file_sha256
+from pipeline.checkpoints import checked_image_side, checked_tile, file_sha256
 from pipeline.cpu import LoadProbe, cpu_threads, free_threads
 from pipeline.inference.errors import ModelError
 from pipeline.inference.options import PredictOptions
@@ -153,16 +153,11 @@ class OpenedBundle:
 
     @property
     def training_tile(self) -> tuple[int, float] | None:
-        tile = self.info.tile or {}
-        size, overlap = tile.get("size"), tile.get("overlap")
-        if isinstance(size, int) and size >= 32 and isinstance(overlap, int | float) and 0 <= overlap < 1:
-            return size, float(overlap)
-        return None
+        return checked_tile(self.info.tile)
 
     @property
     def training_image_side(self) -> int | None:
-        side = self.info.training_image_side
-        return int(side) if isinstance(side, int | float) and side > 0 else None
+        return checked_image_side(self.info.training_image_side)
 
 
 def open_bundle(folder: str | Path) -> OpenedBundle:

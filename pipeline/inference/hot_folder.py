@@ -55,10 +55,16 @@ class Minute:
     def figures(self) -> dict[str, Any]:
         found = {"images": self.images, "errors": self.errors, "fails": self.fails}
         found.update({f"fails.{name}": n for name, n in self.fails_per_class.items()})
-        if self.latencies_ms:
-            p50, p95 = np.percentile(self.latencies_ms, [50, 95])
-            found.update({"latency_p50_ms": round(float(p50), 1), "latency_p95_ms": round(float(p95), 1)})
+        found.update({f"latency_{k}": v for k, v in percentiles(self.latencies_ms).items()})
         return found
+
+
+def percentiles(latencies_ms: list[float]) -> dict[str, float]:
+    """p50_ms and p95_ms of some latencies (ms, rounded to 0.1); none of an empty list."""
+    if not latencies_ms:
+        return {}
+    p50, p95 = np.percentile(latencies_ms, [50, 95])
+    return {"p50_ms": round(float(p50), 1), "p95_ms": round(float(p95), 1)}
 
 
 class HotFolder:
@@ -136,10 +142,8 @@ class HotFolder:
 
     def latency(self) -> dict[str, float]:
         """p50 and p95 (ms) from seen complete to verdict, over the whole run."""
-        if not self.latencies_ms:
-            return {}
-        p50, p95 = np.percentile(self.latencies_ms, [50, 95])
-        return {"p50_ms": round(float(p50), 1), "p95_ms": round(float(p95), 1), "images": len(self.latencies_ms)}
+        found = percentiles(self.latencies_ms)
+        return {**found, "images": len(self.latencies_ms)} if found else {}
 
     def _latency(self, path: str) -> None:
         if (seen := self.seen.pop(path, None)) is not None:

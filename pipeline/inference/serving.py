@@ -112,7 +112,7 @@ def screen_rows(rows: list[tuple[str, Any]], weights: str, screen: str, conf: fl
     verdicts use the thresholds predict recorded in run.json (the screen's, ``conf`` for the classes it does not name),
     so they are the verdicts predict's own summary counts."""
     from pipeline.inference import predict
-    from pipeline.inference.results import Verdict
+    from pipeline.inference.results import Verdict, read_log
 
     images = tmp / "images"
     images.mkdir()
@@ -132,8 +132,8 @@ def screen_rows(rows: list[tuple[str, Any]], weights: str, screen: str, conf: fl
     settings = json.loads((out / "run.json").read_text(encoding="utf-8"))
     thresholds = dict(settings["thresholds"])
     verdict = Verdict(thresholds, thresholds.pop("default"))
-    found = {record["path"]: record for record in _jsonl(out / "predictions.jsonl")}
-    failed = {record["path"]: record["reason"] for record in _jsonl(out / "errors.jsonl")}
+    found = {record["path"]: record for record in read_log(out / "predictions.jsonl")}
+    failed = {record["path"]: record["reason"] for record in read_log(out / "errors.jsonl")}
     for answer, file in zip(answers, files, strict=True):
         if file is None:
             continue
@@ -169,9 +169,3 @@ def _image_file(kind: str, value: Any, stem: Path) -> tuple[str | None, str]:
     path = stem.with_suffix("." + (sniff(data).lower() or "bin"))
     path.write_bytes(data)
     return str(path), ""
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -150,14 +150,18 @@ def _artifact_base(model_uri: str, uri: str) -> str:
     if not base.startswith("runs:/"):
         return base
     run_id, _, name = base.removeprefix("runs:/").partition("/")
-    client = client_for(uri)
     try:
-        experiment_id = client.get_run(run_id).info.experiment_id
-        models = client.search_logged_models([experiment_id], filter_string=f"name = '{name}'")
+        found = logged_model(client_for(uri), run_id, name)
     except MlflowException as exc:
         raise StoreUnavailable(f"{model_uri}: {first_line(exc)}") from None
-    found = next((m for m in models if m.source_run_id == run_id), None)
     return found.artifact_location.rstrip("/") if found else base
+
+
+def logged_model(client: Any, run_id: str, name: str) -> Any:
+    """The MLflow 3 logged model of that name a run produced (``runs:/<run id>/<name>``), None when it has none."""
+    experiment_id = client.get_run(run_id).info.experiment_id
+    models = client.search_logged_models([experiment_id], filter_string=f"name = '{name}'")
+    return next((m for m in models if m.source_run_id == run_id), None)
 
 
 def _weights_path(spec: Path, model_uri: str) -> str:

@@ -9,12 +9,14 @@ For ``models:/<name>@<alias>`` (or ``/<version>``) they are tags of that model v
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.checkpoints import MODEL_URI_SCHEMES, SERVED_SCREEN
-from pipeline.tracking.registry import lookup_uri, model_version_of, quick_requests
+from pipeline.tracking.registry import logged_model, lookup_uri, model_version_of, quick_requests
 from pipeline.tracking.store import client_for
 
 THRESHOLDS_TAG = "pipeline.screen.thresholds"  # compact JSON: {class: score}
@@ -64,15 +66,25 @@ def attach_screen(
     return tag_model(model_uri, tags, tracking_uri)
 
 
-def tag_model(model_uri: str, tags: dict[str, str], tracking_uri: str = "") -> str | None:
-    """Set ``tags`` on the model version (or run) behind ``model_uri``; returns where, None for a file."""
+@contextmanager
+def _looked_up(model_uri: str, tracking_uri: str) -> Iterator[tuple[Any, tuple[str, str, str]] | None]:
+    """A client of the store and ``model_uri``'s version (or run) (`_target`), MLflow's retries cut short while the
+    block runs; None for a file (no store is looked up) or a URI that names neither."""
+    if not model_uri.startswith(MODEL_URI_SCHEMES):
+        yield None
+        return
     uri = lookup_uri(tracking_uri)
     with quick_requests():
         target = _target(model_uri, uri)
-        if target is None:
+        yield (client_for(uri), target) if target is not None else None
+
+
+def tag_model(model_uri: str, tags: dict[str, str], tracking_uri: str = "") -> str | None:
+    """Set ``tags`` on the model version (or run) behind ``model_uri``; returns where, None for a file."""
+    with _looked_up(model_uri, tracking_uri) as found:
+        if found is None:
             return None
-        client = client_for(uri)
-        kind, name, version = target
+        client, (kind, name, version) = found
         for key, value in tags.items():
             if kind == "version":
                 client.set_model_version_tag(name, version, key, value)
@@ -83,15 +95,11 @@ def tag_model(model_uri: str, tags: dict[str, str], tracking_uri: str = "") -> s
 
 def stored_screen(model_uri: str, tracking_uri: str = "") -> StoredScreen | None:
     """The thresholds stored with ``model_uri``'s version (or run), None when there are none (or it is a file)."""
-    if not model_uri.startswith(MODEL_URI_SCHEMES):
-        return None
-    uri = lookup_uri(tracking_uri)
-    with quick_requests():
-        target = _target(model_uri, uri)
-        if target is None:
+    with _looked_up(model_uri, tracking_uri) as found:
+        if found is None:
             return None
-        kind, name, version = target
-        client, behind = client_for(uri), ""
+        client, (kind, name, version) = found
+        behind = ""
         if kind == "version":
             found = client.get_model_version(name, version)
             tags = found.tags
@@ -147,14 +155,10 @@ def serve_screen(model_uri: str, screen_file: str | Path, tracking_uri: str = ""
     import shutil
     import tempfile
 
-    if not model_uri.startswith(MODEL_URI_SCHEMES):
-        return None
-    uri = lookup_uri(tracking_uri)
-    with quick_requests():
-        target = _target(model_uri, uri)
-        if target is None:
+    with _looked_up(model_uri, tracking_uri) as found:
+        if found is None:
             return None
-        client = client_for(uri)
+        client, target = found
         model_id = _logged_model_id(client, model_uri, target)
         if not model_id:
             return None
@@ -175,7 +179,5 @@ def _logged_model_id(client: Any, model_uri: str, target: tuple[str, str, str]) 
         source = found.source or ""
         model_id = found.model_id or (source.removeprefix("models:/") if source.startswith("models:/") else "")
         return "" if "/" in model_id else model_id
-    logged = model_uri.removeprefix("runs:/").partition("/")[2].strip("/") or "model"
-    experiment_id = client.get_run(name).info.experiment_id
-    models = client.search_logged_models([experiment_id], filter_string=f"name = '{logged}'")
-    return next((m.model_id for m in models if m.source_run_id == name), "")
+    found = logged_model(client, name, model_uri.removeprefix("runs:/").partition("/")[2].strip("/") or "model")
+    return found.model_id if found else ""

@@ -60,9 +60,35 @@ def first_use_lock(uri: str) -> Iterator[None]:
 
 
 def new_client(uri: str) -> MlflowClient:
-    """A client on ``uri`` (resolved already) whose store is made under `first_use_lock`."""
+    """A client on ``uri`` (resolved already) whose store is made under `first_use_lock`, whole or not at all."""
     with first_use_lock(uri):  # the tracking store makes the whole schema, the registry's tables too
+        _make_sqlite_store_whole(uri)
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _make_sqlite_store_whole(uri: str) -> None:
+    """Make a new SQLite store's schema in a file beside it and rename that in (under `first_use_lock`).
+
+    MLflow makes a new file's schema in some fifty steps (the tables, then each migration) over seconds; a process
+    killed among them leaves a file that every later open fails on (``table _alembic_tmp_experiments already
+    exists``), so a training killed early would spool its records for ever. Renamed in when complete, the store is
+    whole or absent."""
+    if not uri.startswith("sqlite:///"):
+        return
+    database = Path(uri.removeprefix("sqlite:///"))
+    if database.exists():
+        return
+    from mlflow.store.db.utils import _initialize_tables, create_sqlalchemy_engine
+
+    partial = database.with_name(database.name + ".creating")
+    partial.unlink(missing_ok=True)  # one killed before: made here, and no other process makes one (the lock)
+    # Not through MLflow's store class: it caches engines by URI for the process's life.
+    engine = create_sqlalchemy_engine(f"sqlite:///{partial}")
+    try:
+        _initialize_tables(engine)
+    finally:
+        engine.dispose()
+    os.replace(partial, database)
 
 
 def now_ms() -> int:
@@ -71,8 +97,7 @@ def now_ms() -> int:
 
 def client_for(uri: str = "") -> MlflowClient:
     """A plain MLflow client for read-only questions (tests, resume lookups)."""
-    uri = resolve_tracking_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return new_client(resolve_tracking_uri(uri))
 
 
 @contextmanager

@@ -283,3 +283,33 @@ def test_finish_waits_while_the_server_keeps_acknowledging(tmp_path: Path, uri: 
     assert time.monotonic() - started > 1.0  # it waited past the timeout, as long as records were answered
     client = MlflowClient(uri)
     assert sorted(a.path for a in client.list_artifacts(tracker.run_id)) == [f"a{i}.txt" for i in range(8)]
+
+
+_KILLED_WHILE_MAKING_THE_SCHEMA = """
+import os, signal, sys
+import mlflow.store.db.utils as db_utils
+from pipeline.tracking.store import new_client
+db_utils._upgrade_db = lambda engine: os.kill(os.getpid(), signal.SIGKILL)  # the tables made, the migrations not
+new_client("sqlite:///" + sys.argv[1])
+"""
+
+
+def test_a_store_whose_making_was_killed_opens_whole_afterwards(tmp_path: Path) -> None:
+    """A process killed while MLflow makes a new SQLite store's schema leaves no half-made store behind: the next
+    client makes it whole (MLflow alone leaves a file every later open fails on)."""
+    import signal
+    import subprocess
+    import sys
+
+    from pipeline.tracking.store import new_client
+
+    database = tmp_path / "mlflow.db"
+    killed = subprocess.run([sys.executable, "-c", _KILLED_WHILE_MAKING_THE_SCHEMA, str(database)], timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    assert not database.exists() and (tmp_path / "mlflow.db.creating").exists()
+
+    client = new_client(f"sqlite:///{database}")
+    assert [e.name for e in client.search_experiments()] == ["Default"]
+    experiment = client.create_experiment("after")
+    assert client.create_run(experiment).info.status == "RUNNING"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db", "mlflow.db.lock"]

@@ -27,8 +27,8 @@ from tests.helpers.mlflow_server import MlflowServer  # noqa: E402
 SHARED_TRAININGS = frozenset({"downscaled_training", "weak_training"})
 SHARED_TRAINING_FILES = frozenset(
     f"tests/integration/test_{name}.py"
-    for name in ("calibrate", "evaluate", "export", "finetune_registry", "learning", "model_serving", "predict_scale",
-                 "promote_gates", "screen_predict")
+    for name in ("calibrate", "drift", "evaluate", "export", "finetune_registry", "learning", "model_serving",
+                 "predict_scale", "promote_gates", "screen_predict")
 )  # fmt: skip
 
 

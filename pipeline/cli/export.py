@@ -39,6 +39,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     info = result.info
     print(f"exported {args.model} as {result.format} ({info.describe()}) to {result.out} in {result.seconds:.1f} s")
     print(f"thresholds: {result.screen_source}")
+    print(f"drift:      baseline {result.baseline}")
     if (found := result.gate) is not None:
         print(f"gate:       passed on {found.split} of {found.data} ({found.fp32.images} images)")
         for row in found.table():

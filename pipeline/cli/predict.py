@@ -46,6 +46,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"review:     left out {missing}")
     if result.watch_latency:
         print(f"watch:      {percentile_line(result.watch_latency)} ({result.watch_latency['images']:.0f} images)")
+    if result.drift is not None:
+        print(f"{result.drift.line()} (drift.json in {args.out})")
+    elif result.drift_note:
+        print(f"drift: {result.drift_note}")
     if result.total_errors:
         print(f"failed:     {result.total_errors} images, each with its reason in {Path(args.out) / 'errors.jsonl'}")
     if result.screen_warning:  # last, where it is seen

@@ -12,12 +12,30 @@ against the other. Needs numpy, OpenCV and scipy, and statsmodels for Holm's cor
 
 from __future__ import annotations
 
-from pipeline.drift.baseline import FILENAME, Baseline, BaselineError
-from pipeline.drift.checks import Atypical, DriftError, compare, holm, mmd_test, rank_atypical
+from typing import TYPE_CHECKING, Any
+
+from pipeline.drift.baseline import DIGEST_TAG, FILENAME, Baseline, BaselineError, rethresholded
 from pipeline.drift.report import Check, DriftReport
 from pipeline.drift.statistics import STATISTICS, Collector, ImageStatistics, Sample, image_statistics, threshold_of
 
+if TYPE_CHECKING:
+    from pipeline.drift.checks import Atypical, DriftError, compare, holm, mmd_test, rank_atypical
+
+_CHECKS = frozenset({"Atypical", "DriftError", "compare", "holm", "mmd_test", "rank_atypical"})
+
+
+def __getattr__(name: str) -> Any:
+    """The tests (`pipeline.drift.checks`: scipy.stats, a second to import) load when first used, so that a command
+    that only collects statistics, and the CLI's start, do not wait for them."""
+    if name in _CHECKS:
+        from pipeline.drift import checks
+
+        return getattr(checks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
+    "DIGEST_TAG",
     "FILENAME",
     "STATISTICS",
     "Atypical",
@@ -34,5 +52,6 @@ __all__ = [
     "image_statistics",
     "mmd_test",
     "rank_atypical",
+    "rethresholded",
     "threshold_of",
 ]

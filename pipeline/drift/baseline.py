@@ -13,6 +13,7 @@ import io
 import json
 import os
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,12 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.drift.statistics import STATISTICS, Collector, Sample
+from pipeline.drift.statistics import STATISTICS, Collector, ImageStatistics, Sample
 from pipeline.messages import UserError
 
 FORMAT = "pipeline.drift.baseline"
 VERSION = 1
 FILENAME = "drift_baseline.npz"
+DIGEST_TAG = "pipeline.drift.baseline"  # on a model version and on each tracked run compared with it: the file's digest
 _ARRAYS = (
     "statistics",
     "detection_image",
@@ -172,3 +174,22 @@ def _parse(data: bytes) -> Baseline:
         created=str(meta["created"]),
         extra=dict(meta.get("extra") or {}),
     )
+
+
+def rethresholded(sample: Sample, thresholds: dict[str, float], keep: Iterable[str] | None = None) -> Sample:
+    """``sample`` (collected at a low score, as calibrate predicts) at the screen's ``thresholds``, of the images
+    named in ``keep`` only (default: all): what the screen itself would have collected on them."""
+    wanted = None if keep is None else set(keep)
+    collector = Collector(thresholds, embedding_sample=max(len(sample.embeddings), 1))
+    embedding_of = dict(zip(sample.embedding_image.tolist(), sample.embeddings, strict=True))
+    for i, name in enumerate(sample.names):
+        if wanted is not None and name not in wanted:
+            continue
+        mine = sample.detection_image == i
+        detections = [
+            {"class": sample.classes[c], "score": s}
+            for c, s in zip(sample.detection_class[mine], sample.detection_score[mine], strict=True)
+        ]
+        statistics = ImageStatistics(*sample.statistics[i])
+        collector.add(statistics, detections, embedding_of.get(i), name=name)
+    return collector.sample()

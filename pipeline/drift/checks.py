@@ -248,7 +248,7 @@ def _describe(baseline: Baseline | Sample) -> dict[str, Any]:
 
 def _notes(baseline: Baseline | Sample, base: Sample, current: Sample, model_sha256: str | None) -> list[str]:
     notes = []
-    if base.thresholds and current.thresholds and base.thresholds != current.thresholds:
+    if base.thresholds and current.thresholds and _own(base.thresholds) != _own(current.thresholds):
         notes.append("the screen's thresholds differ from the baseline's: fail rates and scores compare two screens")
     if (
         isinstance(baseline, Baseline)
@@ -258,6 +258,11 @@ def _notes(baseline: Baseline | Sample, base: Sample, current: Sample, model_sha
     ):
         notes.append("the model differs from the baseline's: record the baseline again with calibrate")
     return notes
+
+
+def _own(thresholds: dict[str, float]) -> dict[str, float]:
+    """The classes' own thresholds: ``default`` (predict's --conf for the classes none names) is not the screen's."""
+    return {name: value for name, value in thresholds.items() if name != "default"}
 
 
 def _skip(row: Check, least: int) -> Check:

@@ -167,6 +167,7 @@ class SplitPredictions:
     model_run_id: str | None
     metrics: Any  # ultralytics' DetMetrics of the same predictions
     model_sha256: str = ""
+    seen: Any = None  # `pipeline.drift.Sample` of the split's images (statistics, embeddings), when predict kept one
 
 
 def split_validator(yolo: Any) -> Any:

@@ -5,7 +5,9 @@ predict's ONNX runtime already uses, `pipeline.inference.onnx_export`), as is, a
 INT8 on images of the training data (`pipeline.export.quantize`: ONNX Runtime's and NNCF's quantizers). An INT8
 network must pass the accuracy gate (`pipeline.export.gate`) against the FP32 one before anything is written. The
 bundle is built in a hidden folder and swapped in whole (`pipeline.destinations`): a refused gate, a failed
-quantization or a kill leaves ``--out`` as it was, and a folder this tool did not make is never replaced.
+quantization or a kill leaves ``--out`` as it was, and a folder this tool did not make is never replaced. Every
+network keeps the export's second output, ``embedding`` (the backbone's pooled features the drift check compares,
+`pipeline.inference.embedding`): the IR carries it, and the quantizers leave its pooling in float.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 
 from pipeline.checkpoints import MLFLOW_SCHEMES, file_sha256
 from pipeline.destinations import build_then_swap, check_replaceable
+from pipeline.drift.baseline import FILENAME as BASELINE
 from pipeline.export.gate import GateResult, gate, measure
 from pipeline.inference.bundle import FORMATS, NETWORK_FILES, BundleInfo, bundle_section
 from pipeline.inference.options import PredictOptions, RunOptions
@@ -61,6 +64,7 @@ class ExportResult:
     seconds: float
     tracking_run_id: str | None = None  # with --track: the export's MLflow run
     note: str = ""  # why tracking failed, if it did
+    baseline: str = ""  # the drift baseline the bundle carries (where it came from), or why it carries none
 
 
 def export_bundle(
@@ -104,6 +108,15 @@ def export_bundle(
     chosen, source = _screen_for(model, opened, given, names, options)
     if not model.startswith(MLFLOW_SCHEMES):
         chosen = replace(chosen, model=chosen.model if given else os.path.abspath(model))
+    from pipeline.inference.drift_check import find_baseline
+
+    # The screen's drift baseline travels with it, so that a line PC's predict checks drift as the training machine's.
+    found = find_baseline(given, str(screen or ""), opened, model, options.tracking_uri)
+    baseline, about_baseline = found.baseline, found.where or f"none: {found.note}"
+    chosen = replace(
+        chosen,
+        drift_baseline={"file": BASELINE, "sha256": baseline.digest(), "images": baseline.images} if baseline else {},
+    )
     from pipeline.inference.backends.openvino import export_facts
     from pipeline.inference.onnx_export import onnx_model
 
@@ -133,6 +146,8 @@ def export_bundle(
     )
     result_gate = None
     with build_then_swap(out, KIND, "--out", model=model, format=fmt) as staging:
+        if baseline is not None:
+            baseline.save(staging / BASELINE)  # the same bytes, so the digest screen.json names
         if precision == "fp32":
             info = _write(staging, info, chosen, _fp32_network(fp32, runtime, staging))
         else:
@@ -156,6 +171,7 @@ def export_bundle(
                 raise GateRefused(result_gate)
             info = _write(staging, replace(info, gate=result_gate.to_dict()), chosen, staging / info.network)
     result = ExportResult(Path(out).resolve(), fmt, info, chosen, source, result_gate, time.perf_counter() - start)
+    result.baseline = about_baseline
     if track:
         _track(result, model, experiment, options.tracking_uri)
     return result

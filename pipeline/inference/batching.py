@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.data.tiles import tile_windows
+from pipeline.drift.statistics import ImageStatistics, image_statistics
 from pipeline.inference.decode import ImageError, read_image
 from pipeline.inference.tiling import merge_tiles
 
@@ -41,6 +42,8 @@ class Outcome:
     detections: list[dict[str, Any]] = field(default_factory=list)
     error: str = ""
     image: np.ndarray | None = None  # when the engine still has it (annotated images, crops)
+    statistics: ImageStatistics | None = None  # its input statistics, when drift is checked
+    embedding: np.ndarray | None = None  # the network's pooled backbone features (its tiles' mean), when it gives them
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class Tiling:
 
     size: int = 0  # 0: whole images
     overlap: float = 0.2
+    observe: bool = False  # also measure each image's input statistics (the drift check's), on the decoding threads
 
 
 @dataclass
@@ -63,6 +67,8 @@ class Prepared:
     sizes: list[tuple[int, int]] = field(default_factory=list)  # each input's (height, width) in the image
     error: str = ""
     found: dict[int, np.ndarray] = field(default_factory=dict)  # input index -> (N, 6) in image pixels
+    statistics: ImageStatistics | None = None
+    embedded: dict[int, np.ndarray] = field(default_factory=dict)  # input index -> pooled backbone features
 
     @property
     def finished(self) -> bool:
@@ -87,7 +93,8 @@ def prepare(path: str, detector: Detector, keep_image: bool, tiling: Tiling) -> 
     inputs = [detector.prepare(image[y1:y2, x1:x2]) for x1, y1, x2, y2 in grid]
     offsets = [(x1, y1) for x1, y1, _, _ in grid]
     sizes = [(y2 - y1, x2 - x1) for x1, y1, x2, y2 in grid]
-    return Prepared(path, (height, width), image if keep_image else None, inputs, offsets, sizes)
+    statistics = image_statistics(image) if tiling.observe else None
+    return Prepared(path, (height, width), image if keep_image else None, inputs, offsets, sizes, statistics=statistics)
 
 
 def prepare_ahead(
@@ -127,11 +134,14 @@ def run_batches(items: Iterator[Prepared | BatchEnd], detector: Detector, size: 
     def run() -> None:
         sizes = [unit.sizes[k] for unit, k in units]
         found = detector.detect(np.stack([unit.inputs[k] for unit, k in units]), sizes)
-        for (unit, k), boxes in zip(units, found, strict=True):
+        embedded = getattr(detector, "last_embeddings", None)  # (B, D), or None: a network without them
+        for i, ((unit, k), boxes) in enumerate(zip(units, found, strict=True)):
             x, y = unit.offsets[k]
             boxes[:, [0, 2]] += x
             boxes[:, [1, 3]] += y
             unit.found[k] = boxes
+            if embedded is not None:
+                unit.embedded[k] = embedded[i]
         units.clear()
 
     for item in items:
@@ -159,7 +169,15 @@ def outcome_of(item: Prepared, detector: Detector) -> Outcome:
     if item.error:
         return Outcome(item.path, error=item.error)
     found = item.merged(detector.iou, detector.max_det)
-    return Outcome(item.path, item.shape, _detections(found, detector.names), image=item.image)
+    embedding = np.mean([item.embedded[k] for k in sorted(item.embedded)], axis=0) if item.embedded else None
+    return Outcome(
+        item.path,
+        item.shape,
+        _detections(found, detector.names),
+        image=item.image,
+        statistics=item.statistics,
+        embedding=embedding,
+    )
 
 
 def _release(item: Prepared) -> Prepared:

@@ -6,7 +6,9 @@ came from) with a ``bundle`` section saying how to run the network (class names 
 the training tiles and scale) and where it came from (the checkpoint's SHA-256, its MLflow run and version, the
 exporters' versions, what the INT8 accuracy gate measured). Nothing here imports torch, ultralytics or MLflow:
 `predict --model DIR` runs a bundle through the same engine as a checkpoint, with the letterbox and NMS in numpy
-(`pipeline.inference.steps`), so a bundle screens the same images the same way on a machine without them.
+(`pipeline.inference.steps`), so a bundle screens the same images the same way on a machine without them. A
+network exported with the ``embedding`` output (`pipeline.inference.embedding`) also gives each batch's pooled
+backbone features (`BundleDetector.last_embeddings`); one exported before it gives None there.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 
 from pipeline.checkpoints import checked_image_side, checked_tile, file_sha256
 from pipeline.cpu import LoadProbe, cpu_threads, free_threads
+from pipeline.inference.embedding import EMBEDDING_OUTPUT, checked_embeddings
 from pipeline.inference.errors import ModelError
 from pipeline.inference.options import PredictOptions
 from pipeline.inference.screen import FILE_NAME, Screen, ScreenError, read_screen
@@ -170,7 +173,7 @@ def open_bundle(folder: str | Path) -> OpenedBundle:
 class BundleDetector:
     """A bundle's network on the CPU, with the steps around it in numpy: what `Detector` is for a checkpoint."""
 
-    session: Any  # run(inputs float32 (B, 3, h, w)) -> the raw output
+    session: Any  # run(inputs float32 (B, 3, h, w)) -> the raw output, or (it, the embeddings) where it has them
     names: dict[int, str]
     imgsz: int
     stride: int
@@ -183,14 +186,20 @@ class BundleDetector:
     conf: float = 0.25
     iou: float = 0.7
     max_det: int = 300
+    # the last `detect` call's embeddings (B, D) float32, one row per input; None where the network gives none
+    last_embeddings: np.ndarray | None = field(default=None, repr=False)
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """BGR (H, W, 3) uint8 -> letterboxed RGB (3, h, w) uint8, as `Detector.prepare`."""
         return letterbox(image, self.imgsz, self.stride)
 
     def detect(self, inputs: np.ndarray, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
-        """Inputs (B, 3, h, w) uint8 of images of ``shapes`` (H, W) -> per image (N, 6): x1 y1 x2 y2 score class."""
+        """Inputs (B, 3, h, w) uint8 of images of ``shapes`` (H, W) -> per image (N, 6): x1 y1 x2 y2 score class;
+        their embeddings in `last_embeddings`."""
+        self.last_embeddings = None
         raw = self.session(inputs.astype(np.float32) / 255)
+        raw, embeddings = raw if isinstance(raw, tuple) else (raw, None)
+        self.last_embeddings = checked_embeddings(embeddings, len(inputs))
         found = detections(raw, self.conf, self.iou, self.max_det, self.end2end)
         out = []
         for boxes, shape in zip(found, shapes, strict=True):
@@ -252,7 +261,10 @@ def _onnx_session(network: Path, threads: int) -> Any:
         raise BundleError(f"{network}: ONNX Runtime cannot load it ({type(exc).__name__})") from None
     name = session.get_inputs()[0].name
     outputs = [output.name for output in session.get_outputs()]
-    return lambda batch: session.run(outputs, {name: batch})[0]
+    if EMBEDDING_OUTPUT not in outputs[1:]:  # a bundle exported before the embeddings: its detections alone
+        return lambda batch: session.run(outputs[:1], {name: batch})[0]
+    wanted = [outputs[0], EMBEDDING_OUTPUT]
+    return lambda batch: tuple(session.run(wanted, {name: batch}))
 
 
 def _openvino_session(network: Path, threads: int) -> Any:
@@ -261,11 +273,20 @@ def _openvino_session(network: Path, threads: int) -> Any:
         import openvino as ov
     except ImportError:
         raise BundleError(f"{network}: OpenVINO is not installed (pip install openvino)") from None
-    from pipeline.inference.backends.openvino import compile_config
+    from pipeline.inference.backends.openvino import compile_config, embedding_index
 
     try:
         compiled = ov.Core().compile_model(str(network), "CPU", compile_config(threads))
     except Exception as exc:  # noqa: BLE001 - a damaged or foreign file: one line naming it
         raise BundleError(f"{network}: OpenVINO cannot load it ({type(exc).__name__})") from None
     output = compiled.output(0)
-    return lambda batch: compiled(batch)[output]
+    found = embedding_index(compiled)
+    if not found:  # a bundle exported before the embeddings: its detections alone
+        return lambda batch: compiled(batch)[output]
+    embedding = compiled.output(found)
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        results = compiled(batch)
+        return results[output], results[embedding]
+
+    return run

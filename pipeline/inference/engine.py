@@ -35,6 +35,9 @@ from pipeline.inference.bundle import OpenedBundle
 from pipeline.inference.decode import long_side, read_image
 from pipeline.inference.discover import Count, count_images, iter_images, printable
 from pipeline.inference.draw import write_annotated, write_crops
+from pipeline.inference.drift_check import PLOT as DRIFT_PLOT
+from pipeline.inference.drift_check import REPORT as DRIFT_REPORT
+from pipeline.inference.drift_check import DriftCheck, drift_metrics, drift_tags, find_baseline
 from pipeline.inference.errors import ResultsError, SourceError
 from pipeline.inference.hot_folder import HotFolder, stop_on_signals
 from pipeline.inference.opening import build_detector, open_model
@@ -62,6 +65,7 @@ from pipeline.inference.screen import Screen, expected_rate, merged_thresholds, 
 from pipeline.messages import first_line
 
 if TYPE_CHECKING:
+    from pipeline.drift import DriftReport
     from pipeline.inference.opening import Opened
 
 LOG = logging.getLogger("pipeline.inference")
@@ -95,6 +99,8 @@ class PredictResult:
     screen_warning: str = ""  # the screen failed far more images than its calibration expected of good parts
     uncertain: int = 0  # images found uncertain (--review); the queue holds those whose files could be read
     watch_latency: dict[str, float] = field(default_factory=dict)  # --watch: p50_ms, p95_ms from written to verdict
+    drift: DriftReport | None = None  # this run's images against the screen's baseline (drift.json)
+    drift_note: str = ""  # why drift was not checked, when it was not
 
     @property
     def images_per_s(self) -> float:
@@ -176,7 +182,8 @@ def _predict_into(source: str | Path, model: str, out: Path, options: PredictOpt
     done = DoneSet.of(out)
     predictions, errors = AppendLog(out / PREDICTIONS), AppendLog(out / ERRORS)
     save_images, save_crops = options.save_images, options.save_crops
-    tiling = Tiling(options.tile, options.overlap)
+    tiling = Tiling(options.tile, options.overlap, observe=options.drift)
+    drift = _drift_check(screen, model, opened, options, settings["thresholds"], result) if options.drift else None
 
     def finish(outcome: Outcome) -> None:
         """Write one image's results (or its error), in the order the images were found."""
@@ -203,8 +210,11 @@ def _predict_into(source: str | Path, model: str, out: Path, options: PredictOpt
             }
         )
         result.images += 1
+        window = drift.add(outcome) if drift is not None else None
         if hot is not None:  # after the record: a moved image is always a screened one
             hot.screened(outcome.path, outcome.detections)
+            if window is not None:
+                hot.drift_window(window)
 
     hot = _hot_folder(where, out, verdict, names, options, settings, detector.run_id) if options.watch else None
     # A folder or list is counted ahead (its listings, not its images), for the bar's total and ETA.
@@ -248,9 +258,17 @@ def _predict_into(source: str | Path, model: str, out: Path, options: PredictOpt
     # Over the whole folder (earlier runs into it too), as the summary counts it; replaced by each run.
     result.screen_warning = unexpected_fails(result.failed_verdicts, result.total_images, expected)
     record_said(out, screen_warning=result.screen_warning)
+    if drift is not None:
+        result.drift = drift.report()
+        drift.write(out, result.drift, settings["source"])
+        if result.drift is not None:
+            LOG.debug("predict: %s", result.drift.line())  # the command prints it, with the other totals
+            if options.track:  # the dashboard's picture: each statistic's baseline against this run's
+                drift.plot(out / DRIFT_PLOT)
     if options.review:  # from the log, so a resumed run reviews every image of the folder, not only its own
+        atypical = drift.atypical() if drift is not None and result.drift is not None and result.drift.drifted else []
         result.review, chosen = write_uncertain(
-            options.review, read_log(out / PREDICTIONS), verdict.threshold, options.band, names, model
+            options.review, read_log(out / PREDICTIONS), verdict.threshold, options.band, names, model, atypical
         )
         result.uncertain = len(chosen)
     if hot is not None and hot.tracker is not None:  # the watch's own run: its minutes, now the whole
@@ -259,6 +277,25 @@ def _predict_into(source: str | Path, model: str, out: Path, options: PredictOpt
         params = {**settings, "out": str(out), "batch": options.batch, "runtime": result.runtime}
         _track(result, params, options.experiment, options.tracking_uri)
     return result
+
+
+def _drift_check(
+    screen: Screen | None,
+    model: str,
+    opened: Opened,
+    options: PredictOptions,
+    thresholds: dict[str, float],
+    result: PredictResult,
+) -> DriftCheck:
+    """The run's drift check, against the baseline found with the thresholds' screen (`find_baseline`); without one
+    the run is still collected (drift_sample.npz) and ``result.drift_note`` says why nothing is compared."""
+    found = find_baseline(screen, options.screen, opened, model, options.tracking_uri)
+    if found.baseline is None:
+        result.drift_note = f"not checked: {found.note}"
+    else:
+        LOG.debug("predict: drift baseline %s", found.where)
+    window = options.drift_window if options.watch else None
+    return DriftCheck(found.baseline, thresholds, opened.weights_sha256, window)
 
 
 def _skipped(result: PredictResult) -> None:
@@ -326,8 +363,12 @@ def _track(result: PredictResult, params: dict[str, Any], experiment: str, track
         **({"review.images": result.review.images} if result.review is not None else {}),
         **{f"detections.{name}": n for name, n in result.detections.items()},
     }
-    files = [result.out / name for name in (SUMMARY, ERRORS, SETTINGS)]
+    if result.drift is not None:
+        summary.update(drift_metrics(result.drift))
+    files = [result.out / name for name in (SUMMARY, ERRORS, SETTINGS, DRIFT_REPORT, DRIFT_PLOT)]
     tags = {SCREEN_WARNING_TAG: result.screen_warning} if result.screen_warning else {}
+    if result.drift is not None:
+        tags.update(drift_tags(result.drift))
     try:
         result.tracking_run_id = log_prediction(summary, params, files, experiment, tracking_uri, result.run_id, tags)
     except Exception as exc:  # noqa: BLE001 - the results are in the files whatever MLflow says

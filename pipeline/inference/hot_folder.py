@@ -12,6 +12,9 @@ network, the results files and their resume) is the ordinary prediction's:
 - per minute, the images, errors, fails per class and the latency's p50 and p95: a line in ``watch.jsonl`` in
   the results folder and, with ``--track``, a step of one MLflow run's metrics (sent in the background by the
   tracking journal, so a server away never holds the line up).
+- every ``--drift-window`` images, those images against the screen's baseline (`drift_window`): a line in
+  ``watch.jsonl`` and, with ``--track``, the drift metrics as a step of their own series, so the MLflow UI shows
+  the line's health over time; a drifted window is said in one line as it closes.
 - SIGINT and SIGTERM end the stream: the batch in hand is finished and written, the summary too, exit 0.
 """
 
@@ -31,7 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.drift import DriftReport
 from pipeline.inference.batching import BATCH_END, BatchEnd
+from pipeline.inference.drift_check import drift_metrics
 from pipeline.inference.results import AppendLog, DoneSet, Verdict
 from pipeline.inference.watch import FolderWatch
 
@@ -92,6 +97,7 @@ class HotFolder:
         self.latencies_ms: list[float] = []  # every image's, for the run's p50 and p95
         self.minute = Minute(time.time())
         self._minutes = 0
+        self._windows = 0
 
     def __enter__(self) -> HotFolder:
         self.watch.start()
@@ -139,6 +145,19 @@ class HotFolder:
         """An image that could not be read (its reason is in errors.jsonl): counted, left where it is."""
         self.minute.errors += 1
         self._latency(path)
+
+    def drift_window(self, report: DriftReport) -> None:
+        """A window of images compared with the baseline: its record in watch.jsonl, its metrics, a line if drifted."""
+        self._windows += 1
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        p_values = {c.name: c.p_holm for c in report.ran}
+        record = {"drift_window": self._windows, "at": stamp, "images": report.images, "drifted": report.drifted}
+        if self.figures is not None:
+            self.figures.append({**record, "line": report.line(), "p_holm": p_values})
+        if self.tracker is not None:
+            self.tracker.log_metrics(drift_metrics(report), step=self._windows)
+        if report.drifted:
+            LOG.warning("predict --watch: window %d: %s", self._windows, report.line())
 
     def latency(self) -> dict[str, float]:
         """p50 and p95 (ms) from seen complete to verdict, over the whole run."""

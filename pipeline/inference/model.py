@@ -6,6 +6,8 @@ The steps are ultralytics' own (``LetterBox``, ``AutoBackend``, ``non_max_suppre
 changes is where they run: the letterbox in the decoding threads, the network once per batch, and
 on a CPU in whichever backend (`pipeline.inference.backends`: ONNX Runtime, PyTorch) is faster for
 this model here (`pipeline.inference.runtime`). On a GPU the network runs in PyTorch, in half precision.
+Each batch also leaves its images' embeddings in `Detector.last_embeddings` (the backbone's pooled features,
+`pipeline.inference.embedding`), for the drift check.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pipeline.checkpoints import (
 from pipeline.cpu import LoadProbe, cpu_threads, free_threads
 from pipeline.devices import resolve_device
 from pipeline.inference.backends import AUTO, BACKENDS, FALLBACK, Backend, LoadRequest, Network, label, labels, racers
+from pipeline.inference.embedding import checked_embeddings
 from pipeline.inference.errors import ModelError
 from pipeline.inference.options import PredictOptions
 from pipeline.inference.runtime import Race, cached_choice, schedule
@@ -54,6 +57,8 @@ class Detector:
     iou: float = 0.7
     max_det: int = 300
     race: Race | None = None  # while --runtime auto times both on the first batches
+    # the last `detect` call's embeddings (B, D) float32, one row per input; None where the network gives none
+    last_embeddings: np.ndarray | None = field(default=None, repr=False)
     _letterbox: Any = field(default=None, repr=False)
 
     @property
@@ -79,14 +84,20 @@ class Detector:
 
     @torch.inference_mode()
     def detect(self, inputs: np.ndarray, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
-        """Inputs (B, 3, h, w) uint8 of images of ``shapes`` (H, W) -> per image (N, 6): x1 y1 x2 y2 score class."""
+        """Inputs (B, 3, h, w) uint8 of images of ``shapes`` (H, W) -> per image (N, 6): x1 y1 x2 y2 score class.
+
+        Their embeddings are `last_embeddings` then: from the hook in PyTorch, from the export's second output in
+        ONNX Runtime and OpenVINO (which the backend keeps apart from the detections NMS reads)."""
         from ultralytics.utils import nms, ops
 
         runtime = self.race.next() if self.race else self.runtime
         backend = self.backends[runtime]
         batch = torch.from_numpy(inputs).to(self.device, non_blocking=True)
         batch = (batch.half() if self.half else batch.float()).div_(255)
+        self.last_embeddings = None
         raw = backend(batch)
+        embeddings = getattr(backend, "embeddings", None)  # a bare AutoBackend or a stand-in gives none
+        self.last_embeddings = checked_embeddings(embeddings() if callable(embeddings) else None, len(inputs))
         found = nms.non_max_suppression(
             raw, self.conf, self.iou, None, False, max_det=self.max_det, nc=0, end2end=backend.end2end
         )

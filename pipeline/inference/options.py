@@ -133,6 +133,12 @@ class PredictOptions(RunOptions):
         "written whole, until SIGINT or SIGTERM",
     )
     move_done: str = Field("", description="--watch: move each screened image into this folder after its record")
+    drift: bool = Field(
+        True,
+        description="drift check: compare the images with the baseline of the screen (drift.json), keep what the run "
+        "saw (drift_sample.npz)",
+    )
+    drift_window: int = Field(200, ge=20, description="--watch: images per drift check of the line")
 
     @field_validator("runtime", mode="before")
     @classmethod

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.drift import ImageStatistics
 from pipeline.inference.batching import Outcome, Tiling, outcome_of, prepare, run_batches
 from pipeline.inference.errors import ResultsError
 from pipeline.inference.options import PredictOptions
@@ -34,11 +35,11 @@ class _PredictActor:
 
         load = LoadProbe()  # over the model's load (see `build_detector`)
         self.detector = build_detector(open_model(source, options.tracking_uri), options, load)
-        self.tiling = Tiling(options.tile, options.overlap)
+        self.tiling = Tiling(options.tile, options.overlap, observe=options.drift)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         items = (prepare(os.fsdecode(path), self.detector, False, self.tiling) for path in batch["path"])
-        rows: dict[str, list[Any]] = {"path": [], "height": [], "width": [], "detections": [], "error": []}
+        rows: dict[str, list[Any]] = {"path": [], "height": [], "width": [], "detections": [], "error": [], "seen": []}
         for item in run_batches(items, self.detector, len(batch["path"])):
             outcome = outcome_of(item, self.detector)
             rows["path"].append(os.fsencode(outcome.path))  # bytes: Arrow strings must be UTF-8, names need not be
@@ -46,7 +47,18 @@ class _PredictActor:
             rows["width"].append(outcome.shape[1])
             rows["detections"].append(json.dumps(outcome.detections))
             rows["error"].append(outcome.error)
+            rows["seen"].append(json.dumps(_seen(outcome)))  # the drift check's, as JSON: Arrow needs one type
         return {key: np.array(values) for key, values in rows.items()}
+
+
+def _seen(outcome: Outcome) -> dict[str, Any]:
+    """What the drift check needs of an image besides its detections: its statistics and embedding, if measured."""
+    seen: dict[str, Any] = {}
+    if outcome.statistics is not None:
+        seen["statistics"] = list(outcome.statistics.values())
+    if outcome.embedding is not None:
+        seen["embedding"] = [float(v) for v in outcome.embedding]
+    return seen
 
 
 def _start_ray() -> Any:
@@ -73,9 +85,12 @@ def ray_outcomes(paths: Iterator[str], source: str, options: PredictOptions) -> 
             concurrency=max(1, options.workers),
         )
         for row in dataset.iter_rows():
+            seen = json.loads(str(row["seen"]))
             yield Outcome(
                 os.fsdecode(row["path"]),
                 (int(row["height"]), int(row["width"])),
                 json.loads(str(row["detections"])),
                 str(row["error"]),
+                statistics=ImageStatistics(*seen["statistics"]) if "statistics" in seen else None,
+                embedding=np.asarray(seen["embedding"], dtype=np.float32) if "embedding" in seen else None,
             )

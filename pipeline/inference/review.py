@@ -117,11 +117,27 @@ def write_uncertain(
     band: float,
     classes: list[str],
     model: str,
+    atypical: Sequence[tuple[str, str]] = (),
 ) -> tuple[Queue, list[Uncertain]]:
     """The review queue of a prediction: its uncertain images, their boxes down to the band's lower edge
-    (what the model saw or nearly saw), ``review.csv`` with one row per uncertain class of an image."""
+    (what the model saw or nearly saw), ``review.csv`` with one row per uncertain class of an image. ``atypical``:
+    (path, why) of the images that drive a drift, most atypical first: they come first, with the boxes that failed
+    them (a row each, class ``drift``), so a person sees what the line now shows before the borderline scores."""
+    records = list(records)
     chosen = uncertain_images(records, threshold, band)
+    by_path = {record["path"]: record for record in records}
+    unlike = [(path, why) for path, why in atypical if path in by_path]
     items = [
+        QueueItem(
+            path,
+            by_path[path]["width"],
+            by_path[path]["height"],
+            boxes_of(by_path[path]["detections"], lambda d: d["score"] >= threshold(d["class"]) - _TOLERANCE),
+            meta={"source": printable(path), "atypical": why},
+        )
+        for path, why in unlike
+    ]
+    items += [
         QueueItem(
             u.path,
             u.width,
@@ -136,6 +152,9 @@ def write_uncertain(
         with open(staging / TABLE, "w", encoding="utf-8", newline="") as f:
             writer = csv.writer(f, lineterminator="\n")
             writer.writerow(["image", "class", "score", "threshold", "distance", "file"])
+            for path, why in unlike:
+                if path in queue.names:
+                    writer.writerow([printable(path), "drift", "", "", why, f"{IMAGES}/{queue.names[path]}"])
             for u in chosen:
                 if u.path in queue.names:
                     for name, score, limit in u.classes:

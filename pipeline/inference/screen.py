@@ -64,6 +64,8 @@ class Screen:
     false_reject: dict[str, Any] = field(default_factory=dict)  # rate, low, high, how ("measured"/"estimated"), images
     escape: dict[str, Any] = field(default_factory=dict)  # defective images not flagged: rate, low, high, defective
     good: str = ""  # the folder of good images the false-reject rate was measured on (--good), if any
+    # What the model saw on the split, for predict's drift check: {"file": name beside screen.json, "sha256", "images"}
+    drift_baseline: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, **asdict(self)}, indent=1, allow_nan=False)

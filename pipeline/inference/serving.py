@@ -46,7 +46,9 @@ class ServedScreen:
     """A defect screen as an MLflow model: images in, per image its detections and pass/fail verdict out.
 
     ``params``: ``conf``, the lowest score kept and the threshold of every class the screen does not name (default
-    0.25, as predict's); lowered to the screen's lowest threshold when that is below it, as predict does.
+    0.25, as predict's); lowered to the screen's lowest threshold when that is below it, as predict does. ``drift``
+    (default off: a request of a few images says little): the request's images against the screen's baseline, as
+    predict's drift check; every row then carries ``"drift": {"drifted": ..., "line": ...}``.
     """
 
     def __init__(self, weights: Path, screen: str) -> None:
@@ -58,8 +60,9 @@ class ServedScreen:
         if not rows:
             return []
         conf = float((params or {}).get("conf", DEFAULT_CONF))
+        drift = bool((params or {}).get("drift", False))
         with tempfile.TemporaryDirectory(prefix="yolo-pipeline-serve-") as tmp:
-            return screen_rows(rows, self.weights, self.screen, conf, Path(tmp))
+            return screen_rows(rows, self.weights, self.screen, conf, Path(tmp), drift)
 
 
 def _load_pyfunc(data_path: str) -> ServedScreen:
@@ -105,7 +108,9 @@ def _rows(model_input: Any) -> list[tuple[str, Any]]:
     return [("path", value) for value in model_input]
 
 
-def screen_rows(rows: list[tuple[str, Any]], weights: str, screen: str, conf: float, tmp: Path) -> list[dict[str, Any]]:
+def screen_rows(
+    rows: list[tuple[str, Any]], weights: str, screen: str, conf: float, tmp: Path, drift: bool = False
+) -> list[dict[str, Any]]:
     """Predict over the rows' images as one list file, in order, and give each row its detections and verdict.
 
     Images sent as bytes are written into ``tmp`` first; a row that names no usable file is an error row. The
@@ -128,7 +133,7 @@ def screen_rows(rows: list[tuple[str, Any]], weights: str, screen: str, conf: fl
         return answers
     (tmp / "images.txt").write_text("".join(f"{file}\n" for file in listed), encoding="utf-8")
     out = tmp / "out"
-    predict(tmp / "images.txt", weights, out, screen=screen, conf=conf, progress=False)
+    result = predict(tmp / "images.txt", weights, out, screen=screen, conf=conf, progress=False, drift=drift)
     settings = json.loads((out / "run.json").read_text(encoding="utf-8"))
     thresholds = dict(settings["thresholds"])
     verdict = Verdict(thresholds, thresholds.pop("default"))
@@ -144,6 +149,10 @@ def screen_rows(rows: list[tuple[str, Any]], weights: str, screen: str, conf: fl
             del answer["error"]
         else:  # predict lists a file named twice (or by two names) once: such a row has no record of its own
             answer["error"] = failed.get(file, "not predicted: the same file as another row of the request")
+    if drift:  # the request's images as a whole: the same answer on every row
+        said = {"drifted": result.drift.drifted, "line": result.drift.line()} if result.drift else None
+        for answer in answers:
+            answer["drift"] = said or {"drifted": None, "line": f"drift: {result.drift_note}"}
     return answers
 
 

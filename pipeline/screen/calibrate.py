@@ -21,6 +21,8 @@ from typing import Any
 from pipeline.checkpoints import MODEL_URI_SCHEMES
 from pipeline.data.dataset import DataYaml, content_hash
 from pipeline.destinations import build_then_swap, reserve
+from pipeline.drift import DIGEST_TAG, Baseline, rethresholded
+from pipeline.drift import FILENAME as BASELINE
 from pipeline.evaluation.evaluation import data_spec
 from pipeline.evaluation.matching import IOU, match_split
 from pipeline.inference.options import RunOptions
@@ -112,6 +114,7 @@ def calibrate(
         )
         if not chosen.thresholds:
             raise CalibrateError(f"{data}: {split} has no object of any class; nothing to calibrate on")
+        baseline = _baseline(found, chosen.thresholds, str(data), split)
         screen = Screen(
             thresholds=chosen.thresholds,
             model=model,
@@ -132,8 +135,11 @@ def calibrate(
             classes=chosen.classes,
             images=chosen.images,
             bootstrap={"samples": bootstrap, "seed": seed, "level": LEVEL, "resampled": "images"},
+            drift_baseline=(
+                {"file": BASELINE, "sha256": baseline.digest(), "images": baseline.images} if baseline else {}
+            ),
         )
-        files = _write(screen, chosen, folder)
+        files = _write(screen, chosen, folder, baseline)
         skipped = [f"{problems} label problems left out (yolo-pipeline data validate names them)"] if problems else []
         result = Calibration(
             screen=screen,
@@ -153,6 +159,10 @@ def calibrate(
                 result.attached = attach_screen(
                     model, screen.thresholds, screen.describe(), result.run_id, tracking_uri, screen.false_reject
                 )
+                if screen.drift_baseline:  # which baseline the version's predictions are compared with
+                    from pipeline.tracking.screens import tag_model
+
+                    tag_model(model, {DIGEST_TAG: screen.drift_baseline["sha256"]}, tracking_uri)
                 # The served model (`mlflow models serve`) reads screen.json from its own files: one logged model
                 # for a version and its run, so the last calibration of these weights is the screen they serve.
                 served = serve_screen(model, folder / FILE_NAME, tracking_uri)
@@ -202,12 +212,22 @@ def _check_budget(max_false_reject: float | None, prefer: str) -> None:
         raise CalibrateError(f"--prefer: one of {', '.join(PREFER)}, got {prefer!r}")
 
 
-def _write(screen: Screen, chosen: OperatingPoints, folder: Path) -> list[Path]:
-    """screen.json, screen.md, pr_curves.png and (when a false-reject rate exists) operating_curve.png, built
-    beside ``folder`` and swapped in whole."""
+def _baseline(found: Any, thresholds: dict[str, float], data: str, split: str) -> Baseline | None:
+    """What the model saw on the split at the chosen thresholds: the baseline predict's drift check compares with."""
+    if found.seen is None or not found.seen.images:
+        return None
+    sample = rethresholded(found.seen, thresholds)
+    return Baseline(sample=sample, model_sha256=found.model_sha256, data=data, split=split)
+
+
+def _write(screen: Screen, chosen: OperatingPoints, folder: Path, baseline: Baseline | None = None) -> list[Path]:
+    """screen.json, screen.md, pr_curves.png, (when a false-reject rate exists) operating_curve.png and the drift
+    baseline the screen names, built beside ``folder`` and swapped in whole."""
     info: dict[str, Any] = {"model": screen.model, "data": screen.data, "split": screen.split}
-    names = FILES if chosen.operating is not None else FILES[:3]
+    names = [*(FILES if chosen.operating is not None else FILES[:3]), *([BASELINE] if baseline else [])]
     with build_then_swap(folder, KIND, "--out", **info) as staging:
+        if baseline is not None:
+            baseline.save(staging / BASELINE)
         screen.write(staging / FILES[0])
         (staging / FILES[1]).write_text(markdown(screen, chosen.lines), encoding="utf-8")
         plot_pr_curves(chosen.curves, screen, staging / FILES[2])
@@ -252,7 +272,15 @@ def _log(result: Calibration, files: list[Path], experiment: str, tracking_uri: 
     tags = {"pipeline.model_run_id": result.model_run_id} if result.model_run_id else {}
     name = f"calibrate {Path(screen.data).name} {screen.split}"
     return log_summary_run(
-        "calibration", summary, params, files, experiment, name, tracking_uri, tags, folders={FILE_NAME: "screen"}
+        "calibration",
+        summary,
+        params,
+        files,
+        experiment,
+        name,
+        tracking_uri,
+        tags,
+        folders={FILE_NAME: "screen", BASELINE: "screen"},
     )
 
 

@@ -112,14 +112,27 @@ def screened_split(
                 if os.path.abspath(record["path"]) not in ids:
                     seen.failed.append((record["path"], record["reason"]))
         settings = json.loads((folder / "predicted" / "run.json").read_text(encoding="utf-8"))
+        observed = _observed(folder / "predicted", set(ids))
     if len(settings["classes"]) != len(names):
         raise DatasetError(
             f"{data}: {len(names)} classes {names}, but the model has {len(settings['classes'])} {settings['classes']}"
         )
     predictions = SplitPredictions(
-        truth, detections, dict(enumerate(names)), found.run_id, None, settings.get("model_sha256", "")
+        truth, detections, dict(enumerate(names)), found.run_id, None, settings.get("model_sha256", ""), observed
     )
     return predictions, problems, seen
+
+
+def _observed(predicted: Path, split: set[str]) -> Any:
+    """What predict saw of the split's images (`pipeline.drift.Sample`, every detection it kept): the baseline
+    calibrate records; None when it kept nothing (its drift check off)."""
+    from pipeline.drift import Baseline, rethresholded
+    from pipeline.inference.drift_check import SAMPLE
+
+    if not (predicted / SAMPLE).exists():
+        return None
+    sample = Baseline.load(predicted / SAMPLE).sample
+    return rethresholded(sample, sample.thresholds, keep=[n for n in sample.names if os.path.abspath(n) in split])
 
 
 def _good_images(good: str | Path) -> list[str]:

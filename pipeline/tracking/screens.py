@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.checkpoints import MODEL_URI_SCHEMES, SERVED_SCREEN
+from pipeline.drift import FILENAME as BASELINE
 from pipeline.tracking.registry import logged_model, lookup_uri, model_version_of, quick_requests
 from pipeline.tracking.store import client_for
 
@@ -123,9 +124,12 @@ def stored_screen(model_uri: str, tracking_uri: str = "") -> StoredScreen | None
     return StoredScreen(thresholds, tags.get(ABOUT_TAG, ""), source, tags.get(RUN_TAG, ""), false_reject)
 
 
-def stored_screen_file(stored: StoredScreen, folder: str | Path, tracking_uri: str = "") -> Path | None:
-    """The whole screen.json of a stored screen (an artifact of its calibration run), downloaded into ``folder``;
-    None when the run or the file is not there (a screen stored by hand, a run deleted since)."""
+def stored_screen_file(
+    stored: StoredScreen, folder: str | Path, tracking_uri: str = "", name: str = "screen.json"
+) -> Path | None:
+    """The whole screen.json of a stored screen (an artifact of its calibration run), or the file ``name`` beside it
+    (its drift baseline), downloaded into ``folder``; None when the run or the file is not there (a screen stored by
+    hand, a run deleted since)."""
     import mlflow
 
     if not stored.calibration_run:
@@ -135,7 +139,7 @@ def stored_screen_file(stored: StoredScreen, folder: str | Path, tracking_uri: s
         try:
             found = mlflow.artifacts.download_artifacts(
                 run_id=stored.calibration_run,
-                artifact_path=f"{ARTIFACT_PATH}/screen.json",
+                artifact_path=f"{ARTIFACT_PATH}/{name}",
                 dst_path=str(folder),
                 tracking_uri=uri,
             )
@@ -166,6 +170,9 @@ def serve_screen(model_uri: str, screen_file: str | Path, tracking_uri: str = ""
             named = Path(tmp) / SERVED_SCREEN
             shutil.copyfile(screen_file, named)
             client.log_model_artifact(model_id, str(named))
+            baseline = Path(screen_file).with_name(BASELINE)  # the screen names it; the served model's drift check
+            if baseline.is_file():
+                client.log_model_artifact(model_id, str(baseline))
     return f"models:/{model_id}"
 
 

@@ -41,7 +41,11 @@ LOG = logging.getLogger("pipeline.tracking")
 
 MODEL_NAME = "model"
 # The served model's one parameter: predict's conf (the lowest score kept, the threshold of an unnamed class).
-SIGNATURE = ModelSignature(inputs=None, outputs=None, params=ParamSchema([ParamSpec("conf", "double", 0.25)]))
+SIGNATURE = ModelSignature(
+    inputs=None,
+    outputs=None,
+    params=ParamSchema([ParamSpec("conf", "double", 0.25), ParamSpec("drift", "boolean", False)]),
+)
 # log_batch limits of the MLflow REST API
 _MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100
 _BATCHED = {"metrics", "params", "tags"}

@@ -18,6 +18,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from pipeline.data.synth import CLASS_NAMES
+from pipeline.drift import DIGEST_TAG, Baseline
 from pipeline.evaluation.matching import match_split
 from pipeline.inference import predict
 from pipeline.inference.options import RunOptions
@@ -79,6 +80,7 @@ def test_calibrate_stores_thresholds_with_the_model_version(
 
     # the files, and the numbers in them
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "drift_baseline.npz",
         "operating_curve.png",
         "pr_curves.png",
         "screen.json",
@@ -147,6 +149,15 @@ def test_calibrate_stores_thresholds_with_the_model_version(
     ids = {image["file_name"]: image["id"] for image in truth["images"]}
     predicted = predict(downscaled_data.parent / "images" / "val", model, tmp_path / "predicted", conf=0.001,
                         tracking_uri=uri, progress=False)  # fmt: skip
+    # the drift baseline: the split at the screen's thresholds, named by screen.json, stored with the calibration run
+    # and found from the version by predict, which sees the same images at the same thresholds: nothing drifted
+    baseline = Baseline.load(out / "drift_baseline.npz")
+    assert screen.drift_baseline == {"file": "drift_baseline.npz", "sha256": baseline.digest(), "images": 80}
+    assert baseline.split == "val" and baseline.model_sha256 == screen.model_sha256
+    assert baseline.thresholds == screen.thresholds and baseline.sample.embeddings.shape[0] == 80
+    assert predicted.drift is not None and predicted.drift.baseline["digest"] == baseline.digest()
+    assert predicted.drift.images == 80 and not predicted.drift.drifted
+    assert all(check.p == 1.0 for check in predicted.drift.ran if check.test == "ks")  # the same values on each side
     boxes = [
         {"image_id": ids[r["path"]], "category_id": d["class_id"] + 1, "score": d["score"],
          "bbox": [d["box"][0], d["box"][1], d["box"][2] - d["box"][0], d["box"][3] - d["box"][1]]}
@@ -192,13 +203,17 @@ def test_calibrate_stores_thresholds_with_the_model_version(
         "operating_curve.png",
     }
     assert run.data.metrics["false_reject.rate"] == pytest.approx(screen.false_reject["rate"])
-    assert [a.path for a in client.list_artifacts(run_id, "screen")] == ["screen/screen.json"]
+    assert [a.path for a in client.list_artifacts(run_id, "screen")] == [
+        "screen/drift_baseline.npz",
+        "screen/screen.json",
+    ]
 
     # the model version holds the thresholds, and predict's reader finds them by alias
     tags = client.get_model_version(name, version).tags
     assert json.loads(tags["pipeline.screen.thresholds"]) == screen.thresholds
     assert tags["pipeline.screen.run"] == run_id and tags["pipeline.screen.about"] == screen.describe()
     assert json.loads(tags["pipeline.screen.false_reject"]) == screen.false_reject
+    assert tags[DIGEST_TAG] == baseline.digest()
     found = stored_screen(model, uri)
     assert found is not None and found.thresholds == screen.thresholds and found.source == f"models:/{name}/{version}"
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -18,8 +20,9 @@ import pytest
 import yaml
 
 from pipeline.checkpoints import file_sha256
+from pipeline.drift import Baseline
 from pipeline.inference import predict
-from pipeline.inference.screen import Screen
+from pipeline.inference.screen import Screen, read_screen
 from tests.helpers.commands import run
 from tests.helpers.line_venv import clean_env, make_line_venv
 
@@ -202,10 +205,21 @@ def test_a_users_folder_is_never_replaced(downscaled_training, tmp_path: Path, c
 def test_a_line_pc_without_the_training_stack_screens_a_folder_with_a_bundle(
     downscaled_training, val: Path, screen_file: Path, checkpoint_results: Path, tmp_path: Path, capsys
 ) -> None:
-    """A fresh venv with only the project's own dependencies (no extra): no torch, ultralytics or MLflow."""
+    """A fresh venv with only the project's own dependencies (no extra): no torch, ultralytics or MLflow; the
+    screen's drift baseline travels in the bundle and the line PC checks drift against it."""
+    named = tmp_path / "screen"  # the screen with a baseline: what the checkpoint saw of val at its thresholds
+    named.mkdir()
+    shutil.copyfile(checkpoint_results / "drift_sample.npz", named / "drift_baseline.npz")
+    baseline = Baseline.load(named / "drift_baseline.npz")
+    recorded = {"file": "drift_baseline.npz", "sha256": baseline.digest(), "images": baseline.images}
+    replace(read_screen(screen_file), drift_baseline=recorded).write(named / "screen.json")
     bundle = tmp_path / "bundle"
     weights = str(downscaled_training.best_weights)
-    assert run(capsys, "export", "--model", weights, "--screen", str(screen_file), "--out", str(bundle))[0] == 0
+    code, out, _ = run(
+        capsys, "export", "--model", weights, "--screen", str(named / "screen.json"), "--out", str(bundle)
+    )
+    assert code == 0 and f"drift:      baseline {named / 'drift_baseline.npz'}" in out
+    assert Baseline.load(bundle / "drift_baseline.npz").digest() == baseline.digest()
     python = make_line_venv(tmp_path / "line")
     missing = subprocess.run(
         [str(python), "-c", "import importlib.util as u; print([m for m in ('torch', 'ultralytics', 'mlflow') "
@@ -222,6 +236,7 @@ def test_a_line_pc_without_the_training_stack_screens_a_folder_with_a_bundle(
     )
     assert screened.returncode == 0, screened.stderr
     assert "runtime onnx" in screened.stderr
+    assert "drift: none of" in screened.stdout and json.loads((results / "drift.json").read_text())["images"] == 80
     assert _same_detections(results, checkpoint_results) > 0
     assert _verdicts(results) == _verdicts(checkpoint_results)
     refused = subprocess.run(
@@ -262,6 +277,11 @@ def test_a_registered_version_exports_its_stored_screen_and_records_the_export(
     assert document["bundle"]["source"]["run_id"] == downscaled_training.run_id
     assert document["bundle"]["source"]["version"] == version
     assert f"stored with models:/{name}/{version}" in out
+    # the calibration's drift baseline, found with the version, travels in the bundle
+    baseline = Baseline.load(tmp_path / "calibration" / "drift_baseline.npz")
+    assert document["drift_baseline"]["sha256"] == baseline.digest()
+    assert Baseline.load(bundle / "drift_baseline.npz").digest() == baseline.digest()
+    assert f"drift:      baseline the calibration run {calibrated.run_id}" in out
     client = MlflowClient(uri)
     tag = json.loads(client.get_model_version(name, version).tags["pipeline.export.onnx"])
     assert tag["network_sha256"] == document["bundle"]["network_sha256"]

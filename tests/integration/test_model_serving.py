@@ -37,6 +37,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import cv2
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
@@ -135,12 +136,26 @@ def test_the_registered_model_serves_the_screen(synth_data: Path, mlflow_server,
         "dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(p.read_bytes()).decode()] for p in sent]}
     }
 
+    # asked for drift: 20 of the calibration split's images under a lamp 30% brighter, against its baseline
+    brighter = [
+        cv2.imencode(".png", cv2.convertScaleAbs(cv2.imread(str(p)), alpha=1.3))[1].tobytes()
+        for p in sorted((synth_data.parent / "images" / "val").glob("*.png"))[:20]
+    ]
+    asked = {
+        "dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(b).decode()] for b in brighter]},
+        "params": {"drift": True},
+    }
+
     server = ModelServer(tmp_path, MODEL, uri)
     server.start()
     try:
         answers = server.invoke(body)["predictions"]
+        drifted = server.invoke(asked)["predictions"]
     finally:
         server.stop()
+    assert "drift" not in answers[0]  # not asked
+    assert len(drifted) == 20 and all(a["drift"] == drifted[0]["drift"] for a in drifted)
+    assert drifted[0]["drift"]["drifted"] is True and "brightness" in drifted[0]["drift"]["line"]
 
     # predict on the same files, with the calibration's screen: the served model's answers, image by image
     listed = tmp_path / "sent.txt"

@@ -5,7 +5,9 @@ give it, whether it is installed, whether it runs on the CPU only, how `--runtim
 and `load` makes one for a model on a device: the expensive step (an export, a session, a fuse).
 A loaded backend runs a batch (`run`, also its call: a `Detector` calls it as it calls ultralytics'
 ``AutoBackend``) and returns the raw predictions that ultralytics' ``non_max_suppression`` takes,
-and says what it runs (`describe`: name, device, precision, file).
+and says what it runs (`describe`: name, device, precision, file). After a batch, `embeddings` gives its images'
+pooled backbone features (`pipeline.inference.embedding`), where the network can: an export's ``embedding``
+output is kept there, not returned with the predictions.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from pipeline.inference.embedding import split_embedding
 
 if TYPE_CHECKING:
     import torch
@@ -84,6 +88,14 @@ class Backend(ABC):
     def __call__(self, batch: torch.Tensor) -> Any:
         return self.run(batch)
 
+    last_embeddings: Any = None  # what `run` kept of the last batch: the export's embedding output
+
+    def embeddings(self) -> Any:
+        """The pooled backbone features (B, D) of the batch `run` last ran (a tensor or an array; given once), or
+        None where this network gives none (an export made without them)."""
+        found, self.last_embeddings = self.last_embeddings, None
+        return found
+
     device: torch.device
     fp16: bool
     stride: int
@@ -107,7 +119,11 @@ class AutoBackendRunner(Backend):
         self.file = file
 
     def run(self, batch: torch.Tensor) -> Any:
-        return self.auto(batch)
+        """The predictions; an export's ``embedding`` output kept for `embeddings` (``AutoBackend`` returns an
+        export's outputs as a list in the file's order, which its session's output names give)."""
+        names = getattr(self.auto, "output_names", None) or ()
+        raw, self.last_embeddings = split_embedding(self.auto(batch), names)
+        return raw
 
     @property
     def device(self) -> torch.device:  # type: ignore[override]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.inference.backends.base import Backend, LoadRequest
+from pipeline.inference.embedding import EMBEDDING_OUTPUT, split_embedding
 from pipeline.inference.onnx_export import onnx_available, onnx_model
 from pipeline.telemetry import block_telemetry
 
@@ -35,6 +36,8 @@ class OpenVinoBackend(Backend):
         self.end2end = end2end
         self.device = device
         self.fp16 = False
+        found = embedding_index(compiled)  # the output that holds the embeddings, if the export has one
+        self.output_names = [EMBEDDING_OUTPUT if k == found else "" for k in range(len(compiled.outputs))]
 
     @classmethod
     def available(cls) -> bool:
@@ -61,7 +64,18 @@ class OpenVinoBackend(Backend):
 
         outputs = list(self.compiled(batch.cpu().numpy()).values())
         tensors = [torch.from_numpy(output) for output in outputs]
-        return tensors[0] if len(tensors) == 1 else tensors  # as ultralytics' AutoBackend returns an export's outputs
+        tensors, self.last_embeddings = split_embedding(tensors, self.output_names)  # kept for `embeddings`
+        if isinstance(tensors, list) and len(tensors) == 1:
+            return tensors[0]
+        return tensors  # as ultralytics' AutoBackend returns an export's outputs
+
+
+def embedding_index(compiled: Any) -> int | None:
+    """Which output of a compiled OpenVINO model is the ``embedding`` (`pipeline.inference.embedding`), if any."""
+    for index, output in enumerate(compiled.outputs):
+        if EMBEDDING_OUTPUT in output.get_names():
+            return index
+    return None
 
 
 def compile_config(threads: int) -> dict[str, Any]:

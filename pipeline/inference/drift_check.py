@@ -1,0 +1,176 @@
+"""predict's drift check: what a run saw against the baseline its screen was calibrated with (`pipeline.drift`).
+
+The baseline is found where the thresholds were: beside a ``--screen`` file (screen.json names it), inside a
+bundle, or with an MLflow model's calibration run. Each screened image adds its input statistics (measured on the
+decoding threads), its detections at the verdict thresholds and the network's pooled backbone features to a
+`Collector`; at the end the run is compared with the baseline (``drift.json``, one line), and what it saw is kept as
+``drift_sample.npz`` (a baseline file of its own: calibrate builds the baseline from it). Under ``--watch`` each
+window of images is compared as it closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.checkpoints import MLFLOW_SCHEMES
+from pipeline.drift import DIGEST_TAG, Baseline, BaselineError, Collector, DriftReport
+from pipeline.inference.batching import Outcome
+from pipeline.inference.bundle import OpenedBundle
+from pipeline.inference.screen import Screen
+from pipeline.messages import first_line
+
+LOG = logging.getLogger("pipeline.inference")
+
+REPORT = "drift.json"  # in the results folder: the run against the baseline
+SAMPLE = "drift_sample.npz"  # in the results folder: what the run saw, in the baseline's format
+PLOT = "drift.png"  # with --track: each statistic's baseline against the run's
+NO_BASELINE = "no baseline: calibrate records one beside screen.json (predict --screen FILE reads it)"
+ATYPICAL_REVIEW = 20  # the most atypical images a drifted run adds to --review's queue
+
+
+@dataclass
+class FoundBaseline:
+    """The baseline a run is compared with, or why there is none (``note``: one line)."""
+
+    baseline: Baseline | None
+    where: str = ""
+    note: str = ""
+
+
+def find_baseline(
+    screen: Screen | None, screen_path: str, opened: Any, model: str, tracking_uri: str = ""
+) -> FoundBaseline:
+    """The baseline of ``--screen``'s file, else of the bundle's screen, else stored with an MLflow model's
+    calibration; a file that is named but cannot be used is a note, never a stop (the verdicts do not need it)."""
+    if screen is not None:
+        return _beside(screen, Path(screen_path).parent, f"--screen {screen_path}")
+    if isinstance(opened, OpenedBundle):
+        return _beside(opened.screen, opened.folder, f"the bundle {opened.folder}")
+    if model.startswith(MLFLOW_SCHEMES):
+        return _stored(opened.pinned or model, tracking_uri)
+    return FoundBaseline(None, note=NO_BASELINE)
+
+
+def _beside(screen: Screen, folder: Path, where: str) -> FoundBaseline:
+    named = screen.drift_baseline
+    if not named.get("file"):
+        return FoundBaseline(None, note=f"{where} names no baseline (calibrated before drift checks: calibrate again)")
+    try:
+        baseline = Baseline.load(folder / Path(named["file"]).name)  # beside the screen file, never elsewhere
+    except BaselineError as exc:
+        return FoundBaseline(None, note=str(exc))
+    if named.get("sha256") and named["sha256"] != baseline.digest():
+        return FoundBaseline(None, note=f"{folder / named['file']}: not the baseline {where} was calibrated with")
+    return FoundBaseline(baseline, where=f"{folder / named['file']}")
+
+
+def _stored(model: str, tracking_uri: str) -> FoundBaseline:
+    from pipeline.inference.screen import read_screen
+    from pipeline.tracking.screens import stored_screen, stored_screen_file
+
+    try:
+        stored = stored_screen(model, tracking_uri)
+        if stored is None:
+            return FoundBaseline(None, note=f"{model} has no screen stored with it: {NO_BASELINE}")
+        with tempfile.TemporaryDirectory(prefix="yolo-pipeline-baseline-") as tmp:
+            screen_file = stored_screen_file(stored, tmp, tracking_uri)
+            if screen_file is None:
+                return FoundBaseline(None, note=f"the calibration run of {model} keeps no screen.json")
+            screen = read_screen(screen_file)
+            if screen.drift_baseline.get("file"):
+                stored_screen_file(stored, tmp, tracking_uri, name=Path(screen.drift_baseline["file"]).name)
+            found = _beside(screen, Path(screen_file).parent, f"the screen stored with {model}")
+    except Exception as exc:  # noqa: BLE001 - a store that does not answer costs the drift check, not the run
+        return FoundBaseline(None, note=f"the baseline stored with {model} could not be read ({first_line(exc, 150)})")
+    if found.baseline is not None:
+        found.where = f"the calibration run {stored.calibration_run} of {model}"
+    return found
+
+
+class DriftCheck:
+    """One run's collection and its comparison with ``baseline`` (None: collected only, for drift_sample.npz);
+    ``window``: also compare every ``window`` images (``--watch``)."""
+
+    def __init__(
+        self,
+        baseline: Baseline | None,
+        thresholds: dict[str, float],
+        model_sha256: str = "",
+        window: int | None = None,
+    ) -> None:
+        self.baseline = baseline
+        self.model_sha256 = model_sha256
+        self.collector = Collector(thresholds)
+        self.window = window if baseline is not None else None
+        self.windowed = Collector(thresholds, window=window) if self.window else None
+        self.since_window = 0
+
+    def add(self, outcome: Outcome) -> DriftReport | None:
+        """One screened image; the report of the window it closes, if it closes one."""
+        if outcome.statistics is None:
+            return None
+        self.collector.add(outcome.statistics, outcome.detections, outcome.embedding, name=outcome.path)
+        if self.windowed is None:
+            return None
+        self.windowed.add(outcome.statistics, outcome.detections, outcome.embedding, name=outcome.path)
+        self.since_window += 1
+        if self.since_window < (self.window or 0):
+            return None
+        self.since_window = 0
+        return self._compare(self.windowed)
+
+    def report(self) -> DriftReport | None:
+        """The whole run against the baseline; None without one, or without an image."""
+        return self._compare(self.collector) if len(self.collector) else None
+
+    def _compare(self, collector: Collector) -> DriftReport | None:
+        if self.baseline is None:
+            return None
+        from pipeline.drift.checks import compare  # scipy.stats: loaded by the first comparison, not by the CLI
+
+        return compare(self.baseline, collector.sample(), model_sha256=self.model_sha256 or None)
+
+    def write(self, out: Path, report: DriftReport | None, source: str) -> None:
+        """drift.json (with a report) and drift_sample.npz (what the run saw) in the results folder."""
+        if report is not None:
+            report.write(out / REPORT)
+        if len(self.collector):
+            Baseline.from_collector(self.collector, model_sha256=self.model_sha256, data=source).save(out / SAMPLE)
+
+    def plot(self, path: Path) -> Path | None:
+        """Each statistic's distribution, baseline against this run (None without matplotlib: a line PC's install)."""
+        if self.baseline is None or not len(self.collector):
+            return None
+        from pipeline.drift.plot import plot_drift
+
+        return plot_drift(self.baseline.sample, self.collector.sample(), path)
+
+    def atypical(self, limit: int = ATYPICAL_REVIEW) -> list[tuple[str, str]]:
+        """(path, why) of the run's most atypical images, most atypical first: those a drifted run sends to review."""
+        if self.baseline is None or not len(self.collector):
+            return []
+        from pipeline.drift.checks import rank_atypical
+
+        ranked = rank_atypical(self.baseline, self.collector.sample())
+        return [(found.name, found.reason) for found in ranked[:limit]]
+
+
+def drift_tags(report: DriftReport) -> dict[str, str]:
+    """A report as tags of the run: drifted or not, and the baseline it was compared with (its digest)."""
+    tags = {"pipeline.drift": "drifted" if report.drifted else "none"}
+    if report.baseline.get("digest"):
+        tags[DIGEST_TAG] = report.baseline["digest"]
+    return tags
+
+
+def drift_metrics(report: DriftReport) -> dict[str, float]:
+    """A report as MLflow metrics: ``drift.drifted`` (0/1), ``drift.images`` and each check's corrected p-value."""
+    metrics = {"drift.drifted": float(report.drifted), "drift.images": float(report.images)}
+    for check in report.ran:
+        if check.p_holm is not None:
+            metrics[f"drift.p.{check.name}"] = float(check.p_holm)
+    return metrics

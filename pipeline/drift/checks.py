@@ -22,7 +22,7 @@ from scipy.spatial.distance import cdist
 
 from pipeline.drift.baseline import Baseline
 from pipeline.drift.report import Check, DriftReport
-from pipeline.drift.statistics import STATISTICS, Sample
+from pipeline.drift.statistics import STATISTICS, Sample, threshold_of
 from pipeline.messages import UserError
 
 ALPHA = 0.05
@@ -248,7 +248,8 @@ def _describe(baseline: Baseline | Sample) -> dict[str, Any]:
 
 def _notes(baseline: Baseline | Sample, base: Sample, current: Sample, model_sha256: str | None) -> list[str]:
     notes = []
-    if base.thresholds and current.thresholds and _own(base.thresholds) != _own(current.thresholds):
+    classes = list(dict.fromkeys([*base.classes, *current.classes]))
+    if base.thresholds and current.thresholds and _effective(base, classes) != _effective(current, classes):
         notes.append("the screen's thresholds differ from the baseline's: fail rates and scores compare two screens")
     if (
         isinstance(baseline, Baseline)
@@ -260,9 +261,10 @@ def _notes(baseline: Baseline | Sample, base: Sample, current: Sample, model_sha
     return notes
 
 
-def _own(thresholds: dict[str, float]) -> dict[str, float]:
-    """The classes' own thresholds: ``default`` (predict's --conf for the classes none names) is not the screen's."""
-    return {name: value for name, value in thresholds.items() if name != "default"}
+def _effective(sample: Sample, classes: list[str]) -> list[float]:
+    """Each class's threshold as the sample was collected: its own, else ``default`` (which a calibrated screen, naming
+    every class, never uses)."""
+    return [threshold_of(sample.thresholds, name) for name in classes]
 
 
 def _skip(row: Check, least: int) -> Check:

@@ -146,3 +146,57 @@ def test_a_tracked_watch_keeps_its_minutes_in_one_mlflow_run(
     assert run.data.params["source"] == str(hot)
     artifacts = {a.path for a in MlflowClient(mlflow_server.uri).list_artifacts(run_id)}
     assert {"summary.csv", "run.json"} <= artifacts
+
+
+def test_a_watch_checks_each_window_of_images_for_drift(
+    bundle: Path, parts: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """--drift-window 20 against a baseline of the same parts: the first window is like it, the second (the same
+    parts under a lamp 40% brighter) is not, and watch.jsonl says so window by window."""
+    import shutil
+
+    from pipeline.drift import Baseline
+    from pipeline.inference import predict
+    from pipeline.inference.screen import Screen
+
+    seen = tmp_path / "seen"  # the baseline: what the network saw of 24 parts (each of the 8, three times)
+    seen.mkdir()
+    for k in range(24):
+        shutil.copyfile(parts / f"p{k % 8}.png", seen / f"s{k:02d}.png")
+    recorded = predict(seen, str(bundle), tmp_path / "recorded", thresholds={"default": 0.0001}, progress=False)
+    screen_folder = tmp_path / "screen"
+    screen_folder.mkdir()
+    shutil.copyfile(recorded.out / "drift_sample.npz", screen_folder / "drift_baseline.npz")
+    baseline = Baseline.load(screen_folder / "drift_baseline.npz")
+    named = {"file": "drift_baseline.npz", "sha256": baseline.digest(), "images": 24}
+    Screen({"default": 0.0001}, "untrained", "parts", "seen", "2026-12-06T00:00:00+00:00",
+           drift_baseline=named).write(screen_folder / "screen.json")  # fmt: skip
+    with_baseline = export_bundle(
+        str(bundle.parent / "untrained.pt"), tmp_path / "bundle", "onnx", screen=screen_folder / "screen.json"
+    ).out
+    brighter = tmp_path_factory.mktemp("brighter")
+    for image in sorted(parts.iterdir()):
+        cv2.imwrite(str(brighter / image.name), cv2.convertScaleAbs(cv2.imread(str(image)), alpha=1.4))
+
+    hot, out = tmp_path / "hot", tmp_path / "out"
+    hot.mkdir()
+    command = [sys.executable, "-m", "pipeline.cli", "predict", str(hot), "--model", str(with_baseline), "--out",
+               str(out), "--watch", "--no-progress", "--conf", "0.0001", "--drift-window", "20"]  # fmt: skip
+    watcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # fmt: skip
+    try:
+        _write(parts, hot, 0, 20)
+        _wait_for_records(out, 20)
+        _write(brighter, hot, 20, 20)
+        _wait_for_records(out, 40)
+    finally:
+        os.killpg(watcher.pid, signal.SIGTERM)
+        _, said = watcher.communicate(timeout=60)
+    assert watcher.returncode == 0, said
+    lines = [json.loads(line) for line in (out / "watch.jsonl").read_text().splitlines()]
+    windows = [line for line in lines if "drift_window" in line]
+    assert [w["drift_window"] for w in windows] == [1, 2] and [w["images"] for w in windows] == [20, 20]
+    assert [w["drifted"] for w in windows] == [False, True], [w["line"] for w in windows]
+    assert windows[1]["p_holm"]["brightness"] < 0.05 and "brightness" in windows[1]["line"]
+    assert "window 2: drift: " in said
+    assert json.loads((out / "drift.json").read_text())["images"] == 40  # the whole watch, at its end

@@ -141,6 +141,87 @@ class Sample:
             return np.zeros(0)
         return self.detection_score[self.detection_class == self.classes.index(name)]
 
+    def subset(self, indices: Sequence[int] | np.ndarray) -> Sample:
+        """The images at ``indices`` (in that order; an index given twice gives the image twice), with their
+        detections and those of the embeddings that belong to them, renumbered from 0; names, classes and
+        thresholds kept. Draws folders from one predicted pool without running the network again."""
+        positions = np.asarray(indices)
+        if positions.dtype == bool:  # a mask over the images
+            if positions.shape != (self.images,):
+                raise ValueError(f"a mask of {positions.size} values for {self.images} images")
+            positions = np.flatnonzero(positions)
+        if positions.size == 0:
+            positions = np.zeros(0, np.int64)  # ``[]`` is a float array
+        elif positions.dtype.kind not in "iu":
+            raise TypeError(f"image indices are integers, got {positions.dtype}")
+        positions = positions.astype(np.int64).reshape(-1)
+        if len(positions) and (positions.min() < 0 or positions.max() >= self.images):
+            raise ValueError(f"an index outside the sample's {self.images} images")
+        detections, detection_image = _gather(self.detection_image, positions)
+        rows, embedding_image = _gather(self.embedding_image, positions)
+        dim = self.embeddings.shape[1] if self.embeddings.ndim == 2 else 0
+        return Sample(
+            statistics=self.statistics[positions],
+            classes=list(self.classes),
+            detection_image=detection_image,
+            detection_class=self.detection_class[detections],
+            detection_score=self.detection_score[detections],
+            embeddings=self.embeddings[rows] if len(rows) else np.zeros((0, dim), np.float32),
+            embedding_image=embedding_image,
+            thresholds=dict(self.thresholds),
+            names=[self.names[i] for i in positions],
+        )
+
+    @classmethod
+    def concat(cls, samples: Iterable[Sample]) -> Sample:
+        """One sample of the images of ``samples``, one after the other: classes merged by name (in the order they
+        first appear), image numbers offset. The embeddings must have one length and the thresholds (where a
+        sample has them) must agree: detections kept at other thresholds would not compare."""
+        samples = list(samples)
+        classes: list[str] = list(dict.fromkeys(name for sample in samples for name in sample.classes))
+        dims = {sample.embeddings.shape[1] for sample in samples if len(sample.embeddings)}
+        if len(dims) > 1:
+            raise ValueError(f"embeddings of different lengths: {sorted(dims)}")
+        screens = [sample.thresholds for sample in samples if sample.thresholds]
+        if any(screen != screens[0] for screen in screens):
+            raise ValueError("samples kept at different thresholds")
+        offsets = np.cumsum([0] + [sample.images for sample in samples])
+        dim = dims.pop() if dims else 0
+        with_embeddings = [sample for sample in samples if len(sample.embeddings)]
+        return cls(
+            statistics=np.vstack([s.statistics for s in samples]) if samples else np.zeros((0, len(STATISTICS))),
+            classes=classes,
+            detection_image=np.concatenate(
+                [s.detection_image + offset for s, offset in zip(samples, offsets)] or [np.zeros(0, np.int64)]
+            ),
+            detection_class=np.concatenate(
+                [np.array([classes.index(c) for c in s.classes], np.int64)[s.detection_class] for s in samples]
+                or [np.zeros(0, np.int64)]
+            ),
+            detection_score=np.concatenate([s.detection_score for s in samples] or [np.zeros(0)]),
+            embeddings=np.vstack([s.embeddings for s in with_embeddings])
+            if with_embeddings
+            else np.zeros((0, dim), np.float32),
+            embedding_image=np.concatenate(
+                [s.embedding_image + offset for s, offset in zip(samples, offsets)] or [np.zeros(0, np.int64)]
+            ),
+            thresholds=dict(screens[0]) if screens else {},
+            names=[name for s in samples for name in s.names],
+        )
+
+
+def _gather(image_of: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of ``image_of`` (each row's image) whose image is among ``positions``, grouped by position in
+    ``positions``' order (within one image in their own order), and each one's new image number."""
+    order = np.argsort(image_of, kind="stable")
+    ordered = image_of[order]
+    starts = np.searchsorted(ordered, positions, side="left")
+    counts = np.searchsorted(ordered, positions, side="right") - starts
+    new_image = np.repeat(np.arange(len(positions), dtype=np.int64), counts)
+    # each row's place in ``ordered``: its image's start plus its rank within the image
+    within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    return order[np.repeat(starts, counts) + within], new_image
+
 
 class Collector:
     """Accumulates a run's images into a ``Sample``: one ``add`` per screened image, a few microseconds each.

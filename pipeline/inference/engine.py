@@ -340,7 +340,7 @@ def _finish_watch_run(result: PredictResult, tracker: Any) -> None:
     totals["total_errors"] = result.total_errors  # "total_": the minutes' own figures have the short names
     totals.update({f"total_latency_{k}": v for k, v in result.watch_latency.items() if k != "images"})
     tracker.log_metrics(totals, step=0)
-    for name in (SUMMARY, ERRORS, SETTINGS):
+    for name in (SUMMARY, ERRORS, SETTINGS, *((DRIFT_REPORT,) if result.drift is not None else ())):
         if (result.out / name).exists():
             tracker.log_artifact(result.out / name)
     tracker.finish()
@@ -365,10 +365,11 @@ def _track(result: PredictResult, params: dict[str, Any], experiment: str, track
     }
     if result.drift is not None:
         summary.update(drift_metrics(result.drift))
-    files = [result.out / name for name in (SUMMARY, ERRORS, SETTINGS, DRIFT_REPORT, DRIFT_PLOT)]
+    files = [result.out / name for name in (SUMMARY, ERRORS, SETTINGS)]
     tags = {SCREEN_WARNING_TAG: result.screen_warning} if result.screen_warning else {}
-    if result.drift is not None:
+    if result.drift is not None:  # this run's (an earlier run's drift.json in the folder is not this one's)
         tags.update(drift_tags(result.drift))
+        files += [result.out / DRIFT_REPORT, result.out / DRIFT_PLOT]
     try:
         result.tracking_run_id = log_prediction(summary, params, files, experiment, tracking_uri, result.run_id, tags)
     except Exception as exc:  # noqa: BLE001 - the results are in the files whatever MLflow says

@@ -2,7 +2,7 @@
 
 ``calibrate`` records a ``Baseline`` (the calibration split's image statistics, detections at the screen's
 thresholds, embeddings); every screening run collects the same of its own images and ``compare`` tests one
-against the other. Needs numpy, OpenCV and scipy, and statsmodels for Holm's correction; no torch, no MLflow.
+against the other. Needs numpy, OpenCV and scipy; no torch, no MLflow.
 
     collector = Collector(screen.thresholds)
     collector.add(image_statistics(image), detections, embedding, name=path.name)  # per image
@@ -19,9 +19,9 @@ from pipeline.drift.report import Check, DriftReport
 from pipeline.drift.statistics import STATISTICS, Collector, ImageStatistics, Sample, image_statistics, threshold_of
 
 if TYPE_CHECKING:
-    from pipeline.drift.checks import Atypical, DriftError, compare, holm, mmd_test, rank_atypical
+    from pipeline.drift.checks import Atypical, compare, holm, mmd_test, rank_atypical
 
-_CHECKS = frozenset({"Atypical", "DriftError", "compare", "holm", "mmd_test", "rank_atypical"})
+_CHECKS = frozenset({"Atypical", "compare", "holm", "mmd_test", "rank_atypical"})
 
 
 def __getattr__(name: str) -> Any:
@@ -43,7 +43,6 @@ __all__ = [
     "BaselineError",
     "Check",
     "Collector",
-    "DriftError",
     "DriftReport",
     "ImageStatistics",
     "Sample",

@@ -141,6 +141,17 @@ class Sample:
             return np.zeros(0)
         return self.detection_score[self.detection_class == self.classes.index(name)]
 
+    def top_scores(self, name: str) -> np.ndarray:
+        """Per image with a detection of class ``name`` at or above its threshold, the highest such score: one value
+        per image, so that a test of them treats images, not the many detections of one part, as the draws."""
+        if name not in self.classes:
+            return np.zeros(0)
+        mine = self.detection_class == self.classes.index(name)
+        images, scores = self.detection_image[mine], self.detection_score[mine]
+        top = np.full(self.images, -np.inf)
+        np.maximum.at(top, images, scores)
+        return top[np.isfinite(top)]
+
     def subset(self, indices: Sequence[int] | np.ndarray) -> Sample:
         """The images at ``indices`` (in that order; an index given twice gives the image twice), with their
         detections and those of the embeddings that belong to them, renumbered from 0; names, classes and

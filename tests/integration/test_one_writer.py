@@ -215,7 +215,7 @@ def test_two_evaluations_and_two_calibrations_at_once_write_whole_folders(
     )
     assert json.loads((tmp_path / "ev" / "evaluation.json").read_text())["images"] == 5
     assert sorted(os.listdir(tmp_path / "cal")) == sorted(
-        [MARKER, "screen.json", "screen.md", "pr_curves.png", "operating_curve.png"]
+        [MARKER, "screen.json", "screen.md", "pr_curves.png", "operating_curve.png", "drift_baseline.npz"]
     )
     assert json.loads((tmp_path / "cal" / "screen.json").read_text())["thresholds"]
     assert debris(tmp_path) == []

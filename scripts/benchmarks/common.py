@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +52,12 @@ def machine() -> dict[str, str]:
         "node": platform.node(),
         "torch": torch.__version__,
     }
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """``target`` as a hard link to ``source`` (a copy across file systems): a benchmark's data set from another's."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)

@@ -63,7 +63,7 @@ import yaml  # noqa: E402
 from pipeline.drift import Baseline, DriftReport, Sample, compare, holm  # noqa: E402
 from pipeline.drift.statistics import EMBEDDING_SAMPLE  # noqa: E402
 from pipeline.files import CACHE_ENV  # noqa: E402
-from scripts.benchmarks.common import quiet_ultralytics, save_report  # noqa: E402
+from scripts.benchmarks.common import link_or_copy, quiet_ultralytics, save_report  # noqa: E402
 
 CONDITIONS = ("clean", "brightness", "blur", "new-shape", "size", "mixed")
 NULL = "clean, baseline redrawn"  # both sides drawn from the clean pool: the test's own false-alarm rate
@@ -153,14 +153,6 @@ def read(path: Path) -> np.ndarray:
     return image
 
 
-def _link(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
-
-
 def write_pool(domain: Domain, condition: str, folder: Path, seed: int) -> list[Path]:
     """The condition's pool as image files under ``folder``, in sub-folders of at most ``CHUNK`` images (one
     predict run each); the clean images are linked as they are (the same bytes the clean pool has), the shifted
@@ -176,7 +168,7 @@ def write_pool(domain: Domain, condition: str, folder: Path, seed: int) -> list[
         if k % CHUNK == 0:
             chunks.append(chunk)
         if condition == "clean" or (condition == "mixed" and k not in foreign):
-            _link(source, chunk / source.name)
+            link_or_copy(source, chunk / source.name)
             continue
         image = read(source)
         if condition == "brightness":
@@ -302,10 +294,10 @@ def neu_domain(work: Path, args: argparse.Namespace, neu: Path) -> Domain:
     out = work / "neu-det"
     for split, chosen in (("train", train), ("val", images_in(neu / "images" / "val"))):
         for picture in chosen:
-            _link(picture, out / "images" / split / picture.name)
+            link_or_copy(picture, out / "images" / split / picture.name)
             label = neu / "labels" / split / f"{picture.stem}.txt"
             if label.exists():
-                _link(label, out / "labels" / split / label.name)
+                link_or_copy(label, out / "labels" / split / label.name)
             else:  # a part without a defect: an empty label
                 (out / "labels" / split).mkdir(parents=True, exist_ok=True)
                 (out / "labels" / split / label.name).write_text("")
@@ -432,7 +424,7 @@ def overhead(domain: Domain, work: Path, args: argparse.Namespace, imgsz: int) -
     folder = work / "overhead-folder"
     for source in domain.clean[: args.folder]:
         if not (folder / source.name).exists():
-            _link(source, folder / source.name)
+            link_or_copy(source, folder / source.name)
     sized = {"imgsz": imgsz} if imgsz else {}
     out = work / "overhead-predicted"
 

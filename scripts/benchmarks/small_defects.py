@@ -59,7 +59,7 @@ import yaml  # noqa: E402
 
 from pipeline.config import build_config  # noqa: E402
 from pipeline.files import CACHE_ENV  # noqa: E402
-from scripts.benchmarks.common import quiet_ultralytics, save_report  # noqa: E402
+from scripts.benchmarks.common import link_or_copy, quiet_ultralytics, save_report  # noqa: E402
 
 BASELINE = "whole"
 ARMS = ("whole", "native", "tiles", "p2", "tiles-p2")
@@ -100,14 +100,6 @@ class Outcome:
 # ---- data ---------------------------------------------------------------------------------------------------------
 
 
-def _link(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
-
-
 def make_boards(work: Path, sizes: Sequence[int], boards: int, seed: int, defect_px: tuple[int, int]) -> Path:
     """``boards`` synthetic boards, shared evenly among ``sizes``, one YOLO folder (train, val, and ``monitor``: a
     couple of val boards for the trainings' own per-epoch validation); its data.yaml."""
@@ -121,8 +113,10 @@ def make_boards(work: Path, sizes: Sequence[int], boards: int, seed: int, defect
         )
         for image in sorted(made.out.glob("images/*/*.png")):
             split = image.parent.name
-            _link(image, out / "images" / split / image.name)
-            _link(made.out / "labels" / split / f"{image.stem}.txt", out / "labels" / split / f"{image.stem}.txt")
+            link_or_copy(image, out / "images" / split / image.name)
+            link_or_copy(
+                made.out / "labels" / split / f"{image.stem}.txt", out / "labels" / split / f"{image.stem}.txt"
+            )
     return _with_monitor(out, read_names(work / f"synth-{sizes[0]}" / "data.yaml"))
 
 
@@ -133,10 +127,10 @@ def neu_det_subset(source: Path, work: Path, train: int, val: int, seed: int = 0
         pictures = sorted((source / "images" / split).glob("*.jpg"))
         random.Random(seed).shuffle(pictures)
         for picture in pictures[:count]:
-            _link(picture, out / "images" / split / picture.name)
+            link_or_copy(picture, out / "images" / split / picture.name)
             label = source / "labels" / split / f"{picture.stem}.txt"
             if label.exists():
-                _link(label, out / "labels" / split / label.name)
+                link_or_copy(label, out / "labels" / split / label.name)
             else:
                 (out / "labels" / split).mkdir(parents=True, exist_ok=True)
                 (out / "labels" / split / label.name).write_text("")
@@ -150,8 +144,8 @@ def read_names(data_yaml: Path) -> list[str]:
 
 def _with_monitor(out: Path, names: list[str]) -> Path:
     for image in sorted((out / "images" / "val").iterdir())[:MONITOR_BOARDS]:
-        _link(image, out / "images" / "monitor" / image.name)
-        _link(out / "labels" / "val" / f"{image.stem}.txt", out / "labels" / "monitor" / f"{image.stem}.txt")
+        link_or_copy(image, out / "images" / "monitor" / image.name)
+        link_or_copy(out / "labels" / "val" / f"{image.stem}.txt", out / "labels" / "monitor" / f"{image.stem}.txt")
     spec = {"train": "images/train", "val": "images/monitor", "names": dict(enumerate(names))}
     (out / "data.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return out / "data.yaml"
@@ -175,7 +169,7 @@ def tile_count(data_yaml: Path, work: Path, size: int, overlap: float) -> int:
     for kind in ("images", "labels"):
         for source in sorted((data_yaml.parent / kind / "train").iterdir()):
             if not (train_only / kind / "train" / source.name).exists():
-                _link(source, train_only / kind / "train" / source.name)
+                link_or_copy(source, train_only / kind / "train" / source.name)
     names = dict(enumerate(read_names(data_yaml)))
     (train_only / "data.yaml").write_text(yaml.safe_dump({"train": "images/train", "names": names}))
     out = work / f"{data_yaml.parent.name}-tiles-{size}"

@@ -33,3 +33,21 @@ def loss_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def batch(seed: int = 0) -> torch.Tensor:
     return torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+def small_detector(nc: int, last_channels: int = 16) -> dict:
+    """An ultralytics model definition with a few layers of YOLO11's kinds and its Detect head: exported and quantized
+    in seconds, as ultralytics exports any model (``last_channels``: the backbone's last stage, the embedding's
+    width)."""
+    return {
+        "nc": nc,
+        "backbone": [
+            [-1, 1, "Conv", [8, 3, 2]],
+            [-1, 1, "Conv", [16, 3, 2]],
+            [-1, 1, "Conv", [16, 3, 2]],
+            [-1, 1, "C3k2", [16, False, 0.25]],
+            [-1, 1, "Conv", [16, 3, 2]],
+            [-1, 1, "Conv", [last_channels, 3, 2]],
+        ],
+        "head": [[[3, 4, 5], 1, "Detect", ["nc"]]],
+    }

@@ -20,6 +20,7 @@ from pipeline.checkpoints import file_sha256
 from pipeline.inference.embedding import EMBEDDING_OUTPUT
 from pipeline.inference.opening import build_detector, open_model
 from pipeline.inference.options import PredictOptions
+from tests.helpers.tiny_network import small_detector
 
 SIZE = 64
 BATCH = 3
@@ -197,18 +198,7 @@ def test_a_bundle_exported_before_the_embeddings_gives_none(
 
 # A few layers of YOLO11's kinds and its Detect head: the untrained YOLO11n above quantizes badly as a whole (its
 # class scores too), which says nothing about the embedding path; this one quantizes as a trained network does.
-_SMALL_NETWORK = {
-    "nc": 3,
-    "backbone": [
-        [-1, 1, "Conv", [8, 3, 2]],
-        [-1, 1, "Conv", [16, 3, 2]],
-        [-1, 1, "Conv", [16, 3, 2]],
-        [-1, 1, "C3k2", [16, False, 0.25]],
-        [-1, 1, "Conv", [16, 3, 2]],
-        [-1, 1, "Conv", [32, 3, 2]],
-    ],
-    "head": [[[3, 4, 5], 1, "Detect", ["nc"]]],
-}
+_SMALL_NETWORK = small_detector(nc=3, last_channels=32)
 
 
 def test_int8_networks_keep_the_embeddings_close_to_fp32(images: list[np.ndarray], tmp_path: Path) -> None:

@@ -9,20 +9,10 @@ import numpy as np
 import pytest
 
 from pipeline.export.quantize import QuantizeError, onnx_int8, openvino_int8, openvino_ir
+from tests.helpers.tiny_network import small_detector
 
 # A few layers of YOLO11's kinds and its Detect head, exported as ultralytics exports any model: seconds, not minutes.
-_NETWORK = {
-    "nc": 2,
-    "backbone": [
-        [-1, 1, "Conv", [8, 3, 2]],
-        [-1, 1, "Conv", [16, 3, 2]],
-        [-1, 1, "Conv", [16, 3, 2]],
-        [-1, 1, "C3k2", [16, False, 0.25]],
-        [-1, 1, "Conv", [16, 3, 2]],
-        [-1, 1, "Conv", [16, 3, 2]],
-    ],
-    "head": [[[3, 4, 5], 1, "Detect", ["nc"]]],
-}
+_NETWORK = small_detector(nc=2)
 CALIBRATION_SIZE = 64
 OTHER_SHAPE = (2, 3, 96, 128)  # another batch and another letterboxed size than the calibration's
 

@@ -29,6 +29,7 @@ import numpy as np
 from pipeline.checkpoints import MLFLOW_SCHEMES, file_sha256
 from pipeline.destinations import build_then_swap, check_replaceable
 from pipeline.drift.baseline import FILENAME as BASELINE
+from pipeline.drift.baseline import Baseline
 from pipeline.export.gate import GateResult, gate, measure
 from pipeline.inference.bundle import FORMATS, NETWORK_FILES, BundleInfo, bundle_section
 from pipeline.inference.options import PredictOptions, RunOptions
@@ -169,12 +170,36 @@ def export_bundle(
                 )
             if not result_gate.passed:
                 raise GateRefused(result_gate)
+            if baseline is not None and (own := _int8_baseline(baseline, result_gate, data, split, fmt)) is not None:
+                own.save(staging / BASELINE)  # in place of the calibration's copy
+                baseline = own
+                about_baseline += f", its embeddings and scores recorded again by the {fmt} network on {split}"
+                chosen = replace(chosen, drift_baseline={**chosen.drift_baseline, "sha256": own.digest()})
             info = _write(staging, replace(info, gate=result_gate.to_dict()), chosen, staging / info.network)
     result = ExportResult(Path(out).resolve(), fmt, info, chosen, source, result_gate, time.perf_counter() - start)
     result.baseline = about_baseline
     if track:
         _track(result, model, experiment, options.tracking_uri)
     return result
+
+
+def _int8_baseline(baseline: Baseline, result: GateResult, data: Any, split: str, fmt: str) -> Baseline | None:
+    """The baseline as the INT8 network saw the calibration split, when the gate screened that very split: INT8 moves
+    the embeddings (and scores) a little, and on a well-trained network more than images differ from each other, so
+    a line running INT8 compared with what FP32 saw would show drift where there is none. None when the gate ran on
+    other images than the baseline's (then the calibration's baseline is kept)."""
+    from pipeline.drift import rethresholded
+
+    seen = result.int8.seen
+    same_split = baseline.split == split and Path(baseline.data).resolve() == Path(str(data)).resolve()
+    if seen is None or not same_split or seen.images != baseline.images:
+        return None
+    return replace(
+        baseline,
+        sample=rethresholded(seen, baseline.thresholds),
+        extra={**baseline.extra, "recorded_by": fmt},
+        _digest=None,
+    )
 
 
 def _write(folder: Path, info: BundleInfo, screen: Screen, network: Path) -> BundleInfo:

@@ -8,7 +8,7 @@ its threshold from the same detections, matched to the labels as calibration mat
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ class Measured:
     recall: dict[str, float | None]
     objects: dict[str, int]
     images: int
+    seen: Any = field(default=None, compare=False, repr=False)  # `pipeline.drift.Sample`: what the network saw
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,10 @@ class GateResult:
         return not self.failures
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "passed": self.passed}
+        found = asdict(replace(self, fp32=replace(self.fp32, seen=None), int8=replace(self.int8, seen=None)))
+        for side in ("fp32", "int8"):
+            del found[side]["seen"]  # a sample of arrays, kept apart (the bundle's baseline): not a gate's figure
+        return {**found, "passed": self.passed}
 
     def table(self) -> list[str]:
         """Per class, FP32 and INT8 recall side by side; then mAP50."""
@@ -78,7 +82,7 @@ def measure(bundle: Path, data: str | Path, split: str, thresholds: dict[str, fl
         found_class = matches.per_class[name]
         hits = int((found_class.hits & (found_class.scores >= thresholds.get(name, default))).sum())
         recall[name] = hits / total if total else None
-    return Measured(float(overall.get("AP50") or 0.0), recall, objects, len(matches.image_ids))
+    return Measured(float(overall.get("AP50") or 0.0), recall, objects, len(matches.image_ids), found.seen)
 
 
 def gate(

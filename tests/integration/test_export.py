@@ -116,15 +116,30 @@ def test_an_fp32_bundle_screens_as_its_checkpoint(
 
 
 def test_int8_is_gated_against_fp32_and_the_gate_is_recorded(
-    downscaled_training, downscaled_data: Path, screen_file: Path, classes: list[str], val: Path, tmp_path: Path, capsys
+    downscaled_training,
+    downscaled_data: Path,
+    screen_file: Path,
+    classes: list[str],
+    val: Path,
+    checkpoint_results: Path,
+    tmp_path: Path,
+    capsys,
 ) -> None:
+    # The screen's baseline: what the checkpoint saw of val, as calibrate records it (this data, this split).
+    named = tmp_path / "screen"
+    named.mkdir()
+    seen = Baseline.load(checkpoint_results / "drift_sample.npz")
+    fp32_baseline = replace(seen, data=str(downscaled_data), split="val", _digest=None)
+    fp32_baseline.save(named / "drift_baseline.npz")
+    recorded = {"file": "drift_baseline.npz", "sha256": fp32_baseline.digest(), "images": fp32_baseline.images}
+    replace(read_screen(screen_file), drift_baseline=recorded).write(named / "screen.json")
     bundle = tmp_path / "int8"
     # Wide limits: this asserts what the gate records and that an INT8 bundle screens; the refusal is the next test's.
     code, out, err = run(
         capsys,
         "export",
         "--model", str(downscaled_training.best_weights),
-        "--screen", str(screen_file),
+        "--screen", str(named / "screen.json"),
         "--format", "onnx-int8",
         "--data", str(downscaled_data),
         "--calibration-images", "24",
@@ -147,9 +162,18 @@ def test_int8_is_gated_against_fp32_and_the_gate_is_recorded(
     network = onnx.load(str(bundle / "network.onnx"))
     assert sum(node.op_type == "QuantizeLinear" for node in network.graph.node) > 10
 
+    # the baseline travels as the INT8 network saw the same split: its own embeddings, the same images
+    own = Baseline.load(bundle / "drift_baseline.npz")
+    assert own.extra["recorded_by"] == "onnx-int8" and own.digest() != fp32_baseline.digest()
+    assert own.sample.names == fp32_baseline.sample.names and own.images == 80
+    assert not np.array_equal(own.sample.embeddings, fp32_baseline.sample.embeddings)
+    assert json.loads((bundle / "screen.json").read_text())["drift_baseline"]["sha256"] == own.digest()
+    assert "recorded again by the onnx-int8 network on val" in out
+
     results = tmp_path / "results"
     found = predict(val, str(bundle), results, progress=False)
     assert found.images == len(list(val.iterdir())) and found.errors == 0
+    assert found.drift is not None and not found.drift.drifted  # the split it was recorded on
 
 
 def test_the_gate_refuses_a_forced_bad_case_and_writes_nothing(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.checkpoints import MLFLOW_SCHEMES
-from pipeline.drift import DIGEST_TAG, Baseline, BaselineError, Collector, DriftReport
+from pipeline.drift import DIGEST_TAG, Baseline, BaselineError, Collector, DriftReport, Sample
 from pipeline.inference.batching import Outcome
 from pipeline.inference.bundle import OpenedBundle
 from pipeline.inference.screen import Screen
@@ -108,12 +108,14 @@ class DriftCheck:
         self.window = window if baseline is not None else None
         self.windowed = Collector(thresholds, window=window) if self.window else None
         self.since_window = 0
+        self._seen: Sample | None = None  # the run's sample, made once for the report, the files and the review
 
     def add(self, outcome: Outcome) -> DriftReport | None:
         """One screened image; the report of the window it closes, if it closes one."""
         if outcome.statistics is None:
             return None
         self.collector.add(outcome.statistics, outcome.detections, outcome.embedding, name=outcome.path)
+        self._seen = None
         if self.windowed is None:
             return None
         self.windowed.add(outcome.statistics, outcome.detections, outcome.embedding, name=outcome.path)
@@ -121,25 +123,31 @@ class DriftCheck:
         if self.since_window < (self.window or 0):
             return None
         self.since_window = 0
-        return self._compare(self.windowed)
+        return self._compare(self.windowed.sample())
 
     def report(self) -> DriftReport | None:
         """The whole run against the baseline; None without one, or without an image."""
-        return self._compare(self.collector) if len(self.collector) else None
+        return self._compare(self.seen()) if len(self.collector) else None
 
-    def _compare(self, collector: Collector) -> DriftReport | None:
+    def seen(self) -> Sample:
+        """What the run saw so far (one snapshot of the collector until the next image)."""
+        if self._seen is None:
+            self._seen = self.collector.sample()
+        return self._seen
+
+    def _compare(self, sample: Sample) -> DriftReport | None:
         if self.baseline is None:
             return None
         from pipeline.drift.checks import compare  # scipy.stats: loaded by the first comparison, not by the CLI
 
-        return compare(self.baseline, collector.sample(), model_sha256=self.model_sha256 or None)
+        return compare(self.baseline, sample, model_sha256=self.model_sha256 or None)
 
     def write(self, out: Path, report: DriftReport | None, source: str) -> None:
         """drift.json (with a report) and drift_sample.npz (what the run saw) in the results folder."""
         if report is not None:
             report.write(out / REPORT)
         if len(self.collector):
-            Baseline.from_collector(self.collector, model_sha256=self.model_sha256, data=source).save(out / SAMPLE)
+            Baseline(self.seen(), model_sha256=self.model_sha256, data=source).save(out / SAMPLE)
 
     def plot(self, path: Path) -> Path | None:
         """Each statistic's distribution, baseline against this run (None without matplotlib: a line PC's install)."""
@@ -147,7 +155,7 @@ class DriftCheck:
             return None
         from pipeline.drift.plot import plot_drift
 
-        return plot_drift(self.baseline.sample, self.collector.sample(), path)
+        return plot_drift(self.baseline.sample, self.seen(), path)
 
     def atypical(self, limit: int = ATYPICAL_REVIEW) -> list[tuple[str, str]]:
         """(path, why) of the run's most atypical images, most atypical first: those a drifted run sends to review."""
@@ -155,7 +163,7 @@ class DriftCheck:
             return []
         from pipeline.drift.checks import rank_atypical
 
-        ranked = rank_atypical(self.baseline, self.collector.sample())
+        ranked = rank_atypical(self.baseline, self.seen())
         return [(found.name, found.reason) for found in ranked[:limit]]
 
 

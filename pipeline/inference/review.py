@@ -16,7 +16,7 @@ import csv
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,9 +123,16 @@ def write_uncertain(
     (what the model saw or nearly saw), ``review.csv`` with one row per uncertain class of an image. ``atypical``:
     (path, why) of the images that drive a drift, most atypical first: they come first, with the boxes that failed
     them (a row each, class ``drift``), so a person sees what the line now shows before the borderline scores."""
-    records = list(records)
-    chosen = uncertain_images(records, threshold, band)
-    by_path = {record["path"]: record for record in records}
+    wanted = {path for path, _ in atypical}
+    by_path: dict[str, dict[str, Any]] = {}  # the atypical images' records, kept as the log streams past
+
+    def keeping(records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for record in records:
+            if record["path"] in wanted:
+                by_path[record["path"]] = record
+            yield record
+
+    chosen = uncertain_images(keeping(records), threshold, band)
     unlike = [(path, why) for path, why in atypical if path in by_path]
     items = [
         QueueItem(

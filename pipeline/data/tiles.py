@@ -4,8 +4,10 @@ A 20-px defect on a 2,000-px image shrinks to a few pixels when the image is res
 size; cut into 640-px tiles it keeps its size. Each image larger than the tile is cut where predict's
 tiled inference cuts it (`tile_windows`, one code path for where tiles lie), so the model learns
 tiles as it will see them. A box is kept in a tile, clipped to it, when at least ``min_visible`` of
-its area is inside; a smaller part is masked out of that tile (`mask_boxes`), since an unlabelled
-piece of a defect would teach that a defect is background. Of the tiles without a box, a seeded
+its area is inside. A smaller part must not stay in the tile unlabelled, since it would teach that a
+defect is background: ``cut_boxes: mask`` fills it (`mask_boxes`); ``cut_boxes: ignore`` keeps the
+pixels and writes the part to ``ignore/<split>/<tile>.txt`` (YOLO lines, `ignore_file`), which the
+training's loss leaves out of its background (`pipeline.training.ignore_regions`). Of the tiles without a box, a seeded
 draw keeps ``backgrounds`` of the split's cut tiles. Images not larger than the tile are used whole
 (a hard link to the source, else a symbolic link, else a copy: the source is never changed).
 
@@ -47,6 +49,7 @@ from pipeline.files import cache_dir
 KIND = "data tile"  # the marker's kind, of the cache's folders and of `data tile --out`
 VERSION = 1  # part of the cache key: a change to how tiles are cut makes new sets, never reuses old ones
 CACHE_FOLDER = "tiles"  # under cache_dir()
+IMAGES, IGNORE = "images", "ignore"  # a tile set's folders of images and of regions the loss ignores, per split
 TRAINING_SEED = 0  # a training's background draw: fixed, so trainings with other train.seed share the cached set
 
 Window = tuple[int, int, int, int]  # x1, y1, x2, y2 in pixels, x2 and y2 exclusive
@@ -85,16 +88,16 @@ class TileBoxes:
     window: Window
     kept: list[Box]  # in the tile's pixels, clipped to it
     clipped: int  # how many of the kept ones the tile's border cuts
-    masked: list[Window]  # the pixels (in the tile) of boxes cut below min_visible: filled, not labelled
+    cut: list[Box]  # the visible parts (in the tile, clipped) of boxes cut below min_visible: masked or ignored
     sources: frozenset[int]  # which of the image's boxes are kept here (by index)
 
 
 def boxes_in_tile(boxes: Sequence[Box], window: Window, min_visible: float) -> TileBoxes:
     """The boxes of an image seen through ``window``: kept (clipped) when at least ``min_visible`` of a box's area
-    is inside, else, when any of it is, its visible part to mask."""
+    is inside, else, when any of it is, its visible part as cut."""
     x0, y0, x1, y1 = window
     kept: list[Box] = []
-    masked: list[Window] = []
+    cut: list[Box] = []
     sources: set[int] = set()
     clipped = 0
     for index, box in enumerate(boxes):
@@ -107,25 +110,30 @@ def boxes_in_tile(boxes: Sequence[Box], window: Window, min_visible: float) -> T
             kept.append(Box(box.cls, left - x0, top - y0, right - x0, bottom - y0))
             clipped += visible < 1 - 1e-9
             sources.add(index)
-        else:  # every pixel the visible part touches
-            masked.append((math.floor(left - x0), math.floor(top - y0), math.ceil(right - x0), math.ceil(bottom - y0)))
-    return TileBoxes(window, kept, clipped, masked, frozenset(sources))
+        else:
+            cut.append(Box(box.cls, left - x0, top - y0, right - x0, bottom - y0))
+    return TileBoxes(window, kept, clipped, cut, frozenset(sources))
 
 
-def mask_boxes(tile: np.ndarray, masked: Sequence[Window], kept: Sequence[Box] = ()) -> np.ndarray:
-    """``tile`` with each ``masked`` rectangle filled with the mean colour of the tile's other pixels (a new array
-    when anything is filled); the pixels of ``kept`` boxes are never filled.
+def pixels_of(box: Box) -> Window:
+    """Every pixel ``box`` touches, as a window."""
+    return math.floor(box.x1), math.floor(box.y1), math.ceil(box.x2), math.ceil(box.y2)
+
+
+def mask_boxes(tile: np.ndarray, cut: Sequence[Box], kept: Sequence[Box] = ()) -> np.ndarray:
+    """``tile`` with every pixel each ``cut`` box touches filled with the mean colour of the tile's other pixels (a
+    new array when anything is filled); the pixels of ``kept`` boxes are never filled.
 
     A flat fill rather than a blur: a blurred defect is still a darker or brighter blob where the defect
     was, and unlabelled it would teach that a faint defect is background, the very thing masking is for.
     A flat patch at the tile's own brightness holds no edge or texture a defect could be learned from."""
-    if not masked:
+    if not cut:
         return tile
     region = np.zeros(tile.shape[:2], bool)
-    for x1, y1, x2, y2 in masked:
+    for x1, y1, x2, y2 in map(pixels_of, cut):
         region[max(y1, 0) : y2, max(x1, 0) : x2] = True
-    for box in kept:  # a kept defect overlapping the masked piece keeps its pixels
-        region[math.floor(box.y1) : math.ceil(box.y2), math.floor(box.x1) : math.ceil(box.x2)] = False
+    for x1, y1, x2, y2 in map(pixels_of, kept):  # a kept defect overlapping the masked piece keeps its pixels
+        region[y1:y2, x1:x2] = False
     if not region.any():
         return tile
     rest = tile[~region] if (~region).any() else tile.reshape(-1, *tile.shape[2:])
@@ -144,7 +152,8 @@ class SplitCounts:
     tiles: int = 0  # tiles written (cut ones; whole images are not counted)
     boxes_kept: int = 0  # boxes in the tiled split (whole images' too); a box in two overlapping tiles counts twice
     clipped: int = 0  # kept boxes cut by a tile's border
-    masked: int = 0  # box parts below min_visible masked out of a tile
+    masked: int = 0  # box parts below min_visible masked out of a tile (cut_boxes: mask)
+    ignored: int = 0  # box parts below min_visible written as regions the loss ignores (cut_boxes: ignore)
     background_tiles: int = 0  # cut tiles without a box, kept
     backgrounds_left_out: int = 0  # cut tiles without a box, not drawn
     boxes_in_no_tile: int = 0  # source boxes kept in none of their image's tiles (too large for min_visible)
@@ -246,7 +255,14 @@ def _write_labels(path: Path, boxes: Sequence[Box], width: int, height: int) -> 
     path.write_text("".join(box.to_yolo_line(width, height) + "\n" for box in boxes), encoding="utf-8")
 
 
-def _write_image(plan: _Planned, images: Path, labels: Path) -> tuple[list[Sample], SplitCounts]:
+def ignore_file(image: str | Path) -> Path:
+    """Where the regions a training's loss ignores are kept for a tile: ``.../images/<split>/<stem>.png`` ->
+    ``.../ignore/<split>/<stem>.txt`` (YOLO lines, beside ``labels/`` as ultralytics finds those)."""
+    sa, sb = f"{os.sep}{IMAGES}{os.sep}", f"{os.sep}{IGNORE}{os.sep}"
+    return Path(sb.join(str(image).rsplit(sa, 1))).with_suffix(".txt")
+
+
+def _write_image(plan: _Planned, images: Path, labels: Path, cut_boxes: str) -> tuple[list[Sample], SplitCounts]:
     """One source image's tiles (or the image, whole) and labels written; the samples written and their counts."""
     sample, counts = plan.sample, SplitCounts(images=1)
     if plan.whole:
@@ -271,13 +287,19 @@ def _write_image(plan: _Planned, images: Path, labels: Path) -> tuple[list[Sampl
         boxes = one.boxes
         x1, y1, x2, y2 = boxes.window
         target = images / f"{one.stem}.png"
-        _write_png(target, mask_boxes(pixels[y1:y2, x1:x2], boxes.masked, boxes.kept))
+        if cut_boxes == "ignore":
+            _write_png(target, pixels[y1:y2, x1:x2])
+            if boxes.cut:
+                _write_labels(ignore_file(target), boxes.cut, x2 - x1, y2 - y1)
+            counts.ignored += len(boxes.cut)
+        else:
+            _write_png(target, mask_boxes(pixels[y1:y2, x1:x2], boxes.cut, boxes.kept))
+            counts.masked += len(boxes.cut)
         _write_labels(labels / f"{one.stem}.txt", boxes.kept, x2 - x1, y2 - y1)
         written.append(Sample(target, list(boxes.kept), sample.split, x2 - x1, y2 - y1))
         counts.tiles += 1
         counts.boxes_kept += len(boxes.kept)
         counts.clipped += boxes.clipped
-        counts.masked += len(boxes.masked)
         counts.background_tiles += one.background
     return written, counts
 
@@ -293,12 +315,12 @@ def tile_collection(
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # decoding and PNG coding free the GIL
         for split in wanted:  # in the collection's order of splits
             samples = [s for s in collection.samples if s.split == split]
-            images, labels = out / "images" / split, out / "labels" / split
-            images.mkdir(parents=True, exist_ok=True)
-            labels.mkdir(parents=True, exist_ok=True)
+            images, labels = out / IMAGES / split, out / "labels" / split
+            for folder in (images, labels, *([out / IGNORE / split] if tile.cut_boxes == "ignore" else [])):
+                folder.mkdir(parents=True, exist_ok=True)
             counts[split] = SplitCounts()
             plans = _plan_split(samples, tile, seed, split)
-            for written, found in pool.map(_write_image, plans, repeat(images), repeat(labels)):
+            for written, found in pool.map(_write_image, plans, repeat(images), repeat(labels), repeat(tile.cut_boxes)):
                 tiled += written
                 counts[split].add(found)
     return Collection(list(collection.names), tiled), counts
@@ -324,9 +346,10 @@ def summary_line(counts: SplitCounts, tile: TileConfig) -> str:
     """``1,204 tiles of 640 px from 96 images (overlap 0.2): 1,530 boxes kept (212 clipped), 37 masked, 120
     background tiles``, with what else happened when it did."""
     whole = f"; {counts.whole:,} images not larger, used whole" if counts.whole else ""
+    cut = f"{counts.ignored:,} ignored in the loss" if tile.cut_boxes == "ignore" else f"{counts.masked:,} masked"
     text = (
         f"{counts.tiles:,} tiles of {tile.size} px from {counts.cut:,} images (overlap {tile.overlap:g}{whole}): "
-        f"{counts.boxes_kept:,} boxes kept ({counts.clipped:,} clipped), {counts.masked:,} masked, "
+        f"{counts.boxes_kept:,} boxes kept ({counts.clipped:,} clipped), {cut}, "
         f"{counts.background_tiles:,} background tiles"
     )
     if counts.boxes_in_no_tile:
@@ -422,10 +445,12 @@ def cached_tiles(
         )
 
 
-def tile_settings(size: int, overlap: float, min_visible: float, backgrounds: float) -> TileConfig:
+def tile_settings(size: int, overlap: float, min_visible: float, backgrounds: float, cut_boxes: str) -> TileConfig:
     """Command-line values as settings, or one line naming the first bad option."""
     try:
-        return TileConfig(size=size, overlap=overlap, min_visible=min_visible, backgrounds=backgrounds)
+        return TileConfig(
+            size=size, overlap=overlap, min_visible=min_visible, backgrounds=backgrounds, cut_boxes=cut_boxes
+        )
     except ValidationError as exc:
         raise option_error(exc) from None
 

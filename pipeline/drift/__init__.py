@@ -1,8 +1,9 @@
 """Drift: is the line still showing the model what it was calibrated on?
 
 ``calibrate`` records a ``Baseline`` (the calibration split's image statistics, detections at the screen's
-thresholds, embeddings); every screening run collects the same of its own images and ``compare`` tests one
-against the other. Needs numpy, OpenCV and scipy; no torch, no MLflow.
+thresholds, embeddings), and so does the end of a training (its validation split at predict's default conf); every
+screening run collects the same of its own images and ``compare`` tests one against the other. Needs numpy, OpenCV
+and scipy; no torch, no MLflow.
 
     collector = Collector(screen.thresholds)
     collector.add(image_statistics(image), detections, embedding, name=path.name)  # per image
@@ -14,7 +15,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pipeline.drift.baseline import DIGEST_TAG, FILENAME, Baseline, BaselineError, rethresholded
+from pipeline.drift.baseline import (
+    CALIBRATION,
+    DIGEST_TAG,
+    FILENAME,
+    ORIGINS,
+    TRAINING,
+    Baseline,
+    BaselineError,
+    rethresholded,
+)
 from pipeline.drift.report import Check, DriftReport
 from pipeline.drift.statistics import STATISTICS, Collector, ImageStatistics, Sample, image_statistics, threshold_of
 
@@ -35,9 +45,12 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "CALIBRATION",
     "DIGEST_TAG",
     "FILENAME",
+    "ORIGINS",
     "STATISTICS",
+    "TRAINING",
     "Atypical",
     "Baseline",
     "BaselineError",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,12 +21,17 @@ from typing import Any
 import numpy as np
 
 from pipeline.drift.statistics import STATISTICS, Collector, ImageStatistics, Sample
+from pipeline.files import replaced_whole
 from pipeline.messages import UserError
 
 FORMAT = "pipeline.drift.baseline"
 VERSION = 1
 FILENAME = "drift_baseline.npz"
-DIGEST_TAG = "pipeline.drift.baseline"  # on a model version and on each tracked run compared with it: the file's digest
+DIGEST_TAG = (
+    "pipeline.drift.baseline"  # the file's digest: on a model version, its training run, each run compared with it
+)
+CALIBRATION, TRAINING = "calibration", "training"  # what recorded a baseline (its `origin`)
+ORIGINS = {CALIBRATION: "the calibration split", TRAINING: "the training's validation split"}  # as a line names it
 _ARRAYS = (
     "statistics",
     "detection_image",
@@ -68,6 +72,12 @@ class Baseline:
     def thresholds(self) -> dict[str, float]:
         return self.sample.thresholds
 
+    @property
+    def origin(self) -> str:
+        """What recorded it: CALIBRATION (calibrate's split at the screen's thresholds) or TRAINING (the end of a
+        training, its validation split at predict's default conf); kept in ``extra`` ("origin")."""
+        return str(self.extra.get("origin", CALIBRATION))
+
     def metadata(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
@@ -104,9 +114,8 @@ class Baseline:
         """Write the baseline (atomically: a run reading it never sees half a file); returns the path."""
         path = Path(path)
         data = self.to_bytes()
-        partial = path.with_name(f".{path.name}.partial")
-        partial.write_bytes(data)
-        os.replace(partial, path)
+        with replaced_whole(path) as partial:
+            partial.write_bytes(data)
         self._digest = hashlib.sha256(data).hexdigest()
         return path
 

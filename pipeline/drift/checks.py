@@ -244,6 +244,7 @@ def _describe(baseline: Baseline | Sample) -> dict[str, Any]:
         "model_sha256": baseline.model_sha256,
         "data": baseline.data,
         "split": baseline.split,
+        "origin": baseline.origin,
         "created": baseline.created,
         "digest": baseline.digest(),
     }

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.drift.baseline import CALIBRATION, ORIGINS
+
 SHOWN = 4  # drifted checks named in the line; the rest are counted
 
 
@@ -53,7 +55,7 @@ class DriftReport:
     alpha: float
     images: int  # the current images
     baseline_images: int
-    baseline: dict[str, Any] = field(default_factory=dict)  # the baseline's model, data, split, created, digest
+    baseline: dict[str, Any] = field(default_factory=dict)  # the baseline's model, data, split, origin, created, digest
     notes: list[str] = field(default_factory=list)  # what makes the comparison less telling (other thresholds)
 
     @property
@@ -99,16 +101,21 @@ class DriftReport:
         return path
 
     def line(self) -> str:
-        """One summary line: the drifted checks, most certain first, else how many checks found nothing."""
+        """One summary line: the drifted checks, most certain first, else how many checks found nothing; a baseline
+        a training recorded is named (a calibration's is the usual one)."""
         skipped = len(self.skipped)
         tail = f"; {skipped} skipped (too few samples)" if skipped else ""
+        split = f" ({self.baseline['split']})" if self.baseline.get("split") else ""
+        origin = self.baseline.get("origin") or CALIBRATION
+        against = f"{ORIGINS.get(origin, ORIGINS[CALIBRATION])}{split}"
         drifted = sorted((c for c in self.checks if c.drifted), key=lambda c: (c.p_holm or 0.0, c.name))
         if not drifted:
-            return f"drift: none of {len(self.ran)} checks (Holm, alpha {self.alpha:g}) on {self.images} images{tail}"
-        named = ", ".join(check.describe() for check in drifted[:SHOWN])
+            named = f" against {against}" if origin != CALIBRATION else ""
+            ran = f"{len(self.ran)} checks (Holm, alpha {self.alpha:g}) on {self.images} images"
+            return f"drift: none of {ran}{named}{tail}"
+        shown = ", ".join(check.describe() for check in drifted[:SHOWN])
         more = f" and {len(drifted) - SHOWN} more" if len(drifted) > SHOWN else ""
-        split = f" ({self.baseline['split']})" if self.baseline.get("split") else ""
-        return f"drift: {named}{more}: the images are not like the calibration split{split}{tail}"
+        return f"drift: {shown}{more}: the images are not like {against}{tail}"
 
 
 def format_p(p: float | None) -> str:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from pipeline.inference.bundle import FORMATS, NETWORK_FILES, BundleInfo, bundle
 from pipeline.inference.options import PredictOptions, RunOptions
 from pipeline.inference.screen import FILE_NAME, UNCALIBRATED, Screen, read_screen
 from pipeline.messages import UserError
+
+if TYPE_CHECKING:
+    from pipeline.tracking.screens import ScreenLookup
 
 LOG = logging.getLogger("pipeline.export")
 KIND = "export"  # the destination marker's kind
@@ -106,13 +109,13 @@ def export_bundle(
         data = data or _training_data(opened)
         if data is None:
             raise ExportError(f"--format {fmt}: INT8 needs --data: images to quantize on and a split to gate on")
-    chosen, source = _screen_for(model, opened, given, names, options)
+    chosen, source, lookup = _screen_for(model, opened, given, names, options)
     if not model.startswith(MLFLOW_SCHEMES):
         chosen = replace(chosen, model=chosen.model if given else os.path.abspath(model))
     from pipeline.inference.drift_check import find_baseline
 
     # The screen's drift baseline travels with it, so that a line PC's predict checks drift as the training machine's.
-    found = find_baseline(given, str(screen or ""), opened, model, options.tracking_uri)
+    found = find_baseline(given, str(screen or ""), opened, model, options.tracking_uri, lookup)
     baseline, about_baseline = found.baseline, found.where or f"none: {found.note}"
     chosen = replace(
         chosen,
@@ -272,17 +275,20 @@ def _training_data(opened: Any) -> str | None:
 
 def _screen_for(
     model: str, opened: Any, given: Screen | None, names: list[str], options: RunOptions
-) -> tuple[Screen, str]:
-    """The screen the bundle carries, and where it came from in one line."""
+) -> tuple[Screen, str, ScreenLookup | None]:
+    """The screen the bundle carries, where it came from in one line, and the store's answer for an MLflow model
+    (asked once: `find_baseline` takes it for the screen's baseline)."""
     if given is not None:
         unknown = sorted(set(given.thresholds) - set(names) - {"default"})
         if unknown:
             raise ExportError(f"--screen: a threshold for {unknown[0]!r}, which the model does not have")
-        return given, given.describe()
+        return given, given.describe(), None
+    lookup = None
     if model.startswith(MLFLOW_SCHEMES):
-        from pipeline.tracking.screens import stored_screen, stored_screen_file
+        from pipeline.tracking.screens import ScreenLookup, stored_screen, stored_screen_file
 
-        stored = stored_screen(opened.pinned or model, options.tracking_uri)
+        stored = stored_screen(opened.pinned or model, options.tracking_uri)  # a store that fails stops the export
+        lookup = ScreenLookup(stored)
         if stored is not None:
             with tempfile.TemporaryDirectory() as tmp:
                 path = stored_screen_file(stored, tmp, options.tracking_uri)
@@ -292,11 +298,12 @@ def _screen_for(
                         "give --screen"
                     )
                 found = read_screen(path)
-            return replace(found, thresholds=stored.thresholds), f"{stored.about}, stored with {stored.source}"
+            about = f"{stored.about}, stored with {stored.source}"
+            return replace(found, thresholds=stored.thresholds), about, lookup
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     default = PredictOptions.model_fields["conf"].default  # predict's own, without a screen
     plain = Screen({"default": default}, model, "", "", now, mode=UNCALIBRATED, model_sha256=opened.weights_sha256)
-    return plain, plain.describe()
+    return plain, plain.describe(), lookup
 
 
 def _versions(runtime: str, precision: str) -> dict[str, str]:

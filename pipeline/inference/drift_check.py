@@ -1,11 +1,12 @@
 """predict's drift check: what a run saw against the baseline its screen was calibrated with (`pipeline.drift`).
 
-The baseline is found where the thresholds were: beside a ``--screen`` file (screen.json names it), inside a
-bundle, or with an MLflow model's calibration run. Each screened image adds its input statistics (measured on the
-decoding threads), its detections at the verdict thresholds and the network's pooled backbone features to a
-`Collector`; at the end the run is compared with the baseline (``drift.json``, one line), and what it saw is kept as
-``drift_sample.npz`` (a baseline file of its own: calibrate builds the baseline from it). Under ``--watch`` each
-window of images is compared as it closes.
+The baseline is found where the thresholds were: beside a ``--screen`` file (screen.json names it), inside a bundle,
+or with an MLflow model's calibration run; else the one the model's training recorded on its validation split:
+beside a ``.pt`` (``drift_baseline.npz``, for that very file), or in the training run behind an MLflow model. Each
+screened image adds its input statistics (measured on the decoding threads), its detections at the verdict
+thresholds and the network's pooled backbone features to a `Collector`; at the end the run is compared with the
+baseline (``drift.json``, one line), and what it saw is kept as ``drift_sample.npz`` (a baseline file of its own:
+calibrate builds the baseline from it). Under ``--watch`` each window of images is compared as it closes.
 """
 
 from __future__ import annotations
@@ -14,45 +15,60 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.checkpoints import MLFLOW_SCHEMES
-from pipeline.drift import DIGEST_TAG, Baseline, BaselineError, Collector, DriftReport, Sample
+from pipeline.checkpoints import MLFLOW_SCHEMES, file_sha256
+from pipeline.drift import DIGEST_TAG, FILENAME, ORIGINS, Baseline, BaselineError, Collector, DriftReport, Sample
 from pipeline.inference.batching import Outcome
 from pipeline.inference.bundle import OpenedBundle
 from pipeline.inference.screen import Screen
 from pipeline.messages import first_line
+
+if TYPE_CHECKING:
+    from pipeline.tracking.screens import ScreenLookup
 
 LOG = logging.getLogger("pipeline.inference")
 
 REPORT = "drift.json"  # in the results folder: the run against the baseline
 SAMPLE = "drift_sample.npz"  # in the results folder: what the run saw, in the baseline's format
 PLOT = "drift.png"  # with --track: each statistic's baseline against the run's
-NO_BASELINE = "no baseline: calibrate records one beside screen.json (predict --screen FILE reads it)"
+NO_BASELINE = (
+    "no baseline: a training records one beside its best.pt (train.drift_baseline), calibrate beside screen.json "
+    "(predict --screen FILE reads it)"
+)
 ATYPICAL_REVIEW = 20  # the most atypical images a drifted run adds to --review's queue
 
 
 @dataclass
 class FoundBaseline:
-    """The baseline a run is compared with, or why there is none (``note``: one line)."""
+    """The baseline a run is compared with, or why there is none (``note``: one line). ``same_model``: the baseline is
+    known to be these weights' although its SHA-256 is not the file's (a training's, whose model MLflow saved again)."""
 
     baseline: Baseline | None
     where: str = ""
     note: str = ""
+    same_model: bool = False
 
 
 def find_baseline(
-    screen: Screen | None, screen_path: str, opened: Any, model: str, tracking_uri: str = ""
+    screen: Screen | None,
+    screen_path: str,
+    opened: Any,
+    model: str,
+    tracking_uri: str = "",
+    lookup: ScreenLookup | None = None,
 ) -> FoundBaseline:
     """The baseline of ``--screen``'s file, else of the bundle's screen, else stored with an MLflow model's
-    calibration; a file that is named but cannot be used is a note, never a stop (the verdicts do not need it)."""
+    calibration, else the one its training recorded (beside a ``.pt``, or in the run behind an MLflow model); a file
+    that is named but cannot be used is a note, never a stop (the verdicts do not need it). ``lookup``: the MLflow
+    model's stored screen as the caller asked for it already (else it is asked here)."""
     if screen is not None:
         return _beside(screen, Path(screen_path).parent, f"--screen {screen_path}")
     if isinstance(opened, OpenedBundle):
         return _beside(opened.screen, opened.folder, f"the bundle {opened.folder}")
     if model.startswith(MLFLOW_SCHEMES):
-        return _stored(opened.pinned or model, tracking_uri)
-    return FoundBaseline(None, note=NO_BASELINE)
+        return _stored(opened.pinned or model, tracking_uri, lookup)
+    return _trained_beside(Path(model), opened)
 
 
 def _beside(screen: Screen, folder: Path, where: str) -> FoundBaseline:
@@ -68,14 +84,33 @@ def _beside(screen: Screen, folder: Path, where: str) -> FoundBaseline:
     return FoundBaseline(baseline, where=f"{folder / named['file']}")
 
 
-def _stored(model: str, tracking_uri: str) -> FoundBaseline:
+def _trained_beside(weights: Path, opened: Any) -> FoundBaseline:
+    """The baseline a training left beside its checkpoint, when it was recorded for this very file."""
+    path = weights.with_name(FILENAME)
+    if weights.suffix != ".pt" or not weights.is_file() or not path.is_file():
+        return FoundBaseline(None, note=NO_BASELINE)
+    try:
+        baseline = Baseline.load(path)
+    except BaselineError as exc:
+        return FoundBaseline(None, note=str(exc))
+    sha256 = opened.weights_sha256 if opened is not None else file_sha256(weights)
+    if baseline.model_sha256 != sha256:
+        other = f"recorded for sha256 {baseline.model_sha256[:12]}, {weights.name} is {sha256[:12]}"
+        return FoundBaseline(None, note=f"{path} belongs to other weights ({other})")
+    return FoundBaseline(baseline, where=f"{ORIGINS.get(baseline.origin, path.name)} ({path})")
+
+
+def _stored(model: str, tracking_uri: str, lookup: ScreenLookup | None) -> FoundBaseline:
     from pipeline.inference.screen import read_screen
-    from pipeline.tracking.screens import stored_screen, stored_screen_file
+    from pipeline.tracking.screens import look_up_screen, stored_screen_file
 
     try:
-        stored = stored_screen(model, tracking_uri)
+        lookup = lookup or look_up_screen(model, tracking_uri)
+        if lookup.error is not None:
+            raise lookup.error  # said as any other failure to read the store, below
+        stored = lookup.stored
         if stored is None:
-            return FoundBaseline(None, note=f"{model} has no screen stored with it: {NO_BASELINE}")
+            return _trained_run(model, tracking_uri)
         with tempfile.TemporaryDirectory(prefix="yolo-pipeline-baseline-") as tmp:
             screen_file = stored_screen_file(stored, tmp, tracking_uri)
             if screen_file is None:
@@ -91,6 +126,25 @@ def _stored(model: str, tracking_uri: str) -> FoundBaseline:
     return found
 
 
+def _trained_run(model: str, tracking_uri: str) -> FoundBaseline:
+    """The baseline the training run behind ``model`` recorded (the run that logged these weights: MLflow's copy of
+    best.pt has other bytes, the same network), when its file is the one the run's digest tag names."""
+    from pipeline.tracking.screens import training_baseline_file
+
+    with tempfile.TemporaryDirectory(prefix="yolo-pipeline-baseline-") as tmp:
+        stored = training_baseline_file(model, tmp, tracking_uri)
+        if stored is None:
+            return FoundBaseline(None, note=f"{model} has no screen stored with it: {NO_BASELINE}")
+        try:
+            baseline = Baseline.load(stored.file)
+        except BaselineError as exc:
+            return FoundBaseline(None, note=str(exc))
+    if baseline.digest() != stored.digest:
+        return FoundBaseline(None, note=f"the drift baseline of run {stored.run_id} is not the one its tag names")
+    where = f"{ORIGINS.get(baseline.origin, 'the baseline')} (run {stored.run_id} of {model})"
+    return FoundBaseline(baseline, where=where, same_model=True)
+
+
 class DriftCheck:
     """One run's collection and its comparison with ``baseline`` (None: collected only, for drift_sample.npz);
     ``window``: also compare every ``window`` images (``--watch``)."""
@@ -101,9 +155,11 @@ class DriftCheck:
         thresholds: dict[str, float],
         model_sha256: str = "",
         window: int | None = None,
+        same_model: bool = False,
     ) -> None:
         self.baseline = baseline
         self.model_sha256 = model_sha256
+        self.same_model = same_model  # `FoundBaseline.same_model`: no "the model differs" note
         self.collector = Collector(thresholds)
         self.window = window if baseline is not None else None
         self.windowed = Collector(thresholds, window=window) if self.window else None
@@ -140,7 +196,7 @@ class DriftCheck:
             return None
         from pipeline.drift.checks import compare  # scipy.stats: loaded by the first comparison, not by the CLI
 
-        return compare(self.baseline, sample, model_sha256=self.model_sha256 or None)
+        return compare(self.baseline, sample, model_sha256=None if self.same_model else self.model_sha256 or None)
 
     def write(self, out: Path, report: DriftReport | None, source: str) -> None:
         """drift.json (with a report) and drift_sample.npz (what the run saw) in the results folder."""

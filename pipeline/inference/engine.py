@@ -67,6 +67,7 @@ from pipeline.messages import first_line
 if TYPE_CHECKING:
     from pipeline.drift import DriftReport
     from pipeline.inference.opening import Opened
+    from pipeline.tracking.screens import ScreenLookup
 
 LOG = logging.getLogger("pipeline.inference")
 
@@ -159,7 +160,8 @@ def _predict_into(source: str | Path, model: str, out: Path, options: PredictOpt
     options = options.model_copy(update={"imgsz": scale.size, "tile": tiles.size, "overlap": tiles.overlap})
     names = [opened.names[i] for i in sorted(opened.names)]
     _verdict(options.thresholds, names, options.conf)  # the user's own first: a typo is named as theirs
-    stored, origin, expected = _screen_thresholds(model, opened, options, screen)
+    lookup = _screen_lookup(model, opened, options, screen)  # asked once: the thresholds and the drift check share it
+    stored, origin, expected = _screen_thresholds(model, opened, options, screen, lookup)
     merged = merged_thresholds(stored, options.thresholds)
     verdict = _verdict(merged, names, options.conf, origin)
     about = thresholds_source(origin, options.thresholds, merged, names, options.conf)
@@ -183,7 +185,9 @@ def _predict_into(source: str | Path, model: str, out: Path, options: PredictOpt
     predictions, errors = AppendLog(out / PREDICTIONS), AppendLog(out / ERRORS)
     save_images, save_crops = options.save_images, options.save_crops
     tiling = Tiling(options.tile, options.overlap, observe=options.drift)
-    drift = _drift_check(screen, model, opened, options, settings["thresholds"], result) if options.drift else None
+    drift = (
+        _drift_check(screen, model, opened, options, settings["thresholds"], result, lookup) if options.drift else None
+    )
 
     def finish(outcome: Outcome) -> None:
         """Write one image's results (or its error), in the order the images were found."""
@@ -286,16 +290,17 @@ def _drift_check(
     options: PredictOptions,
     thresholds: dict[str, float],
     result: PredictResult,
+    lookup: ScreenLookup | None = None,
 ) -> DriftCheck:
     """The run's drift check, against the baseline found with the thresholds' screen (`find_baseline`); without one
     the run is still collected (drift_sample.npz) and ``result.drift_note`` says why nothing is compared."""
-    found = find_baseline(screen, options.screen, opened, model, options.tracking_uri)
+    found = find_baseline(screen, options.screen, opened, model, options.tracking_uri, lookup)
     if found.baseline is None:
         result.drift_note = f"not checked: {found.note}"
     else:
         LOG.debug("predict: drift baseline %s", found.where)
     window = options.drift_window if options.watch else None
-    return DriftCheck(found.baseline, thresholds, opened.weights_sha256, window)
+    return DriftCheck(found.baseline, thresholds, opened.weights_sha256, window, same_model=found.same_model)
 
 
 def _skipped(result: PredictResult) -> None:
@@ -388,12 +393,23 @@ def _verdict(thresholds: dict[str, float], names: list[str], conf: float, origin
     return Verdict({k: v for k, v in thresholds.items() if k != "default"}, default)
 
 
+def _screen_lookup(model: str, opened: Opened, options: PredictOptions, screen: Screen | None) -> ScreenLookup | None:
+    """The screen stored with an MLflow model's version (or run), asked once; None where none is looked for (a
+    ``--screen``, a bundle's own, a local file)."""
+    if screen is not None or isinstance(opened, OpenedBundle) or not model.startswith(MLFLOW_SCHEMES):
+        return None
+    from pipeline.tracking.screens import look_up_screen
+
+    # the version the alias pointed to when the model was opened: the thresholds calibrated for these weights
+    return look_up_screen(opened.pinned or model, options.tracking_uri)
+
+
 def _screen_thresholds(
-    model: str, opened: Opened, options: PredictOptions, screen: Screen | None
+    model: str, opened: Opened, options: PredictOptions, screen: Screen | None, lookup: ScreenLookup | None = None
 ) -> tuple[dict[str, float], str, tuple[float, float, float] | None]:
     """The thresholds of ``--screen``, else those stored with an MLflow model's version (or run), where they came
     from, and the false-reject rate they were calibrated to (if known); none for a local file. A store that does
-    not answer costs one line: --threshold and --conf go on."""
+    not answer costs one line: --threshold and --conf go on. ``lookup``: the store asked already (`_screen_lookup`)."""
     if screen is not None:
         if screen.model_sha256 and screen.model_sha256 != opened.weights_sha256:
             LOG.info(
@@ -407,19 +423,17 @@ def _screen_thresholds(
         return own.thresholds, f"{own.describe()}, from the bundle {opened.folder}", own.expected_false_reject()
     if not model.startswith(MLFLOW_SCHEMES):
         return {}, "", None
-    from pipeline.tracking.screens import stored_screen
-
-    try:  # the version the alias pointed to when the model was opened: the thresholds calibrated for these weights
-        stored = stored_screen(opened.pinned or model, options.tracking_uri)
-    except Exception as exc:  # noqa: BLE001 - a store gone since the model was fetched, an MLflow error: one line
+    lookup = lookup or _screen_lookup(model, opened, options, screen)
+    if lookup.error is not None:  # a store gone since the model was fetched, an MLflow error: one line
         fallback = "--threshold and --conf" if options.thresholds else "--conf"
         LOG.info(
             "predict: the thresholds stored with %s could not be looked up (%s); verdicts use %s",
             model,
-            first_line(exc, 150),
+            first_line(lookup.error, 150),
             fallback,
         )
         return {}, "", None
+    stored = lookup.stored
     if stored is None:
         return {}, "", None
     about = f"{stored.about or 'thresholds'}, stored with {stored.source}"

@@ -4,14 +4,14 @@ Ultralytics' validator and its predictor see different detections: the validator
 ``INTER_AREA`` and runs NMS multi-label (a box once per class above conf, as mAP wants), predict
 resizes with ``INTER_LINEAR`` and keeps each box's best class. On the tests' synthetic parts the same
 model's top scores differ by up to 0.1 between the two, so thresholds chosen on the validator's
-detections miss their recall in predict. Here the split's images go through `predict` itself (the
-same decoding, letterbox, runtime and NMS a screen runs), and the ground truth is read from the
-labels with the project's own YOLO reader.
+detections miss their recall in predict. Here the split's images go through `predict` itself
+(`pipeline.inference.listed`, as a training's drift baseline does: the same decoding, letterbox,
+runtime and NMS a screen runs), and the ground truth is read from the labels with the project's own
+YOLO reader.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -79,60 +79,45 @@ def screened_split(
     label problems left out; and, with ``good`` (a folder of defect-free images), those images predicted in the same
     pass.
     ``metrics`` of the result is None: these are a screen's detections, not an mAP evaluation's."""
-    from pipeline.inference import predict
+    from pipeline.drift import rethresholded
+    from pipeline.inference.listed import predict_listed
 
     spec = data_spec(data, split)
     good_paths = _good_images(good) if good is not None else []
     with tempfile.TemporaryDirectory(prefix="yolo-pipeline-screen-") as tmp:
-        folder = Path(tmp)
-        truth, names, problems = ground_truth(_split_only(spec, split, folder), split)
-        listing = folder / "images.txt"
-        paths = [image["file_name"] for image in truth["images"]] + good_paths
-        listing.write_text("".join(f"{path}\n" for path in paths), encoding="utf-8")
-        found = predict(listing, model, folder / "predicted", options, progress=False)
-        ids = {image["file_name"]: image["id"] for image in truth["images"]}
-        seen = GoodImages(str(good)) if good is not None else None
-        detections = []
-        for line in (folder / "predicted" / "predictions.jsonl").read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
-            image_id = ids.get(os.path.abspath(record["path"]))
-            if image_id is None:  # one of the good images
-                seen.detections.append([(d["class_id"], d["score"]) for d in record["detections"]])
-                continue
-            for d in record["detections"]:
-                x1, y1, x2, y2 = d["box"]
-                detections.append(
-                    {"image_id": image_id, "category_id": d["class_id"] + 1,
-                     "bbox": [x1, y1, x2 - x1, y2 - y1], "score": d["score"]}
-                )  # fmt: skip
-        if seen is not None:
-            errors = folder / "predicted" / "errors.jsonl"
-            for line in errors.read_text(encoding="utf-8").splitlines() if errors.exists() else []:
-                record = json.loads(line)
-                if os.path.abspath(record["path"]) not in ids:
-                    seen.failed.append((record["path"], record["reason"]))
-        settings = json.loads((folder / "predicted" / "run.json").read_text(encoding="utf-8"))
-        observed = _observed(folder / "predicted", set(ids))
+        truth, names, problems = ground_truth(_split_only(spec, split, Path(tmp)), split)
+    listed = predict_listed([image["file_name"] for image in truth["images"]] + good_paths, model, options)
+    ids = {image["file_name"]: image["id"] for image in truth["images"]}
+    seen = GoodImages(str(good)) if good is not None else None
+    detections = []
+    for record in listed.records:
+        image_id = ids.get(os.path.abspath(record["path"]))
+        if image_id is None:  # one of the good images
+            seen.detections.append([(d["class_id"], d["score"]) for d in record["detections"]])
+            continue
+        for d in record["detections"]:
+            x1, y1, x2, y2 = d["box"]
+            detections.append(
+                {"image_id": image_id, "category_id": d["class_id"] + 1,
+                 "bbox": [x1, y1, x2 - x1, y2 - y1], "score": d["score"]}
+            )  # fmt: skip
+    if seen is not None:
+        seen.failed = [(r["path"], r["reason"]) for r in listed.errors if os.path.abspath(r["path"]) not in ids]
+    settings = listed.settings
     if len(settings["classes"]) != len(names):
         raise DatasetError(
             f"{data}: {len(names)} classes {names}, but the model has {len(settings['classes'])} {settings['classes']}"
         )
+    # What predict saw of the split's images (every detection it kept): the baseline calibrate records; None when it
+    # kept nothing (its drift check off).
+    observed = None
+    if listed.seen is not None:
+        keep = [name for name in listed.seen.names if os.path.abspath(name) in ids]
+        observed = rethresholded(listed.seen, listed.seen.thresholds, keep=keep)
     predictions = SplitPredictions(
-        truth, detections, dict(enumerate(names)), found.run_id, None, settings.get("model_sha256", ""), observed
+        truth, detections, dict(enumerate(names)), listed.run_id, None, settings.get("model_sha256", ""), observed
     )
     return predictions, problems, seen
-
-
-def _observed(predicted: Path, split: set[str]) -> Any:
-    """What predict saw of the split's images (`pipeline.drift.Sample`, every detection it kept): the baseline
-    calibrate records; None when it kept nothing (its drift check off)."""
-    from pipeline.drift import Baseline, rethresholded
-    from pipeline.inference.drift_check import SAMPLE
-
-    if not (predicted / SAMPLE).exists():
-        return None
-    sample = Baseline.load(predicted / SAMPLE).sample
-    return rethresholded(sample, sample.thresholds, keep=[n for n in sample.names if os.path.abspath(n) in split])
 
 
 def _good_images(good: str | Path) -> list[str]:

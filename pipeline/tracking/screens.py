@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.checkpoints import MODEL_URI_SCHEMES, SERVED_SCREEN
+from pipeline.drift import DIGEST_TAG
 from pipeline.drift import FILENAME as BASELINE
 from pipeline.tracking.registry import logged_model, lookup_uri, model_version_of, quick_requests
 from pipeline.tracking.store import client_for
@@ -25,6 +26,7 @@ RUN_TAG = "pipeline.screen.run"  # the calibration run, whose artifacts hold scr
 ABOUT_TAG = "pipeline.screen.about"  # Screen.describe(): how they were chosen
 FALSE_REJECT_TAG = "pipeline.screen.false_reject"  # compact JSON: rate, low, high, how (what predict checks against)
 ARTIFACT_PATH = "screen"
+TRAINING_BASELINE_PATH = "drift"  # a training run's own drift baseline: drift/drift_baseline.npz, its digest a tag
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,23 @@ def stored_screen(model_uri: str, tracking_uri: str = "") -> StoredScreen | None
     return StoredScreen(thresholds, tags.get(ABOUT_TAG, ""), source, tags.get(RUN_TAG, ""), false_reject)
 
 
+@dataclass(frozen=True)
+class ScreenLookup:
+    """`stored_screen` asked once for a run (predict's thresholds and its drift check, export's screen and baseline
+    share it): what the store answered (None: nothing stored), or how asking failed."""
+
+    stored: StoredScreen | None = None
+    error: Exception | None = None
+
+
+def look_up_screen(model_uri: str, tracking_uri: str = "") -> ScreenLookup:
+    """`stored_screen`, its failure kept rather than raised (the caller says it in its own words)."""
+    try:
+        return ScreenLookup(stored_screen(model_uri, tracking_uri))
+    except Exception as exc:  # noqa: BLE001 - a store that does not answer, an MLflow error: each caller's one line
+        return ScreenLookup(error=exc)
+
+
 def stored_screen_file(
     stored: StoredScreen, folder: str | Path, tracking_uri: str = "", name: str = "screen.json"
 ) -> Path | None:
@@ -146,6 +165,42 @@ def stored_screen_file(
         except Exception:  # noqa: BLE001 - MLflow raises many kinds for a file that is not there
             return None
     return Path(found)
+
+
+@dataclass(frozen=True)
+class StoredBaseline:
+    """The drift baseline a training recorded in its run (`pipeline.training.drift_baseline`), downloaded."""
+
+    file: Path
+    digest: str  # the run's DIGEST_TAG: the file must have it
+    run_id: str
+
+
+def training_baseline_file(model_uri: str, folder: str | Path, tracking_uri: str = "") -> StoredBaseline | None:
+    """The drift baseline of the training run behind ``model_uri`` (``runs:/<id>/...``, or a version's run),
+    downloaded into ``folder``; None for a file, a run that recorded none (no digest tag) or whose file is gone."""
+    import mlflow
+
+    with _looked_up(model_uri, tracking_uri) as found:
+        if found is None:
+            return None
+        client, (kind, name, version) = found
+        run_id = client.get_model_version(name, version).run_id if kind == "version" else name
+        if not run_id:  # a version registered from files, not from a run
+            return None
+        digest = client.get_run(run_id).data.tags.get(DIGEST_TAG, "")
+        if not digest:
+            return None
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id,
+                artifact_path=f"{TRAINING_BASELINE_PATH}/{BASELINE}",
+                dst_path=str(folder),
+                tracking_uri=lookup_uri(tracking_uri),
+            )
+        except Exception:  # noqa: BLE001 - MLflow raises many kinds for a file that is not there
+            return None
+    return StoredBaseline(Path(path), digest, run_id)
 
 
 def serve_screen(model_uri: str, screen_file: str | Path, tracking_uri: str = "") -> str | None:

@@ -76,18 +76,24 @@ def level_metrics(assignment: Assignment | None) -> dict[str, float]:
     return out
 
 
-def find_assigners(criterion: Any) -> dict[str, torch.nn.Module]:
-    """The criterion's TaskAlignedAssigners by branch: ``{"": a}`` for YOLO11, one2many and one2one for YOLO26."""
+def detection_losses(criterion: Any) -> dict[str, Any]:
+    """The criterion's detection losses (each with its TaskAlignedAssigner) by branch: ``{"": criterion}`` for
+    YOLO11, its one2many and one2one losses for YOLO26."""
     from ultralytics.utils.tal import TaskAlignedAssigner
 
     found = {}
     if isinstance(getattr(criterion, "assigner", None), TaskAlignedAssigner):
-        found[MAIN] = criterion.assigner
+        found[MAIN] = criterion
     for attribute, branch in _BRANCHES.items():
-        assigner = getattr(getattr(criterion, attribute, None), "assigner", None)
-        if isinstance(assigner, TaskAlignedAssigner):
-            found[branch] = assigner
+        loss = getattr(criterion, attribute, None)
+        if isinstance(getattr(loss, "assigner", None), TaskAlignedAssigner):
+            found[branch] = loss
     return found
+
+
+def find_assigners(criterion: Any) -> dict[str, torch.nn.Module]:
+    """The criterion's TaskAlignedAssigners by branch: ``{"": a}`` for YOLO11, one2many and one2one for YOLO26."""
+    return {branch: loss.assigner for branch, loss in detection_losses(criterion).items()}
 
 
 def level_ids(anchor_points: Tensor, strides: list[int]) -> Tensor | None:

@@ -42,6 +42,7 @@ from pipeline.training.callbacks import (  # noqa: E402
     EpochListening,
     FinalStage,
     GradientRecording,
+    IgnoreRegions,
     PositiveCounting,
     PredictFacts,
     Tracking,
@@ -79,8 +80,10 @@ class PipelineTrainer(DetectionTrainer):
         self.gradient_recording = GradientRecording(gradients, self.positives, rank=RANK)
         self.listening = EpochListening()  # its listener is set by whoever drives the training (a Tune trial)
         self.final_stage = FinalStage()  # enabled by `resume` when every epoch was trained: validate best.pt, log, end
+        self.ignore_regions = IgnoreRegions()  # on when the training dataset has them (data.tile.cut_boxes: ignore)
         self.pipeline_callbacks: list[Callback] = [
             PredictFacts(self.session),
+            self.ignore_regions,
             self.tracking,
             self.positives,
             self.gradient_recording,
@@ -151,8 +154,22 @@ class PipelineTrainer(DetectionTrainer):
     def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None) -> Any:
         dataset = super().build_dataset(img_path, mode, batch)
         if mode == "train" and self.session is not None:
+            tile = self.session.config.data.tile
+            if tile is not None and tile.cut_boxes == "ignore":
+                self.ignore_regions.add_to(dataset, ignore_class=self.data["nc"])
             dataset = add_symmetry(dataset, self.session.config.augment.symmetry, self.args)
         return dataset
+
+    def preprocess_batch(self, batch: dict) -> dict:
+        return self.ignore_regions.take(super().preprocess_batch(batch))
+
+    def get_class_counts(self) -> Any:
+        with self.ignore_regions.left_out(self.train_loader.dataset):
+            return super().get_class_counts()
+
+    def plot_training_labels(self) -> None:
+        with self.ignore_regions.left_out(self.train_loader.dataset):
+            super().plot_training_labels()
 
     def _do_train(self) -> None:
         if RANK in {-1, 0}:

@@ -73,6 +73,7 @@ class Arm:
     model: str
     tiles: bool
     imgsz: int
+    cut_boxes: str = "mask"  # data.tile.cut_boxes of a tiles arm (scripts/benchmarks/cut_boxes.py compares them)
 
 
 @dataclass
@@ -173,7 +174,9 @@ def tile_count(data_yaml: Path, work: Path, size: int, overlap: float) -> int:
     names = dict(enumerate(read_names(data_yaml)))
     (train_only / "data.yaml").write_text(yaml.safe_dump({"train": "images/train", "names": names}))
     out = work / f"{data_yaml.parent.name}-tiles-{size}"
-    tiled = tile_dataset(train_only / "data.yaml", out, tile_settings(size, overlap, 0.5, 0.1), seed=TRAINING_SEED)
+    tiled = tile_dataset(
+        train_only / "data.yaml", out, tile_settings(size, overlap, 0.5, 0.1, "mask"), seed=TRAINING_SEED
+    )
     counts = tiled.counts("train")
     return counts.tiles + counts.whole
 
@@ -283,12 +286,14 @@ def score(found: dict[str, list[tuple[int, float, list[float]]]], truth: dict, c
 # ---- one arm ------------------------------------------------------------------------------------------------------
 
 
-def train_arm(arm: Arm, data_yaml: Path, work: Path, epochs: int, args: argparse.Namespace) -> tuple[Path, float]:
+def train_arm(
+    arm: Arm, data_yaml: Path, work: Path, epochs: int, args: argparse.Namespace, seed: int = 0
+) -> tuple[Path, float]:
     from pipeline.training.run import train
 
     data: dict[str, Any] = {"path": str(data_yaml)}
     if arm.tiles:
-        data["tile"] = {"size": args.tile, "overlap": args.overlap}
+        data["tile"] = {"size": args.tile, "overlap": args.overlap, "cut_boxes": arm.cut_boxes}
     raw = {
         "data": data,
         "model": {"weights": arm.model},
@@ -298,14 +303,14 @@ def train_arm(arm: Arm, data_yaml: Path, work: Path, epochs: int, args: argparse
             "batch": args.batch,
             "device": args.device,
             "workers": 0,
-            "seed": 0,
+            "seed": seed,
             "optimizer": "AdamW",
             "lr0": args.lr0,
             "warmup_epochs": 0,
             "patience": 0,
             "plots": False,
             "project": str(work / "runs"),
-            "name": f"{data_yaml.parent.name}-{arm.name}",
+            "name": f"{data_yaml.parent.name}-{arm.name}" + (f"-seed{seed}" if seed else ""),
         },
         "augment": {"mosaic": 0.0, "close_mosaic": 0},
         "tracking": {"enabled": False},

@@ -8,11 +8,13 @@ from pipeline.config import Config, build_config
 
 
 def tiny_config(data_yaml: Path, project: Path, **sections: dict) -> Config:
-    """A 2-epoch, 64-px CPU training without plots, with fast tracking intervals; ``sections`` override any key."""
+    """A 2-epoch, 64-px CPU training without plots or drift baseline, with fast tracking intervals; ``sections``
+    override any key."""
     raw: dict[str, dict] = {
         "data": {"path": str(data_yaml)},
         "model": {"weights": "yolo11n.yaml"},
         # No plots unless a test asks (train={"plots": True}): drawing them costs a tiny training more than its epochs.
+        # No drift baseline either (train={"drift_baseline": True}): predicting the val split adds ~2 s to each.
         "train": {
             "epochs": 2,
             "imgsz": 64,
@@ -20,6 +22,7 @@ def tiny_config(data_yaml: Path, project: Path, **sections: dict) -> Config:
             "device": "cpu",
             "workers": 0,
             "plots": False,
+            "drift_baseline": False,
             "project": str(project),
         },  # fmt: skip
         "augment": {"mosaic": 0.0, "close_mosaic": 0},

@@ -145,20 +145,23 @@ def test_killed_training_resumes_into_the_same_run(synth_data: Path, mlflow_serv
 
 
 def test_server_unreachable_from_the_start(synth_data: Path, tmp_path: Path) -> None:
-    """No server at all during training: the run is created and filled by `sync` once one answers."""
+    """No server at all during training: the run is created and filled by `sync` once one answers (the drift
+    baseline too, which the training kept beside best.pt all the same)."""
     server = MlflowServer(tmp_path / "server")
     (tmp_path / "server").mkdir()
     config = tiny_config(
         synth_data,
         tmp_path / "runs",
-        train={"epochs": 2, "name": "offline"},
+        train={"epochs": 2, "name": "offline", "drift_baseline": True},
         tracking={"uri": server.uri, "experiment": "offline", "finish_timeout_s": 2.0},
     )
+    from pipeline.drift import DIGEST_TAG, FILENAME, Baseline
     from pipeline.training import train
 
     result = train(config)
     assert result.run_id is None and result.pending_records > 0
     assert len(result.epochs) == 2 and (result.save_dir / "weights" / "best.pt").is_file()
+    digest = Baseline.load(result.save_dir / "weights" / FILENAME).digest()
 
     server.start()
     try:
@@ -173,6 +176,7 @@ def test_server_unreachable_from_the_start(synth_data: Path, tmp_path: Path) -> 
         assert run.info.status == "FINISHED" and run.data.params["train.epochs"] == "2"
         assert_epochs_exactly_once(client, run_id, EPOCH_METRICS | per_class_keys(), epochs=2)
         assert "config.yaml" in {a.path for a in client.list_artifacts(run_id)}
+        assert run.data.tags[DIGEST_TAG] == digest and client.list_artifacts(run_id, "drift")
         from pipeline.tracking import load_model
 
         assert load_model(f"runs:/{run_id}/model", server.uri) is not None

@@ -25,6 +25,7 @@ from pipeline.evaluation.evaluation import evaluate
 from pipeline.inference import PredictOptions, predict
 from pipeline.inference.engine import _screen_thresholds
 from pipeline.inference.screen import Screen
+from pipeline.tracking import screens
 from pipeline.tracking.registry import register_model
 from pipeline.tracking.screens import attach_screen
 
@@ -55,8 +56,11 @@ def by_alias(setup: SimpleNamespace, mlflow_server, tmp_path_factory: pytest.Tem
     out, review = folder / "out", folder / "review"
     capture, printed = _Capture(), io.StringIO()
     logging.getLogger("pipeline").addHandler(capture)
+    asked: list[str] = []  # the store's lookups of the stored screen: the thresholds and the drift check share one
+    looked_up = screens.stored_screen
     try:
-        with contextlib.redirect_stdout(printed):
+        with contextlib.redirect_stdout(printed), pytest.MonkeyPatch.context() as patch:
+            patch.setattr(screens, "stored_screen", lambda *a: asked.append(a[0]) or looked_up(*a))
             code = main(
                 [
                     *("predict", str(setup.val), "--model", f"models:/{NAME}@{ALIAS}", "--out", str(out)),
@@ -67,7 +71,7 @@ def by_alias(setup: SimpleNamespace, mlflow_server, tmp_path_factory: pytest.Tem
     finally:
         logging.getLogger("pipeline").removeHandler(capture)
     assert code == 0, printed.getvalue()
-    return SimpleNamespace(out=out, review=review, printed=printed.getvalue(), logged=capture.lines)
+    return SimpleNamespace(out=out, review=review, printed=printed.getvalue(), logged=capture.lines, asked=asked)
 
 
 class _Capture(logging.Handler):
@@ -99,6 +103,7 @@ def test_predict_by_alias_applies_the_stored_thresholds(setup, by_alias, mlflow_
     stored = _thresholds(setup.classes)
     source = f"{ABOUT}, stored with models:/{NAME}/{setup.version}"
     assert f"thresholds: {source}\n" in by_alias.printed
+    assert by_alias.asked == [f"models:/{NAME}/{setup.version}"]  # once, for the version the alias pinned
     settings = json.loads((by_alias.out / "run.json").read_text())
     assert settings["thresholds"] == {**stored, "default": 0.25} and settings["thresholds_source"] == source
     records = _records(by_alias.out)

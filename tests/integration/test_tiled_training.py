@@ -96,3 +96,32 @@ def test_a_tiled_training_records_the_tile_side_and_predict_tiles_at_it(
     assert json.loads((tmp_path / "from-bundle" / "run.json").read_text())["tile"] == 128
     bundled = json.loads((tmp_path / "from-bundle" / "predictions.jsonl").read_text().splitlines()[0])
     assert sorted(d["class"] for d in bundled["detections"]) == sorted(d["class"] for d in record["detections"])
+
+
+def test_a_training_with_cut_boxes_ignored_leaves_them_out_of_the_loss_through_its_augmentation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("YOLO_PIPELINE_CACHE", str(tmp_path / "cache"))
+    data_yaml = synthesize(tmp_path / "data", images=12, seed=0, size=256).data_yaml
+    config = tiny_config(
+        data_yaml,
+        tmp_path / "runs",
+        data={"tile": {"size": 96, "overlap": 0.2, "cut_boxes": "ignore"}},
+        train={"epochs": 1, "imgsz": 64},
+        augment={"mosaic": 1.0},  # the regions move with the pixels through mosaic, the affine and the flips
+        tracking={"enabled": False},
+        gradients={"enabled": False},
+    )
+    with caplog.at_level("INFO", logger="pipeline.training"):
+        result = train(config)
+
+    counts = json.loads((result.save_dir / "data" / "card.json").read_text())["tiles"]["splits"]["train"]
+    assert counts["ignored"] > 0 and counts["masked"] == 0
+    tiles = next((tmp_path / "cache" / "tiles").glob("[!.]*"))
+    assert sum(len(f.read_text().splitlines()) for f in (tiles / "ignore" / "train").glob("*.txt")) == counts["ignored"]
+    assert f"train: {counts['ignored']} parts of boxes cut by a tile's border ignored by the loss" in " ".join(
+        caplog.messages
+    )
+    left_out = next(m for m in caplog.messages if m.startswith("train: the loss left "))
+    assert int(left_out.split()[4]) > 0  # anchors taken out of the background: the regions reached the loss
+    assert result.best_weights.exists()

@@ -3,6 +3,7 @@
 from pipeline.training.callbacks.base import Callback
 from pipeline.training.callbacks.final_stage import FinalStage
 from pipeline.training.callbacks.gradients import GradientRecording
+from pipeline.training.callbacks.ignore_regions import IgnoreRegions
 from pipeline.training.callbacks.listener import EpochListening
 from pipeline.training.callbacks.positives import PositiveCounting
 from pipeline.training.callbacks.predict_facts import PredictFacts
@@ -13,6 +14,7 @@ __all__ = [
     "EpochListening",
     "FinalStage",
     "GradientRecording",
+    "IgnoreRegions",
     "PositiveCounting",
     "PredictFacts",
     "Tracking",

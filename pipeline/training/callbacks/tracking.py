@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.drift import DIGEST_TAG, FILENAME, Baseline
 from pipeline.files import write_atomic
 from pipeline.redact import redact_text
 from pipeline.training.artifacts import log_final_artifacts
@@ -32,9 +33,11 @@ class Tracking(Callback):
         self.session = session
         self.tracker: Any = None
         self.sampler: Any = None  # the system metrics
+        self.tracking_process = False  # set by on_fit_start: it runs in the single process or rank 0 only
 
     def on_fit_start(self, trainer: Any) -> None:
         """Start the tracker and the system metrics."""
+        self.tracking_process = True
         if self.session is None or not self.session.tracking_enabled:
             return
         try:
@@ -90,6 +93,8 @@ class Tracking(Callback):
             self._journal_model(trainer, step=trainer.epoch + 1)
 
     def on_fit_end(self, trainer: Any, status: str, error: BaseException | None) -> None:
+        # The baseline is predicted while the worker uploads the model (journaled at the last checkpoint).
+        baseline = self._drift_baseline(trainer) if status == FINISHED else None
         if self.tracker is None:
             return
         if self.sampler is not None:
@@ -101,8 +106,31 @@ class Tracking(Callback):
                 log_final_artifacts(trainer, self.tracker)
             except Exception as exc:  # noqa: BLE001 - the training succeeded; a missing plot must not undo that
                 LOG.warning("tracking: could not record the final artifacts (%s: %s)", type(exc).__name__, exc)
+        if baseline is not None:
+            self._journal_baseline(trainer, baseline)
         self.tracker.finish(status, timeout_s=self.session.config.tracking.finish_timeout_s)
         self.tracker = None
+
+    def _drift_baseline(self, trainer: Any) -> Baseline | None:
+        """A finished training's drift baseline beside best.pt (``train.drift_baseline``), in the tracking process
+        only; None when not asked for, without a best.pt, or on a failure (one warning line)."""
+        if self.session is None or not self.tracking_process or not self.session.config.train.drift_baseline:
+            return None
+        if not trainer.best.exists():  # no epoch had a finite fitness: no model to record for
+            return None
+        from pipeline.training.drift_baseline import after_training
+
+        return after_training(trainer)
+
+    def _journal_baseline(self, trainer: Any, baseline: Baseline) -> None:
+        """The baseline as an artifact of the run (where predict looks for it), its digest as the run's tag."""
+        try:
+            from pipeline.tracking.screens import TRAINING_BASELINE_PATH
+
+            self.tracker.log_artifact(trainer.best.with_name(FILENAME), TRAINING_BASELINE_PATH)
+            self.tracker.set_tags({DIGEST_TAG: baseline.digest()})
+        except Exception as exc:  # noqa: BLE001 - the file stays beside best.pt, where predict finds it too
+            LOG.warning("tracking: could not record the drift baseline (%s: %s)", type(exc).__name__, exc)
 
     def _journal_model(self, trainer: Any, step: int) -> None:
         """After the last epoch the weights are final: journal them now, so they upload during the final validation."""

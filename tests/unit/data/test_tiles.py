@@ -14,7 +14,15 @@ import yaml
 from pipeline import cli
 from pipeline.config import DataConfig, TileConfig
 from pipeline.data.annotations import Box
-from pipeline.data.tiles import boxes_in_tile, cached_tiles, tile_grid, tile_windows, write_tiles
+from pipeline.data.tiles import (
+    boxes_in_tile,
+    cached_tiles,
+    ignore_file,
+    pixels_of,
+    tile_grid,
+    tile_windows,
+    write_tiles,
+)
 from pipeline.data.training_data import prepare_training_data
 from pipeline.data.validate import validate
 from pipeline.data.yolo import read_yolo
@@ -89,10 +97,11 @@ def test_a_box_is_kept_whole_clipped_or_masked_by_how_much_of_it_the_tile_holds(
     seen = boxes_in_tile([inside, at_60, at_40, at_50, outside], (0, 0, 100, 100), 0.5)
     assert seen.kept == [Box(0, 10, 10, 30, 30), Box(1, 88, 40, 100, 60), Box(1, 40, 90, 50, 100)]
     assert seen.clipped == 2 and seen.sources == {0, 1, 3}
-    assert seen.masked == [(92, 70, 100, 91)]  # every pixel its visible part touches
+    assert seen.cut == [Box(0, 92, 70, 100, 90.5)]  # its visible part, clipped to the tile
+    assert [pixels_of(box) for box in seen.cut] == [(92, 70, 100, 91)]  # every pixel it touches
     # The same boxes seen from the next tile, in its own pixels.
     right = boxes_in_tile([at_60, at_40], (100, 0, 200, 100), 0.5)
-    assert right.kept == [Box(0, 0, 70, 12, 90.5)] and right.masked == [(0, 40, 8, 60)]
+    assert right.kept == [Box(0, 0, 70, 12, 90.5)] and right.cut == [Box(1, 0, 40, 8, 60)]
 
 
 def test_a_masked_part_is_filled_and_the_rest_of_the_tile_is_the_source(tmp_path: Path) -> None:
@@ -129,6 +138,28 @@ def test_a_masked_part_is_filled_and_the_rest_of_the_tile_is_the_source(tmp_path
     )
     card_md = (tiled.folder / "card.md").read_text()
     assert "## Tiles" in card_md and "| train | 1 | 0 | 2 | 2 | 1 | 1 | 0 | 0 |" in card_md
+    assert not (tiled.folder / "ignore").exists()
+
+
+def test_an_ignored_part_keeps_its_pixels_and_is_written_as_a_region_for_the_loss(tmp_path: Path) -> None:
+    pixels = _noise(100, 200)
+    data_yaml = _dataset(tmp_path / "src", {"frame": (pixels, [(0, 20, 20, 40, 40), (1, 92, 40, 112, 60)])})
+    tile = TileConfig(size=100, overlap=0, min_visible=0.5, backgrounds=0, cut_boxes="ignore")
+    tiled = write_tiles(_collection(data_yaml), tmp_path / "tiled", tile, splits=["train"])
+
+    left = tiled.folder / "images/train/frame_0_0.png"
+    assert np.array_equal(cv2.imread(str(left)), pixels[:, :100])  # nothing filled
+    assert ignore_file(left) == tiled.folder / "ignore/train/frame_0_0.txt"
+    assert _labels(ignore_file(left)) == [[1, 0.96, 0.5, 0.08, 0.2]]  # the 40% cut by the border, in YOLO lines
+    assert _labels(tiled.folder / "labels/train/frame_0_0.txt") == [[0, 0.3, 0.3, 0.2, 0.2]]  # not a label
+    assert not ignore_file(tiled.folder / "images/train/frame_100_0.png").exists()  # nothing cut there
+    counts = tiled.card["tiles"]["splits"]["train"]
+    assert (counts["masked"], counts["ignored"], counts["boxes_kept"]) == (0, 1, 2)
+    assert tiled.line() == (
+        "2 tiles of 100 px from 1 images (overlap 0): 2 boxes kept (1 clipped), 1 ignored in the loss, "
+        "0 background tiles"
+    )
+    assert "| ignored in the loss |" in (tiled.folder / "card.md").read_text()
 
 
 def test_a_kept_box_keeps_its_pixels_where_a_masked_one_overlaps_it(tmp_path: Path) -> None:
@@ -265,6 +296,10 @@ def test_the_command_writes_a_tiled_set(tmp_path: Path, capsys: pytest.CaptureFi
     again = ["data", "tile", str(src), "--size", "32", "--overlap", "0", "--backgrounds", "1", "--out", "tiled"]
     assert _run(again, capsys)[0] == 0
     assert len(list((tiled / "images" / "train").iterdir())) == 18  # every defect-free tile too
+    ignored = ["data", "tile", str(src), "--size", "32", "--overlap", "0", "--cut-boxes", "ignore", "--out", "tiled"]
+    code, out, _ = _run(ignored, capsys)
+    assert code == 0 and out[1].endswith("2 boxes kept (0 clipped), 0 ignored in the loss, 0 background tiles")
+    assert (tiled / "ignore" / "train").is_dir()
 
 
 @pytest.mark.parametrize(
@@ -275,6 +310,10 @@ def test_the_command_writes_a_tiled_set(tmp_path: Path, capsys: pytest.CaptureFi
         (["SRC", "--size", "64", "--overlap", "1"], "error: --overlap: must be < 1, got 1.0"),
         (["SRC", "--size", "64", "--min-visible", "0"], "error: --min-visible: must be > 0, got 0.0"),
         (["SRC", "--size", "64", "--backgrounds", "1.5"], "error: --backgrounds: must be <= 1, got 1.5"),
+        (
+            ["SRC", "--size", "64", "--cut-boxes", "blur"],
+            "error: --cut-boxes: must be one of 'mask' or 'ignore', got 'blur'",
+        ),
         (["SRC/images", "--size", "64"], "error: {src}/images: folder has no data.yaml (class names are needed)"),
     ],
 )

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
-from pipeline.drift import Baseline, Collector, ImageStatistics
+from pipeline.checkpoints import file_sha256
+from pipeline.drift import FILENAME, TRAINING, Baseline, Collector, ImageStatistics
 from pipeline.inference.batching import Outcome
 from pipeline.inference.drift_check import SAMPLE, DriftCheck, find_baseline
 from pipeline.inference.hot_folder import FIGURES, HotFolder
@@ -96,3 +99,46 @@ def test_a_screen_names_its_baseline_beside_it(tmp_path: Path) -> None:
     older = Screen(**{**screen.__dict__, "drift_baseline": {}})
     assert "names no baseline" in find_baseline(older, str(tmp_path / "s.json"), None, "m.pt").note
     assert find_baseline(None, "", None, "m.pt").note.startswith("no baseline")
+
+
+def test_a_checkpoint_uses_the_baseline_its_training_left_beside_it_only_for_its_own_bytes(tmp_path: Path) -> None:
+    weights = tmp_path / "weights" / "best.pt"
+    weights.parent.mkdir()
+    weights.write_bytes(b"the trained weights")
+    recorded = baseline()
+    recorded.model_sha256, recorded.extra = file_sha256(weights), {"origin": TRAINING}
+    recorded.save(weights.with_name(FILENAME))
+    found = find_baseline(None, "", None, str(weights))
+    assert found.baseline is not None and found.baseline.digest() == recorded.digest()
+    assert found.where.startswith("the training's validation split") and not found.same_model
+
+    weights.write_bytes(b"retrained in place")  # other weights at the same path
+    other = find_baseline(None, "", None, str(weights))
+    assert other.baseline is None and "belongs to other weights" in other.note and "\n" not in other.note
+
+
+def test_a_training_baseline_is_named_in_the_line() -> None:
+    check = DriftCheck(baseline(), THRESHOLDS, "abc")
+    check.baseline.extra = {"origin": TRAINING}
+    rng = np.random.default_rng(3)
+    for k in range(40):
+        check.add(outcome(rng, k))
+    assert " on 40 images against the training's validation split (val)" in check.report().line()
+    for k in range(40, 100):
+        check.add(outcome(rng, k, brightness=160.0))
+    assert "the images are not like the training's validation split (val)" in check.report().line()
+
+
+def test_an_mlflow_model_s_screen_looked_up_once_is_not_asked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.tracking import screens
+
+    asked: list[tuple] = []
+    monkeypatch.setattr(screens, "stored_screen", lambda *a: asked.append(a))
+    monkeypatch.setattr(screens, "training_baseline_file", lambda *a: None)  # the run recorded none
+    opened = SimpleNamespace(pinned="models:/m/1")
+    nothing = find_baseline(None, "", opened, "models:/m@a", "", screens.ScreenLookup(None))
+    assert asked == [] and nothing.baseline is None and "models:/m/1 has no screen stored with it" in nothing.note
+    failed = find_baseline(None, "", opened, "models:/m@a", "", screens.ScreenLookup(error=ConnectionError("refused")))
+    assert asked == [] and failed.note == "the baseline stored with models:/m/1 could not be read (refused)"
+    find_baseline(None, "", opened, "models:/m@a")  # not given: asked here
+    assert asked == [("models:/m/1", "")]

@@ -13,6 +13,7 @@ import torch
 
 from pipeline.checkpoints import IMAGE_SIDE_ATTRIBUTE, TILE_ATTRIBUTE
 from pipeline.config import GradientsConfig, build_config
+from pipeline.drift import DIGEST_TAG, FILENAME, TRAINING, Baseline, Collector, ImageStatistics
 from pipeline.training.callbacks import (
     Callback,
     EpochListening,
@@ -236,6 +237,86 @@ def test_a_finished_training_logs_its_final_artifacts(tmp_path: Path) -> None:
     tracking.on_fit_start(t)
     tracking.on_fit_end(t, FINISHED, None)
     assert fake.calls[1:] == [("artifact", "results.csv", None), ("finish", FINISHED, 30.0)]
+
+
+def _saved_baseline(weights: Path) -> Baseline:
+    collector = Collector({"scratch": 0.25})
+    collector.add(ImageStatistics(100.0, 20.0, 500.0, 0.0, 0.0, 64.0, 64.0), [], None, name="a.png")
+    baseline = Baseline.from_collector(collector, model_sha256="abc", split="val", extra={"origin": TRAINING})
+    baseline.save(weights / FILENAME)
+    return baseline
+
+
+def test_a_finished_training_records_its_drift_baseline_and_journals_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.training import drift_baseline
+
+    fake = FakeTracker()
+    tracking = Tracking(session(tmp_path, fake))
+    t = trainer(
+        tmp_path, epoch=2, device=torch.device("cpu"), args=SimpleNamespace(imgsz=64, plots=False, data="d.yaml")
+    )
+    t.best.write_bytes(b"weights")
+    asked: list[tuple] = []
+
+    def record(weights: Path, data: str, device: str) -> Baseline:
+        asked.append((weights, data, device))
+        return _saved_baseline(weights.parent)
+
+    monkeypatch.setattr(drift_baseline, "record_baseline", record)
+    tracking.on_fit_start(t)
+    tracking.on_fit_end(t, FINISHED, None)
+    assert asked == [(t.best, "d.yaml", "cpu")]
+    digest = Baseline.load(t.best.with_name(FILENAME)).digest()
+    assert fake.of("artifact") == [("artifact", FILENAME, "drift")] and fake.of("tags") == [
+        ("tags", {DIGEST_TAG: digest})
+    ]
+    assert fake.calls[-1] == ("finish", FINISHED, 30.0)
+
+    # Not asked for, not finished, or not the process that tracks (another DDP rank): nothing is predicted.
+    asked.clear()
+    for config, status, started in (
+        ({"drift_baseline": False}, FINISHED, True),
+        ({}, KILLED, True),
+        ({}, FINISHED, False),
+    ):
+        other = Tracking(session(tmp_path, FakeTracker(), train=config))
+        if started:
+            other.on_fit_start(t)
+        other.on_fit_end(t, status, None if status == FINISHED else StoppedEarly("asha", 1))
+    assert asked == []
+
+
+def test_a_baseline_that_cannot_be_made_is_a_warning_not_a_failed_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pipeline.training import drift_baseline
+
+    def broken(weights: Path, data: str, device: str) -> None:
+        raise OSError("disk full\nsecond line")
+
+    monkeypatch.setattr(drift_baseline, "record_baseline", broken)
+    fake = FakeTracker()
+    tracking = Tracking(session(tmp_path, fake))
+    t = trainer(tmp_path, device=torch.device("cpu"), args=SimpleNamespace(imgsz=64, plots=False, data="d.yaml"))
+    t.best.write_bytes(b"weights")
+    tracking.on_fit_start(t)
+    with caplog.at_level(logging.WARNING, "pipeline.training"):
+        tracking.on_fit_end(t, FINISHED, None)
+    assert [r.getMessage() for r in caplog.records] == ["drift baseline: not recorded (OSError: disk full)"]
+    assert fake.of("finish") == [("finish", FINISHED, 30.0)] and not fake.of("tags")
+    # untracked, the same: the warning, and the training ends as it would
+    untracked = Tracking(session(tmp_path, None, tracking={"enabled": False}))
+    untracked.on_fit_start(t)
+    untracked.on_fit_end(t, FINISHED, None)
+
+
+def test_the_baseline_runs_on_the_training_device() -> None:
+    from pipeline.training.drift_baseline import predict_device
+
+    assert predict_device(torch.device("cpu")) == "cpu" and predict_device(torch.device("cuda", 1)) == "1"
+    assert predict_device(torch.device("cuda")) == "0" and predict_device(torch.device("mps")) == "mps"
 
 
 def test_a_tracker_that_cannot_start_costs_the_tracking_not_the_training(

@@ -7,7 +7,11 @@ shape, not only of the mean, and no assumption about the distribution). Each cla
 test, exact where fail counts are small (3% of 200 images is 6, where a chi-square or z approximation is poor) and
 never anti-conservative. The embeddings: a kernel two-sample test, the maximum mean discrepancy with a permutation
 p-value (Gretton et al. 2012; the test Rabanser et al. 2019, "Failing Loudly", found best for dataset shift),
-run by ``scipy.stats.permutation_test``. All the p-values are corrected together with Holm's method (valid
+run by ``scipy.stats.permutation_test``. The share of atypical images: how many of the run's images are more
+unlike the baseline than all but ``TAIL`` of the baseline's own (the review queue's score, `atypicality`), against
+that share in the baseline, with Fisher's exact test. A fifth of a folder from another line moves each
+distribution by at most a fifth, which KS and MMD see late (30-60% of 200-image folders), while it puts a fifth of
+the images in a tail that holds a twentieth. All the p-values are corrected together with Holm's method (valid
 whatever their dependence: brightness and contrast move together), so that a clean folder alarms with probability
 at most ``alpha`` however many checks there are.
 """
@@ -32,6 +36,8 @@ MIN_SCORES = 10  # per side, for a class's score KS test
 MIN_EMBEDDINGS = 20  # per side, for the MMD test
 PERMUTATIONS = 1000  # the MMD p-value's resolution is 1/(PERMUTATIONS + 1)
 Z_CAP = 50.0  # one statistic's share of an image's atypicality: a new image size must not hide everything else
+TAIL = 0.05  # the baseline's most atypical share: the atypical-share check counts the images beyond it
+NEIGHBOURS = 5  # the nearest baseline embeddings an image's distance is measured to
 
 
 def compare(
@@ -60,6 +66,7 @@ def compare(
         rows.append(_rate(cls, base.flags(cls), current.flags(cls), min_images))
     if len(base.embeddings) or len(current.embeddings):
         rows.append(_embeddings(base.embeddings, current.embeddings, min_embeddings, permutations, seed))
+    rows.append(_atypical_share(base, current, min_images))
     rows = _corrected(rows, alpha)
     return DriftReport(
         checks=rows,
@@ -99,6 +106,25 @@ def _embeddings(before: np.ndarray, after: np.ndarray, least: int, permutations:
         return _replace(row, skipped=f"embeddings of {before.shape[1]} and {after.shape[1]} values: another model")
     statistic, p, _ = mmd_test(before, after, permutations=permutations, seed=seed)
     return _tested(row, statistic, p)
+
+
+def _atypical_share(base: Sample, current: Sample, least: int, tail: float = TAIL) -> Check:
+    """Fisher's exact test (one-sided: more, not fewer) of the share of images beyond the baseline's ``1 - tail``
+    quantile of atypicality, the baseline's own images scored as any other but each left out of its neighbours."""
+    row = Check("atypical", "fisher", None, None, base.images, current.images)
+    if min(base.images, current.images) < least:
+        return _skip(row, least)
+    own, seen = atypicality(base, base, itself=True), atypicality(base, current)
+    if _comparable(base.embeddings, current.embeddings):  # a sample of images has embeddings: score those alone,
+        own, seen = own[base.embedding_image], seen[current.embedding_image]  # so every score has the same parts
+    if min(len(own), len(seen)) < least:
+        return _skip(row, least)
+    limit = np.quantile(own, 1 - tail)
+    before, after = int((own > limit).sum()), int((seen > limit).sum())
+    row = _replace(row, baseline=before / len(own), current=after / len(seen), n_baseline=len(own), n_current=len(seen))
+    table = [[after, len(seen) - after], [before, len(own) - before]]
+    result = stats.fisher_exact(table, alternative="greater")
+    return _tested(row, float(result.statistic), float(result.pvalue))
 
 
 def mmd_test(
@@ -189,31 +215,42 @@ class Atypical:
     reason: str
 
 
-def rank_atypical(baseline: Baseline | Sample, current: Sample, *, neighbours: int = 5) -> list[Atypical]:
-    """The current images, most atypical first (the review queue's order).
-
-    An image's score is the sum over the statistics of ``|x - median| / (1.4826 MAD)`` against the baseline (robust:
-    the baseline's own odd images do not widen the scale), each capped at ``Z_CAP``; where both sides have
-    embeddings, plus how much farther its ``neighbours`` nearest baseline embeddings are than the baseline's are
-    from each other (the same robust z, only the far side counts).
-    """
+def rank_atypical(baseline: Baseline | Sample, current: Sample, *, neighbours: int = NEIGHBOURS) -> list[Atypical]:
+    """The current images, most atypical first (the review queue's order), by `atypicality`."""
     base = baseline.sample if isinstance(baseline, Baseline) else baseline
+    scores, z, centre, far = _atypicality(base, current, neighbours, itself=False)
+    reasons = [
+        f"{STATISTICS[j]} {_num(current.statistics[i, j])} (baseline {_num(centre[j])})"
+        for i, j in enumerate(z.argmax(axis=1))
+    ]
+    for image, value in zip(current.embedding_image, far):
+        if value > z[image].max():
+            reasons[image] = "embedding far from the baseline's"
+    order = np.argsort(-scores, kind="stable")
+    return [Atypical(int(i), current.names[i], float(scores[i]), reasons[i]) for i in order]
+
+
+def atypicality(base: Sample, current: Sample, *, neighbours: int = NEIGHBOURS, itself: bool = False) -> np.ndarray:
+    """Each current image's atypicality against ``base``: the sum over the statistics of ``|x - median| / (1.4826
+    MAD)`` against the baseline (robust: the baseline's own odd images do not widen the scale), each capped at
+    ``Z_CAP``; where both sides have embeddings, plus how much farther its ``neighbours`` nearest baseline
+    embeddings are than the baseline's are from each other (the same robust z, only the far side counts).
+    ``itself``: ``current`` is ``base``, each image left out of its own neighbours."""
+    return _atypicality(base, current, neighbours, itself=itself)[0]
+
+
+def _atypicality(
+    base: Sample, current: Sample, neighbours: int, *, itself: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(scores, capped statistic z per image, the baseline's medians, embedding z per embedding)."""
     if not base.images:
         raise ValueError("an empty baseline")
     z, centre = _robust_z(base.statistics, current.statistics)
     z = np.minimum(z, Z_CAP)
     scores = z.sum(axis=1)
-    reasons = [
-        f"{STATISTICS[j]} {_num(current.statistics[i, j])} (baseline {_num(centre[j])})"
-        for i, j in enumerate(z.argmax(axis=1))
-    ]
-    far = _embedding_z(base.embeddings, current.embeddings, neighbours)
-    for image, value in zip(current.embedding_image, far):
-        scores[image] += value
-        if value > z[image].max():
-            reasons[image] = "embedding far from the baseline's"
-    order = np.argsort(-scores, kind="stable")
-    return [Atypical(int(i), current.names[i], float(scores[i]), reasons[i]) for i in order]
+    far = _embedding_z(base.embeddings, current.embeddings, neighbours, itself=itself)
+    np.add.at(scores, current.embedding_image.astype(np.int64), far)
+    return scores, z, centre, far
 
 
 def _robust_z(reference: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -227,12 +264,17 @@ def _robust_z(reference: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np
     return z, centre
 
 
-def _embedding_z(base: np.ndarray, current: np.ndarray, neighbours: int) -> np.ndarray:
-    if len(base) <= neighbours or not len(current) or base.shape[1] != current.shape[1]:
+def _comparable(base: np.ndarray, current: np.ndarray, neighbours: int = NEIGHBOURS) -> bool:
+    """Whether two samples' embeddings can be compared: enough on the baseline's side, of the same length."""
+    return len(base) > neighbours and len(current) > 0 and base.shape[1] == current.shape[1]
+
+
+def _embedding_z(base: np.ndarray, current: np.ndarray, neighbours: int, *, itself: bool = False) -> np.ndarray:
+    if not _comparable(base, current, neighbours):
         return np.zeros(len(current))
     k = neighbours
     within = np.sort(cdist(base, base), axis=1)[:, 1 : k + 1].mean(axis=1)  # leave itself out
-    across = np.sort(cdist(current, base), axis=1)[:, :k].mean(axis=1)
+    across = within if itself else np.sort(cdist(current, base), axis=1)[:, :k].mean(axis=1)
     z, _ = _robust_z(within[:, None], across[:, None])
     return np.where(across[:, None] > np.median(within), np.minimum(z, Z_CAP), 0.0)[:, 0]
 

@@ -18,8 +18,9 @@ class Check:
     """One test of the current images against the baseline.
 
     ``name``: ``brightness`` (an input statistic), ``score.<class>`` (the class's scores at its threshold),
-    ``rate.<class>`` (the share of images the class fails) or ``embeddings``. ``baseline`` / ``current``: the
-    median (statistics, scores) or the rate; ``p_holm``: ``p`` corrected for all the checks that ran.
+    ``rate.<class>`` (the share of images the class fails), ``embeddings`` or ``atypical`` (the share of images
+    beyond the baseline's own most atypical 5%). ``baseline`` / ``current``: the median (statistics, scores) or the
+    rate (shares); ``p_holm``: ``p`` corrected for all the checks that ran.
     ``skipped``: why the test did not run (too few samples on a side); such a row has no p.
     """
 
@@ -42,6 +43,8 @@ class Check:
             return f"embeddings MMD {p}"
         if self.name.startswith("rate."):
             return f"{self.name[5:]} fail rate {_percent(self.baseline)} -> {_percent(self.current)} ({p})"
+        if self.name == "atypical":
+            return f"atypical images {_percent(self.baseline)} -> {_percent(self.current)} ({p})"
         if self.name.startswith("score."):
             return f"{self.name[6:]} scores {_number(self.baseline)} -> {_number(self.current)} ({p})"
         return f"{self.name} {_number(self.baseline)} -> {_number(self.current)} ({p})"

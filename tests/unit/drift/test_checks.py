@@ -77,8 +77,8 @@ def test_clean_folders_do_not_alarm() -> None:
     drifted_folders = 0
     for seed in range(20):
         report = compare(_baseline(), _collect(seed, 200), permutations=500)
-        # 7 statistics, 2 rates, dent's scores, MMD; scratch's scores when 3% of 200 happen to reach 10
-        assert {c.name for c in report.skipped} <= {"score.scratch"} and len(report.checks) == 12
+        # 7 statistics, 2 rates, dent's scores, MMD, atypical share; scratch's scores when 3% of 200 reach 10
+        assert {c.name for c in report.skipped} <= {"score.scratch"} and len(report.checks) == 13
         drifted_folders += report.drifted
         alarms.update(check.name for check in report.checks if check.drifted)
         if not report.drifted:
@@ -120,8 +120,22 @@ def test_shifted_embeddings_alarm_on_the_mmd_test() -> None:
     report = compare(_baseline(), _collect(4, 200, shift=0.3))
     embeddings = report.check("embeddings")
     assert embeddings.drifted and embeddings.test == "mmd" and embeddings.p < 0.005
-    assert [c.name for c in report.checks if c.drifted] == ["embeddings"]
+    assert {c.name for c in report.checks if c.drifted} <= {"embeddings", "atypical"}  # the network's view only
     assert "embeddings MMD p" in report.line()
+
+
+def test_a_fifth_of_the_images_from_another_line_alarm_on_the_atypical_share() -> None:
+    """160 images like the baseline's and 40 from elsewhere (other embeddings, a little darker): every distribution
+    moves by a fifth at most, but a fifth of the images lie beyond the baseline's own most atypical 5%."""
+    mixed = Sample.concat([_collect(8, 160), _collect(9, 40, gain=0.9, shift=1.5)])
+    report = compare(_baseline(), mixed)
+    atypical = report.check("atypical")
+    assert atypical.drifted and atypical.test == "fisher" and atypical.p_holm < 1e-4
+    assert atypical.baseline == pytest.approx(0.05, abs=0.01) and atypical.current >= 0.2
+    assert (atypical.n_baseline, atypical.n_current) == (200, 200)  # the images with embeddings on each side
+    assert re.match(r"drift: atypical images 5% -> [23]\d% \(p<1e-\d\)", report.line()), report.line()
+    clean = compare(_baseline(), _collect(10, 200)).check("atypical")
+    assert not clean.drifted and clean.current <= 0.1
 
 
 def test_the_report_is_strict_json_with_every_check(tmp_path: Path) -> None:
@@ -144,6 +158,7 @@ def test_the_report_is_strict_json_with_every_check(tmp_path: Path) -> None:
         "rate.scratch",
         "rate.dent",
         "embeddings",
+        "atypical",
     }
     assert rows["score.scratch"]["p"] is None and rows["score.scratch"]["skipped"].startswith("fewer than 10")
     assert rows["brightness"]["p_holm"] >= rows["brightness"]["p"]
@@ -152,7 +167,7 @@ def test_the_report_is_strict_json_with_every_check(tmp_path: Path) -> None:
 def test_too_few_images_are_skipped_and_counted() -> None:
     report = compare(_baseline(), _collect(6, 12))
     assert not report.ran and not report.drifted
-    assert report.line() == "drift: none of 0 checks (Holm, alpha 0.05) on 12 images; 12 skipped (too few samples)"
+    assert report.line() == "drift: none of 0 checks (Holm, alpha 0.05) on 12 images; 13 skipped (too few samples)"
 
 
 def test_the_most_atypical_images_come_first() -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +70,14 @@ def link_or_copy(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copy2(source, target)
+
+
+def work_folder(keep: Path | None, prefix: str) -> Path:
+    """A benchmark's work folder (``keep``, else a new temporary one), with the pipeline's cache inside it unless
+    the caller set one: tile sets and ONNX exports stay out of the user's cache."""
+    from pipeline.files import CACHE_ENV
+
+    work = keep or Path(tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault(CACHE_ENV, str(work / "cache"))
+    return work

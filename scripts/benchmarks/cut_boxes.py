@@ -19,10 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,8 +31,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing the scri
 
 import numpy as np  # noqa: E402
 
-from pipeline.files import CACHE_ENV  # noqa: E402
-from scripts.benchmarks.common import quiet_ultralytics, save_report  # noqa: E402
+from scripts.benchmarks.common import quiet_ultralytics, save_report, work_folder  # noqa: E402
 from scripts.benchmarks.small_defects import (  # noqa: E402
     BUCKETS,
     Arm,
@@ -143,9 +140,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     quiet_ultralytics()
-    work = args.keep or Path(tempfile.mkdtemp(prefix="cut-boxes-"))
-    work.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault(CACHE_ENV, str(work / "cache"))
+    work = work_folder(args.keep, "cut-boxes-")
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
     try:

@@ -39,11 +39,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -58,8 +56,7 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from pipeline.config import build_config  # noqa: E402
-from pipeline.files import CACHE_ENV  # noqa: E402
-from scripts.benchmarks.common import link_or_copy, quiet_ultralytics, save_report  # noqa: E402
+from scripts.benchmarks.common import link_or_copy, quiet_ultralytics, save_report, work_folder  # noqa: E402
 
 BASELINE = "whole"
 ARMS = ("whole", "native", "tiles", "p2", "tiles-p2")
@@ -557,9 +554,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     quiet_ultralytics()
-    work = args.keep or Path(tempfile.mkdtemp(prefix="small-defects-"))
-    work.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault(CACHE_ENV, str(work / "cache"))
+    work = work_folder(args.keep, "small-defects-")
     started = time.perf_counter()
     outcomes: list[Outcome] = []
     failed: list[str] = []

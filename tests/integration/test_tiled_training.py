@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import cv2
 import pytest
@@ -25,19 +26,26 @@ from tests.helpers.configs import tiny_config
 pytestmark = pytest.mark.slow
 
 
-def test_a_tiled_training_records_the_tile_side_and_predict_tiles_at_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def _tiled_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tile: dict, **sections: dict) -> tuple[Path, Any]:
+    """Twelve 256-px synthetic images (ten train) and a 1-epoch, 64-px, untracked training on ``tile``'s tiles."""
     monkeypatch.setenv("YOLO_PIPELINE_CACHE", str(tmp_path / "cache"))
     data_yaml = synthesize(tmp_path / "data", images=12, seed=0, size=256).data_yaml
     config = tiny_config(
         data_yaml,
         tmp_path / "runs",
-        data={"tile": {"size": 128, "overlap": 0.2, "min_visible": 0.5, "backgrounds": 0.1}},
+        data={"tile": {"overlap": 0.2, **tile}},
         train={"epochs": 1, "imgsz": 64},
         tracking={"enabled": False},
         gradients={"enabled": False},
+        **sections,
     )
+    return data_yaml, config
+
+
+def test_a_tiled_training_records_the_tile_side_and_predict_tiles_at_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    data_yaml, config = _tiled_training(tmp_path, monkeypatch, {"size": 128, "min_visible": 0.5, "backgrounds": 0.1})
     result = train(config)
 
     tiles = next((tmp_path / "cache" / "tiles").glob("[!.]*"))
@@ -101,17 +109,8 @@ def test_a_tiled_training_records_the_tile_side_and_predict_tiles_at_it(
 def test_a_training_with_cut_boxes_ignored_leaves_them_out_of_the_loss_through_its_augmentation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setenv("YOLO_PIPELINE_CACHE", str(tmp_path / "cache"))
-    data_yaml = synthesize(tmp_path / "data", images=12, seed=0, size=256).data_yaml
-    config = tiny_config(
-        data_yaml,
-        tmp_path / "runs",
-        data={"tile": {"size": 96, "overlap": 0.2, "cut_boxes": "ignore"}},
-        train={"epochs": 1, "imgsz": 64},
-        augment={"mosaic": 1.0},  # the regions move with the pixels through mosaic, the affine and the flips
-        tracking={"enabled": False},
-        gradients={"enabled": False},
-    )
+    # mosaic: the regions move with the pixels through mosaic, the affine and the flips
+    _, config = _tiled_training(tmp_path, monkeypatch, {"size": 96, "cut_boxes": "ignore"}, augment={"mosaic": 1.0})
     with caplog.at_level("INFO", logger="pipeline.training"):
         result = train(config)
 

@@ -10,7 +10,7 @@ at score >= ``--recall-conf`` per defect size bucket. The report gives each way'
 seeds and the paired difference (ignore - mask), with the cut parts' count from the tile card: the
 question only matters in proportion to how many boxes the tiles cut.
 
-    python scripts/benchmarks/cut_boxes.py                  # 3 seeds, overlap 0.2 and 0: about 35 min on 2 cores
+    python scripts/benchmarks/cut_boxes.py                  # 3 seeds, overlap 0.2 and 0: about 40 min on 2 cores
     python scripts/benchmarks/cut_boxes.py --quick          # a smoke run (~3 min)
 """
 

@@ -26,6 +26,11 @@ more figures explain a false alarm: ``clean, baseline redrawn`` (``--null-draws`
 stand-in baseline of the real one's size, both drawn apart from the clean pool each time: the tests' own rate,
 free of the one fixed baseline) and, per row, the rate with the class-score checks left out (Holm over the rest).
 
+INT8 (unless ``--no-int8``): each model exported as an ``onnx-int8`` bundle with its screen (`export`, gated
+on the val split; its baseline recorded again with the INT8 network), and the clean, brightness and blur pools
+predicted through the bundle against that baseline: a line PC's INT8 screen must stay quiet on clean parts and
+still see a shift.
+
 Overhead: ``predict`` on one clean ``--folder``-image folder with the drift check and without (``drift=False``),
 alternating, ``--pairs`` pairs after one warm-up run of each, both on the runtime auto chose, at each of
 ``--overhead-sizes``; the whole call is timed (the comparison runs after the images), and the check's parts
@@ -66,6 +71,7 @@ from pipeline.files import CACHE_ENV  # noqa: E402
 from scripts.benchmarks.common import link_or_copy, quiet_ultralytics, save_report  # noqa: E402
 
 CONDITIONS = ("clean", "brightness", "blur", "new-shape", "size", "mixed")
+INT8_CONDITIONS = ("clean", "brightness", "blur")  # an INT8 bundle: quiet on clean parts, still seeing a shift
 NULL = "clean, baseline redrawn"  # both sides drawn from the clean pool: the test's own false-alarm rate
 TARGET_FALSE_ALARM = 0.05
 TARGET_DETECTION = 0.90
@@ -386,8 +392,14 @@ def summarize(domain: str, condition: str, reports: list[DriftReport], pool: Sam
     }
 
 
-def measure_domain(domain: Domain, work: Path, args: argparse.Namespace, done: Callable[[dict], None]) -> None:
-    for condition in CONDITIONS:
+def measure_domain(
+    domain: Domain,
+    work: Path,
+    args: argparse.Namespace,
+    done: Callable[[dict], None],
+    conditions: Sequence[str] = CONDITIONS,
+) -> None:
+    for condition in conditions:
         started = time.perf_counter()
         chunks = write_pool(domain, condition, work / f"{domain.name}-{condition}", args.seed)
         written = time.perf_counter()
@@ -410,6 +422,33 @@ def measure_domain(domain: Domain, work: Path, args: argparse.Namespace, done: C
             row["seconds"] = {"compare": round(time.perf_counter() - started, 1)}
             done(row)
             print(table_row(row), flush=True)
+
+
+def int8_domain(domain: Domain, work: Path) -> Domain | None:
+    """The domain's model as an INT8 bundle (``export --format onnx-int8`` with its screen, gated on the val split),
+    with the baseline export records again with the INT8 network; None, said in a line, when the gate refuses."""
+    from pipeline.export.bundles import GateRefused, export_bundle
+
+    started = time.perf_counter()
+    out = work / f"{domain.name}-int8-bundle"
+    try:
+        export_bundle(domain.model, out, "onnx-int8", screen=domain.screen, data=domain.data_yaml, split="val")
+    except GateRefused as exc:
+        print(f"{domain.name}: the INT8 gate refused the bundle ({exc}); no INT8 rows", flush=True)
+        return None
+    screen = out / "screen.json"
+    named = json.loads(screen.read_text(encoding="utf-8"))["drift_baseline"]
+    return Domain(
+        name=f"{domain.name} INT8",
+        data_yaml=domain.data_yaml,
+        model=str(out),
+        screen=screen,
+        baseline=Baseline.load(out / Path(named["file"]).name),
+        clean=domain.clean,
+        foreign=domain.foreign,
+        notes=["an onnx-int8 bundle of the same model; its baseline recorded again with the INT8 network"],
+        seconds={"export": round(time.perf_counter() - started, 1)},
+    )
 
 
 def overhead(domain: Domain, work: Path, args: argparse.Namespace, imgsz: int) -> dict[str, Any]:
@@ -560,6 +599,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--overhead-sizes", type=_sizes, default=[0, 320],
                         help="overhead: network sizes, comma list (0: the model's own)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="the draws' and the shifts' seed")
+    parser.add_argument(
+        "--no-int8",
+        dest="int8",
+        action="store_false",
+        help="leave out the INT8 bundle rows (clean, brightness, blur through an onnx-int8 bundle)",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: fewer images, epochs, draws and pairs")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (<out>/work)")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "drift_power",
@@ -620,12 +665,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         domains.append(synthetic_domain(work, args, neu))
         measure_domain(domains[-1], work, args, save)
+        if args.int8 and (int8 := int8_domain(domains[-1], work)) is not None:
+            domains.append(int8)  # a line PC's bundle: must not alarm on clean parts, must still see a shift
+            measure_domain(int8, work, args, save, INT8_CONDITIONS)
         for imgsz in args.overhead_sizes if args.pairs else []:
             found.append(overhead(domains[0], work, args, imgsz))
             print(overhead_line(found[-1]), flush=True)
         if neu is not None:
             domains.append(neu_domain(work, args, neu))
             measure_domain(domains[-1], work, args, save)
+            if args.int8 and (int8 := int8_domain(domains[-1], work)) is not None:
+                domains.append(int8)
+                measure_domain(int8, work, args, save, INT8_CONDITIONS)
         else:
             print(f"{args.neu}: no NEU-DET here; skipped", flush=True)
     finally:

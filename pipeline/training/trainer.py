@@ -154,8 +154,7 @@ class PipelineTrainer(DetectionTrainer):
     def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None) -> Any:
         dataset = super().build_dataset(img_path, mode, batch)
         if mode == "train" and self.session is not None:
-            tile = self.session.config.data.tile
-            if tile is not None and tile.cut_boxes == "ignore":
+            if self.ignore_regions.present(dataset.im_files):  # data.tile.cut_boxes: ignore, or such a tile set
                 self.ignore_regions.add_to(dataset, ignore_class=self.data["nc"])
             dataset = add_symmetry(dataset, self.session.config.augment.symmetry, self.args)
         return dataset

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -90,6 +91,12 @@ class IgnoreRegions(Callback):
         self.total_ignored = 0  # over the training
         self.installed: list[IgnoringBCE] = []  # the BCE of each detection loss of the criterion
 
+    @staticmethod
+    def present(image_files: list[str]) -> bool:
+        """Whether the images have an ``ignore/`` folder beside their ``images/`` one: a tile set cut with
+        ``cut_boxes: ignore`` (the training's own cache, or ``data tile --cut-boxes ignore`` trained on as data)."""
+        return any(ignore_file(folder / "x.png").parent.is_dir() for folder in {Path(f).parent for f in image_files})
+
     def add_to(self, dataset: Any, ignore_class: int) -> int:
         """Each image's regions as labels of ``ignore_class`` (the model's class count); how many there are."""
         added = 0
@@ -101,7 +108,7 @@ class IgnoreRegions(Callback):
             label["cls"] = np.concatenate([label["cls"], np.full((len(regions), 1), ignore_class, np.float32)])
             added += len(regions)
         self.ignore_class, self.regions = ignore_class, added
-        LOG.info("train: %d parts of boxes cut by a tile's border ignored by the loss (data.tile.cut_boxes)", added)
+        LOG.info("train: %d parts of boxes cut by a tile's border ignored by the loss (the tiles' ignore/ regions)", added)
         return added
 
     @contextmanager

@@ -77,6 +77,7 @@ def test_a_tiles_regions_become_labels_of_the_extra_class_hidden_from_ultralytic
     ]
     dataset = SimpleNamespace(labels=labels)
     regions = IgnoreRegions()
+    assert regions.present([str(images / "a.png")]) and not regions.present([str(tmp_path / "other" / "a.png")])
     assert regions.add_to(dataset, ignore_class=3) == 1
     assert labels[0]["cls"].ravel().tolist() == [0.0, 3.0]
     assert np.allclose(labels[0]["bboxes"], [[0.2, 0.2, 0.1, 0.1], [0.9, 0.5, 0.2, 0.4]])

@@ -7,8 +7,8 @@ tiles as it will see them. A box is kept in a tile, clipped to it, when at least
 its area is inside. A smaller part must not stay in the tile unlabelled, since it would teach that a
 defect is background: ``cut_boxes: mask`` fills it (`mask_boxes`); ``cut_boxes: ignore`` keeps the
 pixels and writes the part to ``ignore/<split>/<tile>.txt`` (YOLO lines, `ignore_file`), which the
-training's loss leaves out of its background (`pipeline.training.ignore_regions`). Of the tiles without a box, a seeded
-draw keeps ``backgrounds`` of the split's cut tiles. Images not larger than the tile are used whole
+training's loss leaves out of its background (`pipeline.training.callbacks.ignore_regions`). Of the
+tiles without a box, a seeded draw keeps ``backgrounds`` of the split's cut tiles. Images not larger than the tile are used whole
 (a hard link to the source, else a symbolic link, else a copy: the source is never changed).
 
 A training with ``data.tile`` trains on a tiled train split kept in the cache
@@ -255,10 +255,13 @@ def _write_labels(path: Path, boxes: Sequence[Box], width: int, height: int) -> 
     path.write_text("".join(box.to_yolo_line(width, height) + "\n" for box in boxes), encoding="utf-8")
 
 
-def ignore_file(image: str | Path) -> Path:
+def ignore_file(image: str | Path) -> Path | None:
     """Where the regions a training's loss ignores are kept for a tile: ``.../images/<split>/<stem>.png`` ->
-    ``.../ignore/<split>/<stem>.txt`` (YOLO lines, beside ``labels/`` as ultralytics finds those)."""
+    ``.../ignore/<split>/<stem>.txt`` (YOLO lines, beside ``labels/`` as ultralytics finds those); None for an
+    image outside an ``images/`` folder (it has no such file)."""
     sa, sb = f"{os.sep}{IMAGES}{os.sep}", f"{os.sep}{IGNORE}{os.sep}"
+    if sa not in str(image):
+        return None
     return Path(sb.join(str(image).rsplit(sa, 1))).with_suffix(".txt")
 
 
@@ -290,7 +293,9 @@ def _write_image(plan: _Planned, images: Path, labels: Path, cut_boxes: str) -> 
         if cut_boxes == "ignore":
             _write_png(target, pixels[y1:y2, x1:x2])
             if boxes.cut:
-                _write_labels(ignore_file(target), boxes.cut, x2 - x1, y2 - y1)
+                _write_labels(
+                    images.parent.parent / IGNORE / images.name / f"{one.stem}.txt", boxes.cut, x2 - x1, y2 - y1
+                )
             counts.ignored += len(boxes.cut)
         else:
             _write_png(target, mask_boxes(pixels[y1:y2, x1:x2], boxes.cut, boxes.kept))

@@ -30,12 +30,13 @@ from pipeline.training.callbacks.base import Callback, unwrapped
 LOG = logging.getLogger("pipeline.training")
 
 
-def _read_regions(path: Any) -> np.ndarray:
-    """The YOLO lines of a tile's ignore file as (n, 4) normalised xywh; none when it has no file."""
+def _read_regions(image: str) -> np.ndarray:
+    """The YOLO lines of an image's ignore file as (n, 4) normalised xywh; none when it has no file."""
+    path = ignore_file(image)
     try:
-        text = ignore_file(path).read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8") if path is not None else ""
     except FileNotFoundError:
-        return np.zeros((0, 4), np.float32)
+        text = ""
     rows = [line.split()[1:5] for line in text.splitlines() if line.strip()]
     return np.asarray(rows, np.float32).reshape(-1, 4)
 
@@ -49,7 +50,7 @@ class IgnoringBCE(nn.Module):
         self.strides = [float(s) for s in strides]
         self.regions: Tensor | None = None  # (k, 5): image in the batch, x1, y1, x2, y2 in input pixels
         self.image_hw: tuple[int, int] = (0, 0)
-        self.anchors_ignored = 0  # since the last reset: what the regions took out of the loss
+        self.anchors_ignored: Tensor | int = 0  # since the last reset, on the device: a count read per batch would sync
         self._centres: dict[tuple[int, int, str], Tensor] = {}
 
     def centres(self, device: torch.device) -> Tensor:
@@ -77,7 +78,7 @@ class IgnoringBCE(nn.Module):
         covered = torch.zeros(logits.shape[:2], device=logits.device)
         covered.index_add_(0, self.regions[:, 0].long(), inside.to(covered.dtype))
         ignored = (covered > 0) & (target.sum(-1) == 0)  # an anchor a true box claims learns as always
-        self.anchors_ignored += int(ignored.sum())
+        self.anchors_ignored = self.anchors_ignored + ignored.sum()
         return loss * (~ignored).unsqueeze(-1).to(loss.dtype)
 
 
@@ -95,7 +96,8 @@ class IgnoreRegions(Callback):
     def present(image_files: list[str]) -> bool:
         """Whether the images have an ``ignore/`` folder beside their ``images/`` one: a tile set cut with
         ``cut_boxes: ignore`` (the training's own cache, or ``data tile --cut-boxes ignore`` trained on as data)."""
-        return any(ignore_file(folder / "x.png").parent.is_dir() for folder in {Path(f).parent for f in image_files})
+        folders = {Path(f).parent for f in image_files}
+        return any((found := ignore_file(folder / "x.png")) is not None and found.parent.is_dir() for folder in folders)
 
     def add_to(self, dataset: Any, ignore_class: int) -> int:
         """Each image's regions as labels of ``ignore_class`` (the model's class count); how many there are."""
@@ -108,7 +110,7 @@ class IgnoreRegions(Callback):
             label["cls"] = np.concatenate([label["cls"], np.full((len(regions), 1), ignore_class, np.float32)])
             added += len(regions)
         self.ignore_class, self.regions = ignore_class, added
-        LOG.info("train: %d parts of boxes cut by a tile's border ignored by the loss (the tiles' ignore/ regions)", added)
+        LOG.info("train: %d parts of boxes cut by a tile's border ignored by the loss (ignore/ beside images/)", added)
         return added
 
     @contextmanager
@@ -162,7 +164,7 @@ class IgnoreRegions(Callback):
             LOG.warning("train: the loss has no detection loss to ignore regions in; cut parts count as background")
 
     def on_train_epoch_end(self, trainer: Any) -> None:
-        self.anchors_ignored = sum(bce.anchors_ignored for bce in self.installed)
+        self.anchors_ignored = int(sum(int(bce.anchors_ignored) for bce in self.installed))
         self.total_ignored += self.anchors_ignored
 
     def on_fit_end(self, trainer: Any, status: str, error: BaseException | None) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.data.tiles import ignore_file
 from pipeline.training.assignment import detection_losses
 from pipeline.training.callbacks.ignore_regions import IgnoreRegions, IgnoringBCE
 
@@ -78,6 +79,10 @@ def test_a_tiles_regions_become_labels_of_the_extra_class_hidden_from_ultralytic
     dataset = SimpleNamespace(labels=labels)
     regions = IgnoreRegions()
     assert regions.present([str(images / "a.png")]) and not regions.present([str(tmp_path / "other" / "a.png")])
+    flat = tmp_path / "flat"  # labels beside the images, no images/ folder: never read as regions
+    flat.mkdir()
+    (flat / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    assert ignore_file(flat / "a.png") is None and not regions.present([str(flat / "a.png")])
     assert regions.add_to(dataset, ignore_class=3) == 1
     assert labels[0]["cls"].ravel().tolist() == [0.0, 3.0]
     assert np.allclose(labels[0]["bboxes"], [[0.2, 0.2, 0.1, 0.1], [0.9, 0.5, 0.2, 0.4]])

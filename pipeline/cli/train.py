@@ -50,6 +50,11 @@ def _print_training(result: object) -> None:
     print(f"training folder: {result.save_dir}")
     if result.best_weights:
         print(f"best weights:    {result.best_weights}")
+        from pipeline.drift.baseline import FILENAME as BASELINE
+
+        baseline = Path(result.best_weights).with_name(BASELINE)
+        if baseline.is_file():  # what predict checks drift against until a calibration records its own
+            print(f"drift baseline:  {baseline}")
     if result.gradient_health:
         print(f"gradients:       {result.gradient_health}  ({result.save_dir / 'gradients' / 'diagnosis.json'})")
         for finding in getattr(result, "gradient_findings", []):  # worst first: severity: cause (evidence; remedy)

@@ -39,6 +39,10 @@ def test_a_training_records_its_baseline_and_predict_checks_a_pt_against_it(
     assert baseline.origin == TRAINING and baseline.split == "val"
     conf = PredictOptions.model_fields["conf"].default
     assert baseline.thresholds == dict.fromkeys(CLASSES, conf)  # every class at predict's own default
+    from pipeline.cli.train import _print_training
+
+    _print_training(result)  # the training's summary names it
+    assert f"drift baseline:  {weights / FILENAME}\n" in capsys.readouterr().out
 
     # the very images it was recorded on: nothing drifts, and the line says which baseline it was
     out = tmp_path / "same"

@@ -119,7 +119,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--defect-size", type=lambda t: tuple(int(v) for v in t.split("-")), default=(8, 40))
     parser.add_argument("--seeds", type=int, default=3, help="paired trainings per overlap (boards and training)")
     parser.add_argument("--tile", type=int, default=320, help="tile side in px, trained at this size")
-    parser.add_argument("--overlaps", default="0.2,0", help="tile overlaps, comma list (0: a cut box is never whole in a neighbouring tile)")
+    parser.add_argument(
+        "--overlaps",
+        default="0.2,0",
+        help="tile overlaps, comma list (0: a cut box is never whole in a neighbouring tile)",
+    )
     parser.add_argument("--tile-epochs", type=int, default=3)
     parser.add_argument("--model", default="yolo11n.yaml")
     parser.add_argument("--batch", type=int, default=8)

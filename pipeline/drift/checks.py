@@ -8,7 +8,7 @@ test, exact where fail counts are small (3% of 200 images is 6, where a chi-squa
 never anti-conservative. The embeddings: a kernel two-sample test, the maximum mean discrepancy with a permutation
 p-value (Gretton et al. 2012; the test Rabanser et al. 2019, "Failing Loudly", found best for dataset shift),
 run by ``scipy.stats.permutation_test``. The share of atypical images: how many of the run's images are more
-unlike the baseline than all but ``TAIL`` of the baseline's own (the review queue's score, `atypicality`), against
+unlike the baseline than all but ``TAIL`` of the baseline's own (the review queue's score, `_atypicality`), against
 that share in the baseline, with Fisher's exact test. A fifth of a folder from another line moves each
 distribution by at most a fifth, which KS and MMD see late (30-60% of 200-image folders), while it puts a fifth of
 the images in a tail that holds a twentieth. All the p-values are corrected together with Holm's method (valid
@@ -114,7 +114,9 @@ def _atypical_share(base: Sample, current: Sample, least: int, tail: float = TAI
     row = Check("atypical", "fisher", None, None, base.images, current.images)
     if min(base.images, current.images) < least:
         return _skip(row, least)
-    own, seen = atypicality(base, base, itself=True), atypicality(base, current)
+    within = _within(base.embeddings, NEIGHBOURS)  # the baseline's own neighbour distances, once for both sides
+    own = _atypicality(base, base, NEIGHBOURS, itself=True, within=within)[0]
+    seen = _atypicality(base, current, NEIGHBOURS, itself=False, within=within)[0]
     if _comparable(base.embeddings, current.embeddings):  # a sample of images has embeddings: score those alone,
         own, seen = own[base.embedding_image], seen[current.embedding_image]  # so every score has the same parts
     if min(len(own), len(seen)) < least:
@@ -216,7 +218,7 @@ class Atypical:
 
 
 def rank_atypical(baseline: Baseline | Sample, current: Sample, *, neighbours: int = NEIGHBOURS) -> list[Atypical]:
-    """The current images, most atypical first (the review queue's order), by `atypicality`."""
+    """The current images, most atypical first (the review queue's order), by `_atypicality`."""
     base = baseline.sample if isinstance(baseline, Baseline) else baseline
     scores, z, centre, far = _atypicality(base, current, neighbours, itself=False)
     reasons = [
@@ -230,25 +232,22 @@ def rank_atypical(baseline: Baseline | Sample, current: Sample, *, neighbours: i
     return [Atypical(int(i), current.names[i], float(scores[i]), reasons[i]) for i in order]
 
 
-def atypicality(base: Sample, current: Sample, *, neighbours: int = NEIGHBOURS, itself: bool = False) -> np.ndarray:
+def _atypicality(
+    base: Sample, current: Sample, neighbours: int, *, itself: bool, within: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Each current image's atypicality against ``base``: the sum over the statistics of ``|x - median| / (1.4826
     MAD)`` against the baseline (robust: the baseline's own odd images do not widen the scale), each capped at
     ``Z_CAP``; where both sides have embeddings, plus how much farther its ``neighbours`` nearest baseline
     embeddings are than the baseline's are from each other (the same robust z, only the far side counts).
-    ``itself``: ``current`` is ``base``, each image left out of its own neighbours."""
-    return _atypicality(base, current, neighbours, itself=itself)[0]
-
-
-def _atypicality(
-    base: Sample, current: Sample, neighbours: int, *, itself: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(scores, capped statistic z per image, the baseline's medians, embedding z per embedding)."""
+    ``itself``: ``current`` is ``base``, each image left out of its own neighbours; ``within``: the baseline's
+    `_within` distances when the caller has them. Returns (scores, capped statistic z per image, the baseline's
+    medians, embedding z per embedding)."""
     if not base.images:
         raise ValueError("an empty baseline")
     z, centre = _robust_z(base.statistics, current.statistics)
     z = np.minimum(z, Z_CAP)
     scores = z.sum(axis=1)
-    far = _embedding_z(base.embeddings, current.embeddings, neighbours, itself=itself)
+    far = _embedding_z(base.embeddings, current.embeddings, neighbours, itself=itself, within=within)
     np.add.at(scores, current.embedding_image.astype(np.int64), far)
     return scores, z, centre, far
 
@@ -269,11 +268,21 @@ def _comparable(base: np.ndarray, current: np.ndarray, neighbours: int = NEIGHBO
     return len(base) > neighbours and len(current) > 0 and base.shape[1] == current.shape[1]
 
 
-def _embedding_z(base: np.ndarray, current: np.ndarray, neighbours: int, *, itself: bool = False) -> np.ndarray:
+def _within(base: np.ndarray, neighbours: int) -> np.ndarray | None:
+    """Each baseline embedding's mean distance to its ``neighbours`` nearest others (itself left out); None when
+    there are too few to compare."""
+    if len(base) <= neighbours:
+        return None
+    return np.sort(cdist(base, base), axis=1)[:, 1 : neighbours + 1].mean(axis=1)
+
+
+def _embedding_z(
+    base: np.ndarray, current: np.ndarray, neighbours: int, *, itself: bool = False, within: np.ndarray | None = None
+) -> np.ndarray:
     if not _comparable(base, current, neighbours):
         return np.zeros(len(current))
     k = neighbours
-    within = np.sort(cdist(base, base), axis=1)[:, 1 : k + 1].mean(axis=1)  # leave itself out
+    within = within if within is not None else _within(base, k)
     across = within if itself else np.sort(cdist(current, base), axis=1)[:, :k].mean(axis=1)
     z, _ = _robust_z(within[:, None], across[:, None])
     return np.where(across[:, None] > np.median(within), np.minimum(z, Z_CAP), 0.0)[:, 0]

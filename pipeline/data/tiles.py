@@ -255,14 +255,21 @@ def _write_labels(path: Path, boxes: Sequence[Box], width: int, height: int) -> 
     path.write_text("".join(box.to_yolo_line(width, height) + "\n" for box in boxes), encoding="utf-8")
 
 
-def ignore_file(image: str | Path) -> Path | None:
-    """Where the regions a training's loss ignores are kept for a tile: ``.../images/<split>/<stem>.png`` ->
-    ``.../ignore/<split>/<stem>.txt`` (YOLO lines, beside ``labels/`` as ultralytics finds those); None for an
-    image outside an ``images/`` folder (it has no such file)."""
+def ignore_folder(images: str | Path) -> Path | None:
+    """Where a split's regions for the loss to ignore are kept: ``.../images/<split>`` -> ``.../ignore/<split>``
+    (beside ``labels/``, as ultralytics finds those); None for a folder outside an ``images/`` one (it has none)."""
     sa, sb = f"{os.sep}{IMAGES}{os.sep}", f"{os.sep}{IGNORE}{os.sep}"
-    if sa not in str(image):
+    text = f"{Path(images)}{os.sep}"
+    if sa not in text:
         return None
-    return Path(sb.join(str(image).rsplit(sa, 1))).with_suffix(".txt")
+    return Path(sb.join(text.rsplit(sa, 1)))
+
+
+def ignore_file(image: str | Path) -> Path | None:
+    """A tile's regions for the loss to ignore (YOLO lines): ``.../images/<split>/<stem>.png`` ->
+    ``.../ignore/<split>/<stem>.txt``; None for an image outside an ``images/`` folder."""
+    folder = ignore_folder(Path(image).parent)
+    return folder / f"{Path(image).stem}.txt" if folder is not None else None
 
 
 def _write_image(plan: _Planned, images: Path, labels: Path, cut_boxes: str) -> tuple[list[Sample], SplitCounts]:
@@ -293,9 +300,7 @@ def _write_image(plan: _Planned, images: Path, labels: Path, cut_boxes: str) -> 
         if cut_boxes == "ignore":
             _write_png(target, pixels[y1:y2, x1:x2])
             if boxes.cut:
-                _write_labels(
-                    images.parent.parent / IGNORE / images.name / f"{one.stem}.txt", boxes.cut, x2 - x1, y2 - y1
-                )
+                _write_labels(ignore_folder(images) / f"{one.stem}.txt", boxes.cut, x2 - x1, y2 - y1)
             counts.ignored += len(boxes.cut)
         else:
             _write_png(target, mask_boxes(pixels[y1:y2, x1:x2], boxes.cut, boxes.kept))
@@ -321,7 +326,7 @@ def tile_collection(
         for split in wanted:  # in the collection's order of splits
             samples = [s for s in collection.samples if s.split == split]
             images, labels = out / IMAGES / split, out / "labels" / split
-            for folder in (images, labels, *([out / IGNORE / split] if tile.cut_boxes == "ignore" else [])):
+            for folder in (images, labels, *([ignore_folder(images)] if tile.cut_boxes == "ignore" else [])):
                 folder.mkdir(parents=True, exist_ok=True)
             counts[split] = SplitCounts()
             plans = _plan_split(samples, tile, seed, split)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.data.tiles import ignore_file
+from pipeline.data.tiles import ignore_file, ignore_folder
 from pipeline.training.assignment import detection_losses
 from pipeline.training.callbacks.base import Callback, unwrapped
 
@@ -97,7 +97,7 @@ class IgnoreRegions(Callback):
         """Whether the images have an ``ignore/`` folder beside their ``images/`` one: a tile set cut with
         ``cut_boxes: ignore`` (the training's own cache, or ``data tile --cut-boxes ignore`` trained on as data)."""
         folders = {Path(f).parent for f in image_files}
-        return any((found := ignore_file(folder / "x.png")) is not None and found.parent.is_dir() for folder in folders)
+        return any((found := ignore_folder(folder)) is not None and found.is_dir() for folder in folders)
 
     def add_to(self, dataset: Any, ignore_class: int) -> int:
         """Each image's regions as labels of ``ignore_class`` (the model's class count); how many there are."""

@@ -23,7 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pipeline.data.annotations import Problem
 from pipeline.data.tiles import ignore_file, ignore_folder
+from pipeline.data.yolo import parse_label_line
 from pipeline.training.assignment import detection_losses
 from pipeline.training.callbacks.base import Callback, unwrapped
 
@@ -31,13 +33,23 @@ LOG = logging.getLogger("pipeline.training")
 
 
 def _read_regions(image: str) -> np.ndarray:
-    """The YOLO lines of an image's ignore file as (n, 4) normalised xywh; none when it has no file."""
+    """The YOLO lines of an image's ignore file as (n, 4) normalised xywh; none when it has no file. A line (or a
+    file) that cannot be read is left out with one warning naming it: the regions only refine the loss."""
     path = ignore_file(image)
+    if path is None or not path.is_file():
+        return np.zeros((0, 4), np.float32)
     try:
-        text = path.read_text(encoding="utf-8") if path is not None else ""
-    except FileNotFoundError:
-        text = ""
-    rows = [line.split()[1:5] for line in text.splitlines() if line.strip()]
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        LOG.warning("train: %s: left out (%s)", path, type(exc).__name__)
+        return np.zeros((0, 4), np.float32)
+    rows = []
+    for number, line in enumerate(lines, 1):
+        parsed = parse_label_line(line, number, path, 1, 1)  # the labels' own parser, in [0, 1] units
+        if isinstance(parsed, Problem):
+            LOG.warning("train: %s:%d: %s; left out", path, number, parsed.reason)
+        elif parsed is not None:
+            rows.append([(parsed.x1 + parsed.x2) / 2, (parsed.y1 + parsed.y2) / 2, parsed.width, parsed.height])
     return np.asarray(rows, np.float32).reshape(-1, 4)
 
 

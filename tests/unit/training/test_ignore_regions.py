@@ -66,11 +66,13 @@ def test_the_batch_loses_the_regions_rows_and_the_loss_gets_them_in_pixels() -> 
     assert bce.image_hw == (64, 128)
 
 
-def test_a_tiles_regions_become_labels_of_the_extra_class_hidden_from_ultralytics_readers(tmp_path: Path) -> None:
+def test_a_tiles_regions_become_labels_of_the_extra_class_hidden_from_ultralytics_readers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     images, ignore = tmp_path / "images" / "train", tmp_path / "ignore" / "train"
     images.mkdir(parents=True)
     ignore.mkdir(parents=True)
-    (ignore / "a.txt").write_text("1 0.9 0.5 0.2 0.4\n")
+    (ignore / "a.txt").write_text("1 0.9 0.5 0.2 0.4\n0.1 0.2\n")  # a damaged second line: left out, named
     boxes = np.array([[0.2, 0.2, 0.1, 0.1]], np.float32)
     labels = [
         {"im_file": str(images / "a.png"), "cls": np.zeros((1, 1), np.float32), "bboxes": boxes},
@@ -83,7 +85,11 @@ def test_a_tiles_regions_become_labels_of_the_extra_class_hidden_from_ultralytic
     flat.mkdir()
     (flat / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
     assert ignore_file(flat / "a.png") is None and not regions.present([str(flat / "a.png")])
-    assert regions.add_to(dataset, ignore_class=3) == 1
+    with caplog.at_level("WARNING", logger="pipeline.training"):
+        assert regions.add_to(dataset, ignore_class=3) == 1
+    assert caplog.messages == [
+        f"train: {ignore / 'a.txt'}:2: malformed line: expected 'class cx cy w h', got 2 fields; left out"
+    ]
     assert labels[0]["cls"].ravel().tolist() == [0.0, 3.0]
     assert np.allclose(labels[0]["bboxes"], [[0.2, 0.2, 0.1, 0.1], [0.9, 0.5, 0.2, 0.4]])
     assert len(labels[1]["cls"]) == 0

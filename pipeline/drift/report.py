@@ -11,6 +11,7 @@ from typing import Any
 from pipeline.drift.baseline import CALIBRATION, ORIGINS
 
 SHOWN = 4  # drifted checks named in the line; the rest are counted
+TOO_FEW = "fewer than"  # how a check skipped for want of samples begins its reason (the line counts those)
 
 
 @dataclass(frozen=True)
@@ -18,14 +19,16 @@ class Check:
     """One test of the current images against the baseline.
 
     ``name``: ``brightness`` (an input statistic), ``score.<class>`` (the class's scores at its threshold),
-    ``rate.<class>`` (the share of images the class fails), ``embeddings`` or ``atypical`` (the share of images
-    beyond the baseline's own most atypical 5%). ``baseline`` / ``current``: the median (statistics, scores) or the
-    rate (shares); ``p_holm``: ``p`` corrected for all the checks that ran.
-    ``skipped``: why the test did not run (too few samples on a side); such a row has no p.
+    ``rate.<class>`` (the share of images the class fails), ``embeddings``, ``atypical`` (the share of images
+    beyond the baseline's own most atypical 5%) or ``neighbours`` (the share of images' nearest neighbours, by their
+    statistics, from their own side). ``baseline`` / ``current``: the median (statistics, scores) or the rate
+    (shares; for ``neighbours``, its expected value when both sides are alike and the value seen); ``p_holm``: ``p`` corrected for all the checks that ran.
+    ``skipped``: why the test did not run (too few samples on a side, or nothing to test: one value of a statistic
+    on both sides, no fail on either); such a row has no p.
     """
 
     name: str
-    test: str  # "ks", "fisher", "mmd"
+    test: str  # "ks", "fisher", "mmd", "knn"
     baseline: float | None
     current: float | None
     n_baseline: int
@@ -43,6 +46,8 @@ class Check:
             return f"embeddings MMD {p}"
         if self.name.startswith("rate."):
             return f"{self.name[5:]} fail rate {_percent(self.baseline)} -> {_percent(self.current)} ({p})"
+        if self.name == "neighbours":  # images that are each other's nearest: a group the baseline does not have
+            return f"a group of like images: own-side neighbours {_percent(self.baseline)} -> {_percent(self.current)} ({p})"
         if self.name == "atypical":
             return f"atypical images {_percent(self.baseline)} -> {_percent(self.current)} ({p})"
         if self.name.startswith("score."):
@@ -106,7 +111,7 @@ class DriftReport:
     def line(self) -> str:
         """One summary line: the drifted checks, most certain first, else how many checks found nothing; a baseline
         a training recorded is named (a calibration's is the usual one)."""
-        skipped = len(self.skipped)
+        skipped = sum(check.skipped.startswith(TOO_FEW) for check in self.skipped)
         tail = f"; {skipped} skipped (too few samples)" if skipped else ""
         split = f" ({self.baseline['split']})" if self.baseline.get("split") else ""
         origin = self.baseline.get("origin") or CALIBRATION

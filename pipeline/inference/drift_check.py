@@ -2,7 +2,8 @@
 
 The baseline is found where the thresholds were: beside a ``--screen`` file (screen.json names it), inside a bundle,
 or with an MLflow model's calibration run; else the one the model's training recorded on its validation split:
-beside a ``.pt`` (``drift_baseline.npz``, for that very file), or in the training run behind an MLflow model. Each
+beside a ``.pt`` (``drift_baseline.npz``, for that very file), in the training run behind an MLflow model, or in
+the files of a served MLflow model (beside its ``MLmodel``). Each
 screened image adds its input statistics (measured on the decoding threads), its detections at the verdict
 thresholds and the network's pooled backbone features to a `Collector`; at the end the run is compared with the
 baseline (``drift.json``, one line), and what it saw is kept as ``drift_sample.npz`` (a baseline file of its own:
@@ -87,6 +88,10 @@ def _beside(screen: Screen, folder: Path, where: str) -> FoundBaseline:
 def _trained_beside(weights: Path, opened: Any) -> FoundBaseline:
     """The baseline a training left beside its checkpoint, when it was recorded for this very file."""
     path = weights.with_name(FILENAME)
+    if weights.suffix == ".pt" and weights.is_file() and not path.is_file():
+        served = _in_logged_model(weights)
+        if served is not None:
+            return served
     if weights.suffix != ".pt" or not weights.is_file() or not path.is_file():
         return FoundBaseline(None, note=NO_BASELINE)
     try:
@@ -98,6 +103,23 @@ def _trained_beside(weights: Path, opened: Any) -> FoundBaseline:
         other = f"recorded for sha256 {baseline.model_sha256[:12]}, {weights.name} is {sha256[:12]}"
         return FoundBaseline(None, note=f"{path} belongs to other weights ({other})")
     return FoundBaseline(baseline, where=f"{ORIGINS.get(baseline.origin, path.name)} ({path})")
+
+
+def _in_logged_model(weights: Path) -> FoundBaseline | None:
+    """The training's baseline in the MLflow model folder these weights are part of (``mlflow models serve`` and
+    ``mlflow.pyfunc.load_model`` run from one): the training put it beside ``MLmodel``; MLflow's copy of best.pt has
+    other bytes, the same network. None when the weights are in no such folder, or it holds no baseline."""
+    from pipeline.inference.serving import model_folder
+
+    folder = model_folder(weights)
+    if folder is None or not (folder / FILENAME).is_file():
+        return None
+    try:
+        baseline = Baseline.load(folder / FILENAME)
+    except BaselineError as exc:
+        return FoundBaseline(None, note=str(exc))
+    where = f"{ORIGINS.get(baseline.origin, 'the baseline')} (in the model {folder})"
+    return FoundBaseline(baseline, where=where, same_model=True)
 
 
 def _stored(model: str, tracking_uri: str, lookup: ScreenLookup | None) -> FoundBaseline:

@@ -168,6 +168,11 @@ class Tracker:
         files = {"weights": weights, **{f"extra{i}": f for i, f in enumerate(extra_files)}}
         self.spool.append({"kind": "model", "step": int(step), "metadata": dict(metadata or {})}, files=files)
 
+    def log_model_file(self, path: str | Path) -> None:
+        """Add a file to the run's logged model, beside its ``MLmodel`` (what a served model reads there: the
+        training's drift baseline); sent after the model, whose record comes first in the journal."""
+        self.spool.append({"kind": "model_file"}, files={"local": path})
+
     def finish(self, status: str = "FINISHED", timeout_s: float = 30.0) -> bool:
         """End the run, try to send everything, stop the worker; True when nothing is left in the spool."""
         self.spool.append({"kind": "end", "status": status, "end_time": now_ms()})
@@ -315,6 +320,8 @@ class Tracker:
                     self._client.log_artifact(run_id, str(target), first["artifact_path"])
         elif first["kind"] == "model":
             self._log_model(run_id, first)
+        elif first["kind"] == "model_file":
+            self._log_model_file(run_id, first)
         elif first["kind"] == "dataset":
             self._log_dataset(run_id, first)
         elif first["kind"] == "end":
@@ -364,16 +371,31 @@ class Tracker:
         self.spool.update_state(run_id=run.info.run_id, experiment_id=run.info.experiment_id)
         LOG.info("tracking: run %s in experiment %r at %s", run.info.run_id, self.experiment, self.uri)
 
-    def _log_model(self, run_id: str, record: dict[str, Any]) -> None:
-        """A pyfunc model, logged through the client API (no global active run), at most once per run."""
+    def _logged_models(self, run_id: str) -> list[Any]:
+        """The run's finished logged models named ``MODEL_NAME`` (one, once its model record is sent)."""
         experiment_id = self._client.get_run(run_id).info.experiment_id
-        existing = [
+        return [
             m
             for m in self._client.search_logged_models([experiment_id], filter_string=f"name = '{MODEL_NAME}'")
             if m.source_run_id == run_id and m.status == LoggedModelStatus.READY
         ]
-        if existing:
+
+    def _log_model_file(self, run_id: str, record: dict[str, Any]) -> None:
+        models = self._logged_models(run_id)
+        local = self.spool.path(record["local"])
+        if not models:  # its weights were gone from the spool: nothing to add the file to
+            LOG.warning("tracking: run %s logged no model to add %s to", run_id, original_name(local))
+            return
+        with tempfile.TemporaryDirectory() as tmp:  # uploaded under its real name (the spooled copy has a prefix)
+            target = Path(tmp) / original_name(local)
+            shutil.copy2(local, target)
+            self._client.log_model_artifact(models[0].model_id, str(target))
+
+    def _log_model(self, run_id: str, record: dict[str, Any]) -> None:
+        """A pyfunc model, logged through the client API (no global active run), at most once per run."""
+        if self._logged_models(run_id):
             return  # sent before, and the acknowledgement was lost
+        experiment_id = self._client.get_run(run_id).info.experiment_id
         from importlib.metadata import PackageNotFoundError, version
 
         import pipeline

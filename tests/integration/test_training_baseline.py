@@ -8,7 +8,10 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
+import mlflow
 import pytest
+from mlflow.artifacts import download_artifacts
 from mlflow.tracking import MlflowClient
 
 from pipeline.checkpoints import file_sha256
@@ -16,6 +19,7 @@ from pipeline.data.dataset import images_in
 from pipeline.drift import DIGEST_TAG, FILENAME, TRAINING, Baseline
 from pipeline.inference import predict
 from pipeline.inference.options import PredictOptions
+from pipeline.tracking.store import using_tracking_uri
 from tests.helpers.configs import tiny_config, untracked_training
 from tests.helpers.tracking import CLASSES
 
@@ -95,3 +99,21 @@ def test_a_tracked_training_sends_its_baseline_and_predict_finds_it_through_the_
     version = predict(_val(synth_data), "models:/trained-baseline@fresh", tmp_path / "version", progress=False,
                       device="cpu", tracking_uri=mlflow_server.uri)  # fmt: skip
     assert version.drift is not None and version.drift.baseline["digest"] == digest
+
+    # The logged model holds it beside MLmodel: what `mlflow models serve` (and `mlflow.pyfunc.load_model`, the same
+    # loader, run here in-process) compares a request with when the model was never calibrated.
+    logged = client.get_logged_model(client.get_model_version("trained-baseline", "1").source.removeprefix("models:/"))
+    kept = download_artifacts(f"{logged.artifact_location}/{FILENAME}", dst_path=str(tmp_path / "kept"),
+                              tracking_uri=mlflow_server.uri)  # fmt: skip
+    assert Baseline.load(kept).digest() == digest
+    with using_tracking_uri(mlflow_server.uri):
+        (tmp_path / "served").mkdir()
+        served = mlflow.pyfunc.load_model("models:/trained-baseline@fresh", dst_path=str(tmp_path / "served"))
+    brighter = tmp_path / "brighter"
+    brighter.mkdir()
+    for path in images_in(_val(synth_data)):
+        cv2.imwrite(str(brighter / path.name), cv2.convertScaleAbs(cv2.imread(str(path)), alpha=1.4))
+    rows = served.predict(sorted(str(p) for p in brighter.iterdir()), params={"drift": True})
+    assert len(rows) == 24 and all(row["drift"] == rows[0]["drift"] for row in rows)
+    assert rows[0]["drift"]["drifted"] is True, rows[0]["drift"]
+    assert "brightness" in rows[0]["drift"]["line"] and "the training's validation split" in rows[0]["drift"]["line"]

@@ -129,6 +129,8 @@ class Tracking(Callback):
 
             self.tracker.log_artifact(trainer.best.with_name(FILENAME), TRAINING_BASELINE_PATH)
             self.tracker.set_tags({DIGEST_TAG: baseline.digest()})
+            if self.session.config.tracking.log_model:  # beside MLmodel: what `mlflow models serve` compares with
+                self.tracker.log_model_file(trainer.best.with_name(FILENAME))
         except Exception as exc:  # noqa: BLE001 - the file stays beside best.pt, where predict finds it too
             LOG.warning("tracking: could not record the drift baseline (%s: %s)", type(exc).__name__, exc)
 

@@ -29,6 +29,7 @@ from pipeline.drift.report import format_p
 
 THRESHOLDS = {"scratch": 0.3, "dent": 0.4, "default": 0.25}
 DIM = 32
+CONSTANT = ("red_green", "blue_green", "width", "height")  # grey parts of one size
 
 
 def _image(rng: np.random.Generator, gain: float = 1.0, blur: float = 0.0) -> np.ndarray:
@@ -77,12 +78,14 @@ def test_clean_folders_do_not_alarm() -> None:
     drifted_folders = 0
     for seed in range(20):
         report = compare(_baseline(), _collect(seed, 200), permutations=500)
-        # 7 statistics, 2 rates, dent's scores, MMD, atypical share; scratch's scores when 3% of 200 reach 10
-        assert {c.name for c in report.skipped} <= {"score.scratch"} and len(report.checks) == 13
+        # 7 statistics (grey 48-px parts: colour and size one value, not tested), 2 rates, dent's scores, MMD, atypical
+        # share, neighbours; scratch's scores when 3% of 200 reach 10
+        assert {c.name for c in report.skipped} - {"score.scratch"} == set(CONSTANT) and len(report.checks) == 14
+        assert all(report.check(name).skipped == "one value on both sides" for name in CONSTANT)
         drifted_folders += report.drifted
         alarms.update(check.name for check in report.checks if check.drifted)
         if not report.drifted:
-            skipped = "; 1 skipped (too few samples)" if report.skipped else ""
+            skipped = "; 1 skipped (too few samples)" if "score.scratch" in {c.name for c in report.skipped} else ""
             assert report.line() == f"drift: none of {len(report.ran)} checks (Holm, alpha 0.05) on 200 images{skipped}"
     assert drifted_folders <= 2, alarms
     assert all(count <= 1 for count in alarms.values()), alarms
@@ -138,6 +141,35 @@ def test_a_fifth_of_the_images_from_another_line_alarm_on_the_atypical_share() -
     assert not clean.drifted and clean.current <= 0.1
 
 
+def _like_one_another(seed: int, images: int) -> Sample:
+    """Parts from another line: one surface (its brightness and contrast inside the baseline's range, a little
+    off its medians), each image only its own sensor noise: alike among themselves, not unlike the baseline's."""
+    rng = np.random.default_rng(seed)
+    shading = cv2.resize(np.random.default_rng(99).normal(0, 1, (6, 6)).astype(np.float32), (48, 48))
+    surface = 104 + (shading - shading.mean()) / shading.std() * 19.5
+    collector = Collector(THRESHOLDS, embedding_sample=images, seed=seed)
+    for _ in range(images):
+        grey = np.clip(surface + rng.normal(0, 5, (48, 48)), 0, 255).astype(np.uint8)
+        collector.add(
+            image_statistics(cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)), _detections(rng, 0.03), rng.normal(0, 1, DIM)
+        )
+    return collector.sample()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_fifth_of_the_images_alike_among_themselves_alarm_on_the_neighbours_check(seed: int) -> None:
+    """160 images like the baseline's and 40 of one other surface whose statistics each lie within the baseline's
+    range: the 40 are one another's nearest neighbours, which the neighbours check counts."""
+    mixed = Sample.concat([_collect(20 + seed, 160), _like_one_another(30 + seed, 40)])
+    neighbours = compare(_baseline(), mixed).check("neighbours")
+    assert neighbours.drifted and neighbours.test == "knn" and neighbours.p < 0.002  # 1000 permutations: p >= 1/1001
+    assert neighbours.current > neighbours.baseline + 0.02
+    assert neighbours.baseline == pytest.approx((500 * 499 + 200 * 199) / (700 * 699))  # the same side, by chance
+    assert "a group of like images: own-side neighbours 5" in compare(_baseline(), mixed).line()
+    clean = compare(_baseline(), _collect(40 + seed, 200)).check("neighbours")
+    assert not clean.drifted and abs(clean.current - clean.baseline) < 0.02
+
+
 def test_the_report_is_strict_json_with_every_check(tmp_path: Path) -> None:
     report = compare(_baseline(), _collect(5, 200, gain=1.3), model_sha256="0" * 64)
     data = json.loads(report.write(tmp_path / "drift.json").read_text(encoding="utf-8"))
@@ -159,6 +191,7 @@ def test_the_report_is_strict_json_with_every_check(tmp_path: Path) -> None:
         "rate.dent",
         "embeddings",
         "atypical",
+        "neighbours",
     }
     assert rows["score.scratch"]["p"] is None and rows["score.scratch"]["skipped"].startswith("fewer than 10")
     assert rows["brightness"]["p_holm"] >= rows["brightness"]["p"]
@@ -167,7 +200,7 @@ def test_the_report_is_strict_json_with_every_check(tmp_path: Path) -> None:
 def test_too_few_images_are_skipped_and_counted() -> None:
     report = compare(_baseline(), _collect(6, 12))
     assert not report.ran and not report.drifted
-    assert report.line() == "drift: none of 0 checks (Holm, alpha 0.05) on 12 images; 13 skipped (too few samples)"
+    assert report.line() == "drift: none of 0 checks (Holm, alpha 0.05) on 12 images; 14 skipped (too few samples)"
 
 
 def test_the_most_atypical_images_come_first() -> None:
@@ -238,3 +271,19 @@ def test_the_package_needs_no_torch_mlflow_or_ultralytics() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_squared_distances_are_scipys() -> None:
+    """The matrix-product distances equal scipy's cdist (which they replace for speed), also for embeddings that
+    agree to six digits, and are exactly 0 from a row to itself."""
+    from scipy.spatial.distance import cdist
+
+    from pipeline.drift.checks import squared_distances
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 1, (50, 256)).astype(np.float32)
+    b = rng.normal(0, 1, (30, 256)).astype(np.float32)
+    assert np.allclose(squared_distances(a, b), cdist(a, b, "sqeuclidean"), rtol=1e-9, atol=1e-9)
+    close = (1.0 + rng.normal(0, 1e-6, (40, 256))).astype(np.float64)
+    assert np.allclose(squared_distances(close, close), cdist(close, close, "sqeuclidean"), rtol=1e-9, atol=0)
+    assert np.all(np.diag(squared_distances(a, a)) == 0.0) and squared_distances(a, a).min() >= 0.0

@@ -9,11 +9,13 @@ never anti-conservative. The embeddings: a kernel two-sample test, the maximum m
 p-value (Gretton et al. 2012; the test Rabanser et al. 2019, "Failing Loudly", found best for dataset shift),
 run by ``scipy.stats.permutation_test``. The share of atypical images: how many of the run's images are more
 unlike the baseline than all but ``TAIL`` of the baseline's own (the review queue's score, `_atypicality`), against
-that share in the baseline, with Fisher's exact test. A fifth of a folder from another line moves each
-distribution by at most a fifth, which KS and MMD see late (30-60% of 200-image folders), while it puts a fifth of
-the images in a tail that holds a twentieth. All the p-values are corrected together with Holm's method (valid
-whatever their dependence: brightness and contrast move together), so that a clean folder alarms with probability
-at most ``alpha`` however many checks there are.
+that share in the baseline, with Fisher's exact test: a few images from a new camera among good ones. The images
+that are one another's nearest neighbours (`_neighbours`, Schilling's test on the input statistics): a fifth of a
+folder from another line moves each distribution by at most a fifth, which KS and MMD see late (30-60% of
+200-image folders in ``drift_power``), and lies inside the baseline's range, but its images sit together. All the
+p-values are corrected together with Holm's method (valid whatever their dependence: brightness and contrast move
+together), so that a clean folder alarms with probability at most ``alpha`` however many checks there are; a check
+with nothing to test (one value of a statistic on both sides, no fail on either) is left out of the family.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ Z_CAP = 50.0  # one statistic's share of an image's atypicality: a new image siz
 TAIL = 0.05  # the baseline's most atypical share: the atypical-share check counts the images beyond it
 NEIGHBOURS = 5  # the nearest baseline embeddings an image's distance is measured to
 GROUP_NEIGHBOURS = 10  # the nearest images the neighbours check counts, per image (Schilling's k)
-LOGGED = ("contrast", "sharpness", "width", "height")  # spread over orders of magnitude: the neighbours check logs them
+LOGGED = ("contrast", "sharpness", "width", "height")  # over orders of magnitude: the neighbours check logs them
 
 
 def compare(
@@ -142,9 +144,9 @@ def _neighbours(base: Sample, current: Sample, least: int, permutations: int, se
     boards of many) are each other's neighbours: a fifth of a folder so moves no statistic's KS test past Holm's
     correction (30-60% of 200-image folders in ``drift_power``), but this one in about 9 of 10.
 
-    The statistics are those the baseline varies in (a constant one is the KS test's to watch), non-negative ones
-    (brightness, contrast, sharpness, size) on a log scale (sharpness spans three orders of magnitude: on its own
-    scale a few sharp images would set every distance), each scaled by the baseline's robust spread."""
+    The statistics are those the baseline varies in (a constant one is the KS test's to watch), ``LOGGED`` ones on a
+    log scale (sharpness spans three orders of magnitude: on its own scale a few sharp images would set every
+    distance), each scaled by the baseline's robust spread."""
     row = Check("neighbours", "knn", None, None, base.images, current.images)
     if min(base.images, current.images) < least:
         return _skip(row, least)

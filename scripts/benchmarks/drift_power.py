@@ -416,7 +416,7 @@ def measure_domain(
         }
         done(row)
         print(table_row(row), flush=True)
-        if condition in LONG_CONDITIONS and args.long_draws:  # the same pool, the rate to within about 3 points
+        if condition in LONG_CONDITIONS and args.long_draws:  # the same pool: the rate to within about 2 points
             started = time.perf_counter()
             reports = draws(domain.baseline, pool, args.long_draws, args.folder, seed + 200)
             row = summarize(domain.name, f"{condition}, {args.long_draws} folders", reports, pool)
@@ -601,9 +601,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pool", type=int, default=1000, help="images per condition's pool")
     parser.add_argument("--folder", type=int, default=200, help="images per drawn folder")
     parser.add_argument("--draws", type=int, default=20, help="folders drawn per condition")
-    parser.add_argument("--long-draws", type=int, default=100,
+    parser.add_argument("--long-draws", type=int, default=400,
                         help="clean and mixed: a second row of this many folders from the same pool (0: none)")  # fmt: skip
-    parser.add_argument("--null-draws", type=int, default=100,
+    parser.add_argument("--null-draws", type=int, default=400,
                         help="clean folders compared with a baseline redrawn from the clean pool (0: none)")  # fmt: skip
     parser.add_argument("--pairs", type=int, default=3, help="overhead: with/without pairs")
     parser.add_argument("--overhead-sizes", type=_sizes, default=[0, 320],

@@ -38,7 +38,7 @@ alternating, ``--pairs`` pairs after one warm-up run of each, both on the runtim
 ``--overhead-sizes``; the whole call is timed (the comparison runs after the images), and the check's parts
 apart (its cost per run and per image). Target: the check adds at most 5% to the run.
 
-    python scripts/benchmarks/drift_power.py                  # about 9 min on 2 cores
+    python scripts/benchmarks/drift_power.py                  # about 10 min on 2 cores
     python scripts/benchmarks/drift_power.py --quick          # a smoke run of every step (~2 min)
     python scripts/benchmarks/drift_power.py --model best.pt --neu ''   # a trained synthetic model, no NEU-DET
 """

@@ -181,8 +181,8 @@ def _neighbours(base: Sample, current: Sample, least: int, permutations: int, se
 
 
 def _group_space(base: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Both sides' statistics as the neighbours check measures them: logs of the non-negative ones, then robust
-    z-scores against the baseline; the statistics the baseline holds constant left out."""
+    """Both sides' statistics as the neighbours check measures them: the ``LOGGED`` ones on a log scale, then
+    robust z-scores against the baseline; the statistics the baseline holds constant left out."""
     logged = [name in LOGGED for name in STATISTICS]
     before, after = (np.where(logged, np.log1p(np.maximum(side, 0)), side) for side in (base, current))
     centre = np.median(before, axis=0)

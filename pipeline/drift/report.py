@@ -22,7 +22,8 @@ class Check:
     ``rate.<class>`` (the share of images the class fails), ``embeddings``, ``atypical`` (the share of images
     beyond the baseline's own most atypical 5%) or ``neighbours`` (the share of images' nearest neighbours, by their
     statistics, from their own side). ``baseline`` / ``current``: the median (statistics, scores) or the rate
-    (shares; for ``neighbours``, its expected value when both sides are alike and the value seen); ``p_holm``: ``p`` corrected for all the checks that ran.
+    (shares; for ``neighbours``, its expected value when both sides are alike and the value seen); ``p_holm``:
+    ``p`` corrected for all the checks that ran.
     ``skipped``: why the test did not run (too few samples on a side, or nothing to test: one value of a statistic
     on both sides, no fail on either); such a row has no p.
     """
@@ -47,7 +48,8 @@ class Check:
         if self.name.startswith("rate."):
             return f"{self.name[5:]} fail rate {_percent(self.baseline)} -> {_percent(self.current)} ({p})"
         if self.name == "neighbours":  # images that are each other's nearest: a group the baseline does not have
-            return f"a group of like images: own-side neighbours {_percent(self.baseline)} -> {_percent(self.current)} ({p})"
+            shares = f"{_percent(self.baseline)} -> {_percent(self.current)}"
+            return f"a group of like images: own-side neighbours {shares} ({p})"
         if self.name == "atypical":
             return f"atypical images {_percent(self.baseline)} -> {_percent(self.current)} ({p})"
         if self.name.startswith("score."):

@@ -3,11 +3,11 @@
 The baseline is found where the thresholds were: beside a ``--screen`` file (screen.json names it), inside a bundle,
 or with an MLflow model's calibration run; else the one the model's training recorded on its validation split:
 beside a ``.pt`` (``drift_baseline.npz``, for that very file), in the training run behind an MLflow model, or in
-the files of a served MLflow model (beside its ``MLmodel``). Each
-screened image adds its input statistics (measured on the decoding threads), its detections at the verdict
-thresholds and the network's pooled backbone features to a `Collector`; at the end the run is compared with the
-baseline (``drift.json``, one line), and what it saw is kept as ``drift_sample.npz`` (a baseline file of its own:
-calibrate builds the baseline from it). Under ``--watch`` each window of images is compared as it closes.
+the files of a served MLflow model (beside its ``MLmodel``). Each screened image adds its input statistics
+(measured on the decoding threads), its detections at the verdict thresholds and the network's pooled backbone
+features to a `Collector`; at the end the run is compared with the baseline (``drift.json``, one line), and what
+it saw is kept as ``drift_sample.npz`` (a baseline file of its own: calibrate builds the baseline from it). Under
+``--watch`` each window of images is compared as it closes.
 """
 
 from __future__ import annotations

@@ -604,7 +604,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--folder", type=int, default=200, help="images per drawn folder")
     parser.add_argument("--draws", type=int, default=20, help="folders drawn per condition")
     parser.add_argument("--long-draws", type=int, default=400,
-                        help="clean and mixed: a second row of this many folders from the same pool (0: none)")  # fmt: skip
+                        help="clean and mixed: a second row of this many folders, same pool (0: none)")  # fmt: skip
     parser.add_argument("--null-draws", type=int, default=400,
                         help="clean folders compared with a baseline redrawn from the clean pool (0: none)")  # fmt: skip
     parser.add_argument("--pairs", type=int, default=3, help="overhead: with/without pairs")

@@ -153,15 +153,11 @@ def _neighbours(base: Sample, current: Sample, least: int, permutations: int, se
     row = Check("neighbours", "knn", None, None, base.images, current.images)
     if min(base.images, current.images) < least:
         return _skip(row, least)
-    before, after = _group_space(base.statistics, current.statistics)
-    if not before.shape[1]:
+    nearest = _nearest_images(base, current, seed)
+    if nearest is None:
         return _replace(row, skipped="the baseline's images have one value of every statistic")
-    n, total = len(before), len(before) + len(after)
-    k = min(GROUP_NEIGHBOURS, total - 1)
-    pooled = np.vstack([before, after])
-    jitter = np.random.default_rng(seed).uniform(0, 1e-9, pooled.shape)  # ties (equal images): broken at random
-    _, nearest = cKDTree(pooled + jitter).query(pooled + jitter, k=k + 1)
-    rows, columns = np.repeat(np.arange(total), k), nearest[:, 1:].reshape(-1)  # each image's own row left out
+    n, (total, k) = base.images, nearest.shape
+    rows, columns = np.repeat(np.arange(total), k), nearest.reshape(-1)
     # graph[i, j] = 1: j is one of i's k nearest; sparse (k per row), its transpose ready for the products below
     graph_t = sparse.csr_matrix((np.ones(total * k, np.float32), (columns, rows)), shape=(total, total))
     chosen = np.bincount(columns, minlength=total).astype(np.float32)  # how often each image is another's neighbour
@@ -178,6 +174,19 @@ def _neighbours(base: Sample, current: Sample, least: int, permutations: int, se
     observed, p = permutation_p(statistic, n, total, permutations, seed)
     expected = (n * (n - 1) + (total - n) * (total - n - 1)) / (total * (total - 1))  # the null's mean
     return _tested(_replace(row, baseline=expected, current=observed), observed, p)
+
+
+def _nearest_images(base: Sample, current: Sample, seed: int = 0) -> np.ndarray | None:
+    """For every image of both sides pooled (the baseline's first), its ``GROUP_NEIGHBOURS`` nearest other images by
+    `_group_space`, as indices into the pool; None when the baseline varies in no statistic."""
+    before, after = _group_space(base.statistics, current.statistics)
+    if not before.shape[1]:
+        return None
+    pooled = np.vstack([before, after])
+    k = min(GROUP_NEIGHBOURS, len(pooled) - 1)
+    jitter = np.random.default_rng(seed).uniform(0, 1e-9, pooled.shape)  # ties (equal images): broken at random
+    _, nearest = cKDTree(pooled + jitter).query(pooled + jitter, k=k + 1)
+    return nearest[:, 1:]  # each image's own row left out
 
 
 def _group_space(base: np.ndarray, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -308,12 +317,32 @@ def _corrected(rows: list[Check], alpha: float) -> list[Check]:
 @dataclass(frozen=True)
 class Atypical:
     """One current image and how unlike the baseline it is: ``score`` sums its robust z-scores; ``reason`` names
-    the largest."""
+    the largest (and, from `rank_grouped`, how many of its nearest images are the run's)."""
 
     index: int
     name: str
     score: float
     reason: str
+
+
+def rank_grouped(baseline: Baseline | Sample, current: Sample) -> list[Atypical]:
+    """The current images, most grouped first: by how many of their ``GROUP_NEIGHBOURS`` nearest images (the
+    neighbours check's) are the run's own rather than the baseline's, ties in `rank_atypical`'s order. When that
+    check drifted, the first are the images that make up the group (a fifth of a folder from another line), which
+    `rank_atypical` alone would not find: each of them lies inside the baseline's range. After a shift of the whole
+    run (a lamp) nearly every image is the run's own group, and the order is `rank_atypical`'s."""
+    base = baseline.sample if isinstance(baseline, Baseline) else baseline
+    by_atypicality = rank_atypical(base, current)
+    nearest = _nearest_images(base, current)
+    if nearest is None:
+        return by_atypicality
+    own = (nearest[base.images :] >= base.images).sum(axis=1)  # per current image: its neighbours from the run
+    k = nearest.shape[1]
+    grouped = sorted(by_atypicality, key=lambda found: -own[found.index])  # stable: atypicality breaks ties
+    return [
+        replace(found, reason=f"{found.reason}; {own[found.index]} of its {k} nearest images are this run's")
+        for found in grouped
+    ]
 
 
 def rank_atypical(baseline: Baseline | Sample, current: Sample, *, neighbours: int = NEIGHBOURS) -> list[Atypical]:

@@ -235,13 +235,17 @@ class DriftCheck:
 
         return plot_drift(self.baseline.sample, self.seen(), path)
 
-    def atypical(self, limit: int = ATYPICAL_REVIEW) -> list[tuple[str, str]]:
-        """(path, why) of the run's most atypical images, most atypical first: those a drifted run sends to review."""
-        if self.baseline is None or not len(self.collector):
+    def atypical(self, report: DriftReport | None, limit: int = ATYPICAL_REVIEW) -> list[tuple[str, str]]:
+        """(path, why) of the images that drive ``report``'s drift, the strongest first: those a drifted run sends to
+        review (none when it did not drift). The most atypical; where the neighbours check drifted, the images most
+        grouped among themselves first (a group of like images from elsewhere, each inside the baseline's range,
+        which the most atypical would miss)."""
+        if self.baseline is None or not len(self.collector) or report is None or not report.drifted:
             return []
-        from pipeline.drift.checks import rank_atypical
+        from pipeline.drift.checks import rank_atypical, rank_grouped
 
-        ranked = rank_atypical(self.baseline, self.seen())
+        grouped = any(check.drifted and check.name == "neighbours" for check in report.checks)
+        ranked = (rank_grouped if grouped else rank_atypical)(self.baseline, self.seen())
         return [(found.name, found.reason) for found in ranked[:limit]]
 
 

@@ -270,7 +270,7 @@ def _predict_into(source: str | Path, model: str, out: Path, options: PredictOpt
             if options.track:  # the dashboard's picture: each statistic's baseline against this run's
                 drift.plot(out / DRIFT_PLOT)
     if options.review:  # from the log, so a resumed run reviews every image of the folder, not only its own
-        atypical = drift.atypical() if drift is not None and result.drift is not None and result.drift.drifted else []
+        atypical = drift.atypical(result.drift) if drift is not None else []
         result.review, chosen = write_uncertain(
             options.review, read_log(out / PREDICTIONS), verdict.threshold, options.band, names, model, atypical
         )

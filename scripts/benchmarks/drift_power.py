@@ -70,6 +70,7 @@ import yaml  # noqa: E402
 from pipeline.drift import Baseline, DriftReport, Sample, compare, holm  # noqa: E402
 from pipeline.drift.statistics import EMBEDDING_SAMPLE  # noqa: E402
 from pipeline.files import CACHE_ENV  # noqa: E402
+from pipeline.inference.drift_check import ATYPICAL_REVIEW  # noqa: E402
 from scripts.benchmarks.common import link_or_copy, quiet_ultralytics, save_report  # noqa: E402
 
 CONDITIONS = ("clean", "brightness", "blur", "new-shape", "size", "mixed")
@@ -83,6 +84,8 @@ GAIN = 1.3
 BLUR_SIGMA = 2.0
 SIZE_FACTOR = 1.5
 FOREIGN_SHARE = 0.2
+OTHER = "other-"  # the file names of a mixed pool's images from the other data set begin so
+REVIEWED = ATYPICAL_REVIEW  # the images a drifted run puts at the head of the review queue
 SYNTH_SIZE = 128  # the generator's default image side
 SYNTH_SEED = 0  # training and val; the clean pool draws seed POOL_SEED
 POOL_SEED = 1
@@ -191,7 +194,8 @@ def write_pool(domain: Domain, condition: str, folder: Path, seed: int) -> list[
         elif condition == "mixed":
             image = domain.foreign(k, max(image.shape[:2]))
         chunk.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(chunk / f"{source.stem}.png"), image)
+        named = f"{OTHER}{source.stem}" if condition == "mixed" else source.stem  # the review's count knows them
+        cv2.imwrite(str(chunk / f"{named}.png"), image)
     return chunks
 
 
@@ -359,6 +363,30 @@ def null_draws(pool: Sample, baseline_images: int, count: int, folder: int, seed
     return reports
 
 
+def review_counts(baseline: Baseline, pool: Sample, count: int, folder: int, seed: int) -> dict[str, float]:
+    """Over ``count`` folders of the mixed pool: how many of the ``REVIEWED`` images a drifted run sends to review
+    come from the other data set, in the order predict uses when the neighbours check drifted (`rank_grouped`) and
+    by atypicality alone (`rank_atypical`); ``by_chance``: what any ``REVIEWED`` images of a folder hold."""
+    from pipeline.drift.checks import rank_atypical, rank_grouped
+
+    rng = np.random.default_rng(seed)
+    found: dict[str, list[int]] = {"grouped": [], "atypical": []}
+    for _ in range(count):
+        folder_sample = pool.subset(rng.choice(pool.images, min(folder, pool.images), replace=False))
+        for name, rank in (("grouped", rank_grouped), ("atypical", rank_atypical)):
+            top = rank(baseline, folder_sample)[:REVIEWED]
+            found[name].append(sum(Path(item.name).name.startswith(OTHER) for item in top))
+    return {name: float(np.mean(counts)) for name, counts in found.items()} | {"by_chance": REVIEWED * FOREIGN_SHARE}
+
+
+def review_line(domain: str, review: dict[str, float]) -> str:
+    return (
+        f"review ({domain}, mixed): of the {REVIEWED} images sent to review, {review['grouped']:.1f} from the other "
+        f"data set (grouped first, as predict orders them), {review['atypical']:.1f} by atypicality alone, "
+        f"{review['by_chance']:.0f} by chance"
+    )
+
+
 def alarms_without_scores(report: DriftReport) -> bool:
     """The decision with the class-score KS checks left out (Holm over the rest): what the other checks find alone.
     A score check pools every detection of a class, several per image, as if each were its own sample."""
@@ -416,8 +444,12 @@ def measure_domain(
             "predict": round(predicted_at - written, 1),
             "compare": round(time.perf_counter() - predicted_at, 1),
         }
+        if condition == "mixed":
+            row["review"] = review_counts(domain.baseline, pool, args.draws, args.folder, seed + 300)
         done(row)
         print(table_row(row), flush=True)
+        if "review" in row:
+            print(review_line(domain.name, row["review"]), flush=True)
         if condition in LONG_CONDITIONS and args.long_draws:  # the same pool: the rate to within about 2 points
             started = time.perf_counter()
             reports = draws(domain.baseline, pool, args.long_draws, args.folder, seed + 200)
@@ -702,6 +734,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for row in rows:
         print(table_row(row))
     print()
+    for row in rows:
+        if "review" in row:
+            print(review_line(row["data"], row["review"]))
     for measured in found:
         print(overhead_line(measured))
     for domain in domains:

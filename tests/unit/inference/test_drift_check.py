@@ -4,6 +4,7 @@ and their records in watch.jsonl, the baseline a screen names, and the atypical 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -47,15 +48,38 @@ def test_a_run_is_compared_whole_and_kept_as_a_sample(tmp_path: Path) -> None:
     check.write(tmp_path, report, "/line")
     assert json.loads((tmp_path / "drift.json").read_text())["drifted"] is True
     assert Baseline.load(tmp_path / SAMPLE).images == 60
-    atypical = check.atypical(limit=5)
+    atypical = check.atypical(report, limit=5)
     assert len(atypical) == 5 and all(why.startswith("brightness") for _, why in atypical)
+
+
+def test_a_group_of_like_images_goes_to_review_before_the_most_atypical() -> None:
+    """40 of 200 images from one other surface, each inside the baseline's range: the neighbours check drifts, and
+    the review gets the group's images (the most atypical would be the ordinary images' tails)."""
+    check = DriftCheck(baseline(300), THRESHOLDS, "abc")
+    rng = np.random.default_rng(2)
+    for k in range(160):
+        check.add(outcome(rng, k))
+    for k in range(160, 200):
+        statistics = ImageStatistics(100 + rng.normal(0, 0.3), 20 + rng.normal(0, 0.1), 500 + rng.normal(0, 2),
+                                     0.0, 0.0, 64.0, 64.0)  # fmt: skip
+        check.add(Outcome(f"/other/{k}.png", (64, 64), [], statistics=statistics, embedding=rng.normal(size=8)))
+    report = check.report()
+    assert report is not None and report.drifted
+    assert report.check("neighbours").drifted and report.check("neighbours").p < 0.002
+    queued = check.atypical(report)
+    assert len(queued) == 20 and sum(path.startswith("/other/") for path, _ in queued) >= 18
+    assert all(re.search(r"; \d+ of its 10 nearest images are this run's$", why) for _, why in queued)
+    quiet = DriftCheck(baseline(300), THRESHOLDS, "abc")
+    for k in range(200):
+        quiet.add(outcome(rng, k))
+    assert quiet.atypical(quiet.report()) == []  # nothing drifted: nothing to review for drift
 
 
 def test_without_a_baseline_a_run_is_only_collected(tmp_path: Path) -> None:
     check = DriftCheck(None, THRESHOLDS, "abc", window=20)
     rng = np.random.default_rng(1)
     assert all(check.add(outcome(rng, k)) is None for k in range(30))
-    assert check.report() is None and check.atypical() == []
+    assert check.report() is None and check.atypical(None) == []
     check.write(tmp_path, None, "/line")
     assert not (tmp_path / "drift.json").exists() and Baseline.load(tmp_path / SAMPLE).images == 30
 

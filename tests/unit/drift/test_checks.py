@@ -161,11 +161,12 @@ def test_a_fifth_of_the_images_alike_among_themselves_alarm_on_the_neighbours_ch
     """160 images like the baseline's and 40 of one other surface whose statistics each lie within the baseline's
     range: the 40 are one another's nearest neighbours, which the neighbours check counts."""
     mixed = Sample.concat([_collect(20 + seed, 160), _like_one_another(30 + seed, 40)])
-    neighbours = compare(_baseline(), mixed).check("neighbours")
+    report = compare(_baseline(), mixed)
+    neighbours = report.check("neighbours")
     assert neighbours.drifted and neighbours.test == "knn" and neighbours.p < 0.002  # 1000 permutations: p >= 1/1001
     assert neighbours.current > neighbours.baseline + 0.02
     assert neighbours.baseline == pytest.approx((500 * 499 + 200 * 199) / (700 * 699))  # the same side, by chance
-    assert "a group of like images: own-side neighbours 5" in compare(_baseline(), mixed).line()
+    assert "a group of like images: own-side neighbours 5" in report.line()
     clean = compare(_baseline(), _collect(40 + seed, 200)).check("neighbours")
     assert not clean.drifted and abs(clean.current - clean.baseline) < 0.02
 

@@ -172,14 +172,15 @@ _TILE_COLUMNS = (
 def _tiles_markdown(tiles: dict[str, Any]) -> list[str]:
     """The card's tiles section: the settings, and per split what the cutting made (`pipeline.data.tiles`)."""
     settings = tiles["settings"]
-    unused = "masked" if settings.get("cut_boxes") == "ignore" else "ignored"  # one of the two ways is taken
-    columns = [column for column in _TILE_COLUMNS if column[0] != unused]
+    ignored = settings.get("cut_boxes") == "ignore"  # else masked (a card from before the choice: masked)
+    columns = [column for column in _TILE_COLUMNS if column[0] != ("masked" if ignored else "ignored")]
     lines = [
         "## Tiles",
         "",
         f"{settings['size']}-px tiles at the native resolution, overlap {settings['overlap']:g}; a box is kept in a "
         f"tile (clipped to it) when at least {settings['min_visible']:g} of its area is inside, a smaller part is "
-        f"{'ignored in the loss' if settings.get('cut_boxes') == 'ignore' else 'masked'}; defect-free tiles up to {settings['backgrounds']:g} of a split's cut tiles (seed {tiles['seed']}). "
+        f"{'ignored in the loss' if ignored else 'masked'}; defect-free tiles up to {settings['backgrounds']:g} of "
+        f"a split's cut tiles (seed {tiles['seed']}). "
         f"Cut from data `{(tiles.get('source_hash') or '-')[:16]}`"
         + (f" into {tiles['folder']}" if "folder" in tiles else "")
         + ".",

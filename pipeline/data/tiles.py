@@ -8,8 +8,9 @@ its area is inside. A smaller part must not stay in the tile unlabelled, since i
 defect is background: ``cut_boxes: mask`` fills it (`mask_boxes`); ``cut_boxes: ignore`` keeps the
 pixels and writes the part to ``ignore/<split>/<tile>.txt`` (YOLO lines, `ignore_file`), which the
 training's loss leaves out of its background (`pipeline.training.callbacks.ignore_regions`). Of the
-tiles without a box, a seeded draw keeps ``backgrounds`` of the split's cut tiles. Images not larger than the tile are used whole
-(a hard link to the source, else a symbolic link, else a copy: the source is never changed).
+tiles without a box, a seeded draw keeps ``backgrounds`` of the split's cut tiles. Images not larger
+than the tile are used whole (a hard link to the source, else a symbolic link, else a copy: the
+source is never changed).
 
 A training with ``data.tile`` trains on a tiled train split kept in the cache
 (``$YOLO_PIPELINE_CACHE/tiles/``), one folder per dataset content hash and tile settings, made by
@@ -258,11 +259,11 @@ def _write_labels(path: Path, boxes: Sequence[Box], width: int, height: int) -> 
 def ignore_folder(images: str | Path) -> Path | None:
     """Where a split's regions for the loss to ignore are kept: ``.../images/<split>`` -> ``.../ignore/<split>``
     (beside ``labels/``, as ultralytics finds those); None for a folder outside an ``images/`` one (it has none)."""
-    sa, sb = f"{os.sep}{IMAGES}{os.sep}", f"{os.sep}{IGNORE}{os.sep}"
+    images_part, ignore_part = f"{os.sep}{IMAGES}{os.sep}", f"{os.sep}{IGNORE}{os.sep}"
     text = f"{Path(images)}{os.sep}"
-    if sa not in text:
+    if images_part not in text:
         return None
-    return Path(sb.join(text.rsplit(sa, 1)))
+    return Path(ignore_part.join(text.rsplit(images_part, 1)))  # the last images/: a parent may be named so too
 
 
 def ignore_file(image: str | Path) -> Path | None:

@@ -27,9 +27,8 @@ from pipeline.messages import UserError
 FORMAT = "pipeline.drift.baseline"
 VERSION = 1
 FILENAME = "drift_baseline.npz"
-DIGEST_TAG = (
-    "pipeline.drift.baseline"  # the file's digest: on a model version, its training run, each run compared with it
-)
+# The file's digest, as a tag: on a model version, its training run, and each run compared with it.
+DIGEST_TAG = "pipeline.drift.baseline"
 CALIBRATION, TRAINING = "calibration", "training"  # what recorded a baseline (its `origin`)
 ORIGINS = {CALIBRATION: "the calibration split", TRAINING: "the training's validation split"}  # as a line names it
 _ARRAYS = (

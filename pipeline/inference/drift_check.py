@@ -88,12 +88,10 @@ def _beside(screen: Screen, folder: Path, where: str) -> FoundBaseline:
 def _trained_beside(weights: Path, opened: Any) -> FoundBaseline:
     """The baseline a training left beside its checkpoint, when it was recorded for this very file."""
     path = weights.with_name(FILENAME)
-    if weights.suffix == ".pt" and weights.is_file() and not path.is_file():
-        served = _in_logged_model(weights)
-        if served is not None:
-            return served
-    if weights.suffix != ".pt" or not weights.is_file() or not path.is_file():
+    if weights.suffix != ".pt" or not weights.is_file():
         return FoundBaseline(None, note=NO_BASELINE)
+    if not path.is_file():  # none beside it: the weights may be a served MLflow model's, which holds it
+        return _in_logged_model(weights) or FoundBaseline(None, note=NO_BASELINE)
     try:
         baseline = Baseline.load(path)
     except BaselineError as exc:

@@ -17,8 +17,8 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterable
-from contextlib import ExitStack
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -308,14 +308,9 @@ class Tracker:
                 "tracking: skipping %s record %d, its spooled file %s is gone", first["kind"], first["seq"], missing[0]
             )
         elif first["kind"] == "artifact":
-            local = self.spool.path(first["local"])
-            name = original_name(local)
-            # The spooled copy carries a sequence prefix; upload it under its real name.
-            with tempfile.TemporaryDirectory() as tmp:
-                target = Path(tmp) / name
-                (shutil.copytree if local.is_dir() else shutil.copy2)(local, target)
+            with _under_real_name(self.spool.path(first["local"])) as target:
                 if target.is_dir():
-                    self._client.log_artifacts(run_id, str(target), first["artifact_path"] or name)
+                    self._client.log_artifacts(run_id, str(target), first["artifact_path"] or target.name)
                 else:
                     self._client.log_artifact(run_id, str(target), first["artifact_path"])
         elif first["kind"] == "model":
@@ -371,9 +366,8 @@ class Tracker:
         self.spool.update_state(run_id=run.info.run_id, experiment_id=run.info.experiment_id)
         LOG.info("tracking: run %s in experiment %r at %s", run.info.run_id, self.experiment, self.uri)
 
-    def _logged_models(self, run_id: str) -> list[Any]:
+    def _logged_models(self, run_id: str, experiment_id: str) -> list[Any]:
         """The run's finished logged models named ``MODEL_NAME`` (one, once its model record is sent)."""
-        experiment_id = self._client.get_run(run_id).info.experiment_id
         return [
             m
             for m in self._client.search_logged_models([experiment_id], filter_string=f"name = '{MODEL_NAME}'")
@@ -381,21 +375,19 @@ class Tracker:
         ]
 
     def _log_model_file(self, run_id: str, record: dict[str, Any]) -> None:
-        models = self._logged_models(run_id)
+        models = self._logged_models(run_id, self._client.get_run(run_id).info.experiment_id)
         local = self.spool.path(record["local"])
         if not models:  # its weights were gone from the spool: nothing to add the file to
             LOG.warning("tracking: run %s logged no model to add %s to", run_id, original_name(local))
             return
-        with tempfile.TemporaryDirectory() as tmp:  # uploaded under its real name (the spooled copy has a prefix)
-            target = Path(tmp) / original_name(local)
-            shutil.copy2(local, target)
+        with _under_real_name(local) as target:
             self._client.log_model_artifact(models[0].model_id, str(target))
 
     def _log_model(self, run_id: str, record: dict[str, Any]) -> None:
         """A pyfunc model, logged through the client API (no global active run), at most once per run."""
-        if self._logged_models(run_id):
-            return  # sent before, and the acknowledgement was lost
         experiment_id = self._client.get_run(run_id).info.experiment_id
+        if self._logged_models(run_id, experiment_id):
+            return  # sent before, and the acknowledgement was lost
         from importlib.metadata import PackageNotFoundError, version
 
         import pipeline
@@ -437,6 +429,16 @@ class Tracker:
             self._client.log_model_artifacts(model.model_id, str(local))
             self._client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
             self._client.log_outputs(run_id, [LoggedModelOutput(model.model_id, record["step"])])
+
+
+@contextmanager
+def _under_real_name(spooled: Path) -> Iterator[Path]:
+    """A copy of a spooled file or folder under its own name (the spool's copy carries a sequence prefix), for as
+    long as it is being uploaded."""
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / original_name(spooled)
+        (shutil.copytree if spooled.is_dir() else shutil.copy2)(spooled, target)
+        yield target
 
 
 def _inference_weights(spooled: Path, folder: Path) -> Path:

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import statistics
@@ -69,9 +68,8 @@ import yaml  # noqa: E402
 
 from pipeline.drift import Baseline, DriftReport, Sample, compare, holm  # noqa: E402
 from pipeline.drift.statistics import EMBEDDING_SAMPLE  # noqa: E402
-from pipeline.files import CACHE_ENV  # noqa: E402
 from pipeline.inference.drift_check import ATYPICAL_REVIEW  # noqa: E402
-from scripts.benchmarks.common import link_or_copy, quiet_ultralytics, save_report  # noqa: E402
+from scripts.benchmarks.common import link_or_copy, quiet_ultralytics, save_report, work_folder  # noqa: E402
 
 CONDITIONS = ("clean", "brightness", "blur", "new-shape", "size", "mixed")
 INT8_CONDITIONS = ("clean", "brightness", "blur")  # an INT8 bundle: quiet on clean parts, still seeing a shift
@@ -669,10 +667,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     quiet_ultralytics()
     args.out.mkdir(parents=True, exist_ok=True)
-    work = args.out / "work"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
-    os.environ.setdefault(CACHE_ENV, str(work / "cache"))
+    shutil.rmtree(args.out / "work", ignore_errors=True)  # what an earlier run of this benchmark left
+    work = work_folder(args.out / "work", "drift-power-")
     neu = args.neu if str(args.neu) not in ("", ".") and (args.neu / "data.yaml").exists() else None
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []

@@ -127,10 +127,11 @@ class Tracking(Callback):
         try:
             from pipeline.tracking.screens import TRAINING_BASELINE_PATH
 
-            self.tracker.log_artifact(trainer.best.with_name(FILENAME), TRAINING_BASELINE_PATH)
+            path = trainer.best.with_name(FILENAME)
+            self.tracker.log_artifact(path, TRAINING_BASELINE_PATH)
             self.tracker.set_tags({DIGEST_TAG: baseline.digest()})
             if self.session.config.tracking.log_model:  # beside MLmodel: what `mlflow models serve` compares with
-                self.tracker.log_model_file(trainer.best.with_name(FILENAME))
+                self.tracker.log_model_file(path)
         except Exception as exc:  # noqa: BLE001 - the file stays beside best.pt, where predict finds it too
             LOG.warning("tracking: could not record the drift baseline (%s: %s)", type(exc).__name__, exc)
 
